@@ -1,0 +1,1 @@
+"""The cloud service: API, MQTT ingest, org tree, cases, alerts, fleet, operations screen."""

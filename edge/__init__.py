@@ -1,0 +1,1 @@
+"""The edge agent: cameras, motion gating, detection, tracking, rules, outbox, publishing."""

@@ -1,0 +1,1 @@
+"""Declarative node profiles, camera templates, model profiles and rule presets."""

@@ -1,0 +1,1 @@
+"""The umbrella `gridwatch` command; each subcommand imports its package only when used."""

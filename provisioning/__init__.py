@@ -1,0 +1,1 @@
+"""The field technician's tool: register, secure, configure and check edge nodes."""
