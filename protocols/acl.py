@@ -1,0 +1,50 @@
+"""Broker access rules derived from the channel table: what a node, the cloud and an app
+may read and write. Rendered into Mosquitto's ACL format by whoever manages the broker."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from protocols.catalog import CHANNELS, ChannelSpec, Direction
+from protocols.topics import alerts_filter
+
+NODE_PLACEHOLDER = "%u"  # Mosquitto substitutes the client's username
+
+
+class Access(StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
+def _filter_of(spec: ChannelSpec, node_id: str) -> str:
+    address = spec.address.replace("{node_id}", node_id)
+    return re.sub(r"\{[a-z_]+\}", "+", address)
+
+
+def node_acl(node_id: str = NODE_PLACEHOLDER) -> list[tuple[Access, str]]:
+    """A node writes what it reports and reads its desired config and commands, only under
+    its own id; with the default placeholder these are Mosquitto `pattern` lines."""
+    rules = []
+    for spec in CHANNELS.values():
+        if spec.direction is Direction.EDGE_TO_CLOUD:
+            rules.append((Access.WRITE, _filter_of(spec, node_id)))
+        elif spec.direction is Direction.CLOUD_TO_EDGE:
+            rules.append((Access.READ, _filter_of(spec, node_id)))
+    return rules
+
+
+def cloud_acl() -> list[tuple[Access, str]]:
+    """The cloud service reads every node's reports and writes configs, commands, alerts."""
+    rules = []
+    for spec in CHANNELS.values():
+        access = Access.READ if spec.direction is Direction.EDGE_TO_CLOUD else Access.WRITE
+        rules.append((access, _filter_of(spec, "+")))
+    return rules
+
+
+def app_acl(
+    county: str, town: str | None = None, village: str | None = None, grid: str | None = None
+) -> list[tuple[Access, str]]:
+    """A grid app or integration reads the alerts of its jurisdiction and nothing else."""
+    return [(Access.READ, alerts_filter(county, town, village, grid))]

@@ -1,0 +1,178 @@
+"""The one way to turn messages into bytes and bytes into messages (orjson + pydantic).
+
+`decode` returns a validated model or raises `InvalidPayload(topic, field, reason)`; it
+never returns a half-parsed dict.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import ValidationError
+
+from protocols.alerts import Alert
+from protocols.base import (
+    CONTEXT_MAX_FUTURE_SKEW_S,
+    CONTEXT_NOW,
+    DEFAULT_MAX_FUTURE_SKEW_S,
+    SCHEMA_VERSION,
+    Payload,
+    utc_now,
+)
+from protocols.catalog import CHANNELS
+from protocols.errors import InvalidPayload, InvalidTopic
+from protocols.topics import AlertTopic, Channel, NodeTopic, parse_topic
+
+M = TypeVar("M", bound=Payload)
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def encode(message: Payload) -> bytes:
+    """Serialise a message for the wire (compact UTF-8 JSON, times in UTC with `Z`)."""
+    return orjson.dumps(message.model_dump(mode="json"))
+
+
+def _path(loc: tuple[int | str, ...], model: type[Payload]) -> str:
+    return ".".join(str(part) for part in loc) if loc else model.__name__
+
+
+def _non_finite_path(value: Any, path: str = "") -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "$"
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite_path(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
+def _parse_json(raw: bytes, topic: str) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidPayload(topic, "$", f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses NaN/Infinity literals and overflowing numbers; find the field with
+        # the lenient stdlib parser so the error can name it.
+        try:
+            lenient = json.loads(text)
+        except ValueError:
+            raise InvalidPayload(topic, "$", f"not valid JSON: {exc}") from None
+        field = _non_finite_path(lenient)
+        if field is not None:
+            raise InvalidPayload(topic, field, "NaN or infinite numbers are not allowed") from None
+        raise InvalidPayload(topic, "$", f"not valid JSON: {exc}") from None
+
+
+def decode(
+    model: type[M],
+    raw: bytes,
+    *,
+    topic: str = "",
+    now: datetime | None = None,
+    max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> M:
+    """Decode `raw` into `model` or raise InvalidPayload naming the topic and the field."""
+    if len(raw) > max_bytes:
+        raise InvalidPayload(topic, "$", f"payload of {len(raw)} bytes exceeds {max_bytes}")
+    obj = _parse_json(raw, topic)
+    if not isinstance(obj, dict):
+        raise InvalidPayload(topic, "$", "payload must be a JSON object")
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise InvalidPayload(
+            topic,
+            "schema_version",
+            f"unsupported schema version {version!r}; this receiver reads {SCHEMA_VERSION}",
+        )
+    context = {CONTEXT_NOW: now or utc_now(), CONTEXT_MAX_FUTURE_SKEW_S: max_future_skew_s}
+    try:
+        return model.model_validate(obj, context=context)
+    except ValidationError as exc:
+        problems = [
+            (_path(error["loc"], model), error["msg"].removeprefix("Value error, "))
+            for error in exc.errors(include_url=False)
+        ]
+        raise InvalidPayload(topic, *problems[0], problems=problems) from None
+
+
+def check_snapshot(raw: bytes, *, topic: str = "") -> bytes:
+    """Check a snapshot payload: a JPEG within the size limit."""
+    limit = CHANNELS[Channel.SNAPSHOTS].max_bytes
+    if len(raw) > limit:
+        raise InvalidPayload(topic, "$", f"snapshot of {len(raw)} bytes exceeds {limit}")
+    if not raw.startswith(_JPEG_MAGIC):
+        raise InvalidPayload(topic, "$", "snapshot is not a JPEG image")
+    return raw
+
+
+def decode_message(
+    topic: str | bytes,
+    raw: bytes,
+    *,
+    now: datetime | None = None,
+    max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
+) -> tuple[NodeTopic | AlertTopic, Payload | bytes]:
+    """Parse the topic, then decode the payload with the channel's model and size limit.
+
+    Raises InvalidTopic for a topic outside the tree and InvalidPayload for a bad payload,
+    including one that contradicts its topic (a node speaking for another node).
+    """
+    if isinstance(topic, bytes):
+        try:
+            topic = topic.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidTopic(repr(topic), "not valid UTF-8") from None
+    parts = parse_topic(topic)
+    channel = parts.channel if isinstance(parts, NodeTopic) else Channel.ALERTS
+    spec = CHANNELS[channel]
+    if spec.payload is None:
+        return parts, check_snapshot(raw, topic=topic)
+    message = decode(
+        spec.payload,
+        raw,
+        topic=topic,
+        now=now,
+        max_future_skew_s=max_future_skew_s,
+        max_bytes=spec.max_bytes,
+    )
+    _check_matches_topic(topic, parts, message)
+    return parts, message
+
+
+def _check_matches_topic(topic: str, parts: NodeTopic | AlertTopic, message: Payload) -> None:
+    if isinstance(parts, AlertTopic):
+        assert isinstance(message, Alert)
+        org = message.org
+        if (org.county, org.town, org.village, org.grid) != (
+            parts.county,
+            parts.town,
+            parts.village,
+            parts.grid,
+        ):
+            raise InvalidPayload(topic, "org", "does not match the topic's org path")
+        if message.kind.value != parts.kind:
+            raise InvalidPayload(topic, "kind", "does not match the topic's kind")
+        return
+    payload_node = getattr(message, "node_id", parts.node_id)
+    if payload_node != parts.node_id:
+        raise InvalidPayload(
+            topic, "node_id", f"{payload_node!r} does not match the topic's {parts.node_id!r}"
+        )
+    if parts.request_id is not None and getattr(message, "request_id", None) != parts.request_id:
+        raise InvalidPayload(topic, "request_id", "does not match the topic's request id")

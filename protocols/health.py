@@ -1,0 +1,97 @@
+"""What a node says about itself: its connection state (also its last will) and its health."""
+
+from __future__ import annotations
+
+from typing import Self
+from uuid import UUID
+
+from pydantic import Field, model_validator
+
+from protocols.base import PastDatetime, Payload, WireModel
+from protocols.enums import NodeStatus, StateReason, StreamStatus
+from protocols.identifiers import CameraId, NodeId, Sha256
+
+_MAX_COUNT = 2**63 - 1
+
+
+class NodeState(Payload):
+    """Retained on `state`. Online on every connect; the same topic carries the last will."""
+
+    node_id: NodeId
+    status: NodeStatus
+    reason: StateReason
+    sent_at: PastDatetime = Field(
+        description="When the node sent it; for the last will, when the will was registered."
+    )
+    agent_version: str | None = Field(default=None, max_length=64)
+    boot_id: UUID | None = Field(
+        default=None, description="Changes on every agent start, so restarts are visible."
+    )
+
+    @model_validator(mode="after")
+    def _reason_matches_status(self) -> Self:
+        online = self.status is NodeStatus.ONLINE
+        if online != (self.reason is StateReason.CONNECTED):
+            raise ValueError(
+                f"reason {self.reason.value!r} does not fit status {self.status.value!r}"
+            )
+        return self
+
+
+class CameraHealth(WireModel):
+    camera_id: CameraId
+    status: StreamStatus
+    input_fps: float = Field(ge=0, le=1000, description="Frames decoded per second.")
+    analysed_fps: float = Field(ge=0, le=1000, description="Frames analysed per second.")
+    last_frame_age_s: float | None = Field(
+        default=None, ge=0, description="Seconds since the newest frame; null before the first."
+    )
+    reconnects: int = Field(ge=0, le=_MAX_COUNT, description="Reconnects since agent start.")
+    width: int | None = Field(default=None, ge=1, le=16384)
+    height: int | None = Field(default=None, ge=1, le=16384)
+
+
+class InferenceHealth(WireModel):
+    model_profile: str = Field(max_length=64)
+    model_sha256: Sha256 | None = None
+    latency_p50_ms: float = Field(ge=0)
+    latency_p95_ms: float = Field(ge=0)
+    inferences: int = Field(ge=0, le=_MAX_COUNT, description="Inferences since agent start.")
+
+
+class OutboxHealth(WireModel):
+    depth: int = Field(
+        ge=0, le=_MAX_COUNT, description="Entries not yet acknowledged by the broker."
+    )
+    oldest_age_s: float | None = Field(default=None, ge=0)
+    bytes: int = Field(ge=0, le=_MAX_COUNT)
+    budget_bytes: int = Field(ge=0, le=_MAX_COUNT)
+
+
+class DropCounts(WireModel):
+    """Everything the node dropped, counted since it was installed: never silent."""
+
+    events: int = Field(default=0, ge=0, le=_MAX_COUNT)
+    snapshots: int = Field(default=0, ge=0, le=_MAX_COUNT)
+    health: int = Field(default=0, ge=0, le=_MAX_COUNT)
+    frames: int = Field(default=0, ge=0, le=_MAX_COUNT, description="Frames skipped by overload.")
+
+
+class NodeHealth(Payload):
+    """Published every `publish.health_interval_s` seconds on `health`."""
+
+    node_id: NodeId
+    sent_at: PastDatetime
+    uptime_s: float = Field(ge=0)
+    cpu_percent: float = Field(ge=0, le=100, description="Whole-box CPU use, 0..100.")
+    memory_used_bytes: int = Field(ge=0, le=_MAX_COUNT)
+    memory_total_bytes: int = Field(ge=0, le=_MAX_COUNT)
+    disk_used_bytes: int = Field(ge=0, le=_MAX_COUNT)
+    disk_total_bytes: int = Field(ge=0, le=_MAX_COUNT)
+    temperature_c: float | None = Field(default=None, ge=-60, le=150)
+    cameras: list[CameraHealth] = Field(default_factory=list, max_length=256)
+    inference: InferenceHealth | None = None
+    outbox: OutboxHealth
+    dropped: DropCounts = Field(default_factory=DropCounts)
+    agent_version: str = Field(max_length=64)
+    config_version: int | None = Field(default=None, ge=1)
