@@ -1,0 +1,61 @@
+"""Service fixtures for the whole suite: assets, a real PostgreSQL, private Mosquittos."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.mosquitto import BrokerOptions, MosquittoBroker
+from tests.support.postgres import fresh_database, postgres_server
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    """The shared assets (models, clips, images): GRIDWATCH_ASSETS or ../shared/assets."""
+    path = Path(os.environ.get("GRIDWATCH_ASSETS", REPO.parent / "shared" / "assets"))
+    if not (path / "models").is_dir():
+        pytest.fail(f"assets not found at {path}: set GRIDWATCH_ASSETS to the assets folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An admin URL of a real PostgreSQL server (see tests/support/postgres.py)."""
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as admin_url:
+        yield admin_url
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_admin_url: str) -> Iterator[str]:
+    """A fresh, empty database on that server for this test session; dropped afterwards."""
+    with fresh_database(postgres_admin_url) as url:
+        yield url
+
+
+BrokerFactory = Callable[..., MosquittoBroker]
+
+
+@pytest.fixture(scope="module")
+def broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
+    """Start private Mosquitto brokers with the options a test chooses; stopped at the end."""
+    started: list[MosquittoBroker] = []
+
+    def start(options: BrokerOptions | None = None) -> MosquittoBroker:
+        broker = MosquittoBroker(tmp_path_factory.mktemp("mosquitto"), options).start()
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def broker(broker_factory: BrokerFactory) -> MosquittoBroker:
+    """A private anonymous Mosquitto for this test module."""
+    return broker_factory()
