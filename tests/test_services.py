@@ -27,6 +27,7 @@ from tests.support.mosquitto import BrokerOptions, MosquittoBroker
 from tests.support.mqtt import MqttProbe
 from tests.support.ports import free_port
 from tests.support.postgres import fresh_database, postgres_server
+from tests.support.processes import wait_for_line
 
 NOT_AUTHORIZED = 0x87
 
@@ -86,8 +87,7 @@ def test_last_will_is_published_when_a_node_process_is_killed(broker: MosquittoB
         text=True,
     )
     try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready"
+        wait_for_line(process, "ready")
         watcher.subscribe(state_topic(node_id))
         online = decode(NodeState, watcher.expect(state_topic(node_id)).payload)
         assert online.status is NodeStatus.ONLINE

@@ -39,6 +39,8 @@ def main() -> None:
     client.publish(topic, encode(online), qos=1, retain=True)
     if not published.wait(10):
         sys.exit("no PUBACK for the online state")
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
     threading.Event().wait()  # until killed
 
 
