@@ -5,6 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
+# ByteTrack for the edge; --no-deps because it declares opencv-python (the GUI build),
+# which would replace the headless cv2. Its real dependencies are in the edge extra.
+TRACKERS := trackers==2.6.1
 
 .PHONY: setup services test lint fmt clean
 
@@ -14,6 +17,7 @@ $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("gridwatch needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e '.[all,dev]'
+	$(BIN)/python -m pip install -q --no-deps '$(TRACKERS)'
 	@touch $@
 
 $(NODE_INSTALLED): package.json package-lock.json

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import version
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 import typer.main
@@ -72,9 +72,12 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def root(
-    show_version: bool = typer.Option(
-        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
-    ),
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     """gridwatch: county video analytics and grid management, from edge box to county centre."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(help="The wire contract: JSON Schemas, AsyncAPI, README.", no_args_is_help=True)
@@ -14,7 +16,7 @@ def main() -> None:
 
 @app.command("export")
 def export_command(
-    check: bool = typer.Option(False, "--check", help="Only check; exit 1 when stale."),
+    check: Annotated[bool, typer.Option("--check", help="Only check; exit 1 when stale.")] = False,
 ) -> None:
     """Regenerate protocols/schemas/*.json, protocols/asyncapi.json and protocols/README.md."""
     from protocols.export import PACKAGE_DIR, generated_files

@@ -39,7 +39,7 @@ def _cross(o: Point, a: Point, b: Point) -> float:
     return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
 
 
-def _segments_cross(p1: Point, p2: Point, q1: Point, q2: Point) -> bool:
+def segments_cross(p1: Point, p2: Point, q1: Point, q2: Point) -> bool:
     """True when the closed segments p1p2 and q1q2 share a point."""
     d1, d2 = _cross(q1, q2, p1), _cross(q1, q2, p2)
     d3, d4 = _cross(p1, p2, q1), _cross(p1, p2, q2)
@@ -77,7 +77,7 @@ def _check_polygon(points: list[Point]) -> list[Point]:
         for j in range(i + 1, n):
             if j == i + 1 or (i == 0 and j == n - 1):
                 continue  # neighbouring edges share a vertex by construction
-            if _segments_cross(*edges[i], *edges[j]):
+            if segments_cross(*edges[i], *edges[j]):
                 raise ValueError(f"polygon is self-intersecting (edges {i} and {j} cross)")
     if polygon_area(points) < 1e-6:
         raise ValueError("polygon has no area")

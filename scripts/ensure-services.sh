@@ -30,6 +30,13 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 say "node $(node --version)"
 
+# Camera tests serve the asset clips from a real RTSP server (GStreamer, system Python).
+if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" 2>/dev/null; then
+    apt_install --no-install-recommends gir1.2-gst-rtsp-server-1.0 python3-gi \
+        gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
+fi
+say "GStreamer RTSP server available"
+
 if [ -n "${TEST_DATABASE_URL:-}" ]; then
     say "PostgreSQL from TEST_DATABASE_URL"
 elif pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then

@@ -1,0 +1,282 @@
+"""Camera sources through OpenCV's FFmpeg backend: one reader thread per camera that keeps
+only the newest frame, reconnects with capped exponential backoff and jitter, and reports
+its stream figures. Also a deterministic file reader for offline analysis."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential_jitter
+
+from edge.errors import CameraError
+from edge.rates import RateMeter
+
+logger = logging.getLogger(__name__)
+
+# RTSP over TCP: no lost UDP packets (smeared frames) on lossy rural links and NAT.
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+
+Image = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class Frame:
+    camera_id: str
+    image: Image
+    timestamp: float  # seconds: wall clock for live streams, media time for offline files
+    index: int  # frames decoded by this reader before this one
+    received_monotonic: float  # when it was decoded, for latency figures
+
+
+class StreamState(StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    OFFLINE = "offline"
+    DISABLED = "disabled"
+
+
+def with_credentials(url: str, username: str | None, password: str | None) -> str:
+    """Put credentials into a stream URL (percent-encoded), as FFmpeg expects them."""
+    if not username:
+        return url
+    parts = urlsplit(url)
+    userinfo = quote(username, safe="")
+    if password:
+        userinfo += ":" + quote(password, safe="")
+    return urlunsplit(
+        parts._replace(
+            netloc=f"{userinfo}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        )
+    )
+
+
+def redact(url: str) -> str:
+    """The URL without credentials, for logs and status."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=host))
+
+
+def source_path(url: str) -> str:
+    """What OpenCV opens: a path for file URLs and plain paths, the URL otherwise."""
+    if url.startswith("file://"):
+        return urlsplit(url).path
+    return url
+
+
+def is_file_source(url: str) -> bool:
+    return url.startswith("file://") or "://" not in url
+
+
+def open_capture(camera_id: str, url: str, timeout_s: float) -> cv2.VideoCapture:
+    """Open a stream or file, bounded in time; raise CameraError naming the camera."""
+    path = source_path(url)
+    if is_file_source(url) and not Path(path).is_file():
+        raise CameraError(camera_id, f"file {path} not found")
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+        int(timeout_s * 1000),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+        int(timeout_s * 1000),
+    ]
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG, params)
+    if not capture.isOpened():
+        capture.release()
+        raise CameraError(
+            camera_id,
+            f"cannot open {redact(url)} (unreachable, wrong path, "
+            "refused credentials or unsupported codec)",
+        )
+    return capture
+
+
+class StreamLost(CameraError):
+    """The stream stopped delivering frames."""
+
+
+class CameraReader:
+    """Reads one camera in its own thread; calls `on_sample(frame)` at the sample rate.
+
+    Every frame is grabbed (decoded) so the stream never backs up, but only sampled frames
+    are converted to BGR (`retrieve`), which is most of the cost saved on frames not analysed.
+    """
+
+    def __init__(
+        self,
+        camera_id: str,
+        url: str,
+        *,
+        sample_fps: float,
+        on_sample: Callable[[Frame], None],
+        on_state: Callable[[str, StreamState, str], None] | None = None,
+        timeout_s: float = 10.0,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        pace_files: bool = True,
+        loop_files: bool = True,
+    ) -> None:
+        self.camera_id = camera_id
+        self.url = url
+        self.sample_interval_s = 1.0 / sample_fps
+        self.on_sample = on_sample
+        self.on_state = on_state
+        self.timeout_s = timeout_s
+        self.pace_files = pace_files
+        self.loop_files = loop_files
+        self.state = StreamState.CONNECTING
+        self.state_reason = ""
+        self.reconnects = 0
+        self.input_rate = RateMeter()
+        self.width: int | None = None
+        self.height: int | None = None
+        self.last_frame_monotonic: float | None = None
+        self._stop = threading.Event()
+        self._retrying = Retrying(
+            retry=retry_if_exception_type(CameraError),
+            wait=wait_exponential_jitter(initial=backoff_initial_s, max=backoff_max_s, jitter=1),
+            stop=lambda _: self._stop.is_set(),
+            sleep=self._stop.wait,  # backoff waits end at once on shutdown
+            before_sleep=self._log_retry,
+            reraise=False,
+        )
+        self._thread = threading.Thread(target=self._run, name=f"camera-{camera_id}", daemon=True)
+        self._frames = 0
+        self._attempts = 0
+
+    def start(self) -> CameraReader:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _set_state(self, state: StreamState, reason: str = "") -> None:
+        if state is not self.state or reason != self.state_reason:
+            self.state, self.state_reason = state, reason
+            if self.on_state is not None:
+                self.on_state(self.camera_id, state, reason)
+
+    def _log_retry(self, retry_state: object) -> None:
+        logger.debug("camera retry camera_id=%s reconnects=%d", self.camera_id, self.reconnects)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._retrying(self._read_until_lost)
+            except RetryError:
+                break  # stopped during backoff
+            # The stream ran and then dropped: start the backoff from its first step.
+
+    def _read_until_lost(self) -> None:
+        if self._attempts:
+            self.reconnects += 1
+        self._attempts += 1
+        try:
+            capture = open_capture(self.camera_id, self.url, self.timeout_s)
+        except CameraError as exc:
+            self._report_failure(exc.reason)
+            raise
+        delivered = 0
+        try:
+            self._set_state(StreamState.CONNECTED)
+            logger.info("camera connected camera_id=%s url=%s", self.camera_id, redact(self.url))
+            delivered = self._read_frames(capture)
+        finally:
+            capture.release()
+        if self._stop.is_set():
+            return
+        reason = "stream ended or read timed out"
+        if delivered == 0:
+            self._report_failure(f"opened but no frames: {reason}")
+            raise StreamLost(self.camera_id, reason)
+        self._report_failure(reason)
+
+    def _report_failure(self, reason: str) -> None:
+        if self.state is not StreamState.OFFLINE:
+            logger.warning("camera down camera_id=%s reason=%s", self.camera_id, reason)
+        self._set_state(StreamState.OFFLINE, reason)
+
+    def _read_frames(self, capture: cv2.VideoCapture) -> int:
+        is_file = is_file_source(self.url)
+        started = time.monotonic()
+        next_sample = 0.0
+        delivered = 0
+        while not self._stop.is_set():
+            if not capture.grab():
+                if is_file and self.loop_files and delivered:
+                    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                    started, next_sample = time.monotonic(), 0.0
+                    continue
+                return delivered
+            now = time.monotonic()
+            delivered += 1
+            self._frames += 1
+            self.input_rate.add(1, now)
+            self.last_frame_monotonic = now
+            if is_file and self.pace_files:
+                # A file stands in for a live camera: deliver at its own frame rate.
+                media_s = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                if self._stop.wait(max(0.0, started + media_s - now)):
+                    return delivered
+                now = time.monotonic()
+            if now >= next_sample:
+                next_sample = max(next_sample + self.sample_interval_s, now)
+                ok, image = capture.retrieve()
+                if ok:
+                    self.height, self.width = image.shape[:2]
+                    self.on_sample(Frame(self.camera_id, image, time.time(), self._frames, now))
+        return delivered
+
+
+def read_file_samples(
+    path: str | Path, sample_fps: float, camera_id: str = "file"
+) -> Iterator[Frame]:
+    """Every frame of a file decoded, sampled at `sample_fps` by media time (deterministic)."""
+    capture = open_capture(camera_id, str(path), timeout_s=10.0)
+    try:
+        interval = 1.0 / sample_fps
+        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        next_sample = 0.0
+        index = 0
+        while capture.grab():
+            media_s = index / fps
+            if media_s + 1e-9 >= next_sample:
+                next_sample += interval
+                ok, image = capture.retrieve()
+                if ok:
+                    yield Frame(camera_id, image, media_s, index, time.monotonic())
+            index += 1
+    finally:
+        capture.release()
+
+
+def file_info(path: str | Path) -> tuple[int, float, int, int]:
+    """(frame count, fps, width, height) of a video file."""
+    capture = open_capture("file", str(path), timeout_s=10.0)
+    try:
+        return (
+            int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
+            capture.get(cv2.CAP_PROP_FPS) or 25.0,
+            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
+    finally:
+        capture.release()

@@ -1,0 +1,1 @@
+"""Detection backends: ONNX models described by a profile, and the model-free motion backend."""

@@ -1,0 +1,218 @@
+"""One camera's analysis: motion gate → detection → tracking → rules → events, plus tamper
+and offline checks. A pipeline is driven by one worker at a time."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from edge.camera import Frame, StreamState
+from edge.detectors.base import Detections, Detector
+from edge.events import EmittedEvent, EventFactory
+from edge.motion import MotionGate, MotionResult, polygon_mask
+from edge.rates import RateMeter
+from edge.rules import EventDraft, Observation, RuleEngine
+from edge.rules.evaluators import FrameView
+from edge.rules.threads import ThreadBook
+from edge.tamper import TamperMonitor, TamperSettings
+from edge.tracking import Track, Tracker
+from protocols.config import CameraConfig, MotionRule, PublishSettings
+from protocols.enums import EventKind, Severity
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    keepalive_s: float = 2.0  # re-check a quiet scene this often (stationary objects)
+    motion_min_fraction: float = 0.002  # moving share of the frame that opens the gate
+    tamper: TamperSettings = field(default_factory=TamperSettings)
+
+
+def _percentile(values: deque[float], q: float) -> float:
+    return float(np.percentile(np.fromiter(values, float), q)) if values else 0.0
+
+
+class CameraPipeline:
+    def __init__(
+        self,
+        camera: CameraConfig,
+        *,
+        detector: Detector | None,
+        factory: EventFactory,
+        publish: PublishSettings,
+        timezone: ZoneInfo,
+        settings: PipelineSettings | None = None,
+    ) -> None:
+        self.camera = camera
+        self.detector = detector
+        self.factory = factory
+        self.timezone = timezone
+        self.settings = settings or PipelineSettings()
+        self.gate = MotionGate(camera.masks)
+        self.tamper = TamperMonitor(self.settings.tamper)
+        self.engine = RuleEngine(camera.rules, update_interval_s=publish.update_interval_s)
+        self.tracker = Tracker(frame_rate=camera.detect_fps)
+        self._tamper_book = ThreadBook(
+            EventKind.CAMERA_TAMPER,
+            Severity.HIGH,
+            rule_id=None,
+            update_interval_s=publish.update_interval_s,
+            end_grace_s=0.0,
+        )
+        self._offline_book = ThreadBook(
+            EventKind.CAMERA_OFFLINE,
+            Severity.HIGH,
+            rule_id=None,
+            update_interval_s=publish.update_interval_s,
+            end_grace_s=0.0,
+        )
+        self._motion_rules = [r for r in camera.rules if isinstance(r, MotionRule)]
+        self._zone_masks: dict[str, np.ndarray] = {}
+        self._motion: MotionResult | None = None
+        self._pending: list[EventDraft] = []
+        self._last_detect_t = float("-inf")
+        self._tracks_seen = False
+        self._offline_since: float | None = None
+        self.last_tracks: list[Track] = []
+        self.analysed = RateMeter()
+        self.inference_ms: deque[float] = deque(maxlen=500)
+        self.event_latency_ms: deque[float] = deque(maxlen=500)
+        self.detections_run = 0
+        self.frames_analysed = 0
+
+    # ---- analysis ------------------------------------------------------------------------
+
+    def prepare(self, frame: Frame) -> bool:
+        """Gate the frame; True when detection should run on it."""
+        self._motion = motion = self.gate.update(frame.image)
+        for reason, started in self.tamper.update(motion.grey, frame.timestamp):
+            obs = Observation(
+                tamper=reason, frame_size=(frame.image.shape[1], frame.image.shape[0])
+            )
+            draft = (
+                self._tamper_book.observe(reason, obs, frame.timestamp)
+                if started
+                else self._tamper_book.end(reason, frame.timestamp)
+            )
+            if draft:
+                self._pending.append(draft)
+        if self.detector is None or not self.engine.needs_objects:
+            return False
+        return (
+            motion.fraction >= self.settings.motion_min_fraction
+            or self._tracks_seen
+            or self.engine.open_threads > 0
+            or frame.timestamp - self._last_detect_t >= self.settings.keepalive_s
+        )
+
+    def detect(self, frame: Frame) -> Detections:
+        assert self.detector is not None
+        started = time.perf_counter()
+        detections = self.detector.detect(frame.image)
+        self.record_inference((time.perf_counter() - started) * 1000)
+        return detections
+
+    def record_inference(self, ms: float) -> None:
+        self.inference_ms.append(ms)
+        self.detections_run += 1
+
+    def complete(self, frame: Frame, detections: Detections | None) -> list[EmittedEvent]:
+        """Track and evaluate rules on a prepared frame; `None` when detection was skipped."""
+        assert self._motion is not None, "prepare() first"
+        height, width = frame.image.shape[:2]
+        t = frame.timestamp
+        tracks = []
+        if detections is not None:
+            self._last_detect_t = t
+            tracks = self.tracker.update(detections, t)
+            self._tracks_seen = bool(tracks)
+            self.last_tracks = tracks
+        view = FrameView(
+            t,
+            width,
+            height,
+            tracks,
+            self._motion_fractions(self._motion),
+            self._largest_motion_box(self._motion, width, height),
+        )
+        local = self.factory.to_datetime(t).astimezone(self.timezone)
+        drafts = self._pending + self.engine.evaluate(view, local, detected=detections is not None)
+        self._pending = []
+        self.frames_analysed += 1
+        self.analysed.add()
+        events = [self.factory.emit(self.camera.camera_id, d, frame.image) for d in drafts]
+        if events:
+            latency = (time.monotonic() - frame.received_monotonic) * 1000
+            self.event_latency_ms.extend([latency] * len(events))
+        return events
+
+    def process(self, frame: Frame) -> list[EmittedEvent]:
+        return self.complete(frame, self.detect(frame) if self.prepare(frame) else None)
+
+    def _motion_fractions(self, motion: MotionResult) -> dict[str, float]:
+        fractions = {}
+        height, width = motion.mask.shape
+        for rule in self._motion_rules:
+            if rule.zone is None:
+                fractions[rule.rule_id] = motion.fraction
+                continue
+            key = f"{rule.rule_id}:{width}x{height}"
+            if key not in self._zone_masks:
+                self._zone_masks[key] = polygon_mask([rule.zone], width, height)
+            fractions[rule.rule_id] = self.gate.fraction_in(motion, self._zone_masks[key])
+        return fractions
+
+    @staticmethod
+    def _largest_motion_box(
+        motion: MotionResult, width: int, height: int
+    ) -> tuple[float, float, float, float] | None:
+        if not motion.boxes:
+            return None
+        x1, y1, x2, y2 = max(motion.boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+        return (x1 * width, y1 * height, x2 * width, y2 * height)
+
+    # ---- stream state and timers ---------------------------------------------------------
+
+    def stream_changed(self, state: StreamState, t: float) -> list[EmittedEvent]:
+        if state is StreamState.CONNECTED:
+            self._offline_since = None
+            draft = self._offline_book.end("offline", t)
+            return [self.factory.emit(self.camera.camera_id, draft, None)] if draft else []
+        if state is StreamState.OFFLINE and self._offline_since is None:
+            self._offline_since = t
+        return []
+
+    def tick(self, t: float) -> list[EmittedEvent]:
+        """Timers that run without frames: a stream down past its grace period."""
+        if self._offline_since is None or self._offline_book.is_open("offline"):
+            return []
+        if t - self._offline_since < self.camera.offline_grace_s:
+            return []
+        drafts = self.engine.end_all(t) + self._tamper_book.end_all(t)
+        offline = self._offline_book.observe("offline", Observation(), t)
+        drafts += [offline] if offline else []
+        self._tracks_seen = False
+        return [self.factory.emit(self.camera.camera_id, d, None) for d in drafts]
+
+    def finish(self, t: float) -> list[EmittedEvent]:
+        """End every open thread: shutdown, or the end of a file."""
+        drafts = self.engine.end_all(t) + self._tamper_book.end_all(t)
+        return [self.factory.emit(self.camera.camera_id, d, None) for d in drafts]
+
+    def inference_percentiles(self) -> tuple[float, float]:
+        return _percentile(self.inference_ms, 50), _percentile(self.inference_ms, 95)
+
+
+def media_clock(start: datetime) -> Callable[[float], datetime]:
+    """Frame timestamps of an offline file (media seconds) → wall time from `start`."""
+    return lambda t: start + timedelta(seconds=t)
+
+
+def wall_clock() -> Callable[[float], datetime]:
+    """Frame timestamps of a live camera (epoch seconds) → UTC datetimes."""
+    return lambda t: datetime.fromtimestamp(t, UTC)
