@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -82,7 +83,7 @@ def is_file_source(url: str) -> bool:
 
 
 def open_capture(camera_id: str, url: str, timeout_s: float) -> cv2.VideoCapture:
-    """Open a stream or file, bounded in time; raise CameraError naming the camera."""
+    """Open a stream or file, bounded in time; raise CameraError naming camera and reason."""
     path = source_path(url)
     if is_file_source(url) and not Path(path).is_file():
         raise CameraError(camera_id, f"file {path} not found")
@@ -95,12 +96,41 @@ def open_capture(camera_id: str, url: str, timeout_s: float) -> cv2.VideoCapture
     capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG, params)
     if not capture.isOpened():
         capture.release()
-        raise CameraError(
-            camera_id,
-            f"cannot open {redact(url)} (unreachable, wrong path, "
-            "refused credentials or unsupported codec)",
-        )
+        reason = "unreadable video" if is_file_source(url) else diagnose(url, timeout_s)
+        raise CameraError(camera_id, f"cannot open {redact(url)}: {reason}")
     return capture
+
+
+def diagnose(url: str, timeout_s: float) -> str:
+    """Why a stream did not open, in the technician's terms (OpenCV only says that it did
+    not): ask the camera itself with a TCP connect and an RTSP DESCRIBE."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    default_port = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}.get(parts.scheme, 554)
+    port = parts.port or default_port
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            if parts.scheme != "rtsp":
+                return "the server answered but gave no video (wrong path or codec)"
+            sock.settimeout(timeout_s)
+            target = urlunsplit(parts._replace(netloc=f"{host}:{port}"))
+            request = f"DESCRIBE {target} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
+            sock.sendall(request.encode())
+            status = sock.recv(256).split(b"\r\n", 1)[0].decode("latin-1")
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s (camera hung, or a firewall drops packets)"
+    except ConnectionRefusedError:
+        return f"connection refused on port {port} (no RTSP service there)"
+    except OSError as exc:
+        return f"unreachable ({exc.strerror or exc})"
+    fields = status.split(" ")
+    code = fields[1] if len(fields) > 1 else ""
+    return {
+        "401": "authentication failed (check username and password)",
+        "403": "access forbidden for this account",
+        "404": "wrong path: the camera has no such stream",
+        "200": "the camera describes the stream but it could not be decoded (codec?)",
+    }.get(code, f"the camera answered {status or 'nothing'!r}")
 
 
 class StreamLost(CameraError):
@@ -146,7 +176,9 @@ class CameraReader:
         self._stop = threading.Event()
         self._retrying = Retrying(
             retry=retry_if_exception_type(CameraError),
-            wait=wait_exponential_jitter(initial=backoff_initial_s, max=backoff_max_s, jitter=1),
+            wait=wait_exponential_jitter(
+                multiplier=backoff_initial_s, max=backoff_max_s, jitter=backoff_initial_s
+            ),
             stop=lambda _: self._stop.is_set(),
             sleep=self._stop.wait,  # backoff waits end at once on shutdown
             before_sleep=self._log_retry,

@@ -57,6 +57,13 @@ class _RuleBase(WireModel):
     schedule: list[TimeWindow] = Field(
         default_factory=list, max_length=16, description="Active windows; empty = always."
     )
+    anchor: Literal["bottom_center", "center"] = Field(
+        default="bottom_center",
+        description=(
+            "The point of a box tested against zones and lines: where a person stands "
+            "(bottom_center), or the middle of the box (center, for views from above)."
+        ),
+    )
 
 
 class IntrusionRule(_RuleBase):

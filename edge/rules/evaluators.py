@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from edge.rules.geometry import Zone, anchor, centre, crosses_segment, side_of_line
+from edge.rules.geometry import Zone, anchor_point, centre, crosses_segment, side_of_line
 from edge.rules.observations import EventDraft, Observation
 from edge.rules.threads import ThreadBook
 from edge.tracking import Track
@@ -33,6 +33,10 @@ class FrameView:
     tracks: list[Track]
     motion_fraction: dict[str, float] = field(default_factory=dict)  # per rule id
     motion_box: tuple[float, float, float, float] | None = None  # pixels, largest moving blob
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.width, self.height)
 
 
 def observe_track(track: Track, view: FrameView, **extra: object) -> Observation:
@@ -72,7 +76,9 @@ class IntrusionEvaluator:
 
     def evaluate(self, view: FrameView) -> list[EventDraft]:
         inside = [
-            tr for tr in view.tracks if self.zone.contains(anchor(tr.xyxy), view.width, view.height)
+            tr
+            for tr in view.tracks
+            if self.zone.contains(anchor_point(tr.xyxy, self.rule.anchor), view.size)
         ]
         self.presence.update([tr.track_id for tr in inside], view.t)
         drafts = [
@@ -91,7 +97,9 @@ class LoiteringEvaluator:
 
     def evaluate(self, view: FrameView) -> list[EventDraft]:
         inside = [
-            tr for tr in view.tracks if self.zone.contains(anchor(tr.xyxy), view.width, view.height)
+            tr
+            for tr in view.tracks
+            if self.zone.contains(anchor_point(tr.xyxy, self.rule.anchor), view.size)
         ]
         self.presence.update([tr.track_id for tr in inside], view.t)
         drafts = []
@@ -128,7 +136,7 @@ class ObjectEvaluator:
         present = [
             tr
             for tr in view.tracks
-            if zone is None or zone.contains(anchor(tr.xyxy), view.width, view.height)
+            if zone is None or zone.contains(anchor_point(tr.xyxy, self.rule.anchor), view.size)
         ]
         if self.rule.stationary:
             present = [tr for tr in present if self._stationary(tr, view)]
@@ -157,7 +165,9 @@ class CrowdEvaluator:
 
     def evaluate(self, view: FrameView) -> list[EventDraft]:
         inside = [
-            tr for tr in view.tracks if self.zone.contains(anchor(tr.xyxy), view.width, view.height)
+            tr
+            for tr in view.tracks
+            if self.zone.contains(anchor_point(tr.xyxy, self.rule.anchor), view.size)
         ]
         count = len(inside)
         if count < self.rule.min_count:
@@ -189,7 +199,7 @@ class LineCrossingEvaluator:
     def evaluate(self, view: FrameView) -> list[EventDraft]:
         drafts: list[EventDraft] = []
         for tr in view.tracks:
-            point = anchor(tr.xyxy)
+            point = anchor_point(tr.xyxy, self.rule.anchor)
             side = side_of_line(self.rule.line, point, view.width, view.height)
             previous = self.sides.get(tr.track_id)
             if side != 0:

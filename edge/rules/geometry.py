@@ -19,6 +19,11 @@ def anchor(box: PixelBox) -> tuple[float, float]:
     return ((x1 + x2) / 2.0, y2)
 
 
+def anchor_point(box: PixelBox, kind: str) -> tuple[float, float]:
+    """The point a rule tests: `bottom_center` (default) or `center`."""
+    return centre(box) if kind == "center" else anchor(box)
+
+
 def centre(box: PixelBox) -> tuple[float, float]:
     x1, y1, x2, y2 = box
     return ((x1 + x2) / 2.0, (y1 + y2) / 2.0)
@@ -40,8 +45,9 @@ class Zone:
             ).reshape(-1, 1, 2)
         return self._contour
 
-    def contains(self, point: tuple[float, float], width: int, height: int) -> bool:
-        return cv2.pointPolygonTest(self._pixels(width, height), point, False) >= 0
+    def contains(self, point: tuple[float, float], size: tuple[int, int]) -> bool:
+        """Whether `point` (pixels) lies in the zone on a frame of `size` (width, height)."""
+        return cv2.pointPolygonTest(self._pixels(*size), point, False) >= 0
 
 
 def side_of_line(
