@@ -10,26 +10,42 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import cv2
 import numpy as np
 
 from edge.camera import Frame, StreamState
 from edge.detectors.base import Detections, Detector
 from edge.events import EmittedEvent, EventFactory
-from edge.motion import MotionGate, MotionResult, polygon_mask
+from edge.motion import MotionGate, MotionResult, polygon_mask, watch_mask
 from edge.rates import RateMeter
 from edge.rules import EventDraft, Observation, RuleEngine
 from edge.rules.evaluators import FrameView
 from edge.rules.threads import ThreadBook
 from edge.tamper import TamperMonitor, TamperSettings
 from edge.tracking import Track, Tracker
-from protocols.config import CameraConfig, MotionRule, PublishSettings
+from protocols.config import CameraConfig, LineCrossingRule, MotionRule, PublishSettings
 from protocols.enums import EventKind, Severity
+
+# Motion near a tracked object is that object moving, not something new: within its box
+# grown by these shares (an object standing still shifts on the spot; a moving one travels
+# up to about half its size between two analysed frames).
+STILL_MARGIN = 0.15
+MOVING_MARGIN = 0.5
+STILL_MAX_SHIFT = 0.1  # centre moved less than this share of the box size: standing still
 
 
 @dataclass(frozen=True)
 class PipelineSettings:
-    keepalive_s: float = 2.0  # re-check a quiet scene this often (stationary objects)
-    motion_min_fraction: float = 0.002  # moving share of the frame that opens the gate
+    """When detection runs. New motion where the rules look runs it at once; objects
+    already tracked are followed by the tracker with detection every `tracked_interval_s`
+    while they move (as DeepStream's inference interval) and every `keepalive_tracked_s`
+    while they stand still (the tracker keeps a lost track 2 s); an empty, still scene is
+    re-checked every `keepalive_idle_s` (nothing enters a scene without moving)."""
+
+    motion_min_fraction: float = 0.002  # moving share of the frame that counts
+    tracked_interval_s: float = 0.4
+    keepalive_tracked_s: float = 1.0
+    keepalive_idle_s: float = 3.0
     tamper: TamperSettings = field(default_factory=TamperSettings)
 
 
@@ -73,15 +89,24 @@ class CameraPipeline:
         )
         self._motion_rules = [r for r in camera.rules if isinstance(r, MotionRule)]
         self._zone_masks: dict[str, np.ndarray] = {}
+        self._watch: np.ndarray | None = None  # gate-sized; None: the whole frame matters
+        self._watch_everywhere = any(
+            getattr(rule, "zone", None) is None and not isinstance(rule, LineCrossingRule)
+            for rule in camera.rules
+            if not isinstance(rule, MotionRule)
+        )
         self._motion: MotionResult | None = None
         self._pending: list[EventDraft] = []
         self._last_detect_t = float("-inf")
         self._tracks_seen = False
         self._offline_since: float | None = None
         self.last_tracks: list[Track] = []
+        self._still_tracks: list[Track] = []
+        self._frame_size = (1, 1)
         self.analysed = RateMeter()
         self.inference_ms: deque[float] = deque(maxlen=500)
         self.event_latency_ms: deque[float] = deque(maxlen=500)
+        self.frame_latency_ms: deque[float] = deque(maxlen=500)  # decoded → analysed
         self.detections_run = 0
         self.frames_analysed = 0
 
@@ -101,14 +126,20 @@ class CameraPipeline:
             )
             if draft:
                 self._pending.append(draft)
+        self._frame_size = (frame.image.shape[1], frame.image.shape[0])
         if self.detector is None or not self.engine.needs_objects:
             return False
-        return (
-            motion.fraction >= self.settings.motion_min_fraction
-            or self._tracks_seen
-            or self.engine.open_threads > 0
-            or frame.timestamp - self._last_detect_t >= self.settings.keepalive_s
-        )
+        local = self.factory.to_datetime(frame.timestamp).astimezone(self.timezone)
+        if not self.engine.needs_objects_at(local) and self.engine.open_threads == 0:
+            return False
+        since = frame.timestamp - self._last_detect_t
+        if self._new_motion(motion) >= self.settings.motion_min_fraction:
+            return True
+        if len(self._still_tracks) < len(self.last_tracks):  # some tracked object moves
+            return since >= self.settings.tracked_interval_s
+        tracked = self._tracks_seen or self.engine.open_threads > 0
+        keepalive = self.settings.keepalive_tracked_s if tracked else self.settings.keepalive_idle_s
+        return since >= keepalive
 
     def detect(self, frame: Frame) -> Detections:
         assert self.detector is not None
@@ -131,6 +162,7 @@ class CameraPipeline:
             self._last_detect_t = t
             tracks = self.tracker.update(detections, t)
             self._tracks_seen = bool(tracks)
+            self._still_tracks = _still(self.last_tracks, tracks)
             self.last_tracks = tracks
         view = FrameView(
             t,
@@ -146,13 +178,45 @@ class CameraPipeline:
         self.frames_analysed += 1
         self.analysed.add()
         events = [self.factory.emit(self.camera.camera_id, d, frame.image) for d in drafts]
+        latency = (time.monotonic() - frame.received_monotonic) * 1000
+        self.frame_latency_ms.append(latency)
         if events:
-            latency = (time.monotonic() - frame.received_monotonic) * 1000
             self.event_latency_ms.extend([latency] * len(events))
         return events
 
     def process(self, frame: Frame) -> list[EmittedEvent]:
         return self.complete(frame, self.detect(frame) if self.prepare(frame) else None)
+
+    def _new_motion(self, motion: MotionResult) -> float:
+        """Motion where the rules look that no tracked object explains: not a tree swaying
+        outside every zone, not a tracked person shifting on the spot or walking on."""
+        height, width = motion.mask.shape
+        if self._watch_everywhere:
+            region = np.full((height, width), 255, np.uint8)
+        else:
+            if self._watch is None or self._watch.shape != (height, width):
+                rules = [r for r in self.camera.rules if not isinstance(r, MotionRule)]
+                zones = [r.zone for r in rules if getattr(r, "zone", None) is not None]  # type: ignore[union-attr]
+                lines = [r.line for r in rules if isinstance(r, LineCrossingRule)]
+                self._watch = watch_mask(zones, lines, width, height)
+            region = self._watch
+        if self.last_tracks:
+            region = region.copy()
+            frame_w, frame_h = self._frame_size
+            sx, sy = width / frame_w, height / frame_h
+            still = {track.track_id for track in self._still_tracks}
+            for track in self.last_tracks:
+                x1, y1, x2, y2 = track.xyxy
+                margin = STILL_MARGIN if track.track_id in still else MOVING_MARGIN
+                mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+                cv2.rectangle(
+                    region,
+                    (int((x1 - mx) * sx), int((y1 - my) * sy)),
+                    (int((x2 + mx) * sx), int((y2 + my) * sy)),
+                    0,
+                    thickness=-1,
+                )
+        return self.gate.moving_share(motion, region)
 
     def _motion_fractions(self, motion: MotionResult) -> dict[str, float]:
         fractions = {}
@@ -206,6 +270,23 @@ class CameraPipeline:
 
     def inference_percentiles(self) -> tuple[float, float]:
         return _percentile(self.inference_ms, 50), _percentile(self.inference_ms, 95)
+
+
+def _still(before: list[Track], now: list[Track]) -> list[Track]:
+    """Tracks whose box centre barely moved since the previous detection."""
+    previous = {track.track_id: track.xyxy for track in before}
+    still = []
+    for track in now:
+        old = previous.get(track.track_id)
+        if old is None:
+            continue
+        x1, y1, x2, y2 = track.xyxy
+        size = max(x2 - x1, y2 - y1, 1.0)
+        dx = (x1 + x2 - old[0] - old[2]) / 2
+        dy = (y1 + y2 - old[1] - old[3]) / 2
+        if (dx * dx + dy * dy) ** 0.5 < STILL_MAX_SHIFT * size:
+            still.append(track)
+    return still
 
 
 def media_clock(start: datetime) -> Callable[[float], datetime]:

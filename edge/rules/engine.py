@@ -73,6 +73,14 @@ class RuleEngine:
         """Whether any rule needs detections (motion rules alone do not)."""
         return any(not isinstance(rule, MotionRule) for rule in self.rules)
 
+    def needs_objects_at(self, local: datetime) -> bool:
+        """Whether a rule needing detections is in its schedule now (a night-only river
+        bank camera runs no detection by day)."""
+        return any(
+            not isinstance(rule, MotionRule) and is_active(rule.schedule, local)
+            for rule in self.rules
+        )
+
     @property
     def open_threads(self) -> int:
         return sum(len(evaluator.book) for _, evaluator in self._evaluators)
