@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from firmware_configs.cameras import load_camera_templates, stream_url
 from firmware_configs.errors import FirmwareConfigError
-from firmware_configs.models import load_model_profile, model_profile_names
+from firmware_configs.models import MODELS_DIR, load_model_profile, model_profile_names
 from firmware_configs.rules import load_rule_set, rule_set_names
 from protocols.config import CameraConfig
 
