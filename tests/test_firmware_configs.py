@@ -56,12 +56,9 @@ def test_every_shipped_file_validates() -> None:
     assert all(load_rule_set(n).rules for n in rule_set_names())
 
 
-def test_model_profile_errors_name_file_and_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_model_profile_errors_name_file_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        (load_model_profile.__globals__["MODELS_DIR"] / "yolox_nano_416.yaml")
-        .read_text()
-        .replace("decoder: yolox", "decoder: yolo9000")
-    )
-    with pytest.raises(FirmwareConfigError, match="bad.yaml: decoder"):
+    source = (MODELS_DIR / "yolox_nano_416.yaml").read_text()
+    bad.write_text(source.replace("decoder: yolox", "decoder: yolo9000"))
+    with pytest.raises(FirmwareConfigError, match=r"bad\.yaml: decoder"):
         load_model_profile(bad)
