@@ -14,12 +14,24 @@ from tests.support.postgres import fresh_database, postgres_server
 REPO = Path(__file__).resolve().parent.parent
 
 
+def find_assets() -> Path | None:
+    """GRIDWATCH_ASSETS, else shared/assets beside the checkout (or beside a parent)."""
+    explicit = os.environ.get("GRIDWATCH_ASSETS")
+    if explicit:
+        return Path(explicit)
+    for parent in REPO.parents:
+        if (parent / "shared" / "assets" / "models").is_dir():
+            return parent / "shared" / "assets"
+    return None
+
+
 @pytest.fixture(scope="session")
 def assets_dir() -> Path:
-    """The shared assets (models, clips, images): GRIDWATCH_ASSETS or ../shared/assets."""
-    path = Path(os.environ.get("GRIDWATCH_ASSETS", REPO.parent / "shared" / "assets"))
-    if not (path / "models").is_dir():
-        pytest.fail(f"assets not found at {path}: set GRIDWATCH_ASSETS to the assets folder")
+    """The shared assets (models, clips, images), never copied into the repository."""
+    path = find_assets()
+    if path is None or not (path / "models").is_dir():
+        pytest.fail(f"assets not found (looked at {path or '../shared/assets'}): set "
+                    "GRIDWATCH_ASSETS to the assets folder")
     return path
 
 
