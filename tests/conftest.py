@@ -30,8 +30,10 @@ def assets_dir() -> Path:
     """The shared assets (models, clips, images), never copied into the repository."""
     path = find_assets()
     if path is None or not (path / "models").is_dir():
-        pytest.fail(f"assets not found (looked at {path or '../shared/assets'}): set "
-                    "GRIDWATCH_ASSETS to the assets folder")
+        pytest.fail(
+            f"assets not found (looked at {path or '../shared/assets'}): set "
+            "GRIDWATCH_ASSETS to the assets folder"
+        )
     return path
 
 
