@@ -86,6 +86,27 @@ class Analyzer:
         with slot.guard:
             self._emit(slot.pipeline.finish(self.clock()))
 
+    def with_pipeline(self, camera_id: str, action: Callable[[CameraPipeline], object]) -> object:
+        """Run `action` on a camera's pipeline while no worker uses it."""
+        with self._lock:
+            slot = self._slots.get(camera_id)
+        if slot is None:
+            raise KeyError(f"no camera {camera_id!r} on this node")
+        with slot.guard:
+            return action(slot.pipeline)
+
+    def restart_camera(self, camera_id: str) -> None:
+        """Reopen a camera's stream (a fresh reader; the pipeline keeps its state)."""
+        with self._lock:
+            slot = self._slots.get(camera_id)
+        if slot is None:
+            raise KeyError(f"no camera {camera_id!r} on this node")
+        if slot.reader is None:
+            return
+        slot.reader.stop()
+        slot.reader = slot.reader.fresh()
+        slot.reader.start()
+
     def cameras(self) -> dict[str, tuple[CameraPipeline, CameraReader | None, int]]:
         with self._lock:
             return {cid: (s.pipeline, s.reader, s.skipped) for cid, s in self._slots.items()}

@@ -172,6 +172,17 @@ class CameraReader:
         self.pace_files = pace_files
         self.loop_files = loop_files
         self.pace_fps = pace_fps  # play a file at this rate instead of its own (load tests)
+        self._options = {
+            "sample_fps": sample_fps,
+            "on_sample": on_sample,
+            "on_state": on_state,
+            "timeout_s": timeout_s,
+            "backoff_initial_s": backoff_initial_s,
+            "backoff_max_s": backoff_max_s,
+            "pace_files": pace_files,
+            "loop_files": loop_files,
+            "pace_fps": pace_fps,
+        }
         self.state = StreamState.CONNECTING
         self.state_reason = ""
         self.reconnects = 0
@@ -197,6 +208,10 @@ class CameraReader:
     def start(self) -> CameraReader:
         self._thread.start()
         return self
+
+    def fresh(self) -> CameraReader:
+        """A new, unstarted reader of the same camera with the same options."""
+        return CameraReader(self.camera_id, self.url, **self._options)  # type: ignore[arg-type]
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()

@@ -17,6 +17,34 @@ def main() -> None:
 
 
 @app.command()
+def run(
+    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING.")] = "INFO",
+) -> None:
+    """Run this node's agent: cameras, detection, outbox, broker link, health, config.
+
+    Settings come from EDGE_* environment variables (on balena: device variables)."""
+    import logging
+
+    from pydantic import ValidationError
+
+    from edge.settings import EdgeSettings
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = EdgeSettings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"])
+            typer.echo(f"error: EDGE_{field.upper()}: {error['msg']}", err=True)
+        raise typer.Exit(2) from exc
+    from edge.agent import Agent
+
+    raise typer.Exit(Agent(settings).run())
+
+
+@app.command()
 def detect(
     source: Annotated[
         str, typer.Option("--source", help="Video file, or an rtsp:// or http:// URL.")

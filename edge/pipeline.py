@@ -101,6 +101,7 @@ class CameraPipeline:
         self._tracks_seen = False
         self._offline_since: float | None = None
         self.last_tracks: list[Track] = []
+        self.last_frame: Frame | None = None
         self._still_tracks: list[Track] = []
         self._frame_size = (1, 1)
         self.analysed = RateMeter()
@@ -155,6 +156,7 @@ class CameraPipeline:
     def complete(self, frame: Frame, detections: Detections | None) -> list[EmittedEvent]:
         """Track and evaluate rules on a prepared frame; `None` when detection was skipped."""
         assert self._motion is not None, "prepare() first"
+        self.last_frame = frame
         height, width = frame.image.shape[:2]
         t = frame.timestamp
         tracks = []
@@ -267,6 +269,35 @@ class CameraPipeline:
         """End every open thread: shutdown, or the end of a file."""
         drafts = self.engine.end_all(t) + self._tamper_book.end_all(t)
         return [self.factory.emit(self.camera.camera_id, d, None) for d in drafts]
+
+    def recheck(self, rule_id: str) -> tuple[list[Track], Frame]:
+        """Objects of a rule's classes in its zone on the newest frame, detected now: the
+        cloud asks this before it closes a case ("is the situation really gone?")."""
+        from edge.rules.geometry import Zone, anchor_point
+
+        rule = next((r for r in self.camera.rules if r.rule_id == rule_id), None)
+        if rule is None:
+            raise KeyError(f"camera {self.camera.camera_id} has no rule {rule_id!r}")
+        if self.detector is None or self.last_frame is None:
+            raise LookupError(f"camera {self.camera.camera_id} has no frame or no model yet")
+        frame = self.last_frame
+        found = self.detect(frame)
+        height, width = frame.image.shape[:2]
+        zone_points = getattr(rule, "zone", None)
+        zone = Zone(zone_points) if zone_points is not None else None
+        present = []
+        for i in range(len(found)):
+            box = tuple(float(v) for v in found.xyxy[i])
+            label = found.label_of(i)
+            if label not in rule.classes or float(found.scores[i]) < rule.min_score:
+                continue
+            if zone is not None and not zone.contains(
+                anchor_point(box, rule.anchor),  # type: ignore[arg-type]
+                (width, height),
+            ):
+                continue
+            present.append(Track(-1, box, float(found.scores[i]), label))  # type: ignore[arg-type]
+        return present, frame
 
     def inference_percentiles(self) -> tuple[float, float]:
         return _percentile(self.inference_ms, 50), _percentile(self.inference_ms, 95)

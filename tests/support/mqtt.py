@@ -12,6 +12,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -38,6 +39,7 @@ class MqttProbe:
         certfile: str | None = None,
         keyfile: str | None = None,
         will: tuple[str, bytes, int, bool] | None = None,
+        persistent: bool = False,
     ) -> None:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -53,6 +55,7 @@ class MqttProbe:
         if will is not None:
             topic, payload, qos, retain = will
             self.client.will_set(topic, payload, qos=qos, retain=retain)
+        self.persistent = persistent  # keep the session (and queued QoS 1) across restarts
         self.messages: queue.Queue[Received] = queue.Queue()
         self._connected = threading.Event()
         self.connect_reason: ReasonCode | None = None
@@ -105,7 +108,14 @@ class MqttProbe:
             self._acked.notify_all()
 
     def connect(self, timeout_s: float = 5.0) -> MqttProbe:
-        self.client.connect("127.0.0.1", self.port, keepalive=30)
+        props = None
+        if self.persistent:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+        self.client.reconnect_delay_set(0.1, 1)
+        self.client.connect(
+            "127.0.0.1", self.port, keepalive=30, clean_start=not self.persistent, properties=props
+        )
         self.client.loop_start()
         if not self._connected.wait(timeout_s):
             raise TimeoutError(f"no CONNACK from 127.0.0.1:{self.port} in {timeout_s} s")

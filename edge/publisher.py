@@ -1,0 +1,116 @@
+"""Drains the outbox over the link: a window of messages in flight, each deleted from the
+outbox only after the broker's PUBACK."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from edge.link import MAX_INFLIGHT, Link
+from edge.outbox import Outbox
+
+logger = logging.getLogger(__name__)
+
+# An entry handed to paho and not acknowledged this long after a (re)connect is sent
+# again from the outbox: a duplicate is harmless (ids), a loss is not.
+RESEND_AFTER_S = 60.0
+
+
+class Publisher:
+    def __init__(self, outbox: Outbox, link: Link, *, window: int = MAX_INFLIGHT) -> None:
+        self.outbox = outbox
+        self.link = link
+        self.window = window
+        self.sent = 0
+        self.acked = 0
+        self.refused = 0
+        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (entry id, handed at)
+        self._acks: queue.Queue[tuple[int, bool]] = queue.Queue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+
+    def on_published(self, mid: int, ok: bool) -> None:
+        """paho's PUBACK callback (network thread)."""
+        self._acks.put((mid, ok))
+        self._wake.set()
+
+    def notify(self) -> None:
+        """New entries are in the outbox."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(5)
+
+    def idle(self) -> bool:
+        return not self._inflight and self.outbox.stats().depth == 0
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait (bounded) until everything stored has been acknowledged."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.idle():
+                return True
+            self._wake.set()
+            time.sleep(0.05)  # shutdown only: poll the outbox depth until it drains
+        return self.idle()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._take_acks()
+            sent = self._send()
+            if not sent:
+                self._wake.wait(0.5)
+                self._wake.clear()
+        self._take_acks()
+
+    def _take_acks(self) -> None:
+        done: list[int] = []
+        while True:
+            try:
+                mid, ok = self._acks.get_nowait()
+            except queue.Empty:
+                break
+            entry = self._inflight.pop(mid, None)
+            if entry is None:
+                continue
+            if not ok:
+                # The broker refused it (its ACL): retrying forever would block the queue.
+                self.refused += 1
+                logger.error("broker refused an outbox entry id=%d; dropped", entry[0])
+            done.append(entry[0])
+        if done:
+            self.outbox.remove(done)
+            self.acked += len(done)
+
+    def _send(self) -> int:
+        if not self.link.connected.is_set():
+            return 0
+        now = time.monotonic()
+        for mid, (_, handed) in list(self._inflight.items()):
+            if now - handed > RESEND_AFTER_S:
+                del self._inflight[mid]  # lost with a broker session: send it again
+        room = self.window - len(self._inflight)
+        if room <= 0:
+            return 0
+        busy = {entry_id for entry_id, _ in self._inflight.values()}
+        entries = self.outbox.pending(room, exclude=busy)
+        sent = 0
+        for entry in entries:
+            mid = self.link.publish(entry.topic, entry.payload, entry.qos, entry.retain)
+            if mid is None:
+                break
+            if entry.qos == 0:
+                self.outbox.remove([entry.id])
+            else:
+                self._inflight[mid] = (entry.id, now)
+            sent += 1
+        self.sent += sent
+        return sent

@@ -1,0 +1,105 @@
+"""The outbox on a real SQLite file: order, budget policy, sequence numbers, durability."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from edge.outbox import Message, Outbox, Priority
+from tests.conftest import REPO
+from tests.support.processes import wait_for_line
+
+
+def test_drains_by_priority_then_age(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", budget_bytes=1 << 20)
+    outbox.add(
+        [
+            Message("t/health", b"h1", Priority.HEALTH),
+            Message("t/event", b"e1", Priority.EVENT),
+            Message("t/snap", b"s1", Priority.SNAPSHOT),
+        ]
+    )
+    outbox.add(
+        [
+            Message("t/alert", b"a1", Priority.ALERT),
+            Message("t/event", b"e2", Priority.EVENT),
+            Message("t/resp", b"r1", Priority.CONTROL),
+        ]
+    )
+    assert [e.payload for e in outbox.pending(10)] == [b"r1", b"a1", b"e1", b"e2", b"s1", b"h1"]
+    first_two = outbox.pending(2)
+    assert [e.payload for e in outbox.pending(2, exclude={e.id for e in first_two})] == [
+        b"e1",
+        b"e2",
+    ]
+    outbox.remove([e.id for e in first_two])
+    assert outbox.stats().depth == 4
+
+
+def test_sequence_numbers_grow_across_restarts(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", budget_bytes=1 << 20)
+    seqs = [outbox.next_seq() for _ in range(3)]
+    outbox.add([Message("t", b"x", Priority.EVENT)])
+    outbox.close()
+    reopened = Outbox(tmp_path / "o.db", budget_bytes=1 << 20)
+    assert seqs == [0, 1, 2]
+    assert reopened.next_seq() == 3
+
+
+def test_full_budget_drops_snapshots_first_oldest_first_and_counts_them(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox(tmp_path / "o.db", budget_bytes=60_000)
+    events = [Message("t/events", f"event {i}".encode(), Priority.EVENT) for i in range(20)]
+    outbox.add(events[:10])
+    outbox.add([Message(f"t/snap/{i}", bytes(10_000), Priority.SNAPSHOT) for i in range(5)])
+    outbox.add([Message("t/health", bytes(1_000), Priority.HEALTH)])
+    outbox.add([Message("t/snap/new", bytes(10_000), Priority.SNAPSHOT)])  # over budget now
+    outbox.add(events[10:])
+    stats = outbox.stats()
+    left = outbox.pending(100)
+    assert stats.bytes <= 60_000
+    assert [e.payload for e in left if e.priority is Priority.EVENT] == [m.payload for m in events]
+    snapshots = [e.topic for e in left if e.priority is Priority.SNAPSHOT]
+    assert snapshots[-1] == "t/snap/new"  # the newest kept; the oldest went
+    assert "t/snap/0" not in snapshots
+    assert stats.dropped_health == 1
+    assert stats.dropped_snapshots == 6 - len(snapshots)
+    assert stats.dropped_events == 0
+
+
+def test_events_go_last_and_are_counted_too(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", budget_bytes=5_000)
+    for i in range(100):
+        outbox.add([Message("t/events", f"{i:04d}".encode() * 10, Priority.EVENT)])
+    left = outbox.pending(1000)
+    stats = outbox.stats()
+    assert stats.dropped_events == 100 - len(left)
+    assert left[-1].payload.startswith(b"0099")  # oldest dropped, newest kept
+
+
+def test_what_add_acknowledged_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.outbox_writer", str(path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None
+    wait_for_line(writer, "stored 200")
+    writer.send_signal(signal.SIGKILL)
+    acknowledged = [
+        line.split()[1] for line in writer.stdout.read().splitlines() if line.startswith("stored")
+    ]
+    writer.wait()
+    stored = {
+        e.payload.split(b":")[0].decode()
+        for e in Outbox(path, budget_bytes=1 << 30).pending(100_000)
+    }
+    # Every entry whose add() returned before the kill is there: 0..200 were read while
+    # waiting, the rest after the kill.
+    assert {str(i) for i in range(201)} <= stored
+    assert set(acknowledged) <= stored

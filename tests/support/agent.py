@@ -1,0 +1,114 @@
+"""Run a real edge agent process (`gridwatch edge run`) against a test broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.support.ports import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def motion_config(
+    node_id: str, clip: Path, *, version: int = 1, cameras: int = 1, **publish: Any
+) -> dict[str, Any]:
+    """A NodeConfig needing no model: motion rules on looping file cameras."""
+    return {
+        "node_id": node_id,
+        "version": version,
+        "issued_at": "2026-11-25T00:00:00Z",
+        "model": {"backend": "motion"},
+        "publish": {"health_interval_s": 5, "update_interval_s": 2, **publish},
+        "cameras": [
+            {
+                "camera_id": f"cam{i + 1:02d}",
+                "name": f"lane {i + 1}",
+                "url": f"file://{clip}",
+                "offline_grace_s": 5,
+                "rules": [
+                    {"type": "motion", "rule_id": "lane_motion", "min_area": 0.01, "cooldown_s": 0}
+                ],
+            }
+            for i in range(cameras)
+        ],
+    }
+
+
+class AgentProcess:
+    def __init__(
+        self,
+        directory: Path,
+        node_id: str,
+        broker_port: int,
+        *,
+        config: dict[str, Any] | None = None,
+        **env: str,
+    ) -> None:
+        self.directory = directory
+        self.node_id = node_id
+        self.data_dir = directory / "data"
+        self.log_path = directory / "agent.log"
+        self.metrics_port = free_port()
+        self.env = {
+            **os.environ,
+            "EDGE_NODE_ID": node_id,
+            "EDGE_BROKER_URL": f"mqtt://127.0.0.1:{broker_port}",
+            "EDGE_DATA_DIR": str(self.data_dir),
+            "EDGE_METRICS_PORT": str(self.metrics_port),
+            "EDGE_KEEPALIVE_S": "5",
+            **env,
+        }
+        if config is not None:
+            path = directory / "first-boot.json"
+            path.write_bytes(orjson.dumps(config))
+            self.env["EDGE_CONFIG_FILE"] = str(path)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gridwatch", "edge", "run"],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM, as balena stops a container; returns the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout_s)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: a crash or a power cut, as far as the process can tell."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def events_generated(self) -> int:
+        """The node's event counter, from its outbox (read when the agent is stopped)."""
+        with sqlite3.connect(self.data_dir / "outbox.sqlite3") as db:
+            row = db.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone()
+        return int(row[0]) if row else 0
+
+    def outbox_depth(self) -> int:
+        with sqlite3.connect(self.data_dir / "outbox.sqlite3") as db:
+            return int(db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
