@@ -81,6 +81,15 @@ class Entry:
     priority: Priority
 
 
+@dataclass
+class _Ticket:
+    """One caller's rows waiting for a (shared) commit."""
+
+    rows: list[tuple[int, str, bytes, int, int]]
+    done: bool = False
+    error: Exception | None = None
+
+
 @dataclass(frozen=True)
 class OutboxStats:
     depth: int
@@ -100,7 +109,9 @@ class Outbox:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.budget_bytes = budget_bytes
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the write lock: one transaction at a time
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Ticket] = []
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk before `add` returns (NORMAL may lose the last commits
@@ -137,13 +148,28 @@ class Outbox:
     # ---- writing ---------------------------------------------------------------------
 
     def add(self, messages: Iterable[Message]) -> None:
-        """Store messages durably (one transaction), making room within the budget."""
+        """Store messages durably, making room within the budget; returns once they are on
+        disk. Concurrent callers share one commit (group commit): whoever holds the write
+        lock commits everything queued so far, its own and the others'."""
         rows = [(m.priority, m.topic, m.payload, m.qos, int(m.retain)) for m in messages]
         if not rows:
             return
+        ticket = _Ticket(rows)
+        with self._queue_lock:
+            self._queue.append(ticket)
+        with self._lock:
+            if not ticket.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        if ticket.error is not None:
+            raise ticket.error
+
+    def _commit(self, batch: list[_Ticket]) -> None:
+        rows = [row for ticket in batch for row in ticket.rows]
         size = sum(len(r[1]) + len(r[2]) + _ROW_OVERHEAD for r in rows)
         now = time.time()
-        with self._lock:
+        try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._make_room(size)
@@ -162,6 +188,12 @@ class Outbox:
                 self._db.execute("ROLLBACK")
                 raise
             self._bytes += size
+        except (sqlite3.Error, OSError) as exc:  # every waiter of this commit learns of it
+            for ticket in batch:
+                ticket.error = exc
+        finally:
+            for ticket in batch:
+                ticket.done = True
 
     def _make_room(self, needed: int) -> None:
         """Drop whole entries, least valuable and oldest first, until `needed` fits."""
@@ -214,6 +246,9 @@ class Outbox:
         if not keys:
             return
         with self._lock:
+            # A lost delete only sends an entry twice (ids make that harmless): deletes need
+            # no fsync of their own; the next FULL commit makes them durable too.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
             freed = self._db.execute(
                 f"SELECT COALESCE(SUM(length(topic) + length(payload)), 0), COUNT(*) "  # noqa: S608
@@ -222,6 +257,7 @@ class Outbox:
             ).fetchone()
             self._db.executemany("DELETE FROM entries WHERE id = ?", keys)
             self._db.execute("COMMIT")
+            self._db.execute("PRAGMA synchronous=FULL")
             self._bytes -= freed[0] + freed[1] * _ROW_OVERHEAD
 
     def stats(self) -> OutboxStats:

@@ -7,8 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from edge.link import Link
 from edge.outbox import Message, Outbox, Priority
+from edge.publisher import Publisher
+from edge.settings import EdgeSettings
+from protocols.topics import events_topic, node_filter
 from tests.conftest import REPO
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.mqtt import MqttProbe
+from tests.support.ports import wait_until
 from tests.support.processes import wait_for_line
 
 
@@ -103,3 +112,40 @@ def test_what_add_acknowledged_survives_kill_9(tmp_path: Path) -> None:
     # waiting, the rest after the kill.
     assert {str(i) for i in range(201)} <= stored
     assert set(acknowledged) <= stored
+
+
+def test_publisher_sends_each_entry_once_and_empties_the_outbox(
+    broker: MosquittoBroker,
+    tmp_path: Path,
+) -> None:
+    node = "qx-publisher-once"
+    cloud = MqttProbe(broker.port).connect()
+    cloud.subscribe(node_filter(node))
+    outbox = Outbox(tmp_path / "o.db", budget_bytes=1 << 30)
+    outbox.add([Message(events_topic(node), f"{i}".encode(), Priority.EVENT) for i in range(1200)])
+    settings = EdgeSettings(
+        node_id=node,
+        broker_url=f"mqtt://127.0.0.1:{broker.port}",
+        data_dir=tmp_path,
+        metrics_port=0,
+    )  # type: ignore[call-arg]
+    publisher: Publisher
+    link = Link(
+        settings,
+        boot_id=None,
+        subscriptions=[],
+        on_published=lambda mid, ok: publisher.on_published(mid, ok),
+    )
+    publisher = Publisher(outbox, link)
+    publisher.start()
+    link.start()
+    try:
+        received = [cloud.expect(events_topic(node)).payload for _ in range(1200)]
+        wait_until(publisher.idle, 10, "the outbox emptied")
+        assert [int(p) for p in received] == list(range(1200))  # in the order of storage
+        with pytest.raises(TimeoutError):
+            cloud.expect(events_topic(node), timeout_s=1)  # and nothing twice
+    finally:
+        publisher.stop()
+        link.stop()
+        cloud.close()
