@@ -236,7 +236,18 @@ class Agent:
 
     def loop(self) -> None:
         next_health = time.monotonic() + 1.0  # a first report soon after start
+        last_failure: str | None = None
         while not self._stop.is_set():
+            if self.link.connect_failed.is_set():
+                self.link.connect_failed.clear()
+                reason = self.link.diagnose()
+                if reason != last_failure:  # once per distinct reason, not per retry
+                    logger.warning(
+                        "cannot connect to the broker node_id=%s: %s", self.node_id, reason
+                    )
+                last_failure = reason
+            elif self.link.connected.is_set():
+                last_failure = None
             timeout = max(0.0, min(0.5, next_health - time.monotonic()))
             try:
                 incoming = self.link.incoming.get(timeout=timeout)

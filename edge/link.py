@@ -64,6 +64,7 @@ class Link:
         self.on_published = on_published
         self.incoming: queue.Queue[Incoming] = queue.Queue(maxsize=1000)
         self.connected = threading.Event()
+        self.connect_failed = threading.Event()  # paho swallows why: see diagnose()
         self.last_refusal: str | None = None
         self.connects = 0
         client = mqtt.Client(
@@ -92,6 +93,7 @@ class Link:
         client.max_inflight_messages_set(MAX_INFLIGHT)
         client.reconnect_delay_set(*RETRY_FAST)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
@@ -191,6 +193,38 @@ class Link:
             getattr(flags, "session_present", None),
         )
         self.connected.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self.connect_failed.set()
+
+    def diagnose(self, timeout_s: float = 5.0) -> str:
+        """Why the broker cannot be reached, in an operator's terms (paho only retries)."""
+        host, port = self.settings.broker_host, self.settings.broker_port
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout_s)
+        except OSError as exc:
+            return f"cannot reach {host}:{port}: {exc.strerror or exc}"
+        with sock:
+            if not self.settings.uses_tls:
+                return f"{host}:{port} accepts TCP but the MQTT connection failed"
+            context = ssl.create_default_context(
+                cafile=str(self.settings.ca_file) if self.settings.ca_file else None
+            )
+            if self.settings.cert_file:
+                context.load_cert_chain(
+                    str(self.settings.cert_file),
+                    str(self.settings.key_file) if self.settings.key_file else None,
+                )
+            try:
+                context.wrap_socket(sock, server_hostname=host).close()
+            except ssl.SSLCertVerificationError as exc:
+                return (
+                    f"TLS: the broker's certificate is not trusted ({exc.verify_message}); "
+                    f"check EDGE_CA_FILE and the broker's host name {host!r}"
+                )
+            except (ssl.SSLError, OSError) as exc:
+                return f"TLS handshake with {host}:{port} failed: {exc}"
+        return f"{host}:{port} completes TLS but the MQTT connection failed"
 
     def _on_disconnect(
         self,

@@ -335,3 +335,53 @@ def test_refused_credentials_are_reported_once_and_retried_slowly(
         assert agent.stop() == 0
     finally:
         agent.kill()
+
+
+def test_agent_connects_over_tls_and_verifies_the_broker(
+    broker_factory: BrokerFactory,
+    car_clip: Path,
+    tmp_path: Path,
+) -> None:
+    from tests.support.tls import TestCA
+
+    tls_broker = broker_factory(BrokerOptions(tls=True))
+    assert tls_broker.ca is not None
+    assert tls_broker.tls_port is not None
+    node = "qx-over-tls"
+    cloud = Cloud(tls_broker, node)
+    agent = AgentProcess(
+        tmp_path / "good",
+        node,
+        tls_broker.port,
+        config=motion_config(node, car_clip),
+        EDGE_BROKER_URL=f"mqtts://localhost:{tls_broker.tls_port}",
+        EDGE_CA_FILE=str(tls_broker.ca.pair.cert),
+    ).start()
+    try:
+        state = decode(NodeState, cloud.expect_on(state_topic(node), timeout_s=20).payload)
+        assert state.status is NodeStatus.ONLINE
+        assert agent.stop() == 0
+    finally:
+        agent.kill()
+    # A broker whose certificate another CA signed is refused, not trusted.
+    (tmp_path / "ca").mkdir()
+    stranger = TestCA(tmp_path / "ca", name="some other CA")
+    impostor = AgentProcess(
+        tmp_path / "bad",
+        "qx-tls-refused",
+        tls_broker.port,
+        config=motion_config("qx-tls-refused", car_clip),
+        EDGE_BROKER_URL=f"mqtts://localhost:{tls_broker.tls_port}",
+        EDGE_CA_FILE=str(stranger.pair.cert),
+    ).start()
+    try:
+        wait_until(
+            lambda: "certificate is not trusted" in impostor.log(),
+            20,
+            "the certificate refusal in the log",
+        )
+        assert "connected to the broker" not in impostor.log()
+        assert impostor.stop() == 0
+    finally:
+        impostor.kill()
+    cloud.close()

@@ -149,3 +149,27 @@ def test_publisher_sends_each_entry_once_and_empties_the_outbox(
         publisher.stop()
         link.stop()
         cloud.close()
+
+
+def test_drops_are_reported_in_the_nodes_health(tmp_path: Path) -> None:
+    from edge.analyzer import Analyzer
+    from edge.health import HealthReporter
+    from protocols import NodeHealth, decode, encode
+
+    outbox = Outbox(tmp_path / "o.db", budget_bytes=40_000)
+    outbox.add([Message("t/e", b"event", Priority.EVENT)])
+    for i in range(8):
+        outbox.add([Message(f"t/s/{i}", bytes(10_000), Priority.SNAPSHOT)])
+    reporter = HealthReporter(
+        "qx-drops",
+        analyzer=Analyzer(lambda events: None),
+        outbox=outbox,
+        data_dir=tmp_path,
+        model=lambda: None,
+        config_version=lambda: None,
+    )
+    health = decode(NodeHealth, encode(reporter.snapshot()))
+    assert health.dropped.snapshots >= 4
+    assert health.dropped.events == 0
+    assert health.outbox.depth == outbox.stats().depth
+    assert health.outbox.bytes <= health.outbox.budget_bytes == 40_000

@@ -17,7 +17,7 @@ from edge.events import EmittedEvent
 from edge.pipeline import media_clock
 from firmware_configs.rules import RuleSet, load_rule_set
 from protocols import decode, encode
-from protocols.config import LineCrossingRule, LoiteringRule, ModelSpec
+from protocols.config import IntrusionRule, LineCrossingRule, LoiteringRule, ModelSpec
 from protocols.enums import CrossingDirection, EventKind, EventPhase
 from protocols.events import DetectionEvent
 
@@ -152,3 +152,30 @@ def test_loitering_at_the_table_gives_one_thread_per_person(
 )
 def test_presets_are_valid(preset: str) -> None:
     assert load_rule_set(preset).rules
+
+
+def test_recheck_tells_whether_the_situation_is_still_there(
+    person_clip: Path,
+    detector_for: Callable[..., OnnxDetector],
+) -> None:
+    from edge.camera import Frame
+    from tests.edge.conftest import read_frame
+
+    rule = IntrusionRule(rule_id="table", zone=[(0.4, 0.3), (0.85, 0.3), (0.85, 1.0), (0.4, 1.0)])
+    pipeline = build_pipeline(
+        RuleSet(rules=[rule]),
+        detector_for("yolox_nano_416"),
+        fps=5,
+        to_datetime=media_clock(START),
+        model=ModelSpec(),
+    )
+    with pytest.raises(LookupError):
+        pipeline.recheck("table")  # no frame yet
+    pipeline.process(Frame("cam01", read_frame(person_clip, 240), 48.0, 240, 0.0))
+    present, frame = pipeline.recheck("table")
+    assert [t.label for t in present] == ["person"]
+    assert frame.index == 240
+    pipeline.process(Frame("cam01", read_frame(person_clip, 5), 49.0, 5, 0.0))  # empty room
+    assert pipeline.recheck("table")[0] == []
+    with pytest.raises(KeyError):
+        pipeline.recheck("no_such_rule")

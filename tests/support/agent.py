@@ -52,6 +52,7 @@ class AgentProcess:
         config: dict[str, Any] | None = None,
         **env: str,
     ) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.node_id = node_id
         self.data_dir = directory / "data"
