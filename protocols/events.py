@@ -40,6 +40,15 @@ class ModelRef(WireModel):
     sha256: Sha256 | None = None
 
 
+# The field each kind must carry on its start message.
+_REQUIRED_ON_START = {
+    EventKind.LINE_CROSSING: "direction",
+    EventKind.LOITERING: "dwell_s",
+    EventKind.CROWD: "count",
+    EventKind.CAMERA_TAMPER: "tamper",
+}
+
+
 class DetectionEvent(Payload):
     """One message of one situation's thread (start, updates, end) on `events`."""
 
@@ -69,12 +78,7 @@ class DetectionEvent(Payload):
     def _thread_and_kind_fields(self) -> Self:
         if self.phase is EventPhase.START and self.thread_id != self.event_id:
             raise ValueError("a start event must have thread_id equal to event_id")
-        required = {
-            EventKind.LINE_CROSSING: "direction",
-            EventKind.LOITERING: "dwell_s",
-            EventKind.CROWD: "count",
-            EventKind.CAMERA_TAMPER: "tamper",
-        }.get(self.kind)
+        required = _REQUIRED_ON_START.get(self.kind)
         if required and self.phase is EventPhase.START and getattr(self, required) is None:
             raise ValueError(f"kind {self.kind.value!r} needs {required!r} on its start event")
         if len({s.variant for s in self.snapshots}) != len(self.snapshots):

@@ -7,6 +7,7 @@ jurisdiction with one wildcard.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
@@ -237,8 +238,12 @@ def _parse_alert_topic(topic: str, rest: list[str]) -> AlertTopic:
     return AlertTopic(county, town, village, grid, kind)
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_topic(topic: str) -> NodeTopic | AlertTopic:
-    """Split a concrete topic (no wildcards) into its typed parts, or raise InvalidTopic."""
+    """Split a concrete topic (no wildcards) into its typed parts, or raise InvalidTopic.
+
+    Cached: ingest sees the same few topics per node thousands of times (results are
+    immutable, and invalid topics raise, which is not cached)."""
     if not topic:
         raise InvalidTopic(topic, "empty topic")
     if len(topic.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES:

@@ -1,0 +1,19 @@
+"""Errors of the cloud service; api/errors.py maps them to HTTP statuses."""
+
+from __future__ import annotations
+
+
+class CloudError(Exception):
+    """Base class for cloud errors."""
+
+
+class NotFound(CloudError):
+    """The thing asked for does not exist (or is outside the caller's jurisdiction)."""
+
+
+class BadRequest(CloudError):
+    """A request that is well-formed but cannot be answered (bad cursor, bad range)."""
+
+
+class StorageError(CloudError):
+    """The snapshot store cannot read or write."""

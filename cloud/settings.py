@@ -1,0 +1,68 @@
+"""Process settings of the cloud service and its ingest workers (CLOUD_* variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RetentionSettings(BaseSettings):
+    """Days of history kept per table (TimescaleDB policies or dropped partitions)."""
+
+    events_days: Annotated[int, Field(ge=1, le=3650)] = 180
+    health_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    telemetry_days: Annotated[int, Field(ge=1, le=3650)] = 365
+    rollups_days: Annotated[int, Field(ge=1, le=3650)] = 1095
+    compress_after_days: Annotated[int, Field(ge=1, le=365)] = 7
+
+
+class CloudSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLOUD_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    database_url: str | None = Field(
+        default=None, description="postgresql://...; unset: an embedded PostgreSQL in data_dir."
+    )
+    broker_url: str | None = Field(
+        default=None, description="mqtt://host:port; unset: a local broker is started."
+    )
+    broker_username: str | None = None
+    broker_password: SecretStr | None = None
+    broker_ca_file: Path | None = None
+    data_dir: Path = Field(
+        default=Path("var/cloud"), description="Embedded database, broker and snapshots."
+    )
+    snapshot_dir: Path | None = Field(default=None, description="Default: data_dir/snapshots.")
+    public_url: str = Field(
+        default="http://127.0.0.1:8080", description="How apps reach this service (snapshot links)."
+    )
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    ingest_client_id: str = Field(
+        default="gridwatch-ingest-1", description="Fixed per ingest process: its broker session."
+    )
+    ingest_group: str = Field(default="ingest", pattern=r"^[a-z][a-z0-9_]{0,47}$")
+    ingest_shared: bool = Field(
+        default=True, description="MQTT 5 shared subscription; off for brokers without it."
+    )
+    ingest_batch_max: Annotated[int, Field(ge=1, le=50_000)] = 5000
+    ingest_batch_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+    timescale: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Use TimescaleDB features when the extension is there."
+    )
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("must be mqtt://host[:port] or mqtts://host[:port]")
+        return value
+
+    @property
+    def snapshots_path(self) -> Path:
+        return self.snapshot_dir or self.data_dir / "snapshots"
