@@ -51,6 +51,10 @@ class CloudSettings(BaseSettings):
     )
     ingest_batch_max: Annotated[int, Field(ge=1, le=50_000)] = 5000
     ingest_batch_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+    timezone: str = Field(
+        default="Asia/Shanghai",
+        description="The county's time zone: daily buckets start at its midnight.",
+    )
     timescale: Literal["auto", "on", "off"] = Field(
         default="auto", description="Use TimescaleDB features when the extension is there."
     )

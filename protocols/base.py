@@ -47,8 +47,8 @@ def _to_utc(value: datetime) -> datetime:
 
 def _utc_not_in_future(value: datetime, info: ValidationInfo) -> datetime:
     value = value.astimezone(UTC)
-    context: dict[str, Any] | None = info.context
-    now = context.get(CONTEXT_NOW) if context else None
+    context: dict[str, Any] = info.context or {}
+    now = context.get(CONTEXT_NOW)
     if now is None:
         return value  # built in code, not received: nothing to compare with
     skew_s = float(context.get(CONTEXT_MAX_FUTURE_SKEW_S, DEFAULT_MAX_FUTURE_SKEW_S))

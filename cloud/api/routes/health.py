@@ -1,0 +1,59 @@
+"""Liveness and readiness of the service."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+async def _broker_reachable(url: str | None) -> bool:
+    parts = urlsplit(url or "mqtt://127.0.0.1:1883")
+    port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname or "127.0.0.1", port), timeout=2
+        )
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Database and broker reachable, and how far behind ingest is (503 when not ready)."""
+    body: dict[str, Any] = {"database": False, "broker": False, "ingest": []}
+    try:
+        async with request.app.state.pool.connection(timeout=2) as conn:
+            cur = await conn.execute(
+                "SELECT client_id, committed_at, lag_ms, "
+                "extract(epoch FROM now() - committed_at) FROM ingest_progress ORDER BY 1"
+            )
+            body["ingest"] = [
+                {
+                    "client_id": r[0],
+                    "committed_at": r[1].isoformat(),
+                    "lag_ms": r[2],
+                    "idle_s": float(r[3]),
+                }
+                for r in await cur.fetchall()
+            ]
+            body["database"] = True
+    except Exception:  # noqa: BLE001 - any failure here means "not ready", which is the answer
+        body["database"] = False
+    body["broker"] = await _broker_reachable(request.app.state.settings.broker_url)
+    ready = body["database"] and body["broker"]
+    return JSONResponse(body, status_code=200 if ready else 503)

@@ -1,0 +1,56 @@
+"""Nodes: their connection state and health history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from psycopg.rows import class_row
+
+from cloud.api.deps import Conn
+from cloud.api.schemas import HealthPoint, NodeStateOut
+from cloud.errors import NotFound
+from protocols.identifiers import NODE_ID_PATTERN
+
+router = APIRouter(tags=["nodes"])
+
+NodeIdPath = Annotated[str, Path(pattern=NODE_ID_PATTERN, description="Edge node id.")]
+
+
+@router.get("/nodes/{node_id}/state", response_model=NodeStateOut)
+async def node_state(conn: Conn, node_id: NodeIdPath) -> NodeStateOut:
+    """The node's last known connection state (its retained state or last will)."""
+    async with conn.cursor(row_factory=class_row(NodeStateOut)) as cur:
+        await cur.execute(
+            "SELECT node_id, status, reason, sent_at, received_at, agent_version, "
+            "boot_id FROM node_state WHERE node_id = %s",
+            (node_id,),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"node {node_id} has never reported")
+    return row
+
+
+@router.get("/nodes/{node_id}/health", response_model=list[HealthPoint])
+async def node_health(
+    conn: Conn,
+    node_id: NodeIdPath,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[HealthPoint]:
+    """Health reports, newest first (default: the last 24 hours)."""
+    end = end or datetime.now(UTC)
+    start = start or end - timedelta(days=1)
+    async with conn.cursor(row_factory=class_row(HealthPoint)) as cur:
+        await cur.execute(
+            "SELECT sent_at, cpu_percent, memory_used_bytes, disk_used_bytes, disk_total_bytes, "
+            "temperature_c, outbox_depth, outbox_oldest_age_s, dropped_events, "
+            "dropped_snapshots, cameras_connected, cameras_total, config_version, agent_version "
+            "FROM node_health WHERE node_id = %s AND sent_at >= %s AND sent_at < %s "
+            "ORDER BY sent_at DESC LIMIT %s",
+            (node_id, start, end, limit),
+        )
+        return await cur.fetchall()

@@ -1,0 +1,119 @@
+"""Response bodies of the API (requests are validated by FastAPI from the signatures)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+
+class EventOut(BaseModel):
+    event_id: UUID
+    thread_id: UUID
+    observed_at: datetime
+    received_at: datetime
+    node_id: str
+    seq: int
+    camera_id: str
+    unit_code: str = Field(description="The grid (or unit) the camera watches; '' if unknown.")
+    kind: str
+    phase: str
+    severity: str
+    rule_id: str | None = None
+    label: str | None = None
+    score: float | None = None
+    bbox: list[float] | None = Field(default=None, description="x, y, w, h as frame fractions.")
+    track_id: int | None = None
+    zone: str | None = None
+    direction: str | None = None
+    dwell_s: float | None = None
+    count: int | None = None
+    tamper: str | None = None
+    snapshots: list[dict[str, Any]] = Field(default_factory=list)
+    snapshot_urls: dict[str, str] = Field(default_factory=dict)
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "event_id": "01a2142b-89b1-7cfb-9c56-2dbaf68e978b",
+                    "thread_id": "01a2142b-89b1-7cfb-9c56-2dbaf68e978b",
+                    "observed_at": "2026-11-25T08:30:00Z",
+                    "received_at": "2026-11-25T08:30:00.120Z",
+                    "node_id": "qx-tuxi-shuangfeng-01",
+                    "seq": 48213,
+                    "camera_id": "cam01",
+                    "unit_code": "511725106201003",
+                    "kind": "intrusion",
+                    "phase": "start",
+                    "severity": "high",
+                    "rule_id": "river_bank_night",
+                    "label": "person",
+                    "score": 0.82,
+                    "bbox": [0.41, 0.32, 0.08, 0.31],
+                    "snapshot_urls": {
+                        "frame": "/api/v1/events/01a2142b-89b1-7cfb-9c56-2dbaf68e978b/snapshots/"
+                        "frame"
+                    },
+                }
+            ]
+        }
+    }
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class CountPoint(BaseModel):
+    bucket: datetime
+    kind: str
+    events: int
+
+
+class NodeStateOut(BaseModel):
+    node_id: str
+    status: str
+    reason: str
+    sent_at: datetime
+    received_at: datetime
+    agent_version: str | None
+    boot_id: UUID | None
+
+
+class HealthPoint(BaseModel):
+    sent_at: datetime
+    cpu_percent: float
+    memory_used_bytes: int
+    disk_used_bytes: int
+    disk_total_bytes: int
+    temperature_c: float | None
+    outbox_depth: int
+    outbox_oldest_age_s: float | None
+    dropped_events: int
+    dropped_snapshots: int
+    cameras_connected: int
+    cameras_total: int
+    config_version: int | None
+    agent_version: str
+
+
+class DeadLetterOut(BaseModel):
+    id: int
+    received_at: datetime
+    topic: str
+    field: str
+    reason: str
+    payload_preview: str = Field(description="The first 200 bytes, as text where possible.")
+
+
+class GapOut(BaseModel):
+    id: int
+    node_id: str
+    first_seq: int
+    last_seq: int
+    detected_at: datetime
+    closed_at: datetime | None

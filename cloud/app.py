@@ -1,0 +1,60 @@
+"""The FastAPI application: `create_app(settings)`; the pool opens in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+
+from cloud.api.errors import install_error_handlers
+from cloud.api.routes import events, health, nodes, operations
+from cloud.database import database_url
+from cloud.settings import CloudSettings
+from cloud.snapshots import LocalSnapshotStore
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+gridwatch's county service. Events from every edge box, stored once; counts per hour and
+day; the state and health of each node; what ingest could not store, and why.
+
+Times are ISO 8601; lists page with an opaque `cursor` (pass `next_cursor` back).
+"""
+
+
+def create_app(settings: CloudSettings) -> FastAPI:
+    pool = AsyncConnectionPool(
+        database_url(settings),
+        open=False,
+        min_size=1,
+        max_size=10,
+        kwargs={"autocommit": True, "application_name": "gridwatch-api"},
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await pool.open(wait=True, timeout=30)
+        async with pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+                )
+            ).fetchone()
+        app.state.timescale = row is not None
+        logger.info("API ready; database: %s", "TimescaleDB" if row else "plain PostgreSQL")
+        yield
+        await pool.close()
+
+    app = FastAPI(title="gridwatch", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.pool = pool
+    app.state.snapshots = LocalSnapshotStore(settings.snapshots_path)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(events.router, prefix="/api/v1")
+    app.include_router(nodes.router, prefix="/api/v1")
+    app.include_router(operations.router, prefix="/api/v1")
+    return app

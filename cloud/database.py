@@ -1,0 +1,23 @@
+"""Connections to the service's PostgreSQL (or TimescaleDB)."""
+
+from __future__ import annotations
+
+import psycopg
+
+from cloud.settings import CloudSettings
+
+
+def database_url(settings: CloudSettings) -> str:
+    if settings.database_url is None:
+        raise RuntimeError(
+            "no database: set CLOUD_DATABASE_URL (or run `gridwatch demo`, "
+            "which starts an embedded PostgreSQL)"
+        )
+    return settings.database_url
+
+
+def connect(settings: CloudSettings) -> psycopg.Connection:
+    """An autocommit connection; writers open explicit transactions."""
+    return psycopg.connect(
+        database_url(settings), autocommit=True, application_name="gridwatch", connect_timeout=10
+    )

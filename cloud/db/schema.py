@@ -1,0 +1,29 @@
+"""Bring a database to the current schema: detect TimescaleDB, migrate, set policies."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+from cloud.db.migrate import migrate
+from cloud.db.timeseries import apply_timescale_policies, maintain, use_timescale
+from cloud.settings import CloudSettings
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_database(conn: psycopg.Connection, settings: CloudSettings) -> bool:
+    """Migrate and set up time series; returns whether TimescaleDB is in use."""
+    timescale = use_timescale(conn, settings.timescale)
+    applied = migrate(conn, timescale=timescale, timezone=settings.timezone)
+    if timescale:
+        apply_timescale_policies(conn, settings.retention)
+    else:
+        maintain(conn, timescale=False, retention=settings.retention)
+    logger.info(
+        "database ready: %s; migrations applied now: %s",
+        "TimescaleDB" if timescale else "plain PostgreSQL (partitions, rollup tables)",
+        applied or "none",
+    )
+    return timescale

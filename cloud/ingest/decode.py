@@ -1,0 +1,65 @@
+"""Raw MQTT messages → a Batch of decoded messages; bad ones become dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from cloud.ingest.writer import Batch, DeadLetter
+from protocols import (
+    CommandResponse,
+    ConfigReport,
+    DetectionEvent,
+    InvalidPayload,
+    InvalidTopic,
+    NodeHealth,
+    NodeState,
+    Telemetry,
+    decode_message,
+)
+from protocols.topics import NodeTopic
+
+
+@dataclass(frozen=True)
+class Received:
+    mid: int
+    qos: int
+    topic: bytes
+    payload: bytes
+    received_at: datetime
+
+
+def decode_batch(messages: list[Received]) -> Batch:
+    batch = Batch()
+    for message in messages:
+        topic = message.topic.decode("utf-8", "replace")
+        try:
+            parts, decoded = decode_message(message.topic, message.payload, now=message.received_at)
+        except InvalidTopic as exc:
+            batch.dead.append(DeadLetter(topic, message.payload, "topic", exc.reason))
+            continue
+        except InvalidPayload as exc:
+            batch.dead.append(DeadLetter(topic, message.payload, exc.field, exc.reason))
+            continue
+        at = message.received_at
+        match decoded:
+            case DetectionEvent():
+                batch.events.append((decoded, at))
+            case NodeState():
+                batch.states.append((decoded, at))
+            case NodeHealth():
+                batch.health.append((decoded, message.payload, at))
+            case Telemetry():
+                batch.telemetry.append((decoded, at))
+            case ConfigReport():
+                batch.reports.append((decoded, at))
+            case CommandResponse():
+                batch.responses.append((decoded, at))
+            case bytes() if isinstance(parts, NodeTopic):
+                batch.snapshots.append((parts, decoded, at))
+            case _:
+                # Topics ingest does not subscribe to (alerts, desired config, commands).
+                batch.dead.append(
+                    DeadLetter(topic, message.payload, "topic", "not a channel ingest stores")
+                )
+    return batch

@@ -1,0 +1,67 @@
+"""Per-node sequence tracking: the highest seq seen and the ranges missing below it.
+
+Pure logic here; the writer loads each node's state FOR UPDATE, applies `advance` and
+writes the result back, so concurrent ingest processes agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Gap:
+    first: int
+    last: int
+    id: int | None = None  # database row, when it has one
+
+    @property
+    def closed(self) -> bool:
+        return self.first > self.last
+
+
+@dataclass
+class NodeSequence:
+    high: int | None
+    gaps: list[Gap] = field(default_factory=list)
+    new_gaps: list[Gap] = field(default_factory=list)
+    changed_gaps: list[Gap] = field(default_factory=list)
+
+
+def advance(state: NodeSequence, seqs: list[int]) -> NodeSequence:
+    """Account for newly stored seqs: above the high mark opens gaps for what was skipped;
+    below it, a seq inside a gap shrinks, splits or closes it."""
+    for seq in sorted(set(seqs)):
+        if state.high is None:
+            state.high = seq  # a node's first event: nothing known below it
+            continue
+        if seq > state.high:
+            if seq > state.high + 1:
+                gap = Gap(state.high + 1, seq - 1)
+                state.gaps.append(gap)
+                state.new_gaps.append(gap)
+            state.high = seq
+            continue
+        for gap in state.gaps:
+            if gap.first <= seq <= gap.last:
+                _fill(state, gap, seq)
+                break
+    return state
+
+
+def _fill(state: NodeSequence, gap: Gap, seq: int) -> None:
+    if gap.first == seq:
+        gap.first += 1
+    elif gap.last == seq:
+        gap.last -= 1
+    else:
+        # Split: the gap keeps its row for the lower part; the upper part is a new row.
+        upper = Gap(seq + 1, gap.last)
+        gap.last = seq - 1
+        state.gaps.append(upper)
+        state.new_gaps.append(upper)
+    if gap.id is not None and gap not in state.changed_gaps:
+        state.changed_gaps.append(gap)
+    if gap.closed:
+        state.gaps.remove(gap)
+        if gap in state.new_gaps:  # opened and closed within one batch: never recorded
+            state.new_gaps.remove(gap)

@@ -1,0 +1,291 @@
+"""The ingest process: an MQTT 5 shared subscription with a persistent session and manual
+acknowledgement. A batch (bounded by size and time) is decoded, written and committed,
+and only then is each of its messages acknowledged: a crash at any point loses nothing,
+and the broker's redelivery stores nothing twice."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
+
+from cloud.db.timeseries import maintain
+from cloud.ingest.decode import Received, decode_batch
+from cloud.ingest.writer import Batch, BatchWriter, DeadLetter, lag_ms
+from cloud.settings import CloudSettings
+from cloud.snapshots import LocalSnapshotStore
+from protocols.topics import Channel, all_nodes_filter, shared
+
+logger = logging.getLogger(__name__)
+
+# What ingest stores: everything nodes publish.
+CHANNELS = (
+    Channel.EVENTS,
+    Channel.STATE,
+    Channel.HEALTH,
+    Channel.TELEMETRY,
+    Channel.CONFIG_REPORTED,
+    Channel.RESPONSES,
+    Channel.SNAPSHOTS,
+)
+MAX_INFLIGHT = 100  # messages the broker may send before our acks (MQTT 5 Receive Maximum)
+MAINTAIN_EVERY_S = 3600.0
+
+
+def subscriptions(settings: CloudSettings) -> list[str]:
+    filters = [all_nodes_filter(channel) for channel in CHANNELS]
+    return (
+        [shared(f, settings.ingest_group) for f in filters] if settings.ingest_shared else filters
+    )
+
+
+class IngestWorker:
+    def __init__(
+        self, settings: CloudSettings, *, connect: Callable[[], psycopg.Connection], timescale: bool
+    ) -> None:
+        self.settings = settings
+        self.connect = connect
+        self.timescale = timescale
+        self.writer = BatchWriter(
+            timescale=timescale,
+            store=LocalSnapshotStore(settings.snapshots_path),
+            timezone=ZoneInfo(settings.timezone),
+        )
+        # Bounded: when the database is slow, paho's thread blocks here, the socket stops
+        # being read, and the broker keeps the messages. Memory never grows without end.
+        self.queue: queue.Queue[Received] = queue.Queue(maxsize=4 * settings.ingest_batch_max)
+        self.stop_event = threading.Event()
+        self.stored = 0
+        self.acked = 0
+        self.dead = 0
+        self._conn: psycopg.Connection | None = None
+        self._connected = threading.Event()
+        self.client = self._client()
+
+    def _client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.settings.ingest_client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if self.settings.broker_username:
+            password = self.settings.broker_password
+            client.username_pw_set(
+                self.settings.broker_username, password.get_secret_value() if password else None
+            )
+        url = urlsplit(self.settings.broker_url or "mqtt://127.0.0.1:1883")
+        if url.scheme == "mqtts":
+            client.tls_set(
+                ca_certs=str(self.settings.broker_ca_file) if self.settings.broker_ca_file else None
+            )
+        client.max_inflight_messages_set(20)
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        return client
+
+    # ---- paho callbacks: record and signal ------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            logger.error(
+                "broker refused ingest client_id=%s reason=%s",
+                self.settings.ingest_client_id,
+                reason,
+            )
+            return
+        for topic in subscriptions(self.settings):
+            client.subscribe(topic, qos=1)
+        logger.info(
+            "ingest connected client_id=%s session_present=%s",
+            self.settings.ingest_client_id,
+            getattr(flags, "session_present", None),
+        )
+        self._connected.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        if self._connected.is_set():
+            logger.warning("ingest lost the broker reason=%s", reason)
+        self._connected.clear()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.queue.put(
+            Received(
+                msg.mid,
+                msg.qos,
+                msg._topic,
+                bytes(msg.payload),
+                datetime.now(UTC),
+            )
+        )
+
+    # ---- the loop ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        url = urlsplit(self.settings.broker_url or "mqtt://127.0.0.1:1883")
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 86_400  # the broker keeps our messages a day
+        props.ReceiveMaximum = MAX_INFLIGHT
+        self.client.connect_async(
+            url.hostname or "127.0.0.1",
+            url.port or (8883 if url.scheme == "mqtts" else 1883),
+            keepalive=30,
+            clean_start=False,
+            properties=props,
+        )
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> None:
+        """Until stopped: batches in, committed, acknowledged."""
+        self.start()
+        next_maintenance = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                messages = self._collect()
+                if messages:
+                    self._store(messages)
+                if time.monotonic() >= next_maintenance:
+                    next_maintenance = time.monotonic() + MAINTAIN_EVERY_S
+                    self._with_database(
+                        lambda conn: maintain(
+                            conn, timescale=self.timescale, retention=self.settings.retention
+                        )
+                    )
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+            if self._conn is not None:
+                self._conn.close()
+
+    def _collect(self) -> list[Received]:
+        """Up to `ingest_batch_max` messages, waiting at most `ingest_batch_ms` after the
+        first: latency stays bounded at low rates and batches grow under load."""
+        try:
+            first = self.queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        messages = [first]
+        deadline = time.monotonic() + self.settings.ingest_batch_ms / 1000
+        while len(messages) < self.settings.ingest_batch_max:
+            remaining = deadline - time.monotonic()
+            try:
+                messages.append(
+                    self.queue.get(timeout=max(0.0, remaining))
+                    if remaining > 0
+                    else self.queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+        return messages
+
+    def _store(self, messages: list[Received]) -> None:
+        batch = decode_batch(messages)
+        try:
+            self._with_database(lambda conn: self._write(conn, batch))
+        except psycopg.Error as exc:
+            # Not the database being away (that is retried): something in this batch the
+            # database refuses. Store message by message; what still fails is a dead letter,
+            # so one bad message never blocks the stream or loops the process.
+            logger.error("batch refused by the database (%s); storing one by one", exc)
+            self._store_singly(messages)
+        for message in messages:  # only now: the batch is committed
+            if message.qos:
+                self.client.ack(message.mid, message.qos)
+        self.acked += len(messages)
+        self.dead += len(batch.dead)
+
+    def _store_singly(self, messages: list[Received]) -> None:
+        for message in messages:
+            single = decode_batch([message])
+            try:
+                self._with_database(lambda conn, b=single: self._write(conn, b))  # type: ignore[misc]
+            except psycopg.Error as exc:
+                dead = Batch(
+                    dead=[
+                        DeadLetter(
+                            message.topic.decode("utf-8", "replace"),
+                            message.payload,
+                            "database",
+                            str(exc)[:2000],
+                        )
+                    ]
+                )
+                self._with_database(lambda conn, b=dead: self._write(conn, b))  # type: ignore[misc]
+
+    def _write(self, conn: psycopg.Connection, batch: Batch) -> None:
+        now = datetime.now(UTC)
+        with conn.transaction():  # one commit per batch, progress included
+            result = self.writer.write(conn, batch)
+            conn.execute(
+                "INSERT INTO ingest_progress (client_id, committed_at, batch_size, lag_ms, "
+                "messages) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (client_id) DO UPDATE SET "
+                "committed_at = excluded.committed_at, batch_size = excluded.batch_size, "
+                "lag_ms = excluded.lag_ms, "
+                "messages = ingest_progress.messages + excluded.messages",
+                (self.settings.ingest_client_id, now, len(batch), lag_ms(batch, now), len(batch)),
+            )
+        self.stored += result.events_stored
+        if batch.dead:
+            logger.warning(
+                "dead letters=%d first=%s: %s",
+                len(batch.dead),
+                batch.dead[0].topic,
+                batch.dead[0].reason,
+            )
+
+    def _with_database(self, action: Callable[[psycopg.Connection], None]) -> None:
+        """Run `action`, reconnecting with backoff while the database is away. Nothing is
+        acknowledged meanwhile, so the broker keeps every message."""
+        for attempt in Retrying(
+            retry=retry_if_exception_type(psycopg.OperationalError),
+            wait=wait_exponential_jitter(multiplier=0.5, max=30, jitter=0.5),
+            stop=lambda _: self.stop_event.is_set(),
+            sleep=self.stop_event.wait,
+            reraise=True,
+            before_sleep=lambda state: logger.warning(
+                "database unavailable, retrying: %s",
+                state.outcome.exception() if state.outcome else "",
+            ),
+        ):
+            with attempt:
+                if self._conn is None or self._conn.closed:
+                    self._conn = self.connect()
+                try:
+                    action(self._conn)
+                except psycopg.OperationalError:
+                    self._conn.close()
+                    self._conn = None
+                    raise

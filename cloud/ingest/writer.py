@@ -1,0 +1,473 @@
+"""Write one batch of decoded messages in one transaction: events through COPY into a
+staging table and INSERT .. ON CONFLICT DO NOTHING (stored once however often delivered),
+then rollups (plain PostgreSQL), sequence gaps, health, state, telemetry, config reports,
+command responses, snapshots and dead letters."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import psycopg
+from psycopg.types.json import Jsonb
+
+from cloud.db.timeseries import local_day
+from cloud.ingest.gaps import Gap, NodeSequence, advance
+from cloud.snapshots import SnapshotStore, sha256_hex, storage_key
+from protocols import (
+    CommandResponse,
+    ConfigReport,
+    DetectionEvent,
+    NodeHealth,
+    NodeState,
+    Telemetry,
+)
+from protocols.enums import EventPhase, StreamStatus
+from protocols.topics import NodeTopic
+
+logger = logging.getLogger(__name__)
+
+EVENT_COLUMNS = (
+    "observed_at",
+    "event_id",
+    "thread_id",
+    "node_id",
+    "seq",
+    "camera_id",
+    "unit_code",
+    "kind",
+    "phase",
+    "severity",
+    "rule_id",
+    "label",
+    "score",
+    "bbox",
+    "track_id",
+    "zone",
+    "direction",
+    "dwell_s",
+    "count",
+    "tamper",
+    "snapshots",
+    "model",
+    "received_at",
+)
+UNIT_CACHE_S = 30.0
+
+
+@dataclass
+class DeadLetter:
+    topic: str
+    payload: bytes
+    field: str
+    reason: str
+
+
+@dataclass
+class Batch:
+    """Decoded messages of one batch, by kind, with when each arrived."""
+
+    events: list[tuple[DetectionEvent, datetime]] = field(default_factory=list)
+    states: list[tuple[NodeState, datetime]] = field(default_factory=list)
+    health: list[tuple[NodeHealth, bytes, datetime]] = field(default_factory=list)
+    telemetry: list[tuple[Telemetry, datetime]] = field(default_factory=list)
+    reports: list[tuple[ConfigReport, datetime]] = field(default_factory=list)
+    responses: list[tuple[CommandResponse, datetime]] = field(default_factory=list)
+    snapshots: list[tuple[NodeTopic, bytes, datetime]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(
+            len(v)
+            for v in (
+                self.events,
+                self.states,
+                self.health,
+                self.telemetry,
+                self.reports,
+                self.responses,
+                self.snapshots,
+                self.dead,
+            )
+        )
+
+
+@dataclass
+class WriteResult:
+    events_stored: int = 0
+    events_duplicate: int = 0
+    gaps_opened: int = 0
+    gaps_closed: int = 0
+
+
+def event_row(event: DetectionEvent, unit_code: str, received_at: datetime) -> tuple[Any, ...]:
+    bbox = event.bbox
+    return (
+        event.observed_at,
+        event.event_id,
+        event.thread_id,
+        event.node_id,
+        event.seq,
+        event.camera_id,
+        unit_code,
+        event.kind.value,
+        event.phase.value,
+        event.severity.value,
+        event.rule_id,
+        event.label,
+        event.score,
+        None if bbox is None else [bbox.x, bbox.y, bbox.w, bbox.h],
+        event.track_id,
+        event.zone,
+        None if event.direction is None else event.direction.value,
+        event.dwell_s,
+        event.count,
+        None if event.tamper is None else event.tamper.value,
+        Jsonb([s.model_dump(mode="json") for s in event.snapshots]) if event.snapshots else None,
+        Jsonb(event.model.model_dump(mode="json")) if event.model else None,
+        received_at,
+    )
+
+
+class BatchWriter:
+    def __init__(self, *, timescale: bool, store: SnapshotStore, timezone: ZoneInfo) -> None:
+        self.timescale = timescale
+        self.store = store
+        self.timezone = timezone
+        self._units: dict[tuple[str, str], str] = {}
+        self._units_at = 0.0
+
+    def unit_of(self, conn: psycopg.Connection, node_id: str, camera_id: str) -> str:
+        now = time.monotonic()
+        if now - self._units_at > UNIT_CACHE_S:
+            rows = conn.execute(
+                "SELECT node_id, camera_id, coalesce(unit_code, '') FROM cameras"
+            ).fetchall()
+            self._units = {(r[0], r[1]): r[2] for r in rows}
+            self._units_at = now
+        return self._units.get((node_id, camera_id), "")
+
+    def write(self, conn: psycopg.Connection, batch: Batch) -> WriteResult:
+        """Write everything inside the caller's transaction (it acknowledges after commit)."""
+        result = WriteResult()
+        if batch.events:
+            self._events(conn, batch.events, result)
+        if batch.states:
+            self._states(conn, batch.states)
+        if batch.health:
+            self._health(conn, batch.health)
+        if batch.telemetry:
+            self._telemetry(conn, batch.telemetry)
+        if batch.reports:
+            self._reports(conn, batch.reports)
+        if batch.responses:
+            self._responses(conn, batch.responses)
+        if batch.snapshots:
+            self._snapshots(conn, batch.snapshots)
+        if batch.dead:
+            self._dead(conn, batch.dead)
+        return result
+
+    # ---- events ---------------------------------------------------------------------
+
+    def _events(
+        self,
+        conn: psycopg.Connection,
+        events: list[tuple[DetectionEvent, datetime]],
+        result: WriteResult,
+    ) -> None:
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS events_staging "
+            "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        columns = ", ".join(EVENT_COLUMNS)
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY events_staging ({columns}) FROM STDIN") as copy:
+                for event, received_at in events:
+                    unit = self.unit_of(conn, event.node_id, event.camera_id)
+                    copy.write_row(event_row(event, unit, received_at))
+            inserted = cur.execute(
+                f"INSERT INTO events ({columns}) SELECT {columns} FROM events_staging "  # noqa: S608
+                "ON CONFLICT DO NOTHING "
+                "RETURNING observed_at, node_id, camera_id, unit_code, kind, phase, seq"
+            ).fetchall()
+        result.events_stored = len(inserted)
+        result.events_duplicate = len(events) - len(inserted)
+        if not self.timescale:
+            self._rollups(conn, inserted)
+        self._sequences(conn, inserted, result)
+
+    def _rollups(self, conn: psycopg.Connection, inserted: list[tuple[Any, ...]]) -> None:
+        """Incremental hourly and daily counts of new situations (start messages)."""
+        hourly: Counter[tuple[Any, ...]] = Counter()
+        daily: Counter[tuple[Any, ...]] = Counter()
+        for observed_at, node_id, camera_id, unit, kind, phase, _ in inserted:
+            if phase != EventPhase.START.value:
+                continue
+            hour = observed_at.replace(minute=0, second=0, microsecond=0)
+            hourly[(hour, unit, node_id, camera_id, kind)] += 1
+            daily[(local_day(observed_at, self.timezone), unit, node_id, camera_id, kind)] += 1
+        for table, counts in (("events_hourly", hourly), ("events_daily", daily)):
+            if not counts:
+                continue
+            keys = list(counts)
+            conn.execute(
+                f"INSERT INTO {table} (bucket, unit_code, node_id, camera_id, kind, events) "  # noqa: S608
+                "SELECT * FROM unnest(%b::timestamptz[], %b::text[], %b::text[], %b::text[], "
+                "%b::text[], %b::bigint[]) "
+                "ON CONFLICT (bucket, unit_code, node_id, camera_id, kind) "
+                f"DO UPDATE SET events = {table}.events + excluded.events",
+                (
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
+                    [k[2] for k in keys],
+                    [k[3] for k in keys],
+                    [k[4] for k in keys],
+                    [counts[k] for k in keys],
+                ),
+            )
+
+    def _sequences(
+        self, conn: psycopg.Connection, inserted: list[tuple[Any, ...]], result: WriteResult
+    ) -> None:
+        seqs: dict[str, list[int]] = {}
+        for _, node_id, _, _, _, _, seq in inserted:
+            seqs.setdefault(node_id, []).append(seq)
+        if not seqs:
+            return
+        nodes = sorted(seqs)
+        # Lock the nodes' rows in one order, so concurrent ingest processes never deadlock.
+        highs = dict(
+            conn.execute(
+                "SELECT node_id, high_seq FROM node_sequences WHERE node_id = ANY(%s) "
+                "ORDER BY node_id FOR UPDATE",
+                (nodes,),
+            ).fetchall()
+        )
+        open_gaps: dict[str, list[Gap]] = {}
+        for gap_id, node_id, first, last in conn.execute(
+            "SELECT id, node_id, first_seq, last_seq FROM seq_gaps "
+            "WHERE node_id = ANY(%s) AND closed_at IS NULL ORDER BY id FOR UPDATE",
+            (nodes,),
+        ).fetchall():
+            open_gaps.setdefault(node_id, []).append(Gap(first, last, gap_id))
+        new_rows, changed_rows, high_rows = [], [], []
+        for node_id in nodes:
+            state = advance(
+                NodeSequence(highs.get(node_id), list(open_gaps.get(node_id, []))), seqs[node_id]
+            )
+            high_rows.append((node_id, state.high))
+            new_rows += [(node_id, g.first, g.last) for g in state.new_gaps]
+            changed_rows += [(g.id, g.first, g.last) for g in state.changed_gaps]
+            result.gaps_opened += len(state.new_gaps)
+            result.gaps_closed += sum(1 for g in state.changed_gaps if g.closed)
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO node_sequences (node_id, high_seq) VALUES (%s, %s) "
+                "ON CONFLICT (node_id) DO UPDATE SET high_seq = excluded.high_seq, "
+                "updated_at = now()",
+                high_rows,
+            )
+            if new_rows:
+                cur.executemany(
+                    "INSERT INTO seq_gaps (node_id, first_seq, last_seq) VALUES (%s, %s, %s)",
+                    new_rows,
+                )
+            for gap_id, first, last in changed_rows:
+                if first > last:
+                    cur.execute("UPDATE seq_gaps SET closed_at = now() WHERE id = %s", (gap_id,))
+                else:
+                    cur.execute(
+                        "UPDATE seq_gaps SET first_seq = %s, last_seq = %s WHERE id = %s",
+                        (first, last, gap_id),
+                    )
+        if result.gaps_opened:
+            logger.warning(
+                "sequence gaps opened=%d nodes=%s",
+                result.gaps_opened,
+                [n for n, _, _ in new_rows][:10],
+            )
+
+    # ---- the rest ---------------------------------------------------------------------
+
+    def _states(self, conn: psycopg.Connection, states: list[tuple[NodeState, datetime]]) -> None:
+        # Arrival order decides: a last will carries the time its session began, so its
+        # sent_at is older than the online state it ends.
+        conn.cursor().executemany(
+            "INSERT INTO node_state (node_id, status, reason, sent_at, received_at, "
+            "agent_version, boot_id) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (node_id) DO UPDATE SET status = excluded.status, "
+            "reason = excluded.reason, sent_at = excluded.sent_at, "
+            "received_at = excluded.received_at, agent_version = excluded.agent_version, "
+            "boot_id = excluded.boot_id WHERE node_state.received_at <= excluded.received_at",
+            [
+                (
+                    s.node_id,
+                    s.status.value,
+                    s.reason.value,
+                    s.sent_at,
+                    received,
+                    s.agent_version,
+                    s.boot_id,
+                )
+                for s, received in states
+            ],
+        )
+
+    def _health(
+        self, conn: psycopg.Connection, health: list[tuple[NodeHealth, bytes, datetime]]
+    ) -> None:
+        rows = []
+        for h, raw, received in health:
+            connected = sum(1 for c in h.cameras if c.status is StreamStatus.CONNECTED)
+            rows.append(
+                (
+                    h.sent_at,
+                    h.node_id,
+                    h.cpu_percent,
+                    h.memory_used_bytes,
+                    h.disk_used_bytes,
+                    h.disk_total_bytes,
+                    h.temperature_c,
+                    h.outbox.depth,
+                    h.outbox.oldest_age_s,
+                    h.dropped.events,
+                    h.dropped.snapshots,
+                    connected,
+                    len(h.cameras),
+                    h.config_version,
+                    h.agent_version,
+                    Jsonb(_loads(raw)),
+                    received,
+                )
+            )
+        conn.cursor().executemany(
+            "INSERT INTO node_health (sent_at, node_id, cpu_percent, memory_used_bytes, "
+            "disk_used_bytes, disk_total_bytes, temperature_c, outbox_depth, "
+            "outbox_oldest_age_s, dropped_events, dropped_snapshots, cameras_connected, "
+            "cameras_total, config_version, agent_version, payload, received_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            rows,
+        )
+
+    def _telemetry(
+        self, conn: psycopg.Connection, telemetry: list[tuple[Telemetry, datetime]]
+    ) -> None:
+        conn.cursor().executemany(
+            "INSERT INTO telemetry (observed_at, telemetry_id, node_id, sensor_id, quantity, "
+            "value, unit, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            [
+                (
+                    t.observed_at,
+                    t.telemetry_id,
+                    t.node_id,
+                    t.sensor_id,
+                    r.quantity,
+                    r.value,
+                    r.unit,
+                    received,
+                )
+                for t, received in telemetry
+                for r in t.readings
+            ],
+        )
+
+    def _reports(
+        self, conn: psycopg.Connection, reports: list[tuple[ConfigReport, datetime]]
+    ) -> None:
+        conn.cursor().executemany(
+            "INSERT INTO config_reports (node_id, version, status, running_version, errors, "
+            "reported_at, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (node_id) DO UPDATE SET version = excluded.version, "
+            "status = excluded.status, running_version = excluded.running_version, "
+            "errors = excluded.errors, reported_at = excluded.reported_at, "
+            "received_at = excluded.received_at "
+            "WHERE config_reports.reported_at <= excluded.reported_at",
+            [
+                (
+                    r.node_id,
+                    r.version,
+                    r.status.value,
+                    r.running_version,
+                    Jsonb([e.model_dump() for e in r.errors]),
+                    r.reported_at,
+                    received,
+                )
+                for r, received in reports
+            ],
+        )
+
+    def _responses(
+        self, conn: psycopg.Connection, responses: list[tuple[CommandResponse, datetime]]
+    ) -> None:
+        conn.cursor().executemany(
+            "INSERT INTO command_responses (request_id, node_id, status, data, error, "
+            "responded_at, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            [
+                (
+                    r.request_id,
+                    r.node_id,
+                    r.status.value,
+                    None if r.data is None else Jsonb(r.data),
+                    r.error,
+                    r.responded_at,
+                    received,
+                )
+                for r, received in responses
+            ],
+        )
+
+    def _snapshots(
+        self, conn: psycopg.Connection, snapshots: list[tuple[NodeTopic, bytes, datetime]]
+    ) -> None:
+        rows = []
+        for parts, data, received in snapshots:
+            if parts.event_id is None or parts.variant is None:
+                raise ValueError(f"not a snapshot topic: {parts}")
+            key = storage_key(parts.event_id, parts.variant.value)
+            self.store.put(key, data)  # before the commit: a row never points at nothing
+            rows.append(
+                (
+                    parts.event_id,
+                    parts.variant.value,
+                    parts.node_id,
+                    sha256_hex(data),
+                    len(data),
+                    key,
+                    received,
+                )
+            )
+        conn.cursor().executemany(
+            "INSERT INTO snapshots (event_id, variant, node_id, sha256, size_bytes, storage_key, "
+            "received_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            rows,
+        )
+
+    def _dead(self, conn: psycopg.Connection, dead: Iterable[DeadLetter]) -> None:
+        conn.cursor().executemany(
+            "INSERT INTO ingest_dead_letters (topic, payload, field, reason) "
+            "VALUES (%s, %s, %s, %s)",
+            [(d.topic[:1024], d.payload, d.field[:256], d.reason[:2048]) for d in dead],
+        )
+
+
+def _loads(raw: bytes) -> Any:
+    return orjson.loads(raw)
+
+
+def lag_ms(batch: Batch, now: datetime) -> float:
+    """How far behind the newest event of the batch ingest is (publish → commit)."""
+    if not batch.events:
+        return 0.0
+    newest = max(event.observed_at for event, _ in batch.events)
+    return max(0.0, (now - newest) / timedelta(milliseconds=1))
