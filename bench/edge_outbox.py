@@ -83,7 +83,7 @@ def through_outbox(
     link = Link(
         settings,
         boot_id=None,
-        on_published=lambda mid, ok: publisher.on_published(mid, ok),
+        on_published=lambda mid, reason: publisher.on_published(mid, reason),
         subscriptions=[],
     )
     publisher = Publisher(outbox, link)
@@ -122,6 +122,20 @@ def through_outbox(
     return len(events) / elapsed, write_rate
 
 
+def subscriber(port: int) -> mqtt.Client:
+    """The cloud's side: a subscriber must exist, or the broker answers "no matching
+    subscribers" and the outbox (rightly) keeps the events."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-cloud",
+                         protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_connect = lambda c, *_: c.subscribe(events_topic(NODE), qos=1)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    subscribed.wait(10)
+    return client
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -132,6 +146,7 @@ def main() -> None:
         directory = Path(tmp)
         (directory / "broker").mkdir()
         broker = MosquittoBroker(directory / "broker").start()
+        cloud = subscriber(broker.port)
         try:
             rate_direct = direct(broker.port, events)
             rate_single, _ = through_outbox(broker.port, events, directory, False, 1)
@@ -140,6 +155,8 @@ def main() -> None:
             )
             rate_backlog, _ = through_outbox(broker.port, events, directory, True)
         finally:
+            cloud.disconnect()
+            cloud.loop_stop()
             broker.stop()
     size = sum(map(len, events)) / len(events)
     print(f"{args.events} events of {size:.0f} bytes, QoS 1, to a private Mosquitto on loopback")

@@ -106,8 +106,8 @@ class Agent:
 
     # ---- plumbing ---------------------------------------------------------------------
 
-    def _on_published(self, mid: int, ok: bool) -> None:
-        self.publisher.on_published(mid, ok)
+    def _on_published(self, mid: int, reason: int) -> None:
+        self.publisher.on_published(mid, reason)
 
     def publisher_notify(self) -> None:
         self.publisher.notify()

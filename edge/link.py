@@ -54,7 +54,7 @@ class Link:
         settings: EdgeSettings,
         *,
         boot_id: Any,
-        on_published: Callable[[int, bool], None],
+        on_published: Callable[[int, int], None],
         subscriptions: list[str],
     ) -> None:
         self.settings = settings
@@ -246,7 +246,7 @@ class Link:
         reason: ReasonCode,
         props: Properties | None,
     ) -> None:
-        self.on_published(mid, not reason.is_failure)
+        self.on_published(mid, int(reason.value))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:

@@ -21,6 +21,10 @@ RESEND_AFTER_S = 60.0
 # handing it only a window of 50 made every refill wait on a thread switch (2.5k/s).
 WINDOW_ENTRIES = 500
 WINDOW_BYTES = 8 * 1024 * 1024
+# MQTT 5 PUBACK reason codes.
+NO_MATCHING_SUBSCRIBERS = 0x10
+REFUSED = 0x80
+NO_SUBSCRIBER_PAUSE_S = 5.0
 
 
 class Publisher:
@@ -31,16 +35,18 @@ class Publisher:
         self.sent = 0
         self.acked = 0
         self.refused = 0
-        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (entry id, handed at)
-        self._acks: queue.Queue[tuple[int, bool]] = queue.Queue()
+        self._inflight: dict[int, tuple[int, bool, float]] = {}  # mid -> (id, retain, at)
+        self._paused_until = 0.0  # nobody subscribed: wait before trying again
+        self.unheard = 0
+        self._acks: queue.Queue[tuple[int, int]] = queue.Queue()
         self._done: list[int] = []  # acknowledged, not yet deleted from the outbox
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
 
-    def on_published(self, mid: int, ok: bool) -> None:
-        """paho's PUBACK callback (network thread)."""
-        self._acks.put((mid, ok))
+    def on_published(self, mid: int, reason: int) -> None:
+        """paho's PUBACK callback (network thread), with the MQTT 5 reason code."""
+        self._acks.put((mid, reason))
         self._wake.set()
 
     def notify(self) -> None:
@@ -79,17 +85,31 @@ class Publisher:
     def _take_acks(self) -> None:
         while True:
             try:
-                mid, ok = self._acks.get_nowait()
+                mid, reason = self._acks.get_nowait()
             except queue.Empty:
                 break
             entry = self._inflight.pop(mid, None)
             if entry is None:
                 continue
-            if not ok:
+            entry_id, retain, _ = entry
+            if reason == NO_MATCHING_SUBSCRIBERS and not retain:
+                # The broker took it but nobody subscribes: the cloud's ingest is away (or,
+                # after a broker restart, not subscribed again yet). Keep it and retry.
+                self.unheard += 1
+                if time.monotonic() >= self._paused_until:
+                    logger.warning(
+                        "no subscriber for the node's messages; holding the outbox for %.0f s",
+                        NO_SUBSCRIBER_PAUSE_S,
+                    )
+                self._paused_until = time.monotonic() + NO_SUBSCRIBER_PAUSE_S
+                continue
+            if reason >= REFUSED:
                 # The broker refused it (its ACL): retrying forever would block the queue.
                 self.refused += 1
-                logger.error("broker refused an outbox entry id=%d; dropped", entry[0])
-            self._done.append(entry[0])
+                logger.error(
+                    "broker refused an outbox entry id=%d reason=%d; dropped", entry_id, reason
+                )
+            self._done.append(entry_id)
         # Delete in batches: one transaction per acknowledged message caps the drain.
         if self._done and (len(self._done) >= self.window // 2 or not self._inflight):
             self.outbox.remove(self._done)
@@ -97,10 +117,10 @@ class Publisher:
             self._done = []
 
     def _send(self) -> int:
-        if not self.link.connected.is_set():
+        if not self.link.connected.is_set() or time.monotonic() < self._paused_until:
             return 0
         now = time.monotonic()
-        for mid, (_, handed) in list(self._inflight.items()):
+        for mid, (_, _, handed) in list(self._inflight.items()):
             if now - handed > RESEND_AFTER_S:
                 del self._inflight[mid]  # lost with a broker session: send it again
         room = self.window - len(self._inflight)
@@ -109,7 +129,7 @@ class Publisher:
             # entries instead of one (one transaction per message capped drains at ~7k/s).
             return 0
         # In flight, or acknowledged and waiting for the batched delete: not to send again.
-        busy = {entry_id for entry_id, _ in self._inflight.values()} | set(self._done)
+        busy = {entry_id for entry_id, _, _ in self._inflight.values()} | set(self._done)
         entries = self.outbox.pending(room, exclude=busy)
         sent = 0
         handed_bytes = 0
@@ -123,7 +143,8 @@ class Publisher:
             if entry.qos == 0:
                 self.outbox.remove([entry.id])
             else:
-                self._inflight[mid] = (entry.id, now)
+                self._inflight[mid] = (entry.id, entry.retain, now)
+
             sent += 1
         self.sent += sent
         return sent

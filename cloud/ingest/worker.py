@@ -42,7 +42,9 @@ CHANNELS = (
     Channel.RESPONSES,
     Channel.SNAPSHOTS,
 )
-MAX_INFLIGHT = 100  # messages the broker may send before our acks (MQTT 5 Receive Maximum)
+# Messages the broker may send before our acks (MQTT 5 Receive Maximum): a whole batch, or
+# batches could never grow past it. The broker must allow as many (Mosquitto:
+# max_inflight_messages), and queue enough for a session that is away (max_queued_messages).
 MAINTAIN_EVERY_S = 3600.0
 
 
@@ -96,6 +98,7 @@ class IngestWorker:
         client.max_inflight_messages_set(20)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         return client
@@ -126,6 +129,20 @@ class IngestWorker:
         )
         self._connected.set()
 
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        props: Properties | None,
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            logger.error("broker refused an ingest subscription: %s", refused)
+        else:
+            logger.info("ingest subscribed mid=%d", mid)
+
     def _on_disconnect(
         self,
         client: mqtt.Client,
@@ -155,7 +172,7 @@ class IngestWorker:
         url = urlsplit(self.settings.broker_url or "mqtt://127.0.0.1:1883")
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 86_400  # the broker keeps our messages a day
-        props.ReceiveMaximum = MAX_INFLIGHT
+        props.ReceiveMaximum = min(65_535, self.settings.ingest_batch_max)
         self.client.connect_async(
             url.hostname or "127.0.0.1",
             url.port or (8883 if url.scheme == "mqtts" else 1883),

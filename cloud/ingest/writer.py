@@ -144,7 +144,9 @@ class BatchWriter:
         self._units: dict[tuple[str, str], str] = {}
         self._units_at = 0.0
 
-    def unit_of(self, conn: psycopg.Connection, node_id: str, camera_id: str) -> str:
+    def refresh_units(self, conn: psycopg.Connection) -> None:
+        """The camera → org unit map, re-read every UNIT_CACHE_S (never during a COPY: the
+        connection is busy then)."""
         now = time.monotonic()
         if now - self._units_at > UNIT_CACHE_S:
             rows = conn.execute(
@@ -152,7 +154,6 @@ class BatchWriter:
             ).fetchall()
             self._units = {(r[0], r[1]): r[2] for r in rows}
             self._units_at = now
-        return self._units.get((node_id, camera_id), "")
 
     def write(self, conn: psycopg.Connection, batch: Batch) -> WriteResult:
         """Write everything inside the caller's transaction (it acknowledges after commit)."""
@@ -183,6 +184,8 @@ class BatchWriter:
         events: list[tuple[DetectionEvent, datetime]],
         result: WriteResult,
     ) -> None:
+        self.refresh_units(conn)
+        units = self._units
         conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS events_staging "
             "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
@@ -191,7 +194,7 @@ class BatchWriter:
         with conn.cursor() as cur:
             with cur.copy(f"COPY events_staging ({columns}) FROM STDIN") as copy:
                 for event, received_at in events:
-                    unit = self.unit_of(conn, event.node_id, event.camera_id)
+                    unit = units.get((event.node_id, event.camera_id), "")
                     copy.write_row(event_row(event, unit, received_at))
             inserted = cur.execute(
                 f"INSERT INTO events ({columns}) SELECT {columns} FROM events_staging "  # noqa: S608

@@ -134,7 +134,7 @@ def test_publisher_sends_each_entry_once_and_empties_the_outbox(
         settings,
         boot_id=None,
         subscriptions=[],
-        on_published=lambda mid, ok: publisher.on_published(mid, ok),
+        on_published=lambda mid, reason: publisher.on_published(mid, reason),
     )
     publisher = Publisher(outbox, link)
     publisher.start()
@@ -173,3 +173,41 @@ def test_drops_are_reported_in_the_nodes_health(tmp_path: Path) -> None:
     assert health.dropped.events == 0
     assert health.outbox.depth == outbox.stats().depth
     assert health.outbox.bytes <= health.outbox.budget_bytes == 40_000
+
+
+def test_messages_nobody_subscribes_to_stay_in_the_outbox_until_someone_does(
+    broker: MosquittoBroker,
+    tmp_path: Path,
+) -> None:
+    node = "qx-unheard"
+    outbox = Outbox(tmp_path / "o.db", budget_bytes=1 << 30)
+    settings = EdgeSettings(
+        node_id=node,
+        broker_url=f"mqtt://127.0.0.1:{broker.port}",
+        data_dir=tmp_path,
+        metrics_port=0,
+    )  # type: ignore[call-arg]
+    publisher: Publisher
+    link = Link(
+        settings,
+        boot_id=None,
+        subscriptions=[],
+        on_published=lambda mid, reason: publisher.on_published(mid, reason),
+    )
+    publisher = Publisher(outbox, link)
+    publisher.start()
+    link.start()
+    try:
+        outbox.add([Message(events_topic(node), b"kept", Priority.EVENT)])
+        publisher.notify()
+        # The broker answers "no matching subscribers" (MQTT 5): the entry must stay.
+        wait_until(lambda: publisher.unheard >= 1, 10, "the no-subscriber PUBACK")
+        assert outbox.stats().depth == 1
+        cloud = MqttProbe(broker.port).connect()
+        cloud.subscribe(events_topic(node))  # ingest (re)subscribes
+        assert cloud.expect(events_topic(node), timeout_s=20).payload == b"kept"
+        wait_until(publisher.idle, 10, "the outbox emptied")
+        cloud.close()
+    finally:
+        publisher.stop()
+        link.stop()

@@ -25,6 +25,11 @@ class BrokerOptions:
     tls: bool = False  # a TLS listener (CA + server cert generated) besides plain TCP
     require_certificate: bool = False  # clients on the TLS listener need a CA-signed cert
     persistence: bool = False  # keep sessions and queued messages across restarts
+    # Mosquitto's defaults (20 in flight, 1,000 queued per client) throttle a manual-ack
+    # ingest to a crawl and drop QoS 1 messages queued for a session beyond 1,000: a county
+    # broker needs these raised, and so do the tests.
+    max_inflight_messages: int = 10_000
+    max_queued_messages: int = 1_000_000
     extra: list[str] = field(default_factory=list)  # more config lines
 
 
@@ -94,6 +99,8 @@ class MosquittoBroker:
         else:
             lines.append("persistence false")
         lines += [
+            f"max_inflight_messages {opts.max_inflight_messages}",
+            f"max_queued_messages {opts.max_queued_messages}",
             "log_dest stderr",
             "log_type error",
             "log_type warning",

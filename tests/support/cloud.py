@@ -1,0 +1,148 @@
+"""Run cloud processes (ingest) against test services, and publish as nodes would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+
+from edge.link import Link
+from edge.outbox import Message, Outbox, Priority
+from edge.publisher import Publisher
+from edge.settings import EdgeSettings
+from protocols import encode
+from protocols.events import DetectionEvent
+from protocols.topics import events_topic
+from tests.factories import make_detection_event
+from tests.support.ports import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class IngestProcess:
+    def __init__(
+        self, directory: Path, database_url: str, broker_port: int, client_id: str, **env: str
+    ) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.log_path = directory / f"{client_id}.log"
+        self.env = {
+            **os.environ,
+            "CLOUD_DATABASE_URL": database_url,
+            "CLOUD_BROKER_URL": f"mqtt://127.0.0.1:{broker_port}",
+            "CLOUD_INGEST_CLIENT_ID": client_id,
+            "CLOUD_DATA_DIR": str(directory),
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> IngestProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gridwatch", "cloud", "ingest"],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(20)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_subscribed(self, timeout_s: float = 30) -> None:
+        """Until the broker acknowledged all of ingest's subscriptions (it makes 7)."""
+        wait_until(
+            lambda: self.log().count("ingest subscribed") >= 7,
+            timeout_s,
+            f"{self.log_path.stem} subscribed",
+        )
+
+
+class FakeNodes:
+    """Publishes events as edge nodes do: through the edge's own outbox, link and publisher
+    (so a PUBACK of "no matching subscribers" is retried, as on a real box)."""
+
+    def __init__(self, broker_port: int, directory: Path | None = None) -> None:
+        self.port = broker_port
+        self.directory = (
+            Path(tempfile.mkdtemp(prefix="fake-nodes-")) if directory is None else directory
+        )
+        self.nodes: dict[str, tuple[Outbox, Link, Publisher]] = {}
+        self.published: list[DetectionEvent] = []
+
+    def _node(self, node_id: str) -> tuple[Outbox, Link, Publisher]:
+        if node_id not in self.nodes:
+            settings = EdgeSettings(
+                node_id=node_id,
+                broker_url=f"mqtt://127.0.0.1:{self.port}",
+                data_dir=self.directory / node_id,
+                metrics_port=0,
+            )  # type: ignore[call-arg]
+            outbox = Outbox(settings.outbox_path, budget_bytes=1 << 30)
+            publisher: Publisher
+            link = Link(
+                settings,
+                boot_id=None,
+                subscriptions=[],
+                on_published=lambda mid, reason: publisher.on_published(mid, reason),
+            )
+            publisher = Publisher(outbox, link)
+            publisher.start()
+            link.start()
+            self.nodes[node_id] = (outbox, link, publisher)
+        return self.nodes[node_id]
+
+    def publish(self, node_id: str, seqs: range | list[int], **fields: object) -> list[bytes]:
+        outbox, _, publisher = self._node(node_id)
+        payloads = []
+        for seq in seqs:
+            event = make_detection_event(node_id=node_id, seq=seq, **fields)
+            self.published.append(event)
+            payloads.append(encode(event))
+        outbox.add([Message(events_topic(node_id), p, Priority.EVENT) for p in payloads])
+        publisher.notify()
+        return payloads
+
+    def publish_raw(self, node_id: str, payloads: list[bytes]) -> None:
+        """Payloads as given, through the node's outbox (bad ones too: ingest must cope)."""
+        outbox, _, publisher = self._node(node_id)
+        outbox.add([Message(events_topic(node_id), p, Priority.EVENT) for p in payloads])
+        publisher.notify()
+
+    def delivered(self) -> bool:
+        """Every node's outbox is empty: the broker acknowledged all, to a subscriber."""
+        return all(publisher.idle() for _, _, publisher in self.nodes.values())
+
+    def close(self) -> None:
+        for outbox, link, publisher in self.nodes.values():
+            publisher.stop()
+            link.stop()
+            outbox.close()
+        self.nodes = {}
+
+
+def count(database_url: str, query: str, *params: object) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(query, params or None).fetchone()  # type: ignore[arg-type]
+    return int(row[0]) if row else 0
