@@ -125,8 +125,7 @@ def through_outbox(
 def subscriber(port: int) -> mqtt.Client:
     """The cloud's side: a subscriber must exist, or the broker answers "no matching
     subscribers" and the outbox (rightly) keeps the events."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-cloud",
-                         protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-cloud", protocol=mqtt.MQTTv5)
     subscribed = threading.Event()
     client.on_subscribe = lambda *_: subscribed.set()
     client.on_connect = lambda c, *_: c.subscribe(events_topic(NODE), qos=1)

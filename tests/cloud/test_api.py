@@ -1,0 +1,197 @@
+"""The events API on a real PostgreSQL: queries, pages, export, snapshots, counts, nodes,
+operators' views, health and readiness."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from cloud.app import create_app
+from cloud.ingest.writer import Batch, BatchWriter, DeadLetter
+from cloud.settings import CloudSettings
+from cloud.snapshots import LocalSnapshotStore
+from protocols import Channel, encode
+from protocols.enums import EventKind, EventPhase, NodeStatus, SnapshotVariant, StateReason
+from protocols.events import DetectionEvent
+from protocols.topics import NodeTopic, events_topic
+from tests.factories import make_detection_event, make_node_health, make_node_state
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.ports import free_port
+
+NODE = "qx-api-node"
+NOW = datetime.now(UTC)
+JPEG = b"\xff\xd8\xff\xe0" + b"jpeg bytes" * 10
+
+
+@pytest.fixture(scope="module")
+def populated(
+    cloud_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path, list[DetectionEvent]]:
+    snapshots = tmp_path_factory.mktemp("snapshots")
+    events = [
+        make_detection_event(
+            node_id=NODE,
+            seq=i,
+            observed_at=NOW - timedelta(minutes=i),
+            kind=EventKind.INTRUSION if i % 2 else EventKind.OBJECT,
+            camera_id="cam01" if i < 15 else "cam02",
+            score=0.5 + i / 100,
+            phase=EventPhase.START,
+        )
+        for i in range(30)
+    ]
+    writer = BatchWriter(
+        timescale=False, store=LocalSnapshotStore(snapshots), timezone=ZoneInfo("Asia/Shanghai")
+    )
+    health = make_node_health(node_id=NODE)
+    batch = Batch(
+        events=[(e, NOW) for e in events],
+        states=[(make_node_state(node_id=NODE), NOW)],
+        health=[(health, encode(health), NOW)],
+        snapshots=[
+            (
+                NodeTopic(
+                    NODE,
+                    Channel.SNAPSHOTS,
+                    event_id=events[0].event_id,
+                    variant=SnapshotVariant.FRAME,
+                ),
+                JPEG,
+                NOW,
+            )
+        ],
+        dead=[DeadLetter(events_topic(NODE), b"{not json", "$", "not valid JSON")],
+    )
+    with psycopg.connect(cloud_db, autocommit=True) as conn, conn.transaction():
+        writer.write(conn, batch)
+        conn.execute(
+            "INSERT INTO seq_gaps (node_id, first_seq, last_seq) VALUES (%s, 40, 41)", (NODE,)
+        )
+    return cloud_db, snapshots, events
+
+
+@pytest.fixture(scope="module")
+def client(
+    populated: tuple[str, Path, list[DetectionEvent]], broker: MosquittoBroker
+) -> Iterator[TestClient]:
+    url, snapshots, _ = populated
+    settings = CloudSettings(database_url=url, broker_url=broker.url, snapshot_dir=snapshots)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_events_newest_first_with_filters(client: TestClient) -> None:
+    page = client.get("/api/v1/events", params={"node_id": NODE, "limit": 1000}).json()
+    times = [item["observed_at"] for item in page["items"]]
+    assert len(times) == 30
+    assert times == sorted(times, reverse=True)
+    only = client.get(
+        "/api/v1/events", params={"kind": "intrusion", "camera_id": "cam01", "min_score": 0.6}
+    ).json()["items"]
+    assert only
+    assert {(i["kind"], i["camera_id"]) for i in only} == {("intrusion", "cam01")}
+    assert all(i["score"] >= 0.6 for i in only)
+
+
+def test_pages_cover_every_event_once(
+    client: TestClient, populated: tuple[str, Path, list[DetectionEvent]]
+) -> None:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, object] = {"node_id": NODE, "limit": 7}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/api/v1/events", params=params).json()  # type: ignore[arg-type]
+        seen += [item["event_id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(str(e.event_id) for e in populated[2])
+
+
+def test_bad_queries_are_refused_with_a_reason(client: TestClient) -> None:
+    assert client.get("/api/v1/events", params={"cursor": "garbage!"}).json() == {
+        "detail": "invalid cursor"
+    }
+    naive = client.get("/api/v1/events", params={"from": "2026-11-25T08:00:00"})
+    assert naive.status_code == 400
+    assert "time zone" in naive.json()["detail"]
+    assert client.get("/api/v1/events", params={"kind": "teleport"}).status_code == 422
+    assert client.get("/api/v1/events", params={"limit": 5000}).status_code == 422
+    assert client.get("/api/v1/nodes/a%2Fb/state").status_code in (404, 422)
+    assert client.get("/api/v1/nodes/+/state").status_code == 422
+
+
+def test_event_by_id_links_its_snapshot(
+    client: TestClient, populated: tuple[str, Path, list[DetectionEvent]]
+) -> None:
+    first = populated[2][0]
+    event = client.get(f"/api/v1/events/{first.event_id}").json()
+    assert event["seq"] == 0
+    url = event["snapshot_urls"]["frame"]
+    image = client.get(url)
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/jpeg"
+    assert image.content == JPEG
+    assert client.get(f"/api/v1/events/{first.event_id}/snapshots/crop").status_code == 404
+    missing = client.get("/api/v1/events/01a2142b-89b1-7cfb-9c56-2dbaf68e978b")
+    assert missing.status_code == 404
+
+
+def test_csv_export_streams_every_row(client: TestClient) -> None:
+    response = client.get("/api/v1/events.csv", params={"node_id": NODE})
+    assert response.headers["content-type"].startswith("text/csv")
+    text = response.content.decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 30
+    assert [int(r["seq"]) for r in rows] == list(range(29, -1, -1))  # oldest first
+
+
+def test_counts_per_hour_from_the_rollups(client: TestClient) -> None:
+    points = client.get("/api/v1/stats/events", params={"bucket": "hour"}).json()
+    assert sum(p["events"] for p in points) == 30
+    assert {p["kind"] for p in points} == {"intrusion", "object"}
+
+
+def test_node_state_and_health(client: TestClient) -> None:
+    state = client.get(f"/api/v1/nodes/{NODE}/state").json()
+    assert (state["status"], state["reason"]) == (NodeStatus.ONLINE, StateReason.CONNECTED)
+    assert client.get("/api/v1/nodes/qx-never-seen/state").status_code == 404
+    health = client.get(f"/api/v1/nodes/{NODE}/health").json()
+    assert len(health) == 1
+    assert health[0]["cameras_connected"] == 1
+
+
+def test_operators_see_dead_letters_and_gaps(client: TestClient) -> None:
+    dead = client.get("/api/v1/ingest/dead-letters").json()
+    assert dead[0]["reason"] == "not valid JSON"
+    assert dead[0]["payload_preview"] == "{not json"
+    gaps = client.get("/api/v1/ingest/gaps", params={"node_id": NODE}).json()
+    assert [(g["first_seq"], g["last_seq"]) for g in gaps] == [(40, 41)]
+
+
+def test_ready_when_database_and_broker_answer(client: TestClient, cloud_db: str) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["database"] is True
+    settings = CloudSettings(database_url=cloud_db, broker_url=f"mqtt://127.0.0.1:{free_port()}")
+    with TestClient(create_app(settings)) as without_broker:
+        not_ready = without_broker.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.json()["broker"] is False
+
+
+def test_openapi_documents_the_event_with_an_example(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "/api/v1/events" in spec["paths"]
+    assert spec["components"]["schemas"]["EventOut"]["examples"][0]["kind"] == "intrusion"

@@ -1,0 +1,272 @@
+"""Time series on both paths: TimescaleDB (the WASM build, real TimescaleDB 2.x) and plain
+PostgreSQL 15. Rollups equal direct counts; retention drops old data; the same queries
+answer on both."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+
+from cloud.db import events as event_queries
+from cloud.db.schema import prepare_database
+from cloud.db.timeseries import (
+    drop_expired,
+    ensure_partitions,
+    list_partitions,
+    policy_jobs,
+)
+from cloud.ingest.writer import Batch, BatchWriter
+from cloud.settings import CloudSettings, RetentionSettings
+from cloud.snapshots import LocalSnapshotStore
+from protocols.enums import EventKind, EventPhase
+from protocols.events import DetectionEvent
+from tests.factories import make_detection_event, new_uuid7
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def situations(node_id: str, start: datetime, hours: int) -> list[DetectionEvent]:
+    """A varying number of event threads per hour and kind, each a start and an end."""
+    events = []
+    seq = 0
+    for hour in range(hours):
+        for kind, per_hour in ((EventKind.INTRUSION, hour % 3 + 1), (EventKind.OBJECT, hour % 2)):
+            for i in range(per_hour):
+                at = start + timedelta(hours=hour, minutes=7 * i + 1)
+                first = make_detection_event(
+                    node_id=node_id, seq=seq, kind=kind, observed_at=at, phase=EventPhase.START
+                )
+                last = make_detection_event(
+                    node_id=node_id,
+                    seq=seq + 1,
+                    kind=kind,
+                    observed_at=at + timedelta(seconds=30),
+                    phase=EventPhase.END,
+                    thread_id=first.event_id,
+                    event_id=new_uuid7(),
+                )
+                events += [first, last]
+                seq += 2
+    return events
+
+
+def write(conn: psycopg.Connection, writer: BatchWriter, events: list[DetectionEvent]) -> int:
+    with conn.transaction():
+        return writer.write(conn, Batch(events=[(e, NOW) for e in events])).events_stored
+
+
+def expected_counts(events: list[DetectionEvent], bucket: str) -> Counter[tuple[datetime, str]]:
+    counts: Counter[tuple[datetime, str]] = Counter()
+    for event in events:
+        if event.phase is not EventPhase.START:
+            continue
+        if bucket == "hour":
+            key = event.observed_at.replace(minute=0, second=0, microsecond=0)
+        else:
+            local = event.observed_at.astimezone(SHANGHAI)
+            key = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        counts[(key.astimezone(UTC), event.kind.value)] += 1
+    return counts
+
+
+def counts_from_api_query(
+    url: str, bucket: str, start: datetime, end: datetime
+) -> Counter[tuple[datetime, str]]:
+    """The API's own query (cloud.db.events.count_events), over an async connection."""
+
+    async def run() -> list[dict[str, object]]:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return await event_queries.count_events(
+                conn, bucket=bucket, start=start, end=end, unit=None, kind=None, camera_id=None
+            )
+
+    return Counter(
+        {
+            (row["bucket"].astimezone(UTC), row["kind"]): row["events"]  # type: ignore[union-attr]
+            for row in asyncio.run(run())
+        }
+    )
+
+
+def writer_for(timescale: bool, tmp_path: Path) -> BatchWriter:
+    return BatchWriter(timescale=timescale, store=LocalSnapshotStore(tmp_path), timezone=SHANGHAI)
+
+
+# ---- TimescaleDB ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def timescale_db(timescale_url: str) -> str:
+    with psycopg.connect(timescale_url, autocommit=True) as conn:
+        assert prepare_database(conn, CloudSettings(database_url=timescale_url))
+    return timescale_url
+
+
+def test_timescale_schema_has_hypertables_compression_and_policies(timescale_db: str) -> None:
+    with psycopg.connect(timescale_db, autocommit=True) as conn:
+        hypertables = {
+            r[0]: r[1]
+            for r in conn.execute(
+                "SELECT hypertable_name, compression_enabled "
+                "FROM timescaledb_information.hypertables"
+            ).fetchall()
+        }
+        views = {
+            r[0]
+            for r in conn.execute(
+                "SELECT view_name FROM timescaledb_information.continuous_aggregates"
+            ).fetchall()
+        }
+        segment_by = {
+            r[0]
+            for r in conn.execute(
+                "SELECT attname FROM timescaledb_information.compression_settings "
+                "WHERE hypertable_name = 'events' AND segmentby_column_index IS NOT NULL"
+            ).fetchall()
+        }
+        jobs = {(proc, table) for _, proc, table in policy_jobs(conn)}
+    assert hypertables == {"events": True, "node_health": True, "telemetry": False}
+    assert views == {"events_hourly", "events_daily"}
+    assert segment_by == {"camera_id", "kind"}
+    assert {
+        ("policy_retention", "events"),
+        ("policy_retention", "node_health"),
+        ("policy_compression", "events"),
+        ("policy_refresh_continuous_aggregate", "events_hourly"),
+        ("policy_refresh_continuous_aggregate", "events_daily"),
+    } <= jobs
+
+
+def test_timescale_aggregates_equal_direct_counts_and_serve_the_api_query(
+    timescale_db: str,
+    tmp_path: Path,
+) -> None:
+    start = (NOW - timedelta(days=2)).replace(minute=0, second=0)
+    events = situations("qx-ts-rollup", start, hours=30)
+    with psycopg.connect(timescale_db, autocommit=True) as conn:
+        assert write(conn, writer_for(True, tmp_path), events) == len(events)
+        assert write(conn, writer_for(True, tmp_path), events[:10]) == 0  # redelivered
+        for job_id, proc, _ in policy_jobs(conn):
+            if proc == "policy_refresh_continuous_aggregate":
+                conn.execute("CALL run_job(%s)", (job_id,))  # the policies run as scheduled
+        conn.execute("CALL refresh_continuous_aggregate('events_hourly', NULL, NULL)")
+        conn.execute("CALL refresh_continuous_aggregate('events_daily', NULL, NULL)")
+    window = (start - timedelta(days=1), NOW + timedelta(days=1))
+    assert counts_from_api_query(timescale_db, "hour", *window) == expected_counts(events, "hour")
+    assert counts_from_api_query(timescale_db, "day", *window) == expected_counts(events, "day")
+
+
+def test_timescale_retention_and_compression_jobs(timescale_db: str, tmp_path: Path) -> None:
+    old = make_detection_event(node_id="qx-ts-old", seq=0, observed_at=NOW - timedelta(days=200))
+    week = make_detection_event(node_id="qx-ts-old", seq=1, observed_at=NOW - timedelta(days=9))
+    fresh = make_detection_event(node_id="qx-ts-old", seq=2, observed_at=NOW - timedelta(hours=1))
+    with psycopg.connect(timescale_db, autocommit=True) as conn:
+        write(conn, writer_for(True, tmp_path), [old, week, fresh])
+        for job_id, proc, table in policy_jobs(conn):
+            if table == "events" and proc in ("policy_retention", "policy_compression"):
+                conn.execute("CALL run_job(%s)", (job_id,))
+        left = {
+            r[0]
+            for r in conn.execute("SELECT seq FROM events WHERE node_id = 'qx-ts-old'").fetchall()
+        }
+        compressed = conn.execute(
+            "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = "
+            "'events' AND is_compressed"
+        ).fetchone()
+        # A late duplicate of a compressed event is still stored once.
+        assert write(conn, writer_for(True, tmp_path), [week]) == 0
+        assert conn.execute(
+            "SELECT count(*) FROM events WHERE event_id = %s", (week.event_id,)
+        ).fetchone() == (1,)
+    assert left == {1, 2}  # 200 days is beyond the 180-day retention
+    assert compressed is not None
+    assert compressed[0] >= 1  # the 9-day-old chunk, past compress_after_days
+
+
+# ---- plain PostgreSQL -------------------------------------------------------------------
+
+
+def test_plain_rollups_equal_direct_counts_and_serve_the_api_query(
+    cloud_db: str,
+    tmp_path: Path,
+) -> None:
+    start = (NOW - timedelta(days=2)).replace(minute=0, second=0)
+    events = situations("qx-plain-rollup", start, hours=30)
+    with psycopg.connect(cloud_db, autocommit=True) as conn:
+        writer = writer_for(False, tmp_path)
+        assert write(conn, writer, events[: len(events) // 2]) == len(events) // 2
+        assert write(conn, writer, events) == len(events) - len(events) // 2  # overlap ignored
+        direct = Counter(
+            {
+                (r[0], r[1]): r[2]
+                for r in conn.execute(
+                    "SELECT date_trunc('hour', observed_at), kind, count(*) FROM events "
+                    "WHERE node_id = 'qx-plain-rollup' AND phase = 'start' GROUP BY 1, 2"
+                ).fetchall()
+            }
+        )
+    window = (start - timedelta(days=1), NOW + timedelta(days=1))
+    hourly = counts_from_api_query(cloud_db, "hour", *window)
+    assert hourly == expected_counts(events, "hour") == direct
+    assert counts_from_api_query(cloud_db, "day", *window) == expected_counts(events, "day")
+
+
+def test_plain_retention_drops_old_partitions_and_trims_the_rest(
+    postgres_admin_url: str,
+    tmp_path: Path,
+) -> None:
+    from tests.support.postgres import fresh_database
+
+    with (
+        fresh_database(postgres_admin_url, prefix="gridwatch_test_retention") as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        prepare_database(conn, CloudSettings(database_url=url, timescale="off"))
+        old = make_detection_event(node_id="qx-ret", seq=0, observed_at=NOW - timedelta(days=200))
+        fresh = make_detection_event(node_id="qx-ret", seq=1, observed_at=NOW)
+        write(conn, writer_for(False, tmp_path), [old, fresh])
+        retention = RetentionSettings(events_days=180)
+        drop_expired(conn, NOW, retention)
+        assert [r[0] for r in conn.execute("SELECT seq FROM events").fetchall()] == [1]
+        today = f"events_p{NOW:%Y%m%d}"
+        dropped = drop_expired(conn, NOW + timedelta(days=182), retention)
+        assert today in dropped  # whole partitions go: no row-by-row delete, no vacuum
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM events_hourly WHERE bucket < %s",
+            (NOW + timedelta(days=182) - timedelta(days=1095),),
+        ).fetchone() == (0,)
+
+
+def test_plain_partition_made_late_takes_its_rows_from_the_default(
+    postgres_admin_url: str,
+    tmp_path: Path,
+) -> None:
+    from tests.support.postgres import fresh_database
+
+    with (
+        fresh_database(postgres_admin_url, prefix="gridwatch_test_late") as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        prepare_database(conn, CloudSettings(database_url=url, timescale="off"))
+        ahead = NOW + timedelta(days=10)  # beyond the partitions made ahead: in the default
+        event = make_detection_event(node_id="qx-late", seq=0, observed_at=NOW)
+        event = event.model_copy(update={"observed_at": ahead})
+        write(conn, writer_for(False, tmp_path), [event])
+        assert conn.execute("SELECT count(*) FROM events_default").fetchone() == (1,)
+        made = ensure_partitions(conn, ahead.date(), days_ahead=0)
+        assert made == [
+            f"events_p{ahead:%Y%m%d}",
+            f"node_health_p{ahead:%Y%m%d}",
+            f"telemetry_p{ahead:%Y%m%d}",
+        ]
+        assert conn.execute("SELECT count(*) FROM events_default").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
+        assert f"events_p{ahead:%Y%m%d}" in {p.name for p in list_partitions(conn)}
