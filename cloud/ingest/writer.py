@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,7 +17,6 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
-from cloud.db.timeseries import local_day
 from cloud.ingest.gaps import Gap, NodeSequence, advance
 from cloud.snapshots import SnapshotStore, sha256_hex, storage_key
 from protocols import (
@@ -29,10 +27,16 @@ from protocols import (
     NodeState,
     Telemetry,
 )
-from protocols.enums import EventPhase, StreamStatus
+from protocols.enums import StreamStatus
 from protocols.topics import NodeTopic
 
 logger = logging.getLogger(__name__)
+
+
+def _json(value: Any) -> Jsonb:
+    """A jsonb parameter dumped with orjson (psycopg's default json.dumps is much slower)."""
+    return Jsonb(value, dumps=orjson.dumps)
+
 
 EVENT_COLUMNS = (
     "observed_at",
@@ -107,32 +111,63 @@ class WriteResult:
     gaps_closed: int = 0
 
 
-def event_row(event: DetectionEvent, unit_code: str, received_at: datetime) -> tuple[Any, ...]:
+# COPY text format: backslash, tab, newline and carriage return are escaped; NULL is \N.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NULL = "\\N"
+
+
+def _text(value: str | None) -> str:
+    return _NULL if value is None else value.translate(_COPY_ESCAPES)
+
+
+def _number(value: float | int | None) -> str:
+    return _NULL if value is None else repr(value)
+
+
+def event_line(event: DetectionEvent, unit_code: str, received_at: str) -> str:
+    """One COPY text line for `events_staging` (EVENT_COLUMNS order). Formatting rows here is
+    several times cheaper than psycopg's per-value dumpers, on the hottest path of ingest.
+    Identifiers, tokens and enums cannot hold tab, newline or backslash (protocols checks
+    them); free text is escaped, and JSON only has its backslashes doubled (orjson writes
+    no raw control characters)."""
     bbox = event.bbox
+    snapshots = (
+        orjson.dumps([s.__dict__ for s in event.snapshots]).decode().replace("\\", "\\\\")
+        if event.snapshots
+        else _NULL
+    )
+    model = (
+        orjson.dumps(event.model.__dict__).decode().replace("\\", "\\\\") if event.model else _NULL
+    )
     return (
-        event.observed_at,
-        event.event_id,
-        event.thread_id,
-        event.node_id,
-        event.seq,
-        event.camera_id,
-        unit_code,
-        event.kind.value,
-        event.phase.value,
-        event.severity.value,
-        event.rule_id,
-        event.label,
-        event.score,
-        None if bbox is None else [bbox.x, bbox.y, bbox.w, bbox.h],
-        event.track_id,
-        event.zone,
-        None if event.direction is None else event.direction.value,
-        event.dwell_s,
-        event.count,
-        None if event.tamper is None else event.tamper.value,
-        Jsonb([s.model_dump(mode="json") for s in event.snapshots]) if event.snapshots else None,
-        Jsonb(event.model.model_dump(mode="json")) if event.model else None,
-        received_at,
+        "\t".join(
+            (
+                event.observed_at.isoformat(),
+                str(event.event_id),
+                str(event.thread_id),
+                event.node_id,
+                str(event.seq),
+                event.camera_id,
+                unit_code,
+                event.kind.value,
+                event.phase.value,
+                event.severity.value,
+                event.rule_id or _NULL,
+                _text(event.label),
+                _number(event.score),
+                _NULL if bbox is None else f"{{{bbox.x!r},{bbox.y!r},{bbox.w!r},{bbox.h!r}}}",
+                _number(event.track_id),
+                _text(event.zone),
+                _NULL if event.direction is None else event.direction.value,
+                _number(event.dwell_s),
+                _number(event.count),
+                _NULL if event.tamper is None else event.tamper.value,
+                snapshots,
+                model,
+                received_at,
+            )
+        )
+        + "\n"
     )
 
 
@@ -156,10 +191,13 @@ class BatchWriter:
             self._units_at = now
 
     def write(self, conn: psycopg.Connection, batch: Batch) -> WriteResult:
-        """Write everything inside the caller's transaction (it acknowledges after commit)."""
+        """Write everything inside the caller's transaction (it acknowledges after commit).
+
+        Rows that other ingest processes update too (rollup counters, per-node sequences)
+        come last and are locked in one order: processes then wait for each other only
+        for the tail of a transaction, never for a whole batch, and never deadlock."""
         result = WriteResult()
-        if batch.events:
-            self._events(conn, batch.events, result)
+        inserted = self._events(conn, batch.events, result) if batch.events else False
         if batch.states:
             self._states(conn, batch.states)
         if batch.health:
@@ -174,6 +212,10 @@ class BatchWriter:
             self._snapshots(conn, batch.snapshots)
         if batch.dead:
             self._dead(conn, batch.dead)
+        if inserted:
+            if not self.timescale:  # continuous aggregates keep the rollups there
+                self._rollups(conn)
+            self._sequences(conn, result)
         return result
 
     # ---- events ---------------------------------------------------------------------
@@ -183,66 +225,64 @@ class BatchWriter:
         conn: psycopg.Connection,
         events: list[tuple[DetectionEvent, datetime]],
         result: WriteResult,
-    ) -> None:
+    ) -> bool:
+        """COPY into staging, then INSERT .. ON CONFLICT DO NOTHING; what was new lands in
+        `events_inserted` for the rollups and sequences. Returns whether anything was new."""
         self.refresh_units(conn)
         units = self._units
         conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS events_staging "
             "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS events_inserted (observed_at timestamptz, "
+            "node_id text, camera_id text, unit_code text, kind text, phase text, seq bigint) "
+            "ON COMMIT DELETE ROWS"
+        )
         columns = ", ".join(EVENT_COLUMNS)
+        arrived: dict[datetime, str] = {}
+        lines = []
+        for event, received_at in events:
+            if received_at not in arrived:
+                arrived[received_at] = received_at.isoformat()
+            unit = units.get((event.node_id, event.camera_id), "")
+            lines.append(event_line(event, unit, arrived[received_at]))
         with conn.cursor() as cur:
             with cur.copy(f"COPY events_staging ({columns}) FROM STDIN") as copy:
-                for event, received_at in events:
-                    unit = units.get((event.node_id, event.camera_id), "")
-                    copy.write_row(event_row(event, unit, received_at))
-            inserted = cur.execute(
-                f"INSERT INTO events ({columns}) SELECT {columns} FROM events_staging "  # noqa: S608
-                "ON CONFLICT DO NOTHING "
-                "RETURNING observed_at, node_id, camera_id, unit_code, kind, phase, seq"
-            ).fetchall()
-        result.events_stored = len(inserted)
-        result.events_duplicate = len(events) - len(inserted)
-        if not self.timescale:
-            self._rollups(conn, inserted)
-        self._sequences(conn, inserted, result)
+                copy.write("".join(lines))
+            cur.execute(
+                f"WITH new AS (INSERT INTO events ({columns}) SELECT {columns} "  # noqa: S608
+                "FROM events_staging ON CONFLICT DO NOTHING RETURNING observed_at, node_id, "
+                "camera_id, unit_code, kind, phase, seq) "
+                "INSERT INTO events_inserted SELECT * FROM new"
+            )
+            result.events_stored = cur.rowcount
+        result.events_duplicate = len(events) - result.events_stored
+        return result.events_stored > 0
 
-    def _rollups(self, conn: psycopg.Connection, inserted: list[tuple[Any, ...]]) -> None:
-        """Incremental hourly and daily counts of new situations (start messages)."""
-        hourly: Counter[tuple[Any, ...]] = Counter()
-        daily: Counter[tuple[Any, ...]] = Counter()
-        for observed_at, node_id, camera_id, unit, kind, phase, _ in inserted:
-            if phase != EventPhase.START.value:
-                continue
-            hour = observed_at.replace(minute=0, second=0, microsecond=0)
-            hourly[(hour, unit, node_id, camera_id, kind)] += 1
-            daily[(local_day(observed_at, self.timezone), unit, node_id, camera_id, kind)] += 1
-        for table, counts in (("events_hourly", hourly), ("events_daily", daily)):
-            if not counts:
-                continue
-            keys = list(counts)
+    def _rollups(self, conn: psycopg.Connection) -> None:
+        """Add the new situations (start messages) to the hourly and daily counts, rows in
+        key order (the lock order every process shares)."""
+        for table, bucket in (
+            ("events_hourly", "date_trunc('hour', observed_at)"),
+            # Days start at the county's midnight (as time_bucket with a time zone does).
+            ("events_daily", "date_trunc('day', observed_at, %(timezone)s)"),
+        ):
             conn.execute(
                 f"INSERT INTO {table} (bucket, unit_code, node_id, camera_id, kind, events) "  # noqa: S608
-                "SELECT * FROM unnest(%b::timestamptz[], %b::text[], %b::text[], %b::text[], "
-                "%b::text[], %b::bigint[]) "
+                f"SELECT {bucket}, unit_code, node_id, camera_id, kind, count(*) "
+                "FROM events_inserted WHERE phase = 'start' GROUP BY 1, 2, 3, 4, 5 "
+                "ORDER BY 1, 2, 3, 4, 5 "
                 "ON CONFLICT (bucket, unit_code, node_id, camera_id, kind) "
                 f"DO UPDATE SET events = {table}.events + excluded.events",
-                (
-                    [k[0] for k in keys],
-                    [k[1] for k in keys],
-                    [k[2] for k in keys],
-                    [k[3] for k in keys],
-                    [k[4] for k in keys],
-                    [counts[k] for k in keys],
-                ),
+                {"timezone": self.timezone.key},
             )
 
-    def _sequences(
-        self, conn: psycopg.Connection, inserted: list[tuple[Any, ...]], result: WriteResult
-    ) -> None:
+    def _sequences(self, conn: psycopg.Connection, result: WriteResult) -> None:
         seqs: dict[str, list[int]] = {}
-        for _, node_id, _, _, _, _, seq in inserted:
+        for node_id, seq in conn.execute("SELECT node_id, seq FROM events_inserted"):
             seqs.setdefault(node_id, []).append(seq)
+
         if not seqs:
             return
         nodes = sorted(seqs)
@@ -347,7 +387,7 @@ class BatchWriter:
                     len(h.cameras),
                     h.config_version,
                     h.agent_version,
-                    Jsonb(_loads(raw)),
+                    _json(_loads(raw)),
                     received,
                 )
             )
@@ -401,7 +441,7 @@ class BatchWriter:
                     r.version,
                     r.status.value,
                     r.running_version,
-                    Jsonb([e.model_dump() for e in r.errors]),
+                    _json([e.model_dump() for e in r.errors]),
                     r.reported_at,
                     received,
                 )
@@ -421,7 +461,7 @@ class BatchWriter:
                     r.request_id,
                     r.node_id,
                     r.status.value,
-                    None if r.data is None else Jsonb(r.data),
+                    None if r.data is None else _json(r.data),
                     r.error,
                     r.responded_at,
                     received,

@@ -270,3 +270,23 @@ def test_plain_partition_made_late_takes_its_rows_from_the_default(
         assert conn.execute("SELECT count(*) FROM events_default").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
         assert f"events_p{ahead:%Y%m%d}" in {p.name for p in list_partitions(conn)}
+
+
+def test_free_text_with_tabs_newlines_and_backslashes_survives_copy(
+    cloud_db: str,
+    tmp_path: Path,
+) -> None:
+    label = "人\tperson\\n\nline"
+    event = make_detection_event(node_id="qx-escape", seq=0, label=label, zone="zone\\A\r")
+    with psycopg.connect(cloud_db, autocommit=True) as conn:
+        write(conn, writer_for(False, tmp_path), [event])
+        row = conn.execute(
+            "SELECT label, zone, snapshots, model FROM events WHERE event_id = %s",
+            (event.event_id,),
+        ).fetchone()
+    assert row is not None
+    assert row[0] == label
+    assert row[1] == "zone\\A\r"
+    assert row[2] == [s.model_dump(mode="json") for s in event.snapshots]
+    assert event.model is not None
+    assert row[3] == event.model.model_dump(mode="json")

@@ -26,9 +26,12 @@ CREATE TABLE IF NOT EXISTS events (
     snapshots jsonb,
     model jsonb,
     received_at timestamptz NOT NULL DEFAULT now(),
+    -- When the row was written (just before its batch commits): publish → stored latency.
+    stored_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (observed_at, event_id)
 ) {partitioned_observed_at};
 CREATE INDEX IF NOT EXISTS events_event_id ON events (event_id);
+
 CREATE INDEX IF NOT EXISTS events_node_time ON events (node_id, observed_at DESC);
 CREATE INDEX IF NOT EXISTS events_unit_time ON events (unit_code text_pattern_ops, observed_at DESC);
 CREATE INDEX IF NOT EXISTS events_thread ON events (thread_id);

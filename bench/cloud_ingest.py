@@ -1,0 +1,344 @@
+"""Durable events a second into PostgreSQL through a real Mosquitto: naive ingest against
+gridwatch's, in one run.
+
+Run: .venv/bin/python -m bench.cloud_ingest [--backlog 200000]
+
+  (a) naive: one INSERT and one commit per message, acknowledged on receipt;
+  (b) gridwatch ingest (`gridwatch cloud ingest` processes): batches COPYed into a staging
+      table, moved with INSERT .. ON CONFLICT DO NOTHING, committed, then acknowledged.
+
+It measures the drain of a broker backlog (a town's link comes back) with 1 and 2 ingest
+processes, the live rate with a Python publisher on the same box, and publish → stored
+latency at a fixed 5,000 events/s. The last line is the ratio (b, 2 processes)/(a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+import uuid6
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cloud.db.schema import prepare_database
+from cloud.settings import CloudSettings
+from protocols import encode
+from protocols.topics import Channel, all_nodes_filter, events_topic
+from tests.factories import make_detection_event
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.postgres import LOCAL_SERVER, fresh_database
+
+REPO = Path(__file__).resolve().parents[1]
+NODES = 100
+
+
+# ---- the publisher (its own process, like the boxes) ----------------------------------------
+
+
+def publish(port: int, count: int, rate: float | None, first_seq: int, fleet: int = 0) -> None:
+    """Publish `count` events from NODES nodes of fleet `fleet`, at `rate` a second (None:
+    flat out)."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv5
+    )
+    client.max_inflight_messages_set(100)
+    done = threading.Event()
+    acked = [0]
+    # paho walks its whole queue of unacknowledged messages on every ack: keep it short, or
+    # a flat-out publisher slows to a crawl as the queue grows.
+    window = threading.Semaphore(1000)
+
+    def on_publish(*_: Any) -> None:
+        window.release()
+        acked[0] += 1
+        if acked[0] == count:
+            done.set()
+
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    names = [f"qx-bench-{fleet}-{n:03d}" for n in range(NODES)]
+    topics = [events_topic(name) for name in names]
+    # A real event, re-stamped per message (building each with pydantic would cap the
+    # publisher near 6k/s, below what ingest takes).
+    template = orjson.loads(encode(make_detection_event(node_id=names[0], seq=0)))
+    start = time.perf_counter()
+    for i in range(count):
+        if rate is not None:
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)  # pacing the offered load
+        node = i % NODES
+        event_id = str(uuid6.uuid7())
+        payload = orjson.dumps(
+            {
+                **template,
+                "event_id": event_id,
+                "thread_id": event_id,
+                "node_id": names[node],
+                "seq": first_seq + i // NODES,
+                "observed_at": datetime.now(UTC).isoformat(),
+            }
+        )
+        window.acquire()
+        client.publish(topics[node], payload, qos=1)
+
+    done.wait(600)
+    sys.stdout.write(f"published {count} in {time.perf_counter() - start:.2f} s\n")
+    client.disconnect()
+    client.loop_stop()
+
+
+def run_publisher(
+    port: int, count: int, rate: float | None, first_seq: int, fleet: int = 0
+) -> subprocess.Popen[str]:
+    args = [
+        sys.executable,
+        "-m",
+        "bench.cloud_ingest",
+        "--publisher",
+        str(port),
+        str(count),
+        str(rate or 0),
+        str(first_seq),
+        str(fleet),
+    ]
+    return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True)
+
+
+# ---- ingest under test ----------------------------------------------------------------
+
+
+def stored(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM events").fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_stored(url: str, target: int, timeout_s: float = 600) -> float:
+    start = time.perf_counter()
+    while stored(url) < target:
+        if time.perf_counter() - start > timeout_s:
+            raise TimeoutError(f"only {stored(url)} of {target} stored")
+        time.sleep(0.1)  # a benchmark polls its own progress
+    return time.perf_counter() - start
+
+
+def ingest_processes(
+    url: str, port: int, count: int, group: str, workdir: Path
+) -> list[subprocess.Popen[bytes]]:
+    processes = []
+    for i in range(count):
+        env = {
+            **os.environ,
+            "CLOUD_DATABASE_URL": url,
+            "CLOUD_BROKER_URL": f"mqtt://127.0.0.1:{port}",
+            "CLOUD_INGEST_CLIENT_ID": f"{group}-{i}",
+            "CLOUD_INGEST_GROUP": group,
+            "CLOUD_DATA_DIR": str(workdir),
+            "CLOUD_INGEST_BATCH_MAX": "5000",
+        }
+        log = (workdir / f"{group}-{i}.log").open("ab")
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "gridwatch", "cloud", "ingest", "--log-level", "WARNING"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+        )
+    return processes
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(30)
+
+
+def subscribed_sessions(port: int, group: str, count: int) -> None:
+    """Create the ingest sessions (persistent, shared subscription), then leave: the broker
+    queues what is published meanwhile, as for a town whose uplink was down."""
+    for i in range(count):
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"{group}-{i}", protocol=mqtt.MQTTv5
+        )
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 86_400
+        ready = threading.Event()
+        client.on_subscribe = lambda *_, ready=ready: ready.set()
+        client.connect("127.0.0.1", port, clean_start=False, properties=props)
+        client.loop_start()
+        client.subscribe(f"$share/{group}/{all_nodes_filter(Channel.EVENTS)}", qos=1)
+        ready.wait(10)
+        client.disconnect()
+        client.loop_stop()
+
+
+def forget_sessions(port: int, client_ids: list[str]) -> None:
+    """End persistent sessions, or the broker keeps queueing copies for them."""
+    for client_id in client_ids:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0
+        client.connect("127.0.0.1", port, clean_start=True, properties=props)
+        client.loop_start()
+        client.disconnect()
+        client.loop_stop()
+
+
+def naive(url: str, port: int, count: int) -> float:
+    """One INSERT and commit per message, acknowledged on receipt (paho's default)."""
+    done = threading.Event()
+    received = [0]
+    conn = psycopg.connect(url, autocommit=True)
+    lock = threading.Lock()
+
+    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        import orjson
+
+        data = orjson.loads(msg.payload)
+        with lock:
+            conn.execute(
+                "INSERT INTO events (observed_at, event_id, thread_id, node_id, seq, camera_id, "
+                "kind, phase, severity, label, score) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
+                "%s, %s, %s) ON CONFLICT DO NOTHING",
+                (
+                    data["observed_at"],
+                    data["event_id"],
+                    data["thread_id"],
+                    data["node_id"],
+                    data["seq"],
+                    data["camera_id"],
+                    data["kind"],
+                    data["phase"],
+                    data["severity"],
+                    data["label"],
+                    data["score"],
+                ),
+            )
+            received[0] += 1
+            if received[0] == count:
+                done.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-naive", protocol=mqtt.MQTTv5)
+    client.on_message = on_message
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.subscribe(all_nodes_filter(Channel.EVENTS), qos=1)
+    subscribed.wait(10)
+    start = time.perf_counter()
+    publisher = run_publisher(port, count, None, 0)
+    done.wait(600)
+    elapsed = time.perf_counter() - start
+    publisher.wait()
+    client.disconnect()
+    client.loop_stop()
+    conn.close()
+    return count / elapsed
+
+
+def latency_at(
+    url: str, port: int, workdir: Path, rate: float, seconds: float, first_seq: int
+) -> tuple[float, float]:
+    """p50 and p99 publish → stored latency (ms) at a fixed offered rate, one ingest."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE events")
+    processes = ingest_processes(url, port, 1, "lat", workdir)
+    time.sleep(3)  # ingest start-up (imports, subscription) before the clock runs
+    count = int(rate * seconds)
+    run_publisher(port, count, rate, first_seq).wait()
+    wait_stored(url, count)
+    stop(processes)
+    forget_sessions(port, ["lat-0"])
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), "
+            "percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) FROM ("
+            "SELECT extract(epoch FROM stored_at - observed_at) * 1000 AS ms FROM events) t"
+        ).fetchone()
+    assert row is not None
+    return float(row[0]), float(row[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backlog", type=int, default=200_000)
+    parser.add_argument("--naive-events", type=int, default=20_000)
+    parser.add_argument("--live-events", type=int, default=100_000)
+    parser.add_argument("--publisher", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.publisher:
+        port, count, rate, first, fleet = args.publisher
+        publish(int(port), int(count), float(rate) or None, int(first), int(fleet))
+        return
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        fresh_database(LOCAL_SERVER, "gridwatch_bench") as url,
+    ):
+        workdir = Path(tmp)
+        with psycopg.connect(url, autocommit=True) as conn:
+            prepare_database(conn, CloudSettings(database_url=url, timescale="off"))
+        (workdir / "broker").mkdir()
+        broker = MosquittoBroker(workdir / "broker").start()
+        try:
+            rate_naive = naive(url, broker.port, args.naive_events)
+            drains = {}
+            for processes in (1, 2):
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("TRUNCATE events, node_sequences, seq_gaps")
+                group = f"drain{processes}"
+                subscribed_sessions(broker.port, group, processes)
+                run_publisher(broker.port, args.backlog, None, 0).wait()
+                running = ingest_processes(url, broker.port, processes, group, workdir)
+                elapsed = wait_stored(url, args.backlog)  # from the start of the processes
+                stop(running)
+                forget_sessions(broker.port, [f"{group}-{i}" for i in range(processes)])
+                drains[processes] = args.backlog / elapsed
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("TRUNCATE events, node_sequences, seq_gaps")
+            live_ingest = ingest_processes(url, broker.port, 2, "live", workdir)
+            time.sleep(3)  # ingest start-up before the clock runs
+            start = time.perf_counter()
+            # Two publishers: one Python paho publisher tops out near 9k QoS 1 messages/s.
+            publishers = [
+                run_publisher(broker.port, args.live_events // 2, None, 0, fleet)
+                for fleet in (1, 2)
+            ]
+            wait_stored(url, args.live_events // 2 * 2)
+            live = args.live_events // 2 * 2 / (time.perf_counter() - start)
+            for publisher in publishers:
+                publisher.wait()
+
+            stop(live_ingest)
+            forget_sessions(broker.port, ["live-0", "live-1"])
+            p50, p99 = latency_at(url, broker.port, workdir, 5000, 10, 10_000)
+        finally:
+            broker.stop()
+    print(f"(a) naive, a commit per message:         {rate_naive:8.0f} events/s")
+    print(f"(b) backlog of {args.backlog} drained, 1 ingest:  {drains[1]:8.0f} events/s")
+    print(f"(b) backlog of {args.backlog} drained, 2 ingest:  {drains[2]:8.0f} events/s")
+    print(f"    live, publisher on the same box, 2 ingest: {live:8.0f} events/s")
+    print(f"    publish → stored at 5,000 events/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    print(f"{drains[2] / rate_naive:.2f}")
+
+
+if __name__ == "__main__":
+    main()
