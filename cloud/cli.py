@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from cloud.ingest.worker import IngestWorker
+    from cloud.settings import CloudSettings
 
 app = typer.Typer(help="The cloud service: API, ingest, migrations.", no_args_is_help=True)
 
@@ -16,7 +20,7 @@ def main() -> None:
     """The cloud service: API, ingest, migrations."""
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> CloudSettings:
     from pydantic import ValidationError
 
     from cloud.settings import CloudSettings
@@ -41,15 +45,30 @@ LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING
 
 @app.command()
 def migrate(log_level: LogLevel = "INFO") -> None:
-    """Bring the database to the current schema (idempotent)."""
+    """Bring the database to the current schema (idempotent). Without CLOUD_DATABASE_URL,
+    the embedded database in CLOUD_DATA_DIR."""
     _logging(log_level)
     from cloud.database import connect
     from cloud.db.schema import prepare_database
+    from cloud.embedded import with_embedded_defaults
 
-    settings = _settings()
+    with (
+        with_embedded_defaults(_settings(), broker=False) as (settings, _),
+        connect(settings) as conn,
+    ):
+        timescale = prepare_database(conn, settings)
+
+    typer.echo(f"database ready ({'TimescaleDB' if timescale else 'plain PostgreSQL'})")
+
+
+def _ingest_worker(settings: CloudSettings) -> IngestWorker:
+    from cloud.database import connect
+    from cloud.db.schema import prepare_database
+    from cloud.ingest.worker import IngestWorker
+
     with connect(settings) as conn:
         timescale = prepare_database(conn, settings)
-    typer.echo(f"database ready ({'TimescaleDB' if timescale else 'plain PostgreSQL'})")
+    return IngestWorker(settings, connect=lambda: connect(settings), timescale=timescale)
 
 
 @app.command()
@@ -57,28 +76,62 @@ def ingest(log_level: LogLevel = "INFO") -> None:
     """Store what the nodes publish: several ingest processes may run at once (each with
     its own CLOUD_INGEST_CLIENT_ID) on an MQTT 5 shared subscription."""
     _logging(log_level)
-    from cloud.database import connect
-    from cloud.db.schema import prepare_database
-    from cloud.ingest.worker import IngestWorker
-
     settings = _settings()
-    with connect(settings) as conn:
-        timescale = prepare_database(conn, settings)
-    worker = IngestWorker(settings, connect=lambda: connect(settings), timescale=timescale)
+    missing = [name for name in ("database_url", "broker_url") if getattr(settings, name) is None]
+    if missing:
+        # A separate ingest process only makes sense beside a shared database and broker;
+        # the all-in-one setup is `serve` without them.
+        for name in missing:
+            typer.echo(f"error: CLOUD_{name.upper()} is not set", err=True)
+        raise typer.Exit(2)
+    worker = _ingest_worker(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     worker.run()
 
 
 @app.command()
-def serve(log_level: LogLevel = "INFO") -> None:
-    """The HTTP API (and, later, the operations screen)."""
+def serve(
+    log_level: LogLevel = "INFO",
+    with_ingest: Annotated[
+        bool | None,
+        typer.Option(
+            "--ingest/--no-ingest",
+            help="Also store events in this process. Default: only when the database or "
+            "broker is embedded (nothing configured: one process for a laptop or a demo).",
+        ),
+    ] = None,
+) -> None:
+    """The HTTP API. Without CLOUD_DATABASE_URL or CLOUD_BROKER_URL it starts an embedded
+    PostgreSQL and a local Mosquitto, and ingests too: never for production."""
     _logging(log_level)
+    import threading
+
     import uvicorn
 
     from cloud.app import create_app
+    from cloud.embedded import with_embedded_defaults
 
-    settings = _settings()
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=log_level.lower()
-    )
+    with with_embedded_defaults(_settings()) as (settings, embedded):
+        worker = (
+            _ingest_worker(settings) if (with_ingest is None and embedded) or with_ingest else None
+        )
+        thread = None
+        if worker is not None:
+            thread = threading.Thread(target=worker.run, name="ingest", daemon=True)
+            thread.start()
+        # uvicorn re-raises SIGTERM/SIGINT once it has shut down, which would kill this
+        # process before the embedded services and ingest stop; a handler of ours takes it.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: logging.getLogger(__name__).info("stopping"))
+        try:
+            uvicorn.run(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                log_level=log_level.lower(),
+            )
+        finally:
+            if worker is not None and thread is not None:
+                worker.stop()
+                thread.join(30)

@@ -10,8 +10,8 @@ from cloud.settings import CloudSettings
 def database_url(settings: CloudSettings) -> str:
     if settings.database_url is None:
         raise RuntimeError(
-            "no database: set CLOUD_DATABASE_URL (or run `gridwatch demo`, "
-            "which starts an embedded PostgreSQL)"
+            "no database: set CLOUD_DATABASE_URL (`gridwatch cloud serve` without it "
+            "starts an embedded PostgreSQL)"
         )
     return settings.database_url
 

