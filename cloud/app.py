@@ -13,7 +13,7 @@ from cloud.api.errors import install_error_handlers
 from cloud.api.routes import events, health, nodes, operations
 from cloud.database import database_url
 from cloud.settings import CloudSettings
-from cloud.snapshots import LocalSnapshotStore
+from cloud.snapshots import snapshot_store
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app = FastAPI(title="gridwatch", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.pool = pool
-    app.state.snapshots = LocalSnapshotStore(settings.snapshots_path)
+    app.state.snapshots = snapshot_store(settings)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router, prefix="/api/v1")

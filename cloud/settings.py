@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class RetentionSettings(BaseSettings):
+class RetentionSettings(BaseModel):
     """Days of history kept per table (TimescaleDB policies or dropped partitions)."""
 
     events_days: Annotated[int, Field(ge=1, le=3650)] = 180
@@ -17,6 +17,16 @@ class RetentionSettings(BaseSettings):
     telemetry_days: Annotated[int, Field(ge=1, le=3650)] = 365
     rollups_days: Annotated[int, Field(ge=1, le=3650)] = 1095
     compress_after_days: Annotated[int, Field(ge=1, le=365)] = 7
+
+
+class S3Settings(BaseModel):
+    """An S3-compatible snapshot store; unset values fall to boto3's own chain (AWS_* env)."""
+
+    endpoint_url: str | None = Field(default=None, description="e.g. https://oss.county.gov.cn")
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "path"
 
 
 class CloudSettings(BaseSettings):
@@ -37,6 +47,12 @@ class CloudSettings(BaseSettings):
         default=Path("var/cloud"), description="Embedded database, broker and snapshots."
     )
     snapshot_dir: Path | None = Field(default=None, description="Default: data_dir/snapshots.")
+    snapshot_url: str | None = Field(
+        default=None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
+        description="s3://bucket/prefix: snapshots in an S3-compatible store, not snapshot_dir.",
+    )
+    s3: S3Settings = Field(default_factory=S3Settings)
     public_url: str = Field(
         default="http://127.0.0.1:8080", description="How apps reach this service (snapshot links)."
     )

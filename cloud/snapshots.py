@@ -8,10 +8,11 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from cloud.errors import NotFound, StorageError
+from cloud.settings import CloudSettings
 
 
 def uuid7_time(value: UUID) -> datetime:
@@ -26,6 +27,8 @@ def storage_key(event_id: UUID, variant: str) -> str:
 
 
 class SnapshotStore(Protocol):
+    """Blocking calls: the API runs them in its thread pool."""
+
     def put(self, key: str, data: bytes) -> None: ...
 
     def get(self, key: str) -> bytes: ...
@@ -62,3 +65,72 @@ class LocalSnapshotStore:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class S3SnapshotStore:
+    """Any S3-compatible object store (AWS S3, MinIO, Ceph RGW, the county's OSS): one object
+    per snapshot under `prefix`, its sha256 kept in the database beside the key."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+
+        import boto3  # only here: the local store needs no AWS library
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.client = client if client is not None else boto3.client("s3")
+
+    def put(self, key: str, data: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.prefix + key, Body=data, ContentType="image/jpeg"
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"cannot store snapshot {key} in s3://{self.bucket}: {exc}") from exc
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+            return bytes(response["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise NotFound(f"snapshot {key} not found") from exc
+            raise StorageError(
+                f"cannot read snapshot {key} from s3://{self.bucket}: {exc}"
+            ) from exc
+        except BotoCoreError as exc:
+            raise StorageError(
+                f"cannot read snapshot {key} from s3://{self.bucket}: {exc}"
+            ) from exc
+
+
+def snapshot_store(settings: CloudSettings) -> SnapshotStore:
+    """The store the settings name: CLOUD_SNAPSHOT_URL=s3://bucket/prefix, else local files."""
+    url = settings.snapshot_url
+    if url is None:
+        return LocalSnapshotStore(settings.snapshots_path)
+    import boto3
+    from botocore.config import Config
+
+    s3 = settings.s3
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint_url,
+        region_name=s3.region,
+        aws_access_key_id=s3.access_key_id,
+        aws_secret_access_key=(
+            s3.secret_access_key.get_secret_value() if s3.secret_access_key else None
+        ),
+        # Retries with backoff are botocore's; path-style addressing suits MinIO-like stores.
+        config=Config(
+            retries={"max_attempts": 5, "mode": "standard"},
+            s3={"addressing_style": s3.addressing_style},
+            connect_timeout=5,
+            read_timeout=20,
+        ),
+    )
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    return S3SnapshotStore(bucket, prefix, client)

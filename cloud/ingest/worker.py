@@ -21,13 +21,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from cloud.db.timeseries import maintain
+from cloud.errors import StorageError
 from cloud.ingest.decode import Received, decode_batch
 from cloud.ingest.writer import Batch, BatchWriter, DeadLetter, lag_ms
 from cloud.settings import CloudSettings
-from cloud.snapshots import LocalSnapshotStore
+from cloud.snapshots import snapshot_store
 from protocols.topics import Channel, all_nodes_filter, shared
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,12 @@ def subscriptions(settings: CloudSettings) -> list[str]:
     )
 
 
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    what = "snapshot store" if isinstance(error, StorageError) else "database"
+    logger.warning("%s unavailable, retrying: %s", what, error)
+
+
 class IngestWorker:
     def __init__(
         self, settings: CloudSettings, *, connect: Callable[[], psycopg.Connection], timescale: bool
@@ -66,7 +73,7 @@ class IngestWorker:
         self.timescale = timescale
         self.writer = BatchWriter(
             timescale=timescale,
-            store=LocalSnapshotStore(settings.snapshots_path),
+            store=snapshot_store(settings),
             timezone=ZoneInfo(settings.timezone),
         )
         # Bounded: when the database is slow, paho's thread blocks here, the socket stops
@@ -294,18 +301,15 @@ class IngestWorker:
             )
 
     def _with_database(self, action: Callable[[psycopg.Connection], None]) -> None:
-        """Run `action`, reconnecting with backoff while the database is away. Nothing is
-        acknowledged meanwhile, so the broker keeps every message."""
+        """Run `action`, retrying with backoff while the database or the snapshot store is
+        away. Nothing is acknowledged meanwhile, so the broker keeps every message."""
         for attempt in Retrying(
-            retry=retry_if_exception_type(psycopg.OperationalError),
+            retry=retry_if_exception_type((psycopg.OperationalError, StorageError)),
             wait=wait_exponential_jitter(multiplier=0.5, max=30, jitter=0.5),
             stop=lambda _: self.stop_event.is_set(),
             sleep=self.stop_event.wait,
             reraise=True,
-            before_sleep=lambda state: logger.warning(
-                "database unavailable, retrying: %s",
-                state.outcome.exception() if state.outcome else "",
-            ),
+            before_sleep=_log_retry,
         ):
             with attempt:
                 if self._conn is None or self._conn.closed:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from uuid import UUID
 
 import psycopg
 
@@ -16,8 +17,9 @@ from edge.outbox import Message, Outbox, Priority
 from edge.publisher import Publisher
 from edge.settings import EdgeSettings
 from protocols import encode
+from protocols.enums import SnapshotVariant
 from protocols.events import DetectionEvent
-from protocols.topics import events_topic
+from protocols.topics import events_topic, snapshot_topic
 from tests.factories import make_detection_event
 from tests.support.ports import wait_until
 
@@ -123,6 +125,14 @@ class FakeNodes:
         outbox.add([Message(events_topic(node_id), p, Priority.EVENT) for p in payloads])
         publisher.notify()
         return payloads
+
+    def publish_snapshot(
+        self, node_id: str, event_id: UUID, variant: SnapshotVariant, jpeg: bytes
+    ) -> None:
+        outbox, _, publisher = self._node(node_id)
+        topic = snapshot_topic(node_id, event_id, variant)
+        outbox.add([Message(topic, jpeg, Priority.SNAPSHOT)])
+        publisher.notify()
 
     def publish_raw(self, node_id: str, payloads: list[bytes]) -> None:
         """Payloads as given, through the node's outbox (bad ones too: ingest must cope)."""

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from cloud.api.deps import Conn, Store
@@ -180,8 +181,9 @@ async def get_snapshot(
     """The event's JPEG: `frame` (box drawn) or `crop`."""
     # Access by jurisdiction is checked here once users and units exist (cases issue).
     key = await db.snapshot_key(conn, event_id, variant.value)
+    data = await run_in_threadpool(store.get, key)  # an object store may take a while
     return Response(
-        store.get(key), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+        data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
     )
 
 
