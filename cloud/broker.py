@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloud.errors import ServiceUnavailable
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
@@ -96,7 +98,7 @@ class MosquittoProcess:
 
     def __init__(self, config: MosquittoConfig) -> None:
         if not Path(MOSQUITTO).exists():
-            raise RuntimeError(
+            raise ServiceUnavailable(
                 "Mosquitto is not installed (Debian: apt-get install mosquitto); or point the "
                 "service at a broker with CLOUD_BROKER_URL"
             )
@@ -127,10 +129,10 @@ class MosquittoProcess:
         deadline = time.monotonic() + timeout_s
         while not all(is_listening(p, self.config.bind) for p in ports):
             if self.process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited at start:\n{self.log()}")
+                raise ServiceUnavailable(f"mosquitto exited at start:\n{self.log()}")
             if time.monotonic() > deadline:
                 self.kill()
-                raise RuntimeError(f"mosquitto not listening in {timeout_s} s:\n{self.log()}")
+                raise ServiceUnavailable(f"mosquitto not listening in {timeout_s} s:\n{self.log()}")
             time.sleep(0.02)  # polling for the listener, bounded by the deadline
         return self
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -40,6 +42,20 @@ def _logging(level: str) -> None:
     )
 
 
+@contextmanager
+def _embedded(settings: CloudSettings, broker: bool = True) -> Iterator[tuple[CloudSettings, bool]]:
+    """`with_embedded_defaults`, with a clear error and exit code 2 when one cannot start."""
+    from cloud.embedded import with_embedded_defaults
+    from cloud.errors import ServiceUnavailable
+
+    try:
+        with with_embedded_defaults(settings, broker=broker) as result:
+            yield result
+    except ServiceUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING.")]
 
 
@@ -50,10 +66,9 @@ def migrate(log_level: LogLevel = "INFO") -> None:
     _logging(log_level)
     from cloud.database import connect
     from cloud.db.schema import prepare_database
-    from cloud.embedded import with_embedded_defaults
 
     with (
-        with_embedded_defaults(_settings(), broker=False) as (settings, _),
+        _embedded(_settings(), broker=False) as (settings, _),
         connect(settings) as conn,
     ):
         timescale = prepare_database(conn, settings)
@@ -110,9 +125,8 @@ def serve(
     import uvicorn
 
     from cloud.app import create_app
-    from cloud.embedded import with_embedded_defaults
 
-    with with_embedded_defaults(_settings()) as (settings, embedded):
+    with _embedded(_settings()) as (settings, embedded):
         worker = (
             _ingest_worker(settings) if (with_ingest is None and embedded) or with_ingest else None
         )

@@ -17,3 +17,7 @@ class BadRequest(CloudError):
 
 class StorageError(CloudError):
     """The snapshot store cannot read or write."""
+
+
+class ServiceUnavailable(CloudError):
+    """A service the process needs cannot be started or reached (says what to do)."""

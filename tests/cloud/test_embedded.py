@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
+from typer.testing import CliRunner
 
+from cloud import cli as cloud_cli
 from protocols import encode
 from protocols.topics import events_topic
 from tests.factories import make_detection_event
@@ -103,3 +106,15 @@ def test_serve_alone_runs_everything_and_keeps_history(tmp_path: Path) -> None:
         if service.process is not None:
             service.process.kill()
             service.process.wait(30)
+
+
+def test_without_mosquitto_serve_says_what_to_do(
+    cloud_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cloud.broker.MOSQUITTO", str(tmp_path / "no-mosquitto"))
+    env = {"CLOUD_DATABASE_URL": cloud_db, "CLOUD_DATA_DIR": str(tmp_path)}
+    monkeypatch.delenv("CLOUD_BROKER_URL", raising=False)
+    result = CliRunner().invoke(cloud_cli.app, ["serve"], env=env)
+    assert result.exit_code == 2
+    assert "CLOUD_BROKER_URL" in result.output
+    assert "apt-get install mosquitto" in result.output
