@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx2 as httpx
@@ -18,38 +15,26 @@ from cloud import cli as cloud_cli
 from protocols import encode
 from protocols.topics import events_topic
 from tests.factories import make_detection_event
-from tests.support.cloud import REPO
 from tests.support.mqtt import MqttProbe
 from tests.support.ports import free_port, is_listening, wait_until
+from tests.support.processes import GridwatchProcess
 
 
-class AllInOne:
+class AllInOne(GridwatchProcess):
     def __init__(self, data_dir: Path) -> None:
         self.port = free_port()
-        self.log_path = data_dir / "serve.log"
-        self.env = {
+        env = {
             key: value
             for key, value in os.environ.items()
             if key not in ("CLOUD_DATABASE_URL", "CLOUD_BROKER_URL")
         }
-        self.env |= {"CLOUD_DATA_DIR": str(data_dir), "CLOUD_PORT": str(self.port)}
-        self.process: subprocess.Popen[bytes] | None = None
+        env |= {"CLOUD_DATA_DIR": str(data_dir), "CLOUD_PORT": str(self.port)}
+        super().__init__(["cloud", "serve"], data_dir / "serve.log", env)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def start(self) -> int:
+    def start_all(self) -> int:
         """Start; return the embedded broker's port once the API answers and ingest listens."""
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gridwatch", "cloud", "serve"],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
         before = self.log().count("ingest subscribed")
+        self.start()
         wait_until(
             lambda: (
                 self.log().count("ingest subscribed") >= before + 7
@@ -58,17 +43,11 @@ class AllInOne:
             90,
             "serve with embedded services",
         )
+        assert self.process is not None
         assert self.process.poll() is None, self.log()
         wait_until(lambda: is_listening(self.port), 30, "the API listening")
         ports = re.findall(r"EMBEDDED Mosquitto on 127\.0\.0\.1:(\d+)", self.log())
         return int(ports[-1])
-
-    def stop(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(60)
-        self.process = None
-        return code
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=10)
@@ -77,7 +56,7 @@ class AllInOne:
 def test_serve_alone_runs_everything_and_keeps_history(tmp_path: Path) -> None:
     service = AllInOne(tmp_path)
     try:
-        broker_port = service.start()
+        broker_port = service.start_all()
         assert "EMBEDDED PostgreSQL" in service.log()
         assert service.get("/readyz").status_code == 200
 
@@ -94,18 +73,16 @@ def test_serve_alone_runs_everything_and_keeps_history(tmp_path: Path) -> None:
             return service.get(f"/api/v1/events/{event.event_id}").status_code == 200
 
         wait_until(stored, 30, "the event stored through the embedded services")
-        assert service.stop() == 0
+        assert service.stop(60) == 0
         assert not is_listening(broker_port)  # the embedded broker went down with it
 
-        service.start()
+        service.start_all()
         body = service.get(f"/api/v1/events/{event.event_id}").json()
         assert body["node_id"] == "qx-embedded-node"
-        assert service.stop() == 0
+        assert service.stop(60) == 0
 
     finally:
-        if service.process is not None:
-            service.process.kill()
-            service.process.wait(30)
+        service.kill()
 
 
 def test_without_mosquitto_serve_says_what_to_do(

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from tests.support.ports import free_port
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.processes import GridwatchProcess
 
 
 def motion_config(
@@ -42,7 +38,7 @@ def motion_config(
     }
 
 
-class AgentProcess:
+class AgentProcess(GridwatchProcess):
     def __init__(
         self,
         directory: Path,
@@ -56,9 +52,8 @@ class AgentProcess:
         self.directory = directory
         self.node_id = node_id
         self.data_dir = directory / "data"
-        self.log_path = directory / "agent.log"
         self.metrics_port = free_port()
-        self.env = {
+        env = {
             **os.environ,
             "EDGE_NODE_ID": node_id,
             "EDGE_BROKER_URL": f"mqtt://127.0.0.1:{broker_port}",
@@ -70,39 +65,8 @@ class AgentProcess:
         if config is not None:
             path = directory / "first-boot.json"
             path.write_bytes(orjson.dumps(config))
-            self.env["EDGE_CONFIG_FILE"] = str(path)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> AgentProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gridwatch", "edge", "run"],
-            cwd=REPO,
-            env=self.env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        log.close()
-        return self
-
-    def stop(self, timeout_s: float = 20.0) -> int:
-        """SIGTERM, as balena stops a container; returns the exit code."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout_s)
-        self.process = None
-        return code
-
-    def kill(self) -> None:
-        """SIGKILL: a crash or a power cut, as far as the process can tell."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+            env["EDGE_CONFIG_FILE"] = str(path)
+        super().__init__(["edge", "run"], directory / "agent.log", env)
 
     def events_generated(self) -> int:
         """The node's event counter, from its outbox (read when the agent is stopped)."""

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from uuid import UUID
@@ -22,18 +19,16 @@ from protocols.events import DetectionEvent
 from protocols.topics import events_topic, snapshot_topic
 from tests.factories import make_detection_event
 from tests.support.ports import wait_until
+from tests.support.processes import GridwatchProcess
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-class IngestProcess:
+class IngestProcess(GridwatchProcess):
     def __init__(
         self, directory: Path, database_url: str, broker_port: int, client_id: str, **env: str
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self.log_path = directory / f"{client_id}.log"
-        self.env = {
+        env = {
             **os.environ,
             "CLOUD_DATABASE_URL": database_url,
             "CLOUD_BROKER_URL": f"mqtt://127.0.0.1:{broker_port}",
@@ -41,36 +36,7 @@ class IngestProcess:
             "CLOUD_DATA_DIR": str(directory),
             **env,
         }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> IngestProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gridwatch", "cloud", "ingest"],
-            cwd=REPO,
-            env=self.env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        log.close()
-        return self
-
-    def stop(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(20)
-        self.process = None
-        return code
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        super().__init__(["cloud", "ingest"], directory / f"{client_id}.log", env)
 
     def wait_subscribed(self, timeout_s: float = 30) -> None:
         """Until the broker acknowledged all of ingest's subscriptions (it makes 7)."""

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import selectors
+import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Self
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def wait_for_line(process: subprocess.Popen[str], expected: str, timeout_s: float = 10.0) -> str:
@@ -24,3 +30,44 @@ def wait_for_line(process: subprocess.Popen[str], expected: str, timeout_s: floa
             if expected in line:
                 return line
     raise TimeoutError(f"no line with {expected!r} in {timeout_s} s; saw {seen[-5:]}")
+
+
+class GridwatchProcess:
+    """One `gridwatch ...` command run as its own process (its own session, so a kill takes
+    only it), logging to `log_path`."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gridwatch", *self.args],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        return self
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM, as a supervisor stops a service; returns the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout_s)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: a crash or a power cut, as far as the process can tell."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
