@@ -31,7 +31,7 @@ DAYS = 180
 CAMERAS = 1500
 TOWNS = 40
 VILLAGES_PER_TOWN = 10
-COUNTY = "511724"
+COUNTY = "511725"
 KINDS = ("intrusion", "loitering", "line_crossing", "crowd", "camera_tamper")
 RUNS = 20
 
