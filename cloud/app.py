@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,8 +12,11 @@ from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 from cloud.api.errors import install_error_handlers
-from cloud.api.routes import events, health, nodes, operations
+from cloud.api.routes import auth, cases, events, health, nodes, operations, org
+from cloud.cases.rules import load_rules
+from cloud.cases.timers import timer_loop
 from cloud.database import database_url
+from cloud.db import org as org_db
 from cloud.settings import CloudSettings
 from cloud.snapshots import snapshot_store
 
@@ -19,7 +24,11 @@ logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 gridwatch's county service. Events from every edge box, stored once; counts per hour and
-day; the state and health of each node; what ingest could not store, and why.
+day; the state and health of each node; what ingest could not store, and why; the org tree
+and the cases that move through it from intake to closure.
+
+Sign in at `/api/v1/auth/token` (OAuth2 password flow) and send `Authorization: Bearer
+<token>`; apps use an API token the same way. Every answer is limited to the caller's unit.
 
 Times are ISO 8601; lists page with an opaque `cursor` (pass `next_cursor` back).
 """
@@ -43,9 +52,25 @@ def create_app(settings: CloudSettings) -> FastAPI:
                     "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
                 )
             ).fetchone()
-        app.state.timescale = row is not None
+            app.state.timescale = row is not None
+            app.state.signing_key = (
+                settings.jwt_secret.get_secret_value().encode()
+                if settings.jwt_secret is not None
+                else await org_db.signing_key(conn)
+            )
+        timers = asyncio.create_task(
+            timer_loop(
+                pool,
+                interval_s=settings.case_timer_interval_s,
+                remind_fraction=load_rules(settings.case_rules_file).remind_fraction,
+            ),
+            name="case-timers",
+        )
         logger.info("API ready; database: %s", "TimescaleDB" if row else "plain PostgreSQL")
         yield
+        timers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await timers
         await pool.close()
 
     app = FastAPI(title="gridwatch", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
@@ -57,4 +82,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.include_router(events.router, prefix="/api/v1")
     app.include_router(nodes.router, prefix="/api/v1")
     app.include_router(operations.router, prefix="/api/v1")
+    app.include_router(auth.router, prefix="/api/v1")
+    app.include_router(org.router, prefix="/api/v1")
+    app.include_router(cases.router, prefix="/api/v1")
     return app

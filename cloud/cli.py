@@ -6,11 +6,13 @@ import logging
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 if TYPE_CHECKING:
+    from cloud.access import Principal
     from cloud.ingest.worker import IngestWorker
     from cloud.settings import CloudSettings
 
@@ -125,11 +127,16 @@ def serve(
     import uvicorn
 
     from cloud.app import create_app
+    from cloud.database import connect
+    from cloud.db.schema import prepare_database
 
     with _embedded(_settings()) as (settings, embedded):
-        worker = (
-            _ingest_worker(settings) if (with_ingest is None and embedded) or with_ingest else None
-        )
+        if (with_ingest is None and embedded) or with_ingest:
+            worker = _ingest_worker(settings)
+        else:
+            worker = None
+            with connect(settings) as conn:  # migrations are idempotent and one at a time
+                prepare_database(conn, settings)
         thread = None
         if worker is not None:
             thread = threading.Thread(target=worker.run, name="ingest", daemon=True)
@@ -149,3 +156,130 @@ def serve(
             if worker is not None and thread is not None:
                 worker.stop()
                 thread.join(30)
+
+
+org_app = typer.Typer(help="The org tree, departments and staff.", no_args_is_help=True)
+app.add_typer(org_app, name="org")
+
+FileOption = Annotated[
+    Path | None, typer.Option(exists=True, dir_okay=False, readable=True, resolve_path=True)
+]
+
+
+def _cli_principal() -> Principal:
+    """Who acts from the command line: the operating-system user, as a county admin (the
+    command needs the database's credentials, which only the county's admins hold)."""
+    import getpass
+
+    from cloud.access import Principal, Role
+    from cloud.tiers import Level
+
+    return Principal(f"cli:{getpass.getuser()}", Role.COUNTY_ADMIN, "", Level.COUNTY)
+
+
+@org_app.command("import")
+def org_import(
+    units: FileOption = None,
+    departments: FileOption = None,
+    staff: FileOption = None,
+    geometry: FileOption = None,
+    set_passwords: Annotated[
+        bool, typer.Option(help="Make a password for each person without one; printed once.")
+    ] = False,
+    log_level: LogLevel = "WARNING",
+) -> None:
+    """Load units (CSV: code,parent_code,level,name,category), departments (CSV:
+    code,name,unit_code), staff (CSV: username,display_name,role,unit_code,department_code,
+    duty,employment,phone) and geometry (GeoJSON with properties.code). All or nothing."""
+    _logging(log_level)
+    import time
+
+    from cloud.database import connect
+    from cloud.db.schema import prepare_database
+    from cloud.errors import InvalidFile
+    from cloud.org_import import OrgFiles, import_org
+
+    if units is None and departments is None and staff is None and geometry is None:
+        typer.echo(
+            "error: give at least one of --units, --departments, --staff, --geometry", err=True
+        )
+        raise typer.Exit(2)
+    started = time.perf_counter()
+    with _embedded(_settings(), broker=False) as (settings, _), connect(settings) as conn:
+        prepare_database(conn, settings)
+        try:
+            result = import_org(
+                conn,
+                OrgFiles(units, departments, staff, geometry),
+                _cli_principal(),
+                set_passwords=set_passwords,
+            )
+        except InvalidFile as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+    typer.echo(
+        f"imported {result.units} units, {result.departments} departments, {result.staff} "
+        f"people, {result.geometries} geometries in {time.perf_counter() - started:.1f} s"
+    )
+    for username, password in sorted(result.passwords.items()):
+        typer.echo(f"password {username} {password}")
+
+
+@org_app.command("export")
+def org_export(
+    directory: Annotated[Path, typer.Argument(file_okay=False, resolve_path=True)],
+    unit: Annotated[str | None, typer.Option(help="Only this unit and below.")] = None,
+) -> None:
+    """Write units.csv, units.geojson, departments.csv and staff.csv (no passwords)."""
+    from cloud.database import connect
+    from cloud.db import org as db
+    from cloud.org_files import (
+        DEPARTMENT_COLUMNS,
+        STAFF_COLUMNS,
+        UNIT_COLUMNS,
+        write_geometries,
+        write_rows,
+    )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with _embedded(_settings(), broker=False) as (settings, _), connect(settings) as conn:
+        prefix = unit or ""
+        units = db.export_rows(conn, db.UNITS_SQL, prefix)
+        (directory / "units.csv").write_text(write_rows(units, UNIT_COLUMNS), encoding="utf-8")
+        (directory / "units.geojson").write_bytes(write_geometries(units))
+        (directory / "departments.csv").write_text(
+            write_rows(db.export_rows(conn, db.DEPARTMENTS_SQL, prefix), DEPARTMENT_COLUMNS),
+            encoding="utf-8",
+        )
+        (directory / "staff.csv").write_text(
+            write_rows(db.export_rows(conn, db.STAFF_SQL, prefix), STAFF_COLUMNS),
+            encoding="utf-8",
+        )
+    typer.echo(f"exported {len(units)} units to {directory}")
+
+
+@org_app.command("passwd")
+def org_passwd(username: str) -> None:
+    """Give a person a new password (printed once)."""
+    from cloud.auth import hash_password, new_password
+    from cloud.database import connect
+    from cloud.db import audit
+    from cloud.db import org as db
+
+    password = new_password()
+    with (
+        _embedded(_settings(), broker=False) as (settings, _),
+        connect(settings) as conn,
+        conn.transaction(),
+    ):
+        if not db.set_password_hash(conn, username, hash_password(password)):
+            typer.echo(f"error: no user {username}", err=True)
+            raise typer.Exit(1)
+        audit.record_sync(
+            conn,
+            _cli_principal(),
+            "user.password",
+            target_type="user",
+            target_id=username,
+        )
+    typer.echo(f"password {username} {password}")

@@ -21,3 +21,8 @@ def connect(settings: CloudSettings) -> psycopg.Connection:
     return psycopg.connect(
         database_url(settings), autocommit=True, application_name="gridwatch", connect_timeout=10
     )
+
+
+def like_prefix(code: str) -> str:
+    """A LIKE pattern for "this unit and everything below it" (the index answers it)."""
+    return code.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

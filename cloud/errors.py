@@ -21,3 +21,19 @@ class StorageError(CloudError):
 
 class ServiceUnavailable(CloudError):
     """A service the process needs cannot be started or reached (says what to do)."""
+
+
+class Conflict(CloudError):
+    """The request does not fit the current state (an illegal case transition)."""
+
+
+class Unauthorized(CloudError):
+    """No valid credentials: missing, expired or revoked token, or a wrong password."""
+
+
+class Forbidden(CloudError):
+    """The caller's role may not do this (outside their unit, it is NotFound instead)."""
+
+
+class InvalidFile(CloudError):
+    """An import file with a bad line; the message names the file, line and field."""

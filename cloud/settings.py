@@ -75,6 +75,26 @@ class CloudSettings(BaseSettings):
         default="auto", description="Use TimescaleDB features when the extension is there."
     )
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    case_rules_file: Path | None = Field(
+        default=None, description="YAML: which kinds open cases, deadlines; default built in."
+    )
+    case_timer_interval_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=5.0, description="How often the service checks escalation and reminders."
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs access tokens; unset: a key made once and kept in the database.",
+    )
+    access_token_s: Annotated[int, Field(ge=60, le=86400)] = Field(
+        default=3600, description="Lifetime of an access token from the login endpoint."
+    )
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (HS256 needs a 256-bit key)")
+        return value
 
     @field_validator("broker_url")
     @classmethod

@@ -1,13 +1,21 @@
-"""Dependencies route signatures read naturally: a connection, the settings, the store."""
+"""Dependencies route signatures read naturally: a connection, the settings, the store, the
+caller."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
 from psycopg import AsyncConnection
 
+from cloud.access import Permission, Principal
+from cloud.auth import api_token_hash, is_api_token, read_access_token
+from cloud.db import org as org_db
+from cloud.errors import Forbidden, Unauthorized
 from cloud.settings import CloudSettings
 from cloud.snapshots import SnapshotStore
 
@@ -30,3 +38,50 @@ def get_store(request: Request) -> SnapshotStore:
 Conn = Annotated[AsyncConnection, Depends(get_conn)]
 Settings = Annotated[CloudSettings, Depends(get_settings)]
 Store = Annotated[SnapshotStore, Depends(get_store)]
+
+_bearer = OAuth2PasswordBearer(
+    tokenUrl="/api/v1/auth/token",
+    auto_error=False,
+    description="An access token from /api/v1/auth/token, or an API token (gwt_...).",
+)
+
+
+async def get_principal(
+    request: Request, token: Annotated[str | None, Depends(_bearer)]
+) -> Principal:
+    if not token:
+        raise Unauthorized("not signed in")
+    if is_api_token(token):
+        async with request.app.state.pool.connection() as conn:
+            principal = await org_db.principal_for_api_token(
+                conn, api_token_hash(token), datetime.now(UTC)
+            )
+        if principal is None:
+            raise Unauthorized("invalid token")
+    else:
+        principal = read_access_token(token, key=request.app.state.signing_key)
+    return replace(principal, remote_addr=request.client.host if request.client else "")
+
+
+Caller = Annotated[Principal, Depends(get_principal)]
+
+
+def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    """A dependency that lets through callers whose role has `permission`."""
+
+    async def check(principal: Caller) -> Principal:
+        if not principal.can(permission):
+            raise Forbidden(
+                f"a {principal.role.value} may not {permission.value.replace('_', ' ')}"
+            )
+        return principal
+
+    return check
+
+
+EventReader = Annotated[Principal, Depends(require(Permission.READ_EVENTS))]
+FleetReader = Annotated[Principal, Depends(require(Permission.READ_FLEET))]
+CaseReader = Annotated[Principal, Depends(require(Permission.READ_CASES))]
+IngestOperator = Annotated[Principal, Depends(require(Permission.OPERATE_INGEST))]
+OrgManager = Annotated[Principal, Depends(require(Permission.MANAGE_ORG))]
+AuditReader = Annotated[Principal, Depends(require(Permission.READ_AUDIT))]

@@ -5,15 +5,24 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from cloud.errors import BadRequest, NotFound, StorageError
+from cloud.errors import BadRequest, Conflict, Forbidden, NotFound, StorageError, Unauthorized
 
-_STATUS = {NotFound: 404, BadRequest: 400, StorageError: 503}
+_STATUS = {
+    NotFound: 404,
+    BadRequest: 400,
+    Conflict: 409,
+    Unauthorized: 401,
+    Forbidden: 403,
+    StorageError: 503,
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:
     for error, status in _STATUS.items():
 
         def handler(request: Request, exc: Exception, status: int = status) -> JSONResponse:
-            return JSONResponse({"detail": str(exc)}, status_code=status)
+            # RFC 6750: a 401 says which scheme to use.
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
         app.add_exception_handler(error, handler)

@@ -12,6 +12,7 @@ from uuid import UUID
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
+from cloud.database import like_prefix
 from cloud.errors import BadRequest, NotFound
 from cloud.snapshots import uuid7_time
 
@@ -39,7 +40,7 @@ class EventFilter:
         params: list[Any] = [self.start, self.end]
         if self.unit is not None:
             clauses.append(sql.SQL("unit_code LIKE %s"))
-            params.append(_like_prefix(self.unit))
+            params.append(like_prefix(self.unit))
         for column in ("node_id", "camera_id", "kind", "label", "phase"):
             value = getattr(self, column)
             if value is not None:
@@ -49,10 +50,6 @@ class EventFilter:
             clauses.append(sql.SQL("score >= %s"))
             params.append(self.min_score)
         return sql.SQL(" AND ").join(clauses), params
-
-
-def _like_prefix(code: str) -> str:
-    return code.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def encode_cursor(observed_at: datetime, event_id: UUID) -> str:
@@ -158,7 +155,7 @@ async def count_events(
     params: list[Any] = [start, end]
     if unit is not None:
         clauses.append(sql.SQL("unit_code LIKE %s"))
-        params.append(_like_prefix(unit))
+        params.append(like_prefix(unit))
     if kind is not None:
         clauses.append(sql.SQL("kind = %s"))
         params.append(kind)

@@ -6,6 +6,7 @@ import logging
 
 import psycopg
 
+from cloud.cases.rules import load_rules
 from cloud.db.migrate import migrate
 from cloud.db.timeseries import apply_timescale_policies, maintain, use_timescale
 from cloud.settings import CloudSettings
@@ -17,6 +18,7 @@ def prepare_database(conn: psycopg.Connection, settings: CloudSettings) -> bool:
     """Migrate and set up time series; returns whether TimescaleDB is in use."""
     timescale = use_timescale(conn, settings.timescale)
     applied = migrate(conn, timescale=timescale, timezone=settings.timezone)
+    write_case_rules(conn, load_rules(settings.case_rules_file).table_rows())
     if timescale:
         apply_timescale_policies(conn, settings.retention)
     else:
@@ -27,3 +29,14 @@ def prepare_database(conn: psycopg.Connection, settings: CloudSettings) -> bool:
         applied or "none",
     )
     return timescale
+
+
+def write_case_rules(conn: psycopg.Connection, rows: list[tuple[object, ...]]) -> None:
+    """Replace the routing rules in one transaction: ingest sees the old set or the new."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("DELETE FROM case_rules")
+        cur.executemany(
+            "INSERT INTO case_rules (category, severity, opens_case, source, start_level, "
+            "ack_s, resolve_s) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )

@@ -17,6 +17,7 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
+from cloud.db.routing import route_events
 from cloud.ingest.gaps import Gap, NodeSequence, advance
 from cloud.snapshots import SnapshotStore, sha256_hex, storage_key
 from protocols import (
@@ -109,6 +110,9 @@ class WriteResult:
     events_duplicate: int = 0
     gaps_opened: int = 0
     gaps_closed: int = 0
+    cases_opened: int = 0
+    cases_merged: int = 0
+    cases_closed: int = 0
 
 
 # COPY text format: backslash, tab, newline and carriage return are escaped; NULL is \N.
@@ -215,7 +219,9 @@ class BatchWriter:
         if inserted:
             if not self.timescale:  # continuous aggregates keep the rollups there
                 self._rollups(conn)
+            result.cases_opened, result.cases_merged, result.cases_closed = route_events(conn)
             self._sequences(conn, result)
+
         return result
 
     # ---- events ---------------------------------------------------------------------
@@ -236,8 +242,8 @@ class BatchWriter:
         )
         conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS events_inserted (observed_at timestamptz, "
-            "node_id text, camera_id text, unit_code text, kind text, phase text, seq bigint) "
-            "ON COMMIT DELETE ROWS"
+            "node_id text, camera_id text, unit_code text, kind text, phase text, seq bigint, "
+            "event_id uuid, thread_id uuid, severity text) ON COMMIT DELETE ROWS"
         )
         columns = ", ".join(EVENT_COLUMNS)
         arrived: dict[datetime, str] = {}
@@ -253,7 +259,7 @@ class BatchWriter:
             cur.execute(
                 f"WITH new AS (INSERT INTO events ({columns}) SELECT {columns} "  # noqa: S608
                 "FROM events_staging ON CONFLICT DO NOTHING RETURNING observed_at, node_id, "
-                "camera_id, unit_code, kind, phase, seq) "
+                "camera_id, unit_code, kind, phase, seq, event_id, thread_id, severity) "
                 "INSERT INTO events_inserted SELECT * FROM new"
             )
             result.events_stored = cur.rowcount

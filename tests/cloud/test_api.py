@@ -14,15 +14,19 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from cloud.access import Principal, Role
 from cloud.app import create_app
 from cloud.ingest.writer import Batch, BatchWriter, DeadLetter
+from cloud.org_import import OrgFiles, import_org
 from cloud.settings import CloudSettings
 from cloud.snapshots import LocalSnapshotStore
+from cloud.tiers import Level
 from protocols import Channel, encode
 from protocols.enums import EventKind, EventPhase, NodeStatus, SnapshotVariant, StateReason
 from protocols.events import DetectionEvent
 from protocols.topics import NodeTopic, events_topic
 from tests.factories import make_detection_event, make_node_health, make_node_state
+from tests.support.county import COUNTY, write_small_county
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import free_port
 
@@ -83,8 +87,21 @@ def client(
     populated: tuple[str, Path, list[DetectionEvent]], broker: MosquittoBroker
 ) -> Iterator[TestClient]:
     url, snapshots, _ = populated
+    files = write_small_county(snapshots.parent / "county")
+    with psycopg.connect(url, autocommit=True) as conn:
+        passwords = import_org(
+            conn,
+            OrgFiles(files.units, files.departments, files.staff),
+            Principal("cli:test", Role.COUNTY_ADMIN, COUNTY, Level.COUNTY),
+            set_passwords=True,
+        ).passwords
     settings = CloudSettings(database_url=url, broker_url=broker.url, snapshot_dir=snapshots)
     with TestClient(create_app(settings)) as test_client:
+        token = test_client.post(
+            "/api/v1/auth/token",
+            data={"username": "county-op", "password": passwords["county-op"]},
+        ).json()["access_token"]
+        test_client.headers["Authorization"] = f"Bearer {token}"
         yield test_client
 
 
@@ -195,3 +212,15 @@ def test_openapi_documents_the_event_with_an_example(client: TestClient) -> None
     spec = client.get("/openapi.json").json()
     assert "/api/v1/events" in spec["paths"]
     assert spec["components"]["schemas"]["EventOut"]["examples"][0]["kind"] == "intrusion"
+
+
+def test_every_endpoint_but_health_needs_a_token(client: TestClient) -> None:
+    anonymous = {"Authorization": ""}
+    for path in ("/api/v1/events", "/api/v1/cases", "/api/v1/nodes/x/state", "/api/v1/audit"):
+        response = client.get(path, headers=anonymous)
+        assert response.status_code == 401, path
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.json() == {"detail": "not signed in"}
+    forged = client.get("/api/v1/events", headers={"Authorization": "Bearer a.b.c"})
+    assert forged.json() == {"detail": "invalid token"}
+    assert client.get("/healthz", headers=anonymous).status_code == 200

@@ -21,6 +21,7 @@ from cloud.snapshots import snapshot_store, storage_key
 from protocols.enums import SnapshotVariant
 from tests.conftest import BrokerFactory
 from tests.support.cloud import FakeNodes, IngestProcess, count
+from tests.support.county import TEST_JWT_SECRET, bearer
 from tests.support.mosquitto import BrokerOptions, MosquittoBroker
 from tests.support.ports import free_port, wait_until
 
@@ -147,10 +148,16 @@ def test_ingest_stores_snapshots_in_s3_and_waits_while_the_store_is_away(
         )
         assert count(cloud_db, "SELECT count(*) FROM events WHERE node_id = %s", node) == 2
 
-        settings = settings_for(s3, "s3://snaps/qx", database_url=cloud_db, broker_url=broker.url)
+        settings = settings_for(
+            s3,
+            "s3://snaps/qx",
+            database_url=cloud_db,
+            broker_url=broker.url,
+            jwt_secret=TEST_JWT_SECRET,
+        )
         with TestClient(create_app(settings)) as client:
-            event = client.get(f"/api/v1/events/{second.event_id}").json()
-            image = client.get(event["snapshot_urls"]["frame"])
+            event = client.get(f"/api/v1/events/{second.event_id}", headers=bearer()).json()
+            image = client.get(event["snapshot_urls"]["frame"], headers=bearer())
             assert image.status_code == 200
             assert image.content == SECOND
             key = storage_key(second.event_id, "frame")

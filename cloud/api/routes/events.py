@@ -13,10 +13,11 @@ from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from cloud.api.deps import Conn, Store
+from cloud.access import Principal
+from cloud.api.deps import Conn, EventReader, Store
 from cloud.api.schemas import CountPoint, EventOut, EventPage
 from cloud.db import events as db
-from cloud.errors import BadRequest
+from cloud.errors import BadRequest, NotFound
 from protocols.enums import EventKind, EventPhase, SnapshotVariant
 
 router = APIRouter(tags=["events"])
@@ -83,6 +84,7 @@ def _filter(
 
 @router.get("/events", response_model=EventPage)
 async def list_events(
+    principal: EventReader,
     conn: Conn,
     start: Start = None,
     end: End = None,
@@ -98,7 +100,9 @@ async def list_events(
 ) -> EventPage:
     """Events, newest first. Filter by time, org unit (and below), node, camera, kind,
     label, phase and minimum score."""
-    where = _filter(start, end, unit, node_id, camera_id, kind, label, phase, min_score)
+    where = _filter(
+        start, end, principal.scope(unit), node_id, camera_id, kind, label, phase, min_score
+    )
     rows, next_cursor = await db.list_events(conn, where, limit=limit, cursor=cursor)
     return EventPage(items=[_out(r) for r in rows], next_cursor=next_cursor)
 
@@ -129,6 +133,7 @@ CSV_COLUMNS = [
     "/events.csv", response_class=StreamingResponse, responses={200: {"content": {"text/csv": {}}}}
 )
 async def export_events(
+    principal: EventReader,
     conn: Conn,
     start: Start = None,
     end: End = None,
@@ -142,7 +147,9 @@ async def export_events(
 ) -> StreamingResponse:
     """The same filter as /events, all rows, oldest first, streamed as CSV (UTF-8 with BOM,
     so spreadsheet programs open Chinese text correctly)."""
-    where = _filter(start, end, unit, node_id, camera_id, kind, label, phase, min_score)
+    where = _filter(
+        start, end, principal.scope(unit), node_id, camera_id, kind, label, phase, min_score
+    )
 
     async def rows() -> AsyncIterator[str]:
         buffer = io.StringIO()
@@ -165,9 +172,16 @@ async def export_events(
 
 
 @router.get("/events/{event_id}", response_model=EventOut)
-async def get_event(conn: Conn, event_id: UUID) -> EventOut:
+async def get_event(principal: EventReader, conn: Conn, event_id: UUID) -> EventOut:
     """One event, with links to its snapshots."""
-    return _out(await db.get_event(conn, event_id))
+    return _out(await _visible_event(principal, conn, event_id))
+
+
+async def _visible_event(principal: Principal, conn: Conn, event_id: UUID) -> dict[str, Any]:
+    row = await db.get_event(conn, event_id)
+    if not principal.covers(row["unit_code"]):
+        raise NotFound(f"event {event_id} not found")  # outside looks like missing
+    return row
 
 
 @router.get(
@@ -176,10 +190,10 @@ async def get_event(conn: Conn, event_id: UUID) -> EventOut:
     responses={200: {"content": {"image/jpeg": {}}}},
 )
 async def get_snapshot(
-    conn: Conn, store: Store, event_id: UUID, variant: SnapshotVariant
+    principal: EventReader, conn: Conn, store: Store, event_id: UUID, variant: SnapshotVariant
 ) -> Response:
     """The event's JPEG: `frame` (box drawn) or `crop`."""
-    # Access by jurisdiction is checked here once users and units exist (cases issue).
+    await _visible_event(principal, conn, event_id)
     key = await db.snapshot_key(conn, event_id, variant.value)
     data = await run_in_threadpool(store.get, key)  # an object store may take a while
     return Response(
@@ -189,6 +203,7 @@ async def get_snapshot(
 
 @router.get("/stats/events", response_model=list[CountPoint])
 async def count_events(
+    principal: EventReader,
     conn: Conn,
     bucket: Annotated[Literal["hour", "day"], Query()] = "hour",
     start: Start = None,
@@ -205,7 +220,7 @@ async def count_events(
         bucket=bucket,
         start=lower,
         end=upper,
-        unit=unit,
+        unit=principal.scope(unit),
         kind=None if kind is None else kind.value,
         camera_id=camera_id,
     )

@@ -8,9 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from psycopg.rows import class_row
 
-from cloud.api.deps import Conn
+from cloud.access import Principal
+from cloud.api.deps import Conn, FleetReader
 from cloud.api.schemas import HealthPoint, NodeStateOut
+from cloud.database import like_prefix
 from cloud.errors import NotFound
+from cloud.tiers import Level
 from protocols.identifiers import NODE_ID_PATTERN
 
 router = APIRouter(tags=["nodes"])
@@ -18,9 +21,22 @@ router = APIRouter(tags=["nodes"])
 NodeIdPath = Annotated[str, Path(pattern=NODE_ID_PATTERN, description="Edge node id.")]
 
 
+async def check_node_visible(principal: Principal, conn: Conn, node_id: str) -> None:
+    """The county sees every node; below it, a node whose cameras watch the caller's unit."""
+    if principal.level is Level.COUNTY:
+        return
+    cur = await conn.execute(
+        "SELECT 1 FROM cameras WHERE node_id = %s AND unit_code LIKE %s LIMIT 1",
+        (node_id, like_prefix(principal.unit_code)),
+    )
+    if await cur.fetchone() is None:
+        raise NotFound(f"node {node_id} has never reported")
+
+
 @router.get("/nodes/{node_id}/state", response_model=NodeStateOut)
-async def node_state(conn: Conn, node_id: NodeIdPath) -> NodeStateOut:
+async def node_state(principal: FleetReader, conn: Conn, node_id: NodeIdPath) -> NodeStateOut:
     """The node's last known connection state (its retained state or last will)."""
+    await check_node_visible(principal, conn, node_id)
     async with conn.cursor(row_factory=class_row(NodeStateOut)) as cur:
         await cur.execute(
             "SELECT node_id, status, reason, sent_at, received_at, agent_version, "
@@ -35,6 +51,7 @@ async def node_state(conn: Conn, node_id: NodeIdPath) -> NodeStateOut:
 
 @router.get("/nodes/{node_id}/health", response_model=list[HealthPoint])
 async def node_health(
+    principal: FleetReader,
     conn: Conn,
     node_id: NodeIdPath,
     start: Annotated[datetime | None, Query(alias="from")] = None,
@@ -42,6 +59,7 @@ async def node_health(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[HealthPoint]:
     """Health reports, newest first (default: the last 24 hours)."""
+    await check_node_visible(principal, conn, node_id)
     end = end or datetime.now(UTC)
     start = start or end - timedelta(days=1)
     async with conn.cursor(row_factory=class_row(HealthPoint)) as cur:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from psycopg.rows import class_row, dict_row
 
-from cloud.api.deps import Conn
+from cloud.api.deps import Conn, IngestOperator
 from cloud.api.schemas import DeadLetterOut, GapOut
 
 router = APIRouter(prefix="/ingest", tags=["ingest"])
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/ingest", tags=["ingest"])
 
 @router.get("/dead-letters", response_model=list[DeadLetterOut])
 async def dead_letters(
-    conn: Conn, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    principal: IngestOperator, conn: Conn, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[DeadLetterOut]:
     """The newest messages ingest refused, with the field and the reason."""
     async with conn.cursor(row_factory=dict_row) as cur:
@@ -37,6 +37,7 @@ async def dead_letters(
 
 @router.get("/gaps", response_model=list[GapOut])
 async def gaps(
+    principal: IngestOperator,
     conn: Conn,
     node_id: Annotated[str | None, Query(max_length=64)] = None,
     open_only: bool = True,

@@ -1,0 +1,166 @@
+"""Request and response bodies of the cases API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloud.cases.workflow import CaseAction
+from protocols.enums import CaseState, Severity
+from protocols.identifiers import ORG_CODE_PATTERN
+
+_CASE_EXAMPLE: dict[str, Any] = {
+    "case_id": "01a2142b-89b1-7cfb-9c56-2dbaf68e978b",
+    "source": "camera",
+    "category": "intrusion",
+    "severity": "high",
+    "state": "intake",
+    "title": "intrusion · qx-tuxi-shuangfeng-01/cam01",
+    "unit_code": "511725106201003",
+    "responsible_unit_code": "511725106201003",
+    "supervision_level": 0,
+    "event_count": 3,
+    "opened_at": "2026-11-25T08:30:01Z",
+    "ack_due_at": "2026-11-25T08:45:01Z",
+    "resolve_due_at": "2026-11-25T16:30:01Z",
+}
+
+
+class CaseOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [dict(_CASE_EXAMPLE)]})
+
+    case_id: UUID
+    source: str = Field(description="camera, fleet (a work order), report or operator.")
+    category: str
+    severity: Severity
+    state: CaseState
+    title: str
+    description: str
+    unit_code: str = Field(description="Where it happened.")
+    responsible_unit_code: str = Field(description="The tier that must act now.")
+    supervision_level: int
+    escalations: int
+    node_id: str | None
+    camera_id: str | None
+    first_event_id: UUID | None
+    event_count: int
+    first_event_at: datetime | None
+    last_event_at: datetime | None
+    location: dict[str, Any] | None
+    reporter: str | None
+    assignee: str | None
+    opened_at: datetime
+    ack_due_at: datetime | None
+    resolve_due_at: datetime | None
+    acknowledged_at: datetime | None
+    dispatched_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    close_reason: str | None
+    false_alarm: bool
+    satisfaction: int | None
+    updated_at: datetime
+    version: int
+
+
+class CasePage(BaseModel):
+    items: list[CaseOut]
+    next_cursor: str | None = Field(description="Pass back as `cursor`; null on the last page.")
+
+
+class HistoryEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    from_state: str | None
+    to_state: str | None
+    detail: dict[str, Any]
+
+
+class Assignment(BaseModel):
+    assignee_type: str
+    code: str
+    dispatched_at: datetime
+    dispatched_by: str
+    resolved_at: datetime | None
+    resolved_by: str | None
+
+
+class CaseThread(BaseModel):
+    thread_id: UUID
+    first_event_id: UUID
+    observed_at: datetime
+
+
+class CaseDetail(CaseOut):
+    assignments: list[Assignment]
+    history: list[HistoryEntry]
+    threads: list[CaseThread] = Field(description="The detections (edge situations) merged in.")
+
+
+class CaseActionIn(BaseModel):
+    """One step of the loop; which fields an action needs is in its description."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"action": "acknowledge"},
+                {"action": "dismiss", "reason": "a shadow of a tree, not a person"},
+                {"action": "dispatch", "departments": ["police", "emergency"]},
+                {"action": "resolve", "comment": "the gate is locked again", "photos": []},
+                {"action": "close", "satisfaction": 5},
+            ]
+        },
+    )
+
+    action: CaseAction
+    comment: str | None = Field(default=None, max_length=2000)
+    category: str | None = Field(default=None, max_length=48, description="confirm")
+    severity: Severity | None = Field(default=None, description="confirm")
+    reason: str | None = Field(
+        default=None,
+        max_length=500,
+        description="dismiss: why it is a false alarm (kept for tuning the camera).",
+    )
+    unit_code: str | None = Field(
+        default=None, pattern=ORG_CODE_PATTERN, description="dispatch: the handling unit."
+    )
+    departments: list[str] = Field(
+        default_factory=list, max_length=10, description="dispatch: departments for joint handling."
+    )
+    satisfaction: int | None = Field(default=None, ge=1, le=5, description="close")
+    photos: list[str] = Field(default_factory=list, max_length=20)
+
+
+class CaseIn(BaseModel):
+    """A grid worker's report (or an operator's case)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "category": "safety_hazard",
+                    "severity": "medium",
+                    "title": "桥栏杆损坏 · broken bridge railing",
+                    "unit_code": "511725106201003",
+                    "location": {"type": "Point", "coordinates": [106.97, 30.84]},
+                }
+            ]
+        },
+    )
+
+    category: str = Field(max_length=48)
+    severity: Severity = Severity.MEDIUM
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=4000)
+    unit_code: str | None = Field(
+        default=None, pattern=ORG_CODE_PATTERN, description="Default: the reporter's unit."
+    )
+    location: dict[str, Any] | None = Field(default=None, description="A GeoJSON Point.")
+    photos: list[str] = Field(default_factory=list, max_length=20)

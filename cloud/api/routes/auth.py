@@ -1,0 +1,156 @@
+"""Sign-in: access tokens for people, long-lived API tokens for apps and integrations."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel, Field
+from uuid6 import uuid7
+
+from cloud.access import ROLE_LEVELS, Principal, Role
+from cloud.api.deps import Caller, Conn, OrgManager, Settings
+from cloud.auth import issue_access_token, new_api_token, verify_password
+from cloud.db import audit
+from cloud.db import org as db
+from cloud.errors import BadRequest, NotFound, Unauthorized
+from cloud.tiers import Level
+from protocols.identifiers import ORG_CODE_PATTERN
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["auth"])
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
+    expires_in: int = Field(description="Seconds until the token expires.")
+    role: Role
+    unit_code: str
+
+
+class MeOut(BaseModel):
+    subject: str
+    role: Role
+    unit_code: str
+    level: Level
+    department_code: str | None
+
+
+@router.post("/auth/token", response_model=TokenOut)
+async def login(
+    request: Request,
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    conn: Conn,
+    settings: Settings,
+) -> TokenOut:
+    """OAuth2 password flow: a username and password give a bearer access token."""
+    user = await db.user_for_login(conn, form.username)
+    ok = verify_password(user["password_hash"] if user else None, form.password)
+    if user is None or not ok or not user["active"]:
+        logger.warning(
+            "sign-in refused username=%s from=%s",
+            form.username[:64],
+            request.client.host if request.client else "",
+        )
+        raise Unauthorized("wrong username or password")
+    principal = Principal(
+        user["username"],
+        Role(user["role"]),
+        user["unit_code"],
+        Level(user["level"]),
+        user["department_code"],
+    )
+    token = issue_access_token(
+        principal, key=request.app.state.signing_key, lifetime_s=settings.access_token_s
+    )
+    return TokenOut(
+        access_token=token,
+        expires_in=settings.access_token_s,
+        role=principal.role,
+        unit_code=principal.unit_code,
+    )
+
+
+@router.get("/auth/me", response_model=MeOut)
+async def me(principal: Caller) -> MeOut:
+    return MeOut(
+        subject=principal.subject,
+        role=principal.role,
+        unit_code=principal.unit_code,
+        level=principal.level,
+        department_code=principal.department_code,
+    )
+
+
+class ApiTokenIn(BaseModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{2,63}$", examples=["provincial-grid-sync"])
+    role: Role = Field(default=Role.INTEGRATION)
+    unit_code: str = Field(pattern=ORG_CODE_PATTERN, examples=["511725106"])
+    department_code: str | None = None
+    expires_in_days: int | None = Field(default=365, ge=1, le=3650)
+
+
+class ApiTokenOut(BaseModel):
+    token_id: UUID
+    token: str = Field(description="Shown once; only its hash is kept.")
+    expires_at: datetime | None
+
+
+@router.post("/auth/api-tokens", response_model=ApiTokenOut, status_code=status.HTTP_201_CREATED)
+async def create_api_token(body: ApiTokenIn, principal: OrgManager, conn: Conn) -> ApiTokenOut:
+    unit = await db.unit(conn, body.unit_code)
+    if unit is None or not principal.covers(body.unit_code):
+        raise BadRequest(f"unit_code: no unit {body.unit_code} in your jurisdiction")
+    if Level(unit["level"]) not in ROLE_LEVELS[body.role]:
+        raise BadRequest(f"unit_code: a {body.role.value} cannot sit at a {unit['level']}")
+    if (body.role is Role.DEPARTMENT_OFFICER) != (body.department_code is not None):
+        raise BadRequest("department_code: required for department officers, and only for them")
+    token, digest = new_api_token()
+    token_id = uuid7()
+    expires_at = (
+        None
+        if body.expires_in_days is None
+        else datetime.now(UTC) + timedelta(days=body.expires_in_days)
+    )
+    async with conn.transaction():
+        await db.insert_api_token(
+            conn,
+            token_id=token_id,
+            name=body.name,
+            secret_sha256=digest,
+            role=body.role,
+            unit_code=body.unit_code,
+            department_code=body.department_code,
+            created_by=principal.subject,
+            expires_at=expires_at,
+        )
+        await audit.record(
+            conn,
+            principal,
+            "api_token.create",
+            target_type="api_token",
+            target_id=str(token_id),
+            unit_code=body.unit_code,
+            detail={"name": body.name, "role": body.role.value},
+        )
+    return ApiTokenOut(token_id=token_id, token=token, expires_at=expires_at)
+
+
+@router.delete("/auth/api-tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_api_token(token_id: UUID, principal: OrgManager, conn: Conn) -> None:
+    async with conn.transaction():
+        if not await db.revoke_api_token(conn, token_id, principal.unit_code):
+            raise NotFound("token not found")
+        await audit.record(
+            conn,
+            principal,
+            "api_token.revoke",
+            target_type="api_token",
+            target_id=str(token_id),
+            unit_code=principal.unit_code,
+        )

@@ -1,0 +1,1 @@
+"""Cases: the closed loop from intake to verified closure, routing and escalation."""

@@ -1,0 +1,112 @@
+"""Events → cases, set-based, inside ingest's transaction (an event is stored and routed
+together, once, however often it is delivered).
+
+The batch's new events are in the temp table `events_inserted`. A situation's start
+opens a case for the camera's unit, or merges into the open case of the same camera and
+kind; the case starts at the tier its rule names, with deadlines from the rules. A
+camera-health situation that ends closes its work order by itself.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+# Cases of the batch in merge-key order: the lock order every ingest process shares.
+ROUTE_SQL = """
+WITH root AS (
+    SELECT code FROM org_units WHERE level = 'county' ORDER BY code LIMIT 1
+), incoming AS (
+    SELECT e.node_id || '/' || e.camera_id || '/' || e.kind AS merge_key,
+           e.node_id, e.camera_id, e.kind AS category, e.severity, e.event_id, e.thread_id,
+           e.observed_at, coalesce(u.code, root.code) AS unit_code,
+           r.source, r.start_level, r.ack_s, r.resolve_s,
+           array_position(ARRAY['low', 'medium', 'high', 'critical'], e.severity) AS rank
+    FROM events_inserted e
+    JOIN case_rules r ON r.category = e.kind AND r.severity = e.severity AND r.opens_case
+    CROSS JOIN root
+    LEFT JOIN org_units u ON u.code = e.unit_code
+    WHERE e.phase = 'start'
+), worst AS (
+    SELECT DISTINCT ON (merge_key) merge_key, node_id, camera_id, category, severity,
+           unit_code, source, start_level, ack_s, resolve_s,
+           first_value(event_id) OVER w AS first_event_id,
+           min(observed_at) OVER w AS first_at, max(observed_at) OVER w AS last_at,
+           count(*) OVER w AS n
+    FROM incoming
+    WINDOW w AS (PARTITION BY merge_key ORDER BY observed_at
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+    ORDER BY merge_key, rank DESC, observed_at
+), upserted AS (
+    INSERT INTO cases (case_id, source, category, severity, state, title, unit_code,
+                       responsible_unit_code, node_id, camera_id, merge_key, first_event_id,
+                       event_count, first_event_at, last_event_at, opened_at, ack_due_at,
+                       resolve_due_at)
+    SELECT gen_random_uuid(), w.source, w.category, w.severity, 'intake',
+           w.category || ' · ' || w.node_id || '/' || w.camera_id, w.unit_code,
+           coalesce((SELECT a.code FROM org_units a
+                     WHERE a.level = w.start_level AND starts_with(w.unit_code, a.code)),
+                    w.unit_code),
+           w.node_id, w.camera_id, w.merge_key, w.first_event_id, w.n, w.first_at, w.last_at,
+           now(), now() + make_interval(secs => w.ack_s), now() + make_interval(secs => w.resolve_s)
+    FROM worst w
+    ORDER BY w.merge_key
+    ON CONFLICT (merge_key) WHERE state <> 'closed' AND merge_key IS NOT NULL DO UPDATE SET
+        event_count = cases.event_count + excluded.event_count,
+        last_event_at = greatest(cases.last_event_at, excluded.last_event_at),
+        severity = CASE WHEN array_position(ARRAY['low', 'medium', 'high', 'critical'],
+                                            excluded.severity)
+                           > array_position(ARRAY['low', 'medium', 'high', 'critical'],
+                                            cases.severity)
+                        THEN excluded.severity ELSE cases.severity END,
+        updated_at = now(),
+        version = cases.version + 1
+    RETURNING case_id, merge_key, state, (xmax = 0) AS opened, event_count
+), threads AS (
+    INSERT INTO case_threads (thread_id, case_id, first_event_id, observed_at)
+    SELECT DISTINCT ON (i.thread_id, u.case_id) i.thread_id, u.case_id, i.event_id, i.observed_at
+    FROM incoming i JOIN upserted u USING (merge_key)
+    ORDER BY i.thread_id, u.case_id, i.observed_at
+    ON CONFLICT DO NOTHING
+), history AS (
+    INSERT INTO case_history (case_id, at, actor, action, from_state, to_state, detail)
+    SELECT u.case_id, now(), 'system', CASE WHEN u.opened THEN 'open' ELSE 'merge' END,
+           CASE WHEN u.opened THEN NULL ELSE u.state END, u.state,
+           jsonb_build_object('events', u.event_count)
+    FROM upserted u
+)
+SELECT count(*) FILTER (WHERE opened), count(*) FILTER (WHERE NOT opened) FROM upserted
+"""
+
+# A camera that is back (its offline or tamper situation ended) closes its work order,
+# when the ended situation is the case's latest one.
+AUTO_CLOSE_SQL = """
+WITH ended AS (
+    SELECT DISTINCT c.case_id, c.state
+    FROM events_inserted e
+    JOIN case_threads t ON t.thread_id = e.thread_id
+    JOIN cases c ON c.case_id = t.case_id
+    WHERE e.phase = 'end' AND c.source = 'fleet' AND c.state <> 'closed'
+      AND t.observed_at = (SELECT max(observed_at) FROM case_threads l
+                           WHERE l.case_id = c.case_id)
+    ORDER BY c.case_id
+), closed AS (
+    UPDATE cases c SET state = 'closed', closed_at = now(), resolved_at = now(),
+                       close_reason = 'camera back', updated_at = now(), version = version + 1
+    FROM ended WHERE c.case_id = ended.case_id
+    RETURNING c.case_id, ended.state AS from_state
+), history AS (
+    INSERT INTO case_history (case_id, at, actor, action, from_state, to_state, detail)
+    SELECT case_id, now(), 'system', 'auto_close', from_state, 'closed',
+           '{"reason": "camera back"}'::jsonb
+    FROM closed
+)
+SELECT count(*) FROM closed
+"""
+
+
+def route_events(conn: psycopg.Connection) -> tuple[int, int, int]:
+    """(cases opened, cases merged into, work orders closed) for the batch's new events."""
+    row = conn.execute(ROUTE_SQL).fetchone()
+    opened, merged = (row[0], row[1]) if row else (0, 0)
+    closed_row = conn.execute(AUTO_CLOSE_SQL).fetchone()
+    return opened, merged, closed_row[0] if closed_row else 0

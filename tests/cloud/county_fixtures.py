@@ -1,0 +1,86 @@
+"""A migrated database holding the small test county, its people (with passwords) and
+cameras; and a signed-in API client per person."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg
+from fastapi.testclient import TestClient
+
+from cloud.access import Principal, Role
+from cloud.db.schema import prepare_database
+from cloud.ingest.writer import Batch, BatchWriter
+from cloud.org_import import OrgFiles, import_org
+from cloud.settings import CloudSettings
+from cloud.snapshots import LocalSnapshotStore
+from cloud.tiers import Level
+from protocols.events import DetectionEvent
+from tests.support.county import COUNTY, GRID, GRID_2, OTHER_GRID, TOWN, write_small_county
+from tests.support.postgres import fresh_database
+
+VILLAGE_NODE = "qx-shuangfeng-01"
+OTHER_NODE = "qx-dongmen-01"
+CAMERAS = [
+    (VILLAGE_NODE, "cam01", GRID),
+    (VILLAGE_NODE, "cam02", GRID_2),
+    (VILLAGE_NODE, "road01", TOWN),  # a road camera belongs to the town, not a grid
+    (OTHER_NODE, "cam01", OTHER_GRID),
+]
+
+
+@dataclass
+class County:
+    url: str
+    passwords: dict[str, str]
+    snapshots: Path
+
+    def write(self, events: list[DetectionEvent], at: datetime) -> None:
+        """Store events as ingest does (routing into cases included), in one transaction."""
+        writer = BatchWriter(
+            timescale=False,
+            store=LocalSnapshotStore(self.snapshots),
+            timezone=ZoneInfo("Asia/Shanghai"),
+        )
+        with psycopg.connect(self.url, autocommit=True) as conn, conn.transaction():
+            writer.write(conn, Batch(events=[(e, at) for e in events]))
+
+
+def county_database(admin_url: str, directory: Path) -> Iterator[County]:
+    with fresh_database(admin_url, prefix="gridwatch_test_county") as url:
+        files = write_small_county(directory / "county")
+        with psycopg.connect(url, autocommit=True) as conn:
+            prepare_database(conn, CloudSettings(database_url=url, timescale="off"))
+            result = import_org(
+                conn,
+                OrgFiles(files.units, files.departments, files.staff, files.geometry),
+                Principal("cli:test", Role.COUNTY_ADMIN, COUNTY, Level.COUNTY),
+                set_passwords=True,
+            )
+            conn.cursor().executemany(
+                "INSERT INTO cameras (node_id, camera_id, unit_code) VALUES (%s, %s, %s)", CAMERAS
+            )
+        yield County(url, result.passwords, directory / "snapshots")
+
+
+def signed_in(client: TestClient, county: County, username: str) -> dict[str, str]:
+    response = client.post(
+        "/api/v1/auth/token",
+        data={"username": username, "password": county.passwords[username]},
+    )
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def app_settings(county: County, broker_url: str) -> CloudSettings:
+    # The timer loop runs on the real clock; tests drive timers with their own.
+    return CloudSettings(
+        database_url=county.url,
+        broker_url=broker_url,
+        snapshot_dir=county.snapshots,
+        case_timer_interval_s=600,
+    )

@@ -1,0 +1,366 @@
+"""The closed loop on a real PostgreSQL and a real broker: routing, merging, reminders,
+escalation on an injected clock, joint handling, closure, the history and the audit log."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from uuid6 import uuid7
+
+from cloud.app import create_app
+from cloud.db.escalation import TimerStep, escalate_due, remind_due
+from protocols.enums import EventKind, EventPhase, Severity, TamperReason
+from tests.cloud.county_fixtures import (
+    OTHER_NODE,
+    VILLAGE_NODE,
+    County,
+    app_settings,
+    county_database,
+    signed_in,
+)
+from tests.factories import make_detection_event
+from tests.support.cloud import FakeNodes, IngestProcess, count
+from tests.support.county import GRID, GRID_2, OTHER_GRID, TOWN
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.ports import wait_until
+
+
+@pytest.fixture(scope="module")
+def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[County]:
+    yield from county_database(postgres_admin_url, tmp_path_factory.mktemp("cases"))
+
+
+@pytest.fixture(scope="module")
+def client(county: County, broker: MosquittoBroker) -> Iterator[TestClient]:
+    with TestClient(create_app(app_settings(county, broker.url))) as test_client:
+        yield test_client
+
+
+def timers(url: str, run: str, now: datetime) -> list[TimerStep]:
+    async def once() -> list[TimerStep]:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            if run == "escalate":
+                return await escalate_due(conn, now=now)
+            return await remind_due(conn, now=now, fraction=0.2)
+
+    return asyncio.run(once())
+
+
+def cases_of(url: str, camera_id: str, node_id: str = VILLAGE_NODE) -> list[dict[str, Any]]:
+    with psycopg.connect(url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(
+            "SELECT * FROM cases WHERE node_id = %s AND camera_id = %s ORDER BY opened_at",
+            (node_id, camera_id),
+        ).fetchall()
+
+
+def act(
+    client: TestClient, headers: dict[str, str], case_id: object, **body: object
+) -> dict[str, Any]:
+    response = client.post(f"/api/v1/cases/{case_id}/actions", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def test_a_village_camera_event_runs_the_whole_loop(
+    county: County, client: TestClient, broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    ingest = IngestProcess(tmp_path, county.url, broker.port, "ingest-cases").start()
+    nodes = FakeNodes(broker.port, tmp_path / "nodes")
+    try:
+        ingest.wait_subscribed()
+        # Two situations at one camera: one case, two threads.
+        nodes.publish(VILLAGE_NODE, [1], camera_id="cam01", severity=Severity.HIGH)
+        wait_until(lambda: len(cases_of(county.url, "cam01")) == 1, 30, "a case for cam01")
+        nodes.publish(VILLAGE_NODE, [2], camera_id="cam01", severity=Severity.HIGH)
+        wait_until(lambda: cases_of(county.url, "cam01")[0]["event_count"] == 2, 30, "the merge")
+    finally:
+        nodes.close()
+        ingest.stop()
+    [case] = cases_of(county.url, "cam01")
+    case_id = case["case_id"]
+    assert (case["unit_code"], case["responsible_unit_code"], case["state"]) == (
+        GRID,
+        GRID,
+        "intake",
+    )
+    assert count(county.url, "SELECT count(*) FROM case_threads WHERE case_id = %s", case_id) == 2
+
+    # Nobody acknowledges: a reminder before the deadline, then the town at the deadline.
+    assert [
+        s.case_id for s in timers(county.url, "remind", case["ack_due_at"] - timedelta(seconds=1))
+    ] == [case_id]
+    assert timers(county.url, "remind", case["ack_due_at"] - timedelta(seconds=1)) == []
+    late = case["ack_due_at"] + timedelta(seconds=1)
+    [step] = timers(county.url, "escalate", late)
+    assert (step.case_id, step.from_unit, step.to_unit, step.supervision_level) == (
+        case_id,
+        GRID,
+        TOWN,
+        1,
+    )
+    assert timers(county.url, "escalate", late) == []  # once, however often the timer runs
+
+    town = signed_in(client, county, "town-op")
+    worker = signed_in(client, county, "worker")
+    assert act(client, worker, case_id, action="acknowledge")["state"] == "triage"
+    refused = client.post(
+        f"/api/v1/cases/{case_id}/actions", json={"action": "close"}, headers=town
+    )
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        "cannot close a case in state triage; allowed now: confirm, dismiss, note, supervise"
+    )
+    forbidden = client.post(
+        f"/api/v1/cases/{case_id}/actions", json={"action": "confirm"}, headers=worker
+    )
+    assert forbidden.status_code == 403
+    assert act(client, town, case_id, action="confirm", severity="high")["state"] == "dispatch"
+    dispatched = act(client, town, case_id, action="dispatch", departments=["police", "emergency"])
+    assert dispatched["state"] == "handling"
+
+    police = signed_in(client, county, "police")
+    emergency = signed_in(client, county, "emergency")
+    assert (
+        act(client, police, case_id, action="resolve", comment="patrol sent")["state"] == "handling"
+    )
+    assert (
+        act(client, emergency, case_id, action="resolve", comment="fence repaired")["state"]
+        == "supervision"
+    )
+    assert act(client, town, case_id, action="approve")["state"] == "feedback"
+    closed = act(client, town, case_id, action="close", satisfaction=5)
+    assert (closed["state"], closed["satisfaction"]) == ("closed", 5)
+    assert closed["acknowledged_at"] <= closed["dispatched_at"] <= closed["resolved_at"]
+
+    detail = client.get(f"/api/v1/cases/{case_id}", headers=town).json()
+    assert [h["action"] for h in detail["history"]] == [
+        "open",
+        "merge",
+        "remind",
+        "escalate",
+        "acknowledge",
+        "confirm",
+        "dispatch",
+        "resolve",
+        "resolve",
+        "approve",
+        "close",
+    ]
+    assert {(a["code"], a["resolved_by"]) for a in detail["assignments"]} == {
+        ("police", "police"),
+        ("emergency", "emergency"),
+    }
+    audit = client.get(
+        "/api/v1/audit",
+        params={"target_type": "case", "target_id": str(case_id)},
+        headers=signed_in(client, county, "auditor"),
+    ).json()
+    assert [(a["actor"], a["action"]) for a in audit] == [
+        ("worker", "case.acknowledge"),
+        ("town-op", "case.confirm"),
+        ("town-op", "case.dispatch"),
+        ("police", "case.resolve"),
+        ("emergency", "case.resolve"),
+        ("town-op", "case.approve"),
+        ("town-op", "case.close"),
+    ]
+    assert all(a["remote_addr"] for a in audit)
+
+
+def test_two_instances_escalate_each_case_once(county: County) -> None:
+    now = datetime.now(UTC)
+    opened = [
+        make_detection_event(
+            node_id=OTHER_NODE,
+            camera_id="cam01",
+            seq=1000 + i,
+            kind=kind,
+            severity=Severity.MEDIUM,
+            count=5,
+            dwell_s=60.0,
+            direction="in",
+        )
+        for i, kind in enumerate([EventKind.INTRUSION, EventKind.LOITERING, EventKind.CROWD])
+    ]
+    county.write(opened, now)
+    with psycopg.connect(county.url, autocommit=True) as conn:
+        due = conn.execute(
+            "SELECT max(ack_due_at) FROM cases WHERE node_id = %s AND state = 'intake'",
+            (OTHER_NODE,),
+        ).fetchone()
+    assert due is not None
+    assert due[0] is not None
+    late = due[0] + timedelta(seconds=1)
+
+    async def two_instances() -> list[list[TimerStep]]:
+        conns = [
+            await psycopg.AsyncConnection.connect(county.url, autocommit=True) for _ in range(2)
+        ]
+        try:
+            return list(await asyncio.gather(*(escalate_due(c, now=late) for c in conns)))
+        finally:
+            for c in conns:
+                await c.close()
+
+    first, second = asyncio.run(two_instances())
+    escalated = [s.case_id for s in first + second]
+    assert len(escalated) == len(set(escalated)) == 3
+    assert (
+        count(
+            county.url,
+            "SELECT count(*) FROM case_history h JOIN cases c USING (case_id) "
+            "WHERE c.node_id = %s AND h.action = 'escalate'",
+            OTHER_NODE,
+        )
+        == 3
+    )
+
+
+def test_an_emergency_starts_at_the_town(county: County) -> None:
+    county.write(
+        [
+            make_detection_event(
+                node_id=VILLAGE_NODE,
+                camera_id="cam02",
+                seq=2000,
+                kind=EventKind.INTRUSION,
+                severity=Severity.CRITICAL,
+            )
+        ],
+        datetime.now(UTC),
+    )
+    [case] = cases_of(county.url, "cam02")
+    assert (case["unit_code"], case["responsible_unit_code"]) == (GRID_2, TOWN)
+    assert case["resolve_due_at"] - case["opened_at"] == timedelta(hours=2)
+
+
+def test_motion_and_low_line_crossings_open_no_case(county: County) -> None:
+    before = count(county.url, "SELECT count(*) FROM cases")
+    county.write(
+        [
+            make_detection_event(
+                node_id=VILLAGE_NODE,
+                camera_id="cam02",
+                seq=3000,
+                kind=EventKind.MOTION,
+                severity=Severity.HIGH,
+            ),
+            make_detection_event(
+                node_id=VILLAGE_NODE,
+                camera_id="cam02",
+                seq=3001,
+                kind=EventKind.LINE_CROSSING,
+                severity=Severity.LOW,
+                direction="in",
+            ),
+        ],
+        datetime.now(UTC),
+    )
+    assert count(county.url, "SELECT count(*) FROM cases") == before
+
+
+def test_a_camera_that_comes_back_closes_its_work_order(county: County, client: TestClient) -> None:
+    start = make_detection_event(
+        node_id=VILLAGE_NODE,
+        camera_id="road01",
+        seq=4000,
+        kind=EventKind.CAMERA_TAMPER,
+        tamper=TamperReason.COVERED,
+        severity=Severity.MEDIUM,
+        label=None,
+        score=None,
+        bbox=None,
+        track_id=None,
+        zone=None,
+        snapshots=[],
+    )
+    county.write([start], datetime.now(UTC))
+    [order] = cases_of(county.url, "road01")
+    assert (order["source"], order["responsible_unit_code"], order["state"]) == (
+        "fleet",
+        TOWN,
+        "intake",
+    )
+    tech = signed_in(client, county, "tech")
+    assert [c["case_id"] for c in client.get("/api/v1/cases", headers=tech).json()["items"]] == [
+        str(order["case_id"])
+    ]
+    end = make_detection_event(
+        node_id=VILLAGE_NODE,
+        camera_id="road01",
+        seq=4001,
+        kind=EventKind.CAMERA_TAMPER,
+        phase=EventPhase.END,
+        thread_id=start.event_id,
+        event_id=uuid7(),
+        tamper=TamperReason.COVERED,
+        severity=Severity.MEDIUM,
+        label=None,
+        score=None,
+        bbox=None,
+        track_id=None,
+        zone=None,
+        snapshots=[],
+    )
+    county.write([end], datetime.now(UTC))
+    [closed] = cases_of(county.url, "road01")
+    assert (closed["state"], closed["close_reason"]) == ("closed", "camera back")
+
+
+def test_a_grid_worker_reports_and_a_false_alarm_keeps_its_reason(
+    county: County, client: TestClient
+) -> None:
+    worker = signed_in(client, county, "worker")
+    created = client.post(
+        "/api/v1/cases",
+        json={"category": "safety_hazard", "title": "桥栏杆损坏", "severity": "medium"},
+        headers=worker,
+    )
+    assert created.status_code == 201, created.text
+    case = created.json()
+    assert (case["source"], case["unit_code"], case["reporter"], case["state"]) == (
+        "report",
+        GRID,
+        "worker",
+        "intake",
+    )
+    for body, status, detail in [
+        ({"category": "ufo", "title": "x"}, 400, "category: unknown category ufo"),
+        (
+            {"category": "dispute", "title": "x", "unit_code": OTHER_GRID},
+            400,
+            f"unit_code: no unit {OTHER_GRID} in your jurisdiction",
+        ),
+        ({"category": "dispute", "title": ""}, 422, None),
+    ]:
+        response = client.post("/api/v1/cases", json=body, headers=worker)
+        assert response.status_code == status, response.text
+        if detail:
+            assert response.json()["detail"] == detail
+
+    village = signed_in(client, county, "village-op")
+    missing_reason = client.post(
+        f"/api/v1/cases/{case['case_id']}/actions", json={"action": "dismiss"}, headers=village
+    )
+    assert missing_reason.json()["detail"] == "reason is required to dismiss"
+    dismissed = act(
+        client,
+        village,
+        case["case_id"],
+        action="dismiss",
+        reason="a repair crew's barrier, not damage",
+    )
+    assert (dismissed["state"], dismissed["false_alarm"], dismissed["close_reason"]) == (
+        "closed",
+        True,
+        "a repair crew's barrier, not damage",
+    )
