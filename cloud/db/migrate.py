@@ -99,13 +99,13 @@ def _migrate(conn: psycopg.Connection, *, timescale: bool, timezone: str) -> lis
                 conn.autocommit = True
                 try:
                     for statement in _statements(sql):
-                        conn.execute(statement)  # type: ignore[call-overload]
+                        conn.execute(statement)
                 finally:
                     conn.autocommit = False
             else:
                 with conn.transaction():
                     for statement in _statements(sql):
-                        conn.execute(statement)  # type: ignore[call-overload]
+                        conn.execute(statement)
         conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (migration.version,))
         conn.commit()
         applied.append(migration.version)

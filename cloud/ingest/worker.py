@@ -12,12 +12,10 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -27,6 +25,7 @@ from cloud.db.timeseries import maintain
 from cloud.errors import StorageError
 from cloud.ingest.decode import Received, decode_batch
 from cloud.ingest.writer import Batch, BatchWriter, DeadLetter, lag_ms
+from cloud.mqtt import broker_address, mqtt_client
 from cloud.settings import CloudSettings
 from cloud.snapshots import snapshot_store
 from protocols.topics import Channel, all_nodes_filter, shared
@@ -92,24 +91,7 @@ class IngestWorker:
         self.client = self._client()
 
     def _client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.settings.ingest_client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        if self.settings.broker_username:
-            password = self.settings.broker_password
-            client.username_pw_set(
-                self.settings.broker_username, password.get_secret_value() if password else None
-            )
-        url = urlsplit(self.settings.broker_url or "mqtt://127.0.0.1:1883")
-        if url.scheme == "mqtts":
-            client.tls_set(
-                ca_certs=str(self.settings.broker_ca_file) if self.settings.broker_ca_file else None
-            )
-        client.max_inflight_messages_set(20)
-        client.reconnect_delay_set(1, 30)
+        client = mqtt_client(self.settings, self.settings.ingest_client_id, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -185,13 +167,13 @@ class IngestWorker:
     # ---- the loop ---------------------------------------------------------------------
 
     def start(self) -> None:
-        url = urlsplit(self.settings.broker_url or "mqtt://127.0.0.1:1883")
-        props = Properties(PacketTypes.CONNECT)
+        host, port, _ = broker_address(self.settings)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 86_400  # the broker keeps our messages a day
         props.ReceiveMaximum = min(65_535, 3 * self.settings.ingest_batch_max)
         self.client.connect_async(
-            url.hostname or "127.0.0.1",
-            url.port or (8883 if url.scheme == "mqtts" else 1883),
+            host,
+            port,
             keepalive=30,
             clean_start=False,
             properties=props,
@@ -300,6 +282,10 @@ class IngestWorker:
                 batch.dead[0].reason,
             )
 
+    def _pause(self, seconds: float) -> None:
+        """Tenacity's sleep between retries, cut short when the worker is stopped."""
+        self.stop_event.wait(seconds)
+
     def _with_database(self, action: Callable[[psycopg.Connection], None]) -> None:
         """Run `action`, retrying with backoff while the database or the snapshot store is
         away. Nothing is acknowledged meanwhile, so the broker keeps every message."""
@@ -307,7 +293,7 @@ class IngestWorker:
             retry=retry_if_exception_type((psycopg.OperationalError, StorageError)),
             wait=wait_exponential_jitter(multiplier=0.5, max=30, jitter=0.5),
             stop=lambda _: self.stop_event.is_set(),
-            sleep=self.stop_event.wait,
+            sleep=self._pause,
             reraise=True,
             before_sleep=_log_retry,
         ):

@@ -293,7 +293,7 @@ class BatchWriter:
             return
         nodes = sorted(seqs)
         # Lock the nodes' rows in one order, so concurrent ingest processes never deadlock.
-        highs = dict(
+        highs: dict[str, int] = dict(
             conn.execute(
                 "SELECT node_id, high_seq FROM node_sequences WHERE node_id = ANY(%s) "
                 "ORDER BY node_id FOR UPDATE",

@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from cloud.api.case_schemas import CaseActionIn, CaseDetail, CaseIn, CaseOut, CasePage
-from cloud.api.deps import CaseReader, Conn
+from cloud.api.case_schemas import (
+    CaseActionIn,
+    CaseCheck,
+    CaseDetail,
+    CaseIn,
+    CaseOut,
+    CasePage,
+)
+from cloud.api.deps import CaseReader, Commands, Conn, Store
 from cloud.cases.actions import ActionRequest, NewCase, act, open_case
 from cloud.cases.timers import utc_now
 from cloud.db import cases as db
-from cloud.errors import NotFound
+from cloud.db import events as events_db
+from cloud.errors import BrokerUnavailable, NotFound
 from protocols.enums import CaseState
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["cases"])
 
 UnitQuery = Annotated[
@@ -157,12 +168,48 @@ async def get_case(case_id: UUID, principal: CaseReader, conn: Conn) -> CaseDeta
     case = await db.get_case(conn, principal, case_id)
     if case is None:
         raise NotFound("case not found")
+    checks = [
+        CaseCheck(
+            **{k: v for k, v in c.items() if k != "has_snapshot"},
+            snapshot_url=(
+                f"/api/v1/cases/{case_id}/checks/{c['request_id']}/snapshot"
+                if c["has_snapshot"]
+                else None
+            ),
+        )
+        for c in await db.checks(conn, case_id)
+    ]
+    before = None
+    if case["first_event_id"] is not None and await events_db.has_snapshot(
+        conn, case["first_event_id"], "frame"
+    ):
+        before = f"/api/v1/events/{case['first_event_id']}/snapshots/frame"
     return CaseDetail(
         **case,
         assignments=await db.assignments(conn, case_id),
         history=await db.history(conn, case_id),
         threads=await db.threads(conn, case_id),
+        checks=checks,
+        before_snapshot_url=before,
     )
+
+
+@router.get(
+    "/cases/{case_id}/checks/{request_id}/snapshot",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+async def check_snapshot(
+    case_id: UUID, request_id: UUID, principal: CaseReader, conn: Conn, store: Store
+) -> Response:
+    """What the camera saw when its node rechecked the zone (boxes drawn)."""
+    if await db.get_case(conn, principal, case_id) is None:
+        raise NotFound("case not found")
+    key = await db.check_snapshot_key(conn, case_id, request_id)
+    if key is None:
+        raise NotFound("no snapshot for this check yet")
+    data = await run_in_threadpool(store.get, key)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private"})
 
 
 @router.post("/cases", response_model=CaseDetail, status_code=status.HTTP_201_CREATED)
@@ -187,11 +234,12 @@ async def report_case(body: CaseIn, principal: CaseReader, conn: Conn) -> CaseDe
 
 @router.post("/cases/{case_id}/actions", response_model=CaseOut)
 async def case_action(
-    case_id: UUID, body: CaseActionIn, principal: CaseReader, conn: Conn
+    case_id: UUID, body: CaseActionIn, principal: CaseReader, conn: Conn, commands: Commands
 ) -> CaseOut:
     """Move the case along the loop; an action that does not fit its state is refused with
-    409 and the actions that would."""
-    case = await act(
+    409 and the actions that would. `approve` of a camera's case (and `recheck`) asks the
+    camera's node to look at the zone again; its answer appears in the case's `checks`."""
+    result = await act(
         conn,
         principal,
         case_id,
@@ -208,4 +256,12 @@ async def case_action(
         ),
         now=utc_now(),
     )
-    return CaseOut(**case)
+    for command in result.commands:
+        # After the commit: the check is on record even when the broker is away.
+        try:
+            await run_in_threadpool(commands.send, command)
+            await db.mark_check_sent(conn, command.request_id, sent_at=utc_now(), error=None)
+        except BrokerUnavailable as exc:
+            logger.warning("recheck not sent request_id=%s: %s", command.request_id, exc)
+            await db.mark_check_sent(conn, command.request_id, sent_at=None, error=str(exc))
+    return CaseOut(**result.case)
