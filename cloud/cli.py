@@ -183,6 +183,7 @@ def org_import(
     departments: FileOption = None,
     staff: FileOption = None,
     geometry: FileOption = None,
+    cameras: FileOption = None,
     set_passwords: Annotated[
         bool, typer.Option(help="Make a password for each person without one; printed once.")
     ] = False,
@@ -190,7 +191,8 @@ def org_import(
 ) -> None:
     """Load units (CSV: code,parent_code,level,name,category), departments (CSV:
     code,name,unit_code), staff (CSV: username,display_name,role,unit_code,department_code,
-    duty,employment,phone) and geometry (GeoJSON with properties.code). All or nothing."""
+    duty,employment,phone), geometry (GeoJSON with properties.code) and cameras (CSV:
+    node_id,camera_id,unit_code: the unit each camera watches). All or nothing."""
     _logging(log_level)
     import time
 
@@ -199,9 +201,10 @@ def org_import(
     from cloud.errors import InvalidFile
     from cloud.org_import import OrgFiles, import_org
 
-    if units is None and departments is None and staff is None and geometry is None:
+    if all(f is None for f in (units, departments, staff, geometry, cameras)):
         typer.echo(
-            "error: give at least one of --units, --departments, --staff, --geometry", err=True
+            "error: give at least one of --units, --departments, --staff, --geometry, --cameras",
+            err=True,
         )
         raise typer.Exit(2)
     started = time.perf_counter()
@@ -210,7 +213,7 @@ def org_import(
         try:
             result = import_org(
                 conn,
-                OrgFiles(units, departments, staff, geometry),
+                OrgFiles(units, departments, staff, geometry, cameras),
                 _cli_principal(),
                 set_passwords=set_passwords,
             )
@@ -219,7 +222,8 @@ def org_import(
             raise typer.Exit(2) from exc
     typer.echo(
         f"imported {result.units} units, {result.departments} departments, {result.staff} "
-        f"people, {result.geometries} geometries in {time.perf_counter() - started:.1f} s"
+        f"people, {result.geometries} geometries, {result.cameras} cameras "
+        f"in {time.perf_counter() - started:.1f} s"
     )
     for username, password in sorted(result.passwords.items()):
         typer.echo(f"password {username} {password}")
@@ -230,10 +234,12 @@ def org_export(
     directory: Annotated[Path, typer.Argument(file_okay=False, resolve_path=True)],
     unit: Annotated[str | None, typer.Option(help="Only this unit and below.")] = None,
 ) -> None:
-    """Write units.csv, units.geojson, departments.csv and staff.csv (no passwords)."""
+    """Write units.csv, units.geojson, departments.csv, staff.csv (no passwords) and
+    cameras.csv."""
     from cloud.database import connect
     from cloud.db import org as db
     from cloud.org_files import (
+        CAMERA_COLUMNS,
         DEPARTMENT_COLUMNS,
         STAFF_COLUMNS,
         UNIT_COLUMNS,
@@ -253,6 +259,10 @@ def org_export(
         )
         (directory / "staff.csv").write_text(
             write_rows(db.export_rows(conn, db.STAFF_SQL, prefix), STAFF_COLUMNS),
+            encoding="utf-8",
+        )
+        (directory / "cameras.csv").write_text(
+            write_rows(db.export_rows(conn, db.CAMERAS_SQL, prefix), CAMERA_COLUMNS),
             encoding="utf-8",
         )
     typer.echo(f"exported {len(units)} units to {directory}")

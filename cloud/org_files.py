@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cloud.access import ROLE_LEVELS, Role
 from cloud.errors import InvalidFile
 from cloud.tiers import PARENT_LEVEL, Level, level_rank
-from protocols.identifiers import ORG_CODE_PATTERN
+from protocols.identifiers import CAMERA_ID_PATTERN, NODE_ID_PATTERN, ORG_CODE_PATTERN
 
 Code = Annotated[str, Field(pattern=ORG_CODE_PATTERN)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
@@ -60,7 +60,16 @@ class StaffRow(Row):
         return value or None
 
 
+class CameraRow(Row):
+    """Which unit a camera watches: its grid, or the town or county for roads and markets."""
+
+    node_id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
+    camera_id: Annotated[str, Field(pattern=CAMERA_ID_PATTERN)]
+    unit_code: Code
+
+
 UNIT_COLUMNS = tuple(UnitRow.model_fields)
+CAMERA_COLUMNS = tuple(CameraRow.model_fields)
 DEPARTMENT_COLUMNS = tuple(DepartmentRow.model_fields)
 STAFF_COLUMNS = tuple(StaffRow.model_fields)
 

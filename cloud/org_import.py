@@ -14,6 +14,7 @@ from cloud.db import audit
 from cloud.db import org as db
 from cloud.errors import InvalidFile
 from cloud.org_files import (
+    CameraRow,
     DepartmentRow,
     KnownUnit,
     StaffRow,
@@ -31,6 +32,7 @@ class OrgFiles:
     departments: Path | None = None
     staff: Path | None = None
     geometry: Path | None = None
+    cameras: Path | None = None
 
 
 @dataclass
@@ -39,6 +41,7 @@ class ImportResult:
     departments: int = 0
     staff: int = 0
     geometries: int = 0
+    cameras: int = 0
     # Passwords made for people who had none: shown once, never stored in the clear.
     passwords: dict[str, str] = field(default_factory=dict)
 
@@ -99,6 +102,17 @@ def import_org(
                     result.passwords[row.username] = new_password()
                     hashes[row.username] = hash_password(result.passwords[row.username])
         db.upsert_staff(conn, staff_rows, hashes)
+        camera_rows: list[CameraRow] = []
+        if files.cameras is not None:
+            camera_rows = read_rows(_read(files.cameras), CameraRow, files.cameras.name)
+            for line, camera in enumerate(camera_rows, start=2):
+                if camera.unit_code not in units:
+                    raise InvalidFile(
+                        f"{files.cameras.name} line {line}: unit_code: "
+                        f"unknown unit {camera.unit_code}"
+                    )
+            db.upsert_cameras(conn, camera_rows)
+        result.cameras = len(camera_rows)
         result.units, result.departments, result.staff = (
             len(unit_rows),
             len(department_rows),
@@ -115,6 +129,7 @@ def import_org(
                 "departments": result.departments,
                 "staff": result.staff,
                 "geometries": result.geometries,
+                "cameras": result.cameras,
                 "passwords_set": sorted(result.passwords),
             },
         )

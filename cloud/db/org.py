@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from cloud.access import Principal, Role
 from cloud.database import like_prefix
-from cloud.org_files import DepartmentRow, KnownUnit, StaffRow, UnitRow
+from cloud.org_files import CameraRow, DepartmentRow, KnownUnit, StaffRow, UnitRow
 from cloud.tiers import Level
 
 
@@ -104,6 +104,15 @@ def upsert_staff(
         )
 
 
+def upsert_cameras(conn: psycopg.Connection, rows: list[CameraRow]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO cameras (node_id, camera_id, unit_code) VALUES (%s, %s, %s) "
+            "ON CONFLICT (node_id, camera_id) DO UPDATE SET unit_code = excluded.unit_code",
+            [(r.node_id, r.camera_id, r.unit_code) for r in rows],
+        )
+
+
 def set_password_hash(conn: psycopg.Connection, username: str, password_hash: str) -> bool:
     cur = conn.execute(
         "UPDATE users SET password_hash = %s WHERE username = %s", (password_hash, username)
@@ -117,6 +126,10 @@ UNITS_SQL = (
 )
 DEPARTMENTS_SQL = (
     "SELECT code, name, unit_code FROM departments WHERE unit_code LIKE %s ORDER BY code"
+)
+CAMERAS_SQL = (
+    "SELECT node_id, camera_id, unit_code FROM cameras WHERE unit_code LIKE %s "
+    "ORDER BY node_id, camera_id"
 )
 STAFF_SQL = (
     "SELECT username, display_name, role, unit_code, department_code, duty, employment, phone "

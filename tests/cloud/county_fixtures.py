@@ -20,17 +20,10 @@ from cloud.settings import CloudSettings
 from cloud.snapshots import LocalSnapshotStore
 from cloud.tiers import Level
 from protocols.events import DetectionEvent
-from tests.support.county import COUNTY, GRID, GRID_2, OTHER_GRID, TOWN, write_small_county
-from tests.support.postgres import fresh_database
+from tests.support.county import COUNTY, OTHER_NODE, VILLAGE_NODE, write_small_county
 
-VILLAGE_NODE = "qx-shuangfeng-01"
-OTHER_NODE = "qx-dongmen-01"
-CAMERAS = [
-    (VILLAGE_NODE, "cam01", GRID),
-    (VILLAGE_NODE, "cam02", GRID_2),
-    (VILLAGE_NODE, "road01", TOWN),  # a road camera belongs to the town, not a grid
-    (OTHER_NODE, "cam01", OTHER_GRID),
-]
+__all__ = ["OTHER_NODE", "VILLAGE_NODE", "County", "app_settings", "county_database", "signed_in"]
+from tests.support.postgres import fresh_database
 
 
 @dataclass
@@ -57,12 +50,11 @@ def county_database(admin_url: str, directory: Path) -> Iterator[County]:
             prepare_database(conn, CloudSettings(database_url=url, timescale="off"))
             result = import_org(
                 conn,
-                OrgFiles(files.units, files.departments, files.staff, files.geometry),
+                OrgFiles(
+                    files.units, files.departments, files.staff, files.geometry, files.cameras
+                ),
                 Principal("cli:test", Role.COUNTY_ADMIN, COUNTY, Level.COUNTY),
                 set_passwords=True,
-            )
-            conn.cursor().executemany(
-                "INSERT INTO cameras (node_id, camera_id, unit_code) VALUES (%s, %s, %s)", CAMERAS
             )
         yield County(url, result.passwords, directory / "snapshots")
 

@@ -37,13 +37,15 @@ def empty_db(postgres_admin_url: str) -> str:
 
 def _files(directory: Path) -> OrgFiles:
     county = write_small_county(directory)
-    return OrgFiles(county.units, county.departments, county.staff, county.geometry)
+    return OrgFiles(county.units, county.departments, county.staff, county.geometry, county.cameras)
 
 
 def test_a_county_imports_and_exports_the_same_tree(empty_db: str, tmp_path: Path) -> None:
     with psycopg.connect(empty_db, autocommit=True) as conn:
         result = import_org(conn, _files(tmp_path), ADMIN, set_passwords=True)
         assert (result.units, result.departments, result.staff) == (len(UNITS), 3, 12)
+        assert result.cameras == 4
+
         assert len(result.passwords) == 12
         exported = db.export_rows(conn, db.UNITS_SQL, "")
         # A second import changes nothing and makes no new passwords.
@@ -105,6 +107,17 @@ def test_a_bad_staff_line_is_refused(
         with pytest.raises(InvalidFile, match=expected):
             import_org(conn, files, ADMIN)
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (0,)
+
+
+def test_a_camera_of_an_unknown_unit_is_refused(empty_db: str, tmp_path: Path) -> None:
+    files = _files(tmp_path)
+    assert files.cameras is not None
+    files.cameras.write_text(files.cameras.read_text() + "qx-new-01,cam01,511725106201099\n")
+    with (
+        psycopg.connect(empty_db, autocommit=True) as conn,
+        pytest.raises(InvalidFile, match=r"cameras\.csv line 6: unit_code: unknown unit"),
+    ):
+        import_org(conn, files, ADMIN)
 
 
 def test_a_file_with_unknown_columns_is_refused(empty_db: str, tmp_path: Path) -> None:

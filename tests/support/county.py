@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud.org_files import DEPARTMENT_COLUMNS, STAFF_COLUMNS, UNIT_COLUMNS
+from cloud.org_files import CAMERA_COLUMNS, DEPARTMENT_COLUMNS, STAFF_COLUMNS, UNIT_COLUMNS
 
 COUNTY = "511725"  # 渠县 Qu County, Dazhou, Sichuan
 TOWN = "511725106"  # 土溪镇
@@ -55,12 +55,23 @@ STAFF = [
 ]
 
 
+VILLAGE_NODE = "qx-shuangfeng-01"
+OTHER_NODE = "qx-dongmen-01"
+CAMERAS = [
+    (VILLAGE_NODE, "cam01", GRID),
+    (VILLAGE_NODE, "cam02", GRID_2),
+    (VILLAGE_NODE, "road01", TOWN),  # a road camera belongs to the town, not a grid
+    (OTHER_NODE, "cam01", OTHER_GRID),
+]
+
+
 @dataclass(frozen=True)
 class CountyFiles:
     units: Path
     departments: Path
     staff: Path
     geometry: Path
+    cameras: Path
 
 
 def _write(path: Path, columns: tuple[str, ...], rows: list[tuple[object, ...]]) -> Path:
@@ -89,6 +100,7 @@ def write_small_county(directory: Path) -> CountyFiles:
         _write(directory / "departments.csv", DEPARTMENT_COLUMNS, list(DEPARTMENTS)),
         _write(directory / "staff.csv", STAFF_COLUMNS, staff),
         _geojson(directory / "units.geojson", [g[0] for g in grids]),
+        _write(directory / "cameras.csv", CAMERA_COLUMNS, list(CAMERAS)),
     )
 
 
@@ -130,6 +142,14 @@ def write_large_county(
         _write(directory / "departments.csv", DEPARTMENT_COLUMNS, list(DEPARTMENTS)),
         _write(directory / "staff.csv", STAFF_COLUMNS, staff),
         _geojson(directory / "units.geojson", grid_codes),
+        _write(
+            directory / "cameras.csv",
+            CAMERA_COLUMNS,
+            [
+                (f"node-{i // 4}", f"cam{i % 4}", grid_codes[i % len(grid_codes)])
+                for i in range(1500)
+            ],
+        ),
     )
 
 
