@@ -113,11 +113,21 @@ class CaseCheck(BaseModel):
     snapshot_url: str | None
 
 
+class CasePhoto(BaseModel):
+    photo_id: UUID
+    uploaded_by: str
+    uploaded_at: datetime
+    content_type: str
+    size_bytes: int
+    url: str
+
+
 class CaseDetail(CaseOut):
     assignments: list[Assignment]
     history: list[HistoryEntry]
     threads: list[CaseThread] = Field(description="The detections (edge situations) merged in.")
     checks: list[CaseCheck]
+    photos: list[CasePhoto]
     before_snapshot_url: str | None = Field(description="The first detection's snapshot.")
 
 
@@ -153,7 +163,11 @@ class CaseActionIn(BaseModel):
         default_factory=list, max_length=10, description="dispatch: departments for joint handling."
     )
     satisfaction: int | None = Field(default=None, ge=1, le=5, description="close")
-    photos: list[str] = Field(default_factory=list, max_length=20)
+    photos: list[UUID] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Photos uploaded to this case (POST /cases/{id}/photos) that this step shows.",
+    )
 
 
 class CaseIn(BaseModel):
@@ -182,4 +196,3 @@ class CaseIn(BaseModel):
         default=None, pattern=ORG_CODE_PATTERN, description="Default: the reporter's unit."
     )
     location: dict[str, Any] | None = Field(default=None, description="A GeoJSON Point.")
-    photos: list[str] = Field(default_factory=list, max_length=20)

@@ -33,7 +33,7 @@ class ActionRequest:
     unit_code: str | None = None
     departments: tuple[str, ...] = ()
     satisfaction: int | None = None
-    photos: tuple[str, ...] = field(default_factory=tuple)
+    photos: tuple[UUID, ...] = field(default_factory=tuple)
 
 
 def _require(value: Any, name: str, action: CaseAction) -> Any:
@@ -78,7 +78,8 @@ async def act(
         if request.comment:
             detail["comment"] = request.comment
         if request.photos:
-            detail["photos"] = list(request.photos)
+            await _check_photos(conn, case_id, request.photos)
+            detail["photos"] = [str(p) for p in request.photos]
         await db.add_history(
             conn,
             case_id,
@@ -167,6 +168,16 @@ async def _changes(
             changes["supervision_level"] = case["supervision_level"] + 1
             detail["supervision_level"] = changes["supervision_level"]
     return changes, detail
+
+
+async def _check_photos(conn: AsyncConnection, case_id: UUID, photos: tuple[UUID, ...]) -> None:
+    cur = await conn.execute(
+        "SELECT photo_id FROM case_photos WHERE case_id = %s AND photo_id = ANY(%s)",
+        (case_id, list(photos)),
+    )
+    found = {row[0] for row in await cur.fetchall()}
+    if missing := [str(p) for p in photos if p not in found]:
+        raise BadRequest(f"photos: not uploaded to this case: {', '.join(missing)}")
 
 
 async def _dispatch(
@@ -280,7 +291,6 @@ class NewCase:
     unit_code: str
     description: str = ""
     location: dict[str, Any] | None = None
-    photos: tuple[str, ...] = ()
 
 
 async def open_case(
@@ -321,8 +331,6 @@ async def open_case(
             ),
         )
         detail: dict[str, Any] = {"source": source, "responsible_unit_code": responsible}
-        if new.photos:
-            detail["photos"] = list(new.photos)
         await db.add_history(
             conn,
             case_id,

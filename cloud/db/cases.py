@@ -265,3 +265,41 @@ async def check_snapshot_key(conn: AsyncConnection, case_id: UUID, request_id: U
     )
     row = await cur.fetchone()
     return None if row is None else str(row[0])
+
+
+async def add_photo(
+    conn: AsyncConnection,
+    *,
+    photo_id: UUID,
+    case_id: UUID,
+    uploaded_by: str,
+    uploaded_at: datetime,
+    content_type: str,
+    size_bytes: int,
+    sha256: str,
+    storage_key: str,
+) -> None:
+    await conn.execute(
+        "INSERT INTO case_photos (photo_id, case_id, uploaded_by, uploaded_at, content_type, "
+        "size_bytes, sha256, storage_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            photo_id,
+            case_id,
+            uploaded_by,
+            uploaded_at,
+            content_type,
+            size_bytes,
+            sha256,
+            storage_key,
+        ),
+    )
+
+
+async def photos(conn: AsyncConnection, case_id: UUID) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT photo_id, uploaded_by, uploaded_at, content_type, size_bytes, sha256, "
+            "storage_key FROM case_photos WHERE case_id = %s ORDER BY uploaded_at",
+            (case_id,),
+        )
+        return await cur.fetchall()

@@ -364,3 +364,46 @@ def test_a_grid_worker_reports_and_a_false_alarm_keeps_its_reason(
         True,
         "a repair crew's barrier, not damage",
     )
+
+
+def test_photos_of_a_report_are_kept_and_seen_only_inside_the_unit(
+    county: County, client: TestClient, assets_dir: Path
+) -> None:
+    worker = signed_in(client, county, "worker")
+    case_id = client.post(
+        "/api/v1/cases",
+        json={"category": "damaged_facility", "title": "路灯损坏 · a broken street lamp"},
+        headers=worker,
+    ).json()["case_id"]
+    jpeg = (assets_dir / "images" / "coco_val2017_000000001532.jpg").read_bytes()
+    uploaded = client.post(
+        f"/api/v1/cases/{case_id}/photos",
+        files={"photo": ("lamp.jpg", jpeg, "image/jpeg")},
+        headers=worker,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    photo = uploaded.json()
+    not_an_image = client.post(
+        f"/api/v1/cases/{case_id}/photos",
+        files={"photo": ("lamp.jpg", b"GIF89a not a photo", "image/jpeg")},
+        headers=worker,
+    )
+    assert not_an_image.json() == {"detail": "photo: not a JPEG or PNG image"}
+    noted = act(
+        client, worker, case_id, action="note", comment="photo attached", photos=[photo["photo_id"]]
+    )
+    assert noted["state"] == "intake"
+    unknown = client.post(
+        f"/api/v1/cases/{case_id}/actions",
+        json={"action": "note", "photos": [str(uuid7())]},
+        headers=worker,
+    )
+    assert unknown.status_code == 400
+    assert unknown.json()["detail"].startswith("photos: not uploaded to this case")
+
+    detail = client.get(f"/api/v1/cases/{case_id}", headers=worker).json()
+    assert [p["photo_id"] for p in detail["photos"]] == [photo["photo_id"]]
+    assert client.get(photo["url"], headers=worker).content == jpeg
+    assert (
+        client.get(photo["url"], headers=signed_in(client, county, "worker-2")).status_code == 404
+    )

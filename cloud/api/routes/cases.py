@@ -10,10 +10,12 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from uuid6 import uuid7
 
+from cloud.access import Permission
 from cloud.api.case_schemas import (
     CaseActionIn,
     CaseCheck,
@@ -21,13 +23,16 @@ from cloud.api.case_schemas import (
     CaseIn,
     CaseOut,
     CasePage,
+    CasePhoto,
 )
 from cloud.api.deps import CaseReader, Commands, Conn, Store
 from cloud.cases.actions import ActionRequest, NewCase, act, open_case
 from cloud.cases.timers import utc_now
+from cloud.db import audit
 from cloud.db import cases as db
 from cloud.db import events as events_db
-from cloud.errors import BrokerUnavailable, NotFound
+from cloud.errors import BadRequest, BrokerUnavailable, Conflict, Forbidden, NotFound
+from cloud.snapshots import sha256_hex, uuid7_time
 from protocols.enums import CaseState
 
 logger = logging.getLogger(__name__)
@@ -191,7 +196,96 @@ async def get_case(case_id: UUID, principal: CaseReader, conn: Conn) -> CaseDeta
         threads=await db.threads(conn, case_id),
         checks=checks,
         before_snapshot_url=before,
+        photos=[
+            CasePhoto(**p, url=f"/api/v1/cases/{case_id}/photos/{p['photo_id']}")
+            for p in await db.photos(conn, case_id)
+        ],
     )
+
+
+PHOTO_MAX_BYTES = 8 << 20
+PHOTO_TYPES = {b"\xff\xd8\xff": ("image/jpeg", "jpg"), b"\x89PNG\r\n\x1a\n": ("image/png", "png")}
+
+
+@router.post("/cases/{case_id}/photos", response_model=CasePhoto, status_code=201)
+async def upload_photo(
+    case_id: UUID, photo: UploadFile, principal: CaseReader, conn: Conn, store: Store
+) -> CasePhoto:
+    """A JPEG or PNG (up to 8 MiB) for a report, a handling note or the result; refer to it
+    by `photo_id` in an action's `photos`."""
+    case = await db.get_case(conn, principal, case_id)
+    if case is None:
+        raise NotFound("case not found")
+    if not (principal.can(Permission.HANDLE_CASES) or principal.can(Permission.REPORT_CASES)):
+        raise Forbidden(f"a {principal.role.value} may not add photos")
+    if case["state"] == "closed":
+        raise Conflict("the case is closed")
+    data = await photo.read(PHOTO_MAX_BYTES + 1)
+    if len(data) > PHOTO_MAX_BYTES:
+        raise BadRequest("photo: larger than 8 MiB")
+    kind = next((t for magic, t in PHOTO_TYPES.items() if data.startswith(magic)), None)
+    if kind is None:
+        raise BadRequest("photo: not a JPEG or PNG image")
+    photo_id = uuid7()
+    key = f"cases/{uuid7_time(photo_id):%Y/%m/%d}/{case_id}/{photo_id}.{kind[1]}"
+    await run_in_threadpool(store.put, key, data)  # before the row that points at it
+    now = utc_now()
+    async with conn.transaction():
+        await db.add_photo(
+            conn,
+            photo_id=photo_id,
+            case_id=case_id,
+            uploaded_by=principal.subject,
+            uploaded_at=now,
+            content_type=kind[0],
+            size_bytes=len(data),
+            sha256=sha256_hex(data),
+            storage_key=key,
+        )
+        await db.add_history(
+            conn,
+            case_id,
+            at=now,
+            actor=principal.subject,
+            action="photo",
+            from_state=case["state"],
+            to_state=case["state"],
+            detail={"photo_id": str(photo_id)},
+        )
+        await audit.record(
+            conn,
+            principal,
+            "case.photo",
+            target_type="case",
+            target_id=str(case_id),
+            unit_code=case["unit_code"],
+            detail={"photo_id": str(photo_id), "bytes": len(data)},
+        )
+    return CasePhoto(
+        photo_id=photo_id,
+        uploaded_by=principal.subject,
+        uploaded_at=now,
+        content_type=kind[0],
+        size_bytes=len(data),
+        url=f"/api/v1/cases/{case_id}/photos/{photo_id}",
+    )
+
+
+@router.get(
+    "/cases/{case_id}/photos/{photo_id}",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}},
+)
+async def get_photo(
+    case_id: UUID, photo_id: UUID, principal: CaseReader, conn: Conn, store: Store
+) -> Response:
+    if await db.get_case(conn, principal, case_id) is None:
+        raise NotFound("case not found")
+    photo = next((p for p in await db.photos(conn, case_id) if p["photo_id"] == photo_id), None)
+    if photo is None:
+        raise NotFound("photo not found")
+    data = await run_in_threadpool(store.get, photo["storage_key"])
+    return Response(data, media_type=photo["content_type"], headers={"Cache-Control": "private"})
 
 
 @router.get(
@@ -225,7 +319,6 @@ async def report_case(body: CaseIn, principal: CaseReader, conn: Conn) -> CaseDe
             description=body.description,
             unit_code=body.unit_code or principal.unit_code,
             location=body.location,
-            photos=tuple(body.photos),
         ),
         now=utc_now(),
     )
