@@ -303,3 +303,47 @@ async def photos(conn: AsyncConnection, case_id: UUID) -> list[dict[str, Any]]:
             (case_id,),
         )
         return await cur.fetchall()
+
+
+async def case_stats(
+    conn: AsyncConnection, principal: Principal, case_filter: CaseFilter
+) -> dict[str, Any]:
+    """How the loop performs: cases by state, and the times to acknowledge, dispatch and
+    resolve (median and 90th percentile, seconds), escalations and false alarms."""
+    where, params = scope(principal)
+    clauses, more = _filters(case_filter)
+    params.update(more)
+    condition = sql.SQL(" AND ").join([where, *clauses])
+
+    # Seconds from opening to each step, median and 90th percentile; column names are
+    # fixed here, never from the request.
+    times = sql.SQL(", ").join(
+        sql.SQL(
+            "percentile_cont({p}) WITHIN GROUP (ORDER BY extract(epoch FROM c.{column} - "
+            "c.opened_at)) AS {name}"
+        ).format(
+            p=sql.Literal(p),
+            column=sql.Identifier(column),
+            name=sql.Identifier(f"{column.removesuffix('_at')}_p{int(p * 100)}_s"),
+        )
+        for column in ("acknowledged_at", "dispatched_at", "resolved_at")
+        for p in (0.5, 0.9)
+    )
+    query = sql.SQL(
+        "SELECT count(*) AS cases, count(*) FILTER (WHERE c.state <> 'closed') AS open, "
+        "count(*) FILTER (WHERE c.escalations > 0) AS escalated, "
+        "count(*) FILTER (WHERE c.false_alarm) AS false_alarms, "
+        "{times}, avg(c.satisfaction)::float AS satisfaction_avg FROM cases c WHERE {condition}"
+    ).format(times=times, condition=condition)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        row = await cur.fetchone()
+    assert row is not None
+    states = await conn.execute(
+        sql.SQL("SELECT c.state, count(*) FROM cases c WHERE {} GROUP BY c.state").format(
+            condition
+        ),
+        params,
+    )
+    row["by_state"] = {state: n for state, n in await states.fetchall()}
+    return row

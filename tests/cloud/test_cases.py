@@ -407,3 +407,24 @@ def test_photos_of_a_report_are_kept_and_seen_only_inside_the_unit(
     assert (
         client.get(photo["url"], headers=signed_in(client, county, "worker-2")).status_code == 404
     )
+
+
+def test_the_loops_times_are_measured_per_unit(county: County, client: TestClient) -> None:
+    town = signed_in(client, county, "town-op")
+    stats = client.get("/api/v1/stats/cases", headers=town).json()
+    # The module's earlier tests left closed and open cases in the town.
+    assert stats["cases"] == sum(stats["by_state"].values()) > 0
+    assert stats["open"] == stats["cases"] - stats["by_state"].get("closed", 0)
+    # Cases acknowledged and resolved earlier in this module have times measured.
+    assert stats["acknowledged_p90_s"] > 0
+    assert stats["resolved_p90_s"] > 0
+
+
+    outside = client.get("/api/v1/stats/cases", headers=signed_in(client, county, "other-worker"))
+    assert outside.json()["cases"] < stats["cases"]
+    with psycopg.connect(county.url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM cases WHERE unit_code LIKE %s", (TOWN + "%",)
+        ).fetchone()
+    assert row is not None
+    assert stats["cases"] == row[0]

@@ -13,6 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 from uuid6 import uuid7
 
 from cloud.access import Permission
@@ -166,6 +167,37 @@ async def export_cases(
         media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="cases.csv"'},
     )
+
+
+class CaseStats(BaseModel):
+    cases: int
+    open: int
+    escalated: int
+    false_alarms: int
+    acknowledged_p50_s: float | None = Field(description="Opened → acknowledged, median.")
+    acknowledged_p90_s: float | None
+    dispatched_p50_s: float | None = Field(description="Opened → dispatched, median.")
+    dispatched_p90_s: float | None
+    resolved_p50_s: float | None = Field(description="Opened → resolved, median.")
+    resolved_p90_s: float | None
+    satisfaction_avg: float | None
+    by_state: dict[str, int]
+
+
+@router.get("/stats/cases", response_model=CaseStats)
+async def case_stats(
+    principal: CaseReader,
+    conn: Conn,
+    unit: UnitQuery = None,
+    category: str | None = None,
+    source: Source = None,
+    start: Start = None,
+    end: End = None,
+) -> CaseStats:
+    """How the loop performs in a unit: times to acknowledge, dispatch and resolve, cases by
+    state, escalations, false alarms and satisfaction (cases opened in the range)."""
+    case_filter = _filter(principal.scope(unit), None, False, category, source, start, end, None)
+    return CaseStats(**await db.case_stats(conn, principal, case_filter))
 
 
 @router.get("/cases/{case_id}", response_model=CaseDetail)
