@@ -56,14 +56,16 @@ ADMIN = Principal("bench", Role.COUNTY_ADMIN, COUNTY, Level.COUNTY)
 def setup_county(conn: psycopg.Connection, directory: Path, open_cases: int) -> list[str]:
     files = write_large_county(directory)
     t = time.perf_counter()
-    import_org(conn, OrgFiles(files.units, files.departments, files.staff, files.geometry), ADMIN)
-    print(f"county of 1,054 units and 613 people imported in {time.perf_counter() - t:.2f} s")
+    import_org(
+        conn,
+        OrgFiles(files.units, files.departments, files.staff, files.geometry, files.cameras),
+        ADMIN,
+    )
+    print(
+        f"county of 1,054 units, 613 people, {CAMERAS} cameras imported in "
+        f"{time.perf_counter() - t:.2f} s"
+    )
     grids = [r[0] for r in conn.execute("SELECT code FROM org_units WHERE level = 'grid'")]
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO cameras (node_id, camera_id, unit_code) VALUES (%s, %s, %s)",
-            [(f"node-{i // 4}", f"cam{i % 4}", grids[i % len(grids)]) for i in range(CAMERAS)],
-        )
     # Open cases from reports and earlier detections, spread over the grids; one in ten
     # overdue so the escalation timer works during the run.
     conn.execute(

@@ -419,7 +419,6 @@ def test_the_loops_times_are_measured_per_unit(county: County, client: TestClien
     assert stats["acknowledged_p90_s"] > 0
     assert stats["resolved_p90_s"] > 0
 
-
     outside = client.get("/api/v1/stats/cases", headers=signed_in(client, county, "other-worker"))
     assert outside.json()["cases"] < stats["cases"]
     with psycopg.connect(county.url) as conn:
