@@ -184,6 +184,7 @@ def org_import(
     staff: FileOption = None,
     geometry: FileOption = None,
     cameras: FileOption = None,
+    nodes: FileOption = None,
     set_passwords: Annotated[
         bool, typer.Option(help="Make a password for each person without one; printed once.")
     ] = False,
@@ -192,7 +193,8 @@ def org_import(
     """Load units (CSV: code,parent_code,level,name,category), departments (CSV:
     code,name,unit_code), staff (CSV: username,display_name,role,unit_code,department_code,
     duty,employment,phone), geometry (GeoJSON with properties.code) and cameras (CSV:
-    node_id,camera_id,unit_code: the unit each camera watches). All or nothing."""
+    node_id,camera_id,unit_code: the unit each camera watches) and nodes (CSV:
+    node_id,unit_code,tier). All or nothing."""
     _logging(log_level)
     import time
 
@@ -201,9 +203,10 @@ def org_import(
     from cloud.errors import InvalidFile
     from cloud.org_import import OrgFiles, import_org
 
-    if all(f is None for f in (units, departments, staff, geometry, cameras)):
+    if all(f is None for f in (units, departments, staff, geometry, cameras, nodes)):
         typer.echo(
-            "error: give at least one of --units, --departments, --staff, --geometry, --cameras",
+            "error: give at least one of --units, --departments, --staff, --geometry, "
+            "--cameras, --nodes",
             err=True,
         )
         raise typer.Exit(2)
@@ -213,7 +216,7 @@ def org_import(
         try:
             result = import_org(
                 conn,
-                OrgFiles(units, departments, staff, geometry, cameras),
+                OrgFiles(units, departments, staff, geometry, cameras, nodes),
                 _cli_principal(),
                 set_passwords=set_passwords,
             )
@@ -222,7 +225,7 @@ def org_import(
             raise typer.Exit(2) from exc
     typer.echo(
         f"imported {result.units} units, {result.departments} departments, {result.staff} "
-        f"people, {result.geometries} geometries, {result.cameras} cameras "
+        f"people, {result.geometries} geometries, {result.cameras} cameras, {result.nodes} nodes "
         f"in {time.perf_counter() - started:.1f} s"
     )
     for username, password in sorted(result.passwords.items()):
@@ -234,13 +237,14 @@ def org_export(
     directory: Annotated[Path, typer.Argument(file_okay=False, resolve_path=True)],
     unit: Annotated[str | None, typer.Option(help="Only this unit and below.")] = None,
 ) -> None:
-    """Write units.csv, units.geojson, departments.csv, staff.csv (no passwords) and
-    cameras.csv."""
+    """Write units.csv, units.geojson, departments.csv, staff.csv (no passwords),
+    nodes.csv and cameras.csv."""
     from cloud.database import connect
     from cloud.db import org as db
     from cloud.org_files import (
         CAMERA_COLUMNS,
         DEPARTMENT_COLUMNS,
+        NODE_COLUMNS,
         STAFF_COLUMNS,
         UNIT_COLUMNS,
         write_geometries,
@@ -259,6 +263,10 @@ def org_export(
         )
         (directory / "staff.csv").write_text(
             write_rows(db.export_rows(conn, db.STAFF_SQL, prefix), STAFF_COLUMNS),
+            encoding="utf-8",
+        )
+        (directory / "nodes.csv").write_text(
+            write_rows(db.export_rows(conn, db.NODES_SQL, prefix), NODE_COLUMNS),
             encoding="utf-8",
         )
         (directory / "cameras.csv").write_text(

@@ -15,9 +15,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cloud.access import ROLE_LEVELS, Role
 from cloud.errors import InvalidFile
 from cloud.tiers import PARENT_LEVEL, Level, level_rank
+from protocols.enums import Tier
 from protocols.identifiers import CAMERA_ID_PATTERN, NODE_ID_PATTERN, ORG_CODE_PATTERN
 
 Code = Annotated[str, Field(pattern=ORG_CODE_PATTERN)]
+Duty = Literal[
+    "",
+    "grid_chief",  # 网格长
+    "grid_worker",  # 专职/兼职网格员 (employment says which)
+    "duty_staff",  # village or town duty staff
+    "operator",  # a centre's operator
+    "officer",  # a department's officer
+    "technician",
+    "auditor",
+    "app",
+]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -50,7 +62,7 @@ class StaffRow(Row):
     role: Role
     unit_code: Code
     department_code: str | None = None
-    duty: Annotated[str, Field(max_length=40)] = ""
+    duty: Duty = Field(default="", description="What the person does in their unit.")
     employment: Literal["full_time", "part_time"] = "full_time"
     phone: Annotated[str, Field(pattern=r"^[0-9+ -]{0,20}$")] = ""
 
@@ -58,6 +70,14 @@ class StaffRow(Row):
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return value or None
+
+
+class NodeRow(Row):
+    """An edge node and the unit it serves (its box stands in that village or town)."""
+
+    node_id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
+    unit_code: Code
+    tier: Tier
 
 
 class CameraRow(Row):
@@ -70,6 +90,7 @@ class CameraRow(Row):
 
 UNIT_COLUMNS = tuple(UnitRow.model_fields)
 CAMERA_COLUMNS = tuple(CameraRow.model_fields)
+NODE_COLUMNS = tuple(NodeRow.model_fields)
 DEPARTMENT_COLUMNS = tuple(DepartmentRow.model_fields)
 STAFF_COLUMNS = tuple(StaffRow.model_fields)
 

@@ -17,6 +17,7 @@ from cloud.org_files import (
     CameraRow,
     DepartmentRow,
     KnownUnit,
+    NodeRow,
     StaffRow,
     UnitRow,
     check_staff,
@@ -33,6 +34,7 @@ class OrgFiles:
     staff: Path | None = None
     geometry: Path | None = None
     cameras: Path | None = None
+    nodes: Path | None = None
 
 
 @dataclass
@@ -42,6 +44,7 @@ class ImportResult:
     staff: int = 0
     geometries: int = 0
     cameras: int = 0
+    nodes: int = 0
     # Passwords made for people who had none: shown once, never stored in the clear.
     passwords: dict[str, str] = field(default_factory=dict)
 
@@ -102,6 +105,22 @@ def import_org(
                     result.passwords[row.username] = new_password()
                     hashes[row.username] = hash_password(result.passwords[row.username])
         db.upsert_staff(conn, staff_rows, hashes)
+        node_rows: list[NodeRow] = []
+        if files.nodes is not None:
+            node_rows = read_rows(_read(files.nodes), NodeRow, files.nodes.name)
+            for line, node in enumerate(node_rows, start=2):
+                unit = units.get(node.unit_code)
+                if unit is None:
+                    raise InvalidFile(
+                        f"{files.nodes.name} line {line}: unit_code: unknown unit {node.unit_code}"
+                    )
+                if unit.level.value != node.tier.value:
+                    raise InvalidFile(
+                        f"{files.nodes.name} line {line}: tier: a {node.tier.value} box serves "
+                        f"a {node.tier.value}, {node.unit_code} is a {unit.level.value}"
+                    )
+            db.upsert_nodes(conn, node_rows)
+        result.nodes = len(node_rows)
         camera_rows: list[CameraRow] = []
         if files.cameras is not None:
             camera_rows = read_rows(_read(files.cameras), CameraRow, files.cameras.name)
@@ -130,6 +149,7 @@ def import_org(
                 "staff": result.staff,
                 "geometries": result.geometries,
                 "cameras": result.cameras,
+                "nodes": result.nodes,
                 "passwords_set": sorted(result.passwords),
             },
         )

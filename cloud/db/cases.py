@@ -57,6 +57,9 @@ class CaseFilter:
     start: datetime | None = None
     end: datetime | None = None
     department: str | None = None
+    node_id: str | None = None
+    camera_id: str | None = None
+    false_alarm: bool | None = None
 
 
 def encode_cursor(opened_at: datetime, case_id: UUID) -> str:
@@ -84,7 +87,7 @@ def _filters(f: CaseFilter) -> tuple[list[sql.Composable], dict[str, Any]]:
     if f.states:
         clauses.append(sql.SQL("c.state = ANY(%(states)s)"))
         params["states"] = list(f.states)
-    for column in ("category", "source"):
+    for column in ("category", "source", "node_id", "camera_id", "false_alarm"):
         if getattr(f, column) is not None:
             clauses.append(sql.SQL("c.{} = %({})s").format(sql.Identifier(column), sql.SQL(column)))
             params[column] = getattr(f, column)

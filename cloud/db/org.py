@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from cloud.access import Principal, Role
 from cloud.database import like_prefix
-from cloud.org_files import CameraRow, DepartmentRow, KnownUnit, StaffRow, UnitRow
+from cloud.org_files import CameraRow, DepartmentRow, KnownUnit, NodeRow, StaffRow, UnitRow
 from cloud.tiers import Level
 
 
@@ -113,6 +113,16 @@ def upsert_cameras(conn: psycopg.Connection, rows: list[CameraRow]) -> None:
         )
 
 
+def upsert_nodes(conn: psycopg.Connection, rows: list[NodeRow]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO nodes (node_id, unit_code, tier) VALUES (%s, %s, %s) "
+            "ON CONFLICT (node_id) DO UPDATE SET unit_code = excluded.unit_code, "
+            "tier = excluded.tier, updated_at = now()",
+            [(r.node_id, r.unit_code, r.tier.value) for r in rows],
+        )
+
+
 def set_password_hash(conn: psycopg.Connection, username: str, password_hash: str) -> bool:
     cur = conn.execute(
         "UPDATE users SET password_hash = %s WHERE username = %s", (password_hash, username)
@@ -127,6 +137,7 @@ UNITS_SQL = (
 DEPARTMENTS_SQL = (
     "SELECT code, name, unit_code FROM departments WHERE unit_code LIKE %s ORDER BY code"
 )
+NODES_SQL = "SELECT node_id, unit_code, tier FROM nodes WHERE unit_code LIKE %s ORDER BY node_id"
 CAMERAS_SQL = (
     "SELECT node_id, camera_id, unit_code FROM cameras WHERE unit_code LIKE %s "
     "ORDER BY node_id, camera_id"

@@ -51,7 +51,12 @@ def county_database(admin_url: str, directory: Path) -> Iterator[County]:
             result = import_org(
                 conn,
                 OrgFiles(
-                    files.units, files.departments, files.staff, files.geometry, files.cameras
+                    files.units,
+                    files.departments,
+                    files.staff,
+                    files.geometry,
+                    files.cameras,
+                    files.nodes,
                 ),
                 Principal("cli:test", Role.COUNTY_ADMIN, COUNTY, Level.COUNTY),
                 set_passwords=True,

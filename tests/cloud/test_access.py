@@ -19,13 +19,14 @@ from protocols import Channel
 from protocols.enums import SnapshotVariant
 from protocols.topics import NodeTopic
 from tests.cloud.county_fixtures import (
+    OTHER_NODE,
     VILLAGE_NODE,
     County,
     app_settings,
     county_database,
     signed_in,
 )
-from tests.factories import make_detection_event
+from tests.factories import make_detection_event, make_node_state
 from tests.support.county import GRID, OTHER_TOWN, TOWN
 from tests.support.mosquitto import MosquittoBroker
 
@@ -190,6 +191,28 @@ def test_api_tokens_act_for_their_unit_until_revoked(
         "api_token.revoke",
     ]
     assert all(made.json()["token"] not in str(a) for a in audit)
+
+
+def test_a_node_is_seen_by_the_units_it_serves(
+    county: County, scene: tuple[TestClient, str, str], tokens: dict[str, dict[str, str]]
+) -> None:
+    client = scene[0]
+    writer = BatchWriter(
+        timescale=False, store=LocalSnapshotStore(county.snapshots), timezone=ZoneInfo("UTC")
+    )
+    with psycopg.connect(county.url, autocommit=True) as conn, conn.transaction():
+        writer.write(conn, Batch(states=[(make_node_state(node_id=OTHER_NODE), datetime.now(UTC))]))
+    path = f"/api/v1/nodes/{OTHER_NODE}/state"
+    for user, status in [
+        ("county-op", 200),
+        ("other-town-op", 200),
+        ("town-op", 404),
+        ("village-op", 404),
+        ("auditor", 200),
+        ("worker", 403),
+        ("tech", 404),
+    ]:
+        assert client.get(path, headers=tokens[user]).status_code == status, user
 
 
 def test_a_wrong_password_is_refused_alike_for_unknown_users(

@@ -364,6 +364,10 @@ def test_a_grid_worker_reports_and_a_false_alarm_keeps_its_reason(
         True,
         "a repair crew's barrier, not damage",
     )
+    false_alarms = client.get(
+        "/api/v1/cases", params={"false_alarm": "true"}, headers=village
+    ).json()["items"]
+    assert [c["case_id"] for c in false_alarms] == [case["case_id"]]
 
 
 def test_photos_of_a_report_are_kept_and_seen_only_inside_the_unit(

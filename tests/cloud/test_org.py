@@ -37,14 +37,21 @@ def empty_db(postgres_admin_url: str) -> str:
 
 def _files(directory: Path) -> OrgFiles:
     county = write_small_county(directory)
-    return OrgFiles(county.units, county.departments, county.staff, county.geometry, county.cameras)
+    return OrgFiles(
+        county.units,
+        county.departments,
+        county.staff,
+        county.geometry,
+        county.cameras,
+        county.nodes,
+    )
 
 
 def test_a_county_imports_and_exports_the_same_tree(empty_db: str, tmp_path: Path) -> None:
     with psycopg.connect(empty_db, autocommit=True) as conn:
         result = import_org(conn, _files(tmp_path), ADMIN, set_passwords=True)
         assert (result.units, result.departments, result.staff) == (len(UNITS), 3, 12)
-        assert result.cameras == 4
+        assert (result.cameras, result.nodes) == (4, 2)
 
         assert len(result.passwords) == 12
         exported = db.export_rows(conn, db.UNITS_SQL, "")
@@ -116,6 +123,17 @@ def test_a_camera_of_an_unknown_unit_is_refused(empty_db: str, tmp_path: Path) -
     with (
         psycopg.connect(empty_db, autocommit=True) as conn,
         pytest.raises(InvalidFile, match=r"cameras\.csv line 6: unit_code: unknown unit"),
+    ):
+        import_org(conn, files, ADMIN)
+
+
+def test_a_node_serves_a_unit_of_its_tier(empty_db: str, tmp_path: Path) -> None:
+    files = _files(tmp_path)
+    assert files.nodes is not None
+    files.nodes.write_text(files.nodes.read_text() + "qx-town-01,511725106201,town\n")
+    with (
+        psycopg.connect(empty_db, autocommit=True) as conn,
+        pytest.raises(InvalidFile, match=r"nodes\.csv line 4: tier: a town box serves a town"),
     ):
         import_org(conn, files, ADMIN)
 

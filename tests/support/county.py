@@ -8,7 +8,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud.org_files import CAMERA_COLUMNS, DEPARTMENT_COLUMNS, STAFF_COLUMNS, UNIT_COLUMNS
+from cloud.org_files import (
+    CAMERA_COLUMNS,
+    DEPARTMENT_COLUMNS,
+    NODE_COLUMNS,
+    STAFF_COLUMNS,
+    UNIT_COLUMNS,
+)
 
 COUNTY = "511725"  # 渠县 Qu County, Dazhou, Sichuan
 TOWN = "511725106"  # 土溪镇
@@ -65,6 +71,9 @@ CAMERAS = [
 ]
 
 
+NODES = [(VILLAGE_NODE, VILLAGE, "village"), (OTHER_NODE, OTHER_VILLAGE, "village")]
+
+
 @dataclass(frozen=True)
 class CountyFiles:
     units: Path
@@ -72,6 +81,7 @@ class CountyFiles:
     staff: Path
     geometry: Path
     cameras: Path
+    nodes: Path
 
 
 def _write(path: Path, columns: tuple[str, ...], rows: list[tuple[object, ...]]) -> Path:
@@ -101,6 +111,7 @@ def write_small_county(directory: Path) -> CountyFiles:
         _write(directory / "staff.csv", STAFF_COLUMNS, staff),
         _geojson(directory / "units.geojson", [g[0] for g in grids]),
         _write(directory / "cameras.csv", CAMERA_COLUMNS, list(CAMERAS)),
+        _write(directory / "nodes.csv", NODE_COLUMNS, list(NODES)),
     )
 
 
@@ -148,6 +159,14 @@ def write_large_county(
             [
                 (f"node-{i // 4}", f"cam{i % 4}", grid_codes[i % len(grid_codes)])
                 for i in range(1500)
+            ],
+        ),
+        _write(
+            directory / "nodes.csv",
+            NODE_COLUMNS,
+            [
+                (f"node-{i}", grid_codes[(4 * i) % len(grid_codes)][:12], "village")
+                for i in range(375)
             ],
         ),
     )

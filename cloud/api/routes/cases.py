@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response, UploadFile, status
+from fastapi import APIRouter, Depends, Query, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -58,8 +58,13 @@ def _filter(
     start: datetime | None,
     end: datetime | None,
     department: str | None,
+    camera: CameraQuery | None = None,
 ) -> db.CaseFilter:
+    node_id, camera_id, false_alarm = camera or (None, None, None)
     return db.CaseFilter(
+        node_id=node_id,
+        camera_id=camera_id,
+        false_alarm=false_alarm,
         unit=principal_unit,
         states=tuple(s.value for s in state or ()),
         open_only=open_only,
@@ -71,6 +76,20 @@ def _filter(
     )
 
 
+CameraQuery = tuple[str | None, str | None, bool | None]
+
+
+def camera_query(
+    node_id: Annotated[str | None, Query(max_length=64)] = None,
+    camera_id: Annotated[str | None, Query(max_length=64)] = None,
+    false_alarm: Annotated[
+        bool | None, Query(description="Only (or no) false alarms: what to tune a camera by.")
+    ] = None,
+) -> CameraQuery:
+    return node_id, camera_id, false_alarm
+
+
+Camera = Annotated[CameraQuery, Depends(camera_query)]
 State = Annotated[list[CaseState] | None, Query(description="One or more states.")]
 Open = Annotated[bool, Query(alias="open", description="Only cases not closed.")]
 Start = Annotated[datetime | None, Query(alias="from", description="Opened at or after.")]
@@ -90,12 +109,14 @@ async def list_cases(
     start: Start = None,
     end: End = None,
     department: str | None = None,
+    camera: Camera = (None, None, None),
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> CasePage:
-    """Newest first. A grid worker's "my open cases" is `?open=true` with their token."""
+    """Newest first. A grid worker's "my open cases" is `?open=true` with their token; a
+    camera's false alarms, `?node_id=..&camera_id=..&false_alarm=true`."""
     case_filter = _filter(
-        principal.scope(unit), state, open_only, category, source, start, end, department
+        principal.scope(unit), state, open_only, category, source, start, end, department, camera
     )
     rows, next_cursor = await db.list_cases(
         conn, principal, case_filter, cursor=cursor, limit=limit
@@ -138,11 +159,12 @@ async def export_cases(
     start: Start = None,
     end: End = None,
     department: str | None = None,
+    camera: Camera = (None, None, None),
 ) -> StreamingResponse:
     """Every matching case as CSV (with the times that measure acknowledge, dispatch and
     resolve), streamed page by page."""
     case_filter = _filter(
-        principal.scope(unit), state, open_only, category, source, start, end, department
+        principal.scope(unit), state, open_only, category, source, start, end, department, camera
     )
 
     async def lines() -> AsyncIterator[str]:

@@ -22,12 +22,15 @@ NodeIdPath = Annotated[str, Path(pattern=NODE_ID_PATTERN, description="Edge node
 
 
 async def check_node_visible(principal: Principal, conn: Conn, node_id: str) -> None:
-    """The county sees every node; below it, a node whose cameras watch the caller's unit."""
+    """The county sees every node; below it, a node that serves the caller's unit or whose
+    cameras watch it."""
     if principal.level is Level.COUNTY:
         return
     cur = await conn.execute(
-        "SELECT 1 FROM cameras WHERE node_id = %s AND unit_code LIKE %s LIMIT 1",
-        (node_id, like_prefix(principal.unit_code)),
+        "SELECT 1 FROM nodes WHERE node_id = %(node)s AND unit_code LIKE %(unit)s "
+        "UNION ALL SELECT 1 FROM cameras WHERE node_id = %(node)s AND unit_code LIKE %(unit)s "
+        "LIMIT 1",
+        {"node": node_id, "unit": like_prefix(principal.unit_code)},
     )
     if await cur.fetchone() is None:
         raise NotFound(f"node {node_id} has never reported")
