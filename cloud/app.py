@@ -11,7 +11,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
+from cloud.alerts.hub import AlertHub
 from cloud.api.errors import install_error_handlers
+from cloud.api.routes import alerts as alert_routes
 from cloud.api.routes import auth, cases, events, health, nodes, operations, org
 from cloud.cases.rules import load_rules
 from cloud.cases.timers import timer_loop
@@ -68,8 +70,10 @@ def create_app(settings: CloudSettings) -> FastAPI:
             name="case-timers",
         )
         commands.start()
+        await alerts.start()
         logger.info("API ready; database: %s", "TimescaleDB" if row else "plain PostgreSQL")
         yield
+        await alerts.stop()
         commands.stop()
         timers.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -81,6 +85,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.state.pool = pool
     app.state.snapshots = snapshot_store(settings)
     app.state.commands = commands = CommandSender(settings)
+    app.state.alerts = alerts = AlertHub(pool, database_url(settings), settings.public_url)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router, prefix="/api/v1")
@@ -89,4 +94,5 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.include_router(auth.router, prefix="/api/v1")
     app.include_router(org.router, prefix="/api/v1")
     app.include_router(cases.router, prefix="/api/v1")
+    app.include_router(alert_routes.router, prefix="/api/v1")
     return app

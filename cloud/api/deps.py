@@ -53,20 +53,25 @@ _bearer = OAuth2PasswordBearer(
 )
 
 
-async def get_principal(
-    request: Request, token: Annotated[str | None, Depends(_bearer)]
-) -> Principal:
+async def principal_from_token(app: Any, token: str | None) -> Principal:
+    """The caller behind an access token or an API token (HTTP and WebSocket alike)."""
     if not token:
         raise Unauthorized("not signed in")
     if is_api_token(token):
-        async with request.app.state.pool.connection() as conn:
+        async with app.state.pool.connection() as conn:
             principal = await org_db.principal_for_api_token(
                 conn, api_token_hash(token), datetime.now(UTC)
             )
         if principal is None:
             raise Unauthorized("invalid token")
-    else:
-        principal = read_access_token(token, key=request.app.state.signing_key)
+        return principal
+    return read_access_token(token, key=app.state.signing_key)
+
+
+async def get_principal(
+    request: Request, token: Annotated[str | None, Depends(_bearer)]
+) -> Principal:
+    principal = await principal_from_token(request.app, token)
     return replace(principal, remote_addr=request.client.host if request.client else "")
 
 

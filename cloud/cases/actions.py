@@ -18,6 +18,7 @@ from cloud.commands import make_command
 from cloud.db import audit
 from cloud.db import cases as db
 from cloud.db import org as org_db
+from cloud.db.alerts import LOCK_SQL
 from cloud.errors import BadRequest, Forbidden, NotFound
 from protocols import CommandRequest
 from protocols.enums import CaseState, CommandName, Severity
@@ -60,6 +61,7 @@ async def act(
     """Apply one action; returns the case as it is afterwards."""
     step = STEPS[request.action]
     async with conn.transaction():
+        await conn.execute(LOCK_SQL)  # before the case row: see cloud.db.alerts
         case = await db.get_case(conn, principal, case_id, for_update=True)
         if case is None:
             raise NotFound("case not found")
@@ -310,6 +312,7 @@ async def open_case(
     responsible = await db.ancestor_at(conn, new.unit_code, rule["start_level"])
     case_id = uuid7()
     async with conn.transaction():
+        await conn.execute(LOCK_SQL)
         await conn.execute(
             "INSERT INTO cases (case_id, source, category, severity, state, title, description, "
             "unit_code, responsible_unit_code, location, reporter, opened_at, ack_due_at, "

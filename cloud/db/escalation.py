@@ -10,6 +10,8 @@ from datetime import datetime
 
 from psycopg import AsyncConnection
 
+from cloud.db.alerts import LOCK_SQL
+
 BATCH = 500
 
 # Not acknowledged in time: one tier up (grid/village → town → county), supervision +1,
@@ -120,6 +122,7 @@ class TimerStep:
 
 async def _run(conn: AsyncConnection, query: str, params: dict[str, object]) -> list[TimerStep]:
     async with conn.transaction():
+        await conn.execute(LOCK_SQL)  # alerts follow commit order (cloud.db.alerts)
         cur = await conn.execute(query, params)
         return [TimerStep(*row) for row in await cur.fetchall()]
 

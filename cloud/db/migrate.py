@@ -54,14 +54,21 @@ def render(sql: str, *, timescale: bool, timezone: str) -> str:
 
 
 def _statements(sql: str) -> list[str]:
-    """Split a file on semicolons at line ends (the files hold no procedural bodies)."""
+    """Split a file on semicolons at line ends, except inside a $$-quoted function body."""
+    statements, current, in_body = [], [], False
+    for line in sql.splitlines():
+        current.append(line)
+        if line.count("$$") % 2:
+            in_body = not in_body
+        if not in_body and re.search(r";\s*$", line):
+            statements.append("\n".join(current).strip().removesuffix(";").strip())
+            current = []
+    statements.append("\n".join(current).strip())
     return [
-        part.strip()
-        for part in re.split(r";\s*$", sql, flags=re.M)
-        if part.strip()
-        and not all(
-            line.strip().startswith("--") or not line.strip() for line in part.strip().splitlines()
-        )
+        part
+        for part in statements
+        if part
+        and not all(line.strip().startswith("--") or not line.strip() for line in part.splitlines())
     ]
 
 

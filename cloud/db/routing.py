@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import psycopg
 
+from cloud.db.alerts import LOCK_SQL
+
 # Cases of the batch in merge-key order: the lock order every ingest process shares.
 ROUTE_SQL = """
 WITH root AS (
@@ -106,6 +108,7 @@ SELECT count(*) FROM closed
 
 def route_events(conn: psycopg.Connection) -> tuple[int, int, int]:
     """(cases opened, cases merged into, work orders closed) for the batch's new events."""
+    conn.execute(LOCK_SQL)  # before case rows: the order every alert-raising path shares
     row = conn.execute(ROUTE_SQL).fetchone()
     opened, merged = (row[0], row[1]) if row else (0, 0)
     closed_row = conn.execute(AUTO_CLOSE_SQL).fetchone()

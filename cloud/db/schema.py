@@ -34,7 +34,11 @@ def prepare_database(conn: psycopg.Connection, settings: CloudSettings) -> bool:
 def write_case_rules(conn: psycopg.Connection, rows: list[tuple[object, ...]]) -> None:
     """Replace the routing rules in one transaction: ingest sees the old set or the new."""
     with conn.transaction(), conn.cursor() as cur:
+        # Processes starting together each write the rules: one at a time. Readers (ingest's
+        # routing) are not blocked by this lock mode.
+        cur.execute("LOCK TABLE case_rules IN SHARE ROW EXCLUSIVE MODE")
         cur.execute("DELETE FROM case_rules")
+
         cur.executemany(
             "INSERT INTO case_rules (category, severity, opens_case, source, start_level, "
             "ack_s, resolve_s) VALUES (%s, %s, %s, %s, %s, %s, %s)",

@@ -1,0 +1,191 @@
+"""Alerts for grid apps and screens: a page at a time, or live over WebSocket or
+Server-Sent Events, resumed from the last alert id seen, from the database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Annotated, Any
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, Field
+
+from cloud.access import Permission, Principal
+from cloud.alerts.hub import AlertHub, Delivered
+from cloud.api.case_schemas import CaseOut
+from cloud.api.deps import CaseReader, Conn, principal_from_token
+from cloud.cases.actions import ActionRequest, act
+from cloud.cases.timers import utc_now
+from cloud.cases.workflow import CaseAction
+from cloud.db import alerts as db
+from cloud.errors import BadRequest, CloudError, Forbidden, NotFound
+from protocols.alerts import Alert
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["alerts"])
+
+PAGE = 500
+
+
+class AlertPage(BaseModel):
+    items: list[Alert]
+    last_alert_id: UUID | None = Field(
+        description="Pass back as `after` for the next page; null when nothing is new."
+    )
+
+
+async def _after_seq(conn: Any, after: UUID | None) -> int:
+    if after is None:
+        return 0
+    seq = await db.seq_of(conn, after)
+    if seq is None:
+        raise BadRequest("after: no such alert")
+    return seq
+
+
+@router.get("/alerts", response_model=AlertPage)
+async def list_alerts(
+    request: Request,
+    principal: CaseReader,
+    conn: Conn,
+    after: Annotated[UUID | None, Query(description="The last alert id already seen.")] = None,
+    limit: Annotated[int, Query(ge=1, le=PAGE)] = 100,
+) -> AlertPage:
+    """Alerts of the caller's jurisdiction, oldest first after `after` (for polling)."""
+    hub: AlertHub = request.app.state.alerts
+    rows = await db.alerts_after(
+        conn, principal, after_seq=await _after_seq(conn, after), limit=limit
+    )
+    items = [await hub.render(conn, row) for row in rows]
+    return AlertPage(items=items, last_alert_id=items[-1].alert_id if items else after)
+
+
+@router.get("/alerts/stream", response_class=StreamingResponse)
+async def stream_alerts(
+    request: Request,
+    principal: CaseReader,
+    after: Annotated[UUID | None, Query(description="Resume after this alert id.")] = None,
+    last_event_id: Annotated[UUID | None, Header(description="EventSource's resume id.")] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: `id` is the alert id, `data` the alert; a client that reconnects
+    with `Last-Event-ID` receives what it missed, then the live ones."""
+    hub: AlertHub = request.app.state.alerts
+    pool: AsyncConnectionPool = request.app.state.pool
+    async with pool.connection() as conn:
+        after_seq = await _after_seq(conn, last_event_id or after)
+
+    async def events() -> AsyncIterator[bytes]:
+        yield b": gridwatch alerts\n\n"
+        async for item in follow(hub, pool, principal, after_seq):
+            data = orjson.dumps(item.alert.model_dump(mode="json"))
+            yield (
+                b"id: "
+                + str(item.alert.alert_id).encode()
+                + b"\nevent: alert\ndata: "
+                + data
+                + b"\n\n"
+            )
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.websocket("/alerts/ws")
+async def websocket_alerts(
+    websocket: WebSocket,
+    after: UUID | None = None,
+    access_token: str | None = None,
+) -> None:
+    """Live alerts as JSON text frames `{"type": "alert", "alert": {...}}`. Sign in with the
+    `Authorization: Bearer` header, or `access_token` where a browser cannot set headers;
+    resume with `after` = the last alert id seen."""
+    token = access_token or websocket.headers.get("authorization", "").removeprefix("Bearer ")
+    try:
+        principal = await principal_from_token(websocket.app, token)
+        if not principal.can(Permission.READ_CASES):
+            raise Forbidden(f"a {principal.role.value} may not read alerts")
+        principal = replace(
+            principal, remote_addr=websocket.client.host if websocket.client else ""
+        )
+        pool: AsyncConnectionPool = websocket.app.state.pool
+        async with pool.connection() as conn:
+            after_seq = await _after_seq(conn, after)
+    except CloudError as exc:
+        # Close before accepting: the handshake fails with 403 and the reason in the log.
+        logger.info("alert websocket refused: %s", exc)
+        await websocket.close(code=1008, reason=str(exc)[:120])
+        return
+    await websocket.accept()
+    hub: AlertHub = websocket.app.state.alerts
+    try:
+        async for item in follow(hub, pool, principal, after_seq):
+            await websocket.send_text(
+                orjson.dumps(
+                    {"type": "alert", "alert": item.alert.model_dump(mode="json")}
+                ).decode()
+            )
+    except WebSocketDisconnect:
+        return
+
+
+async def follow(
+    hub: AlertHub, pool: AsyncConnectionPool, principal: Principal, after_seq: int
+) -> AsyncIterator[Delivered]:
+    """What the caller missed after `after_seq` (from the database), then the live alerts,
+    each once and in order. Subscribing first means nothing falls between the two."""
+    subscriber = hub.subscribe(principal)
+    try:
+        last = after_seq
+        while True:
+            async with pool.connection() as conn:
+                rows = await db.alerts_after(conn, principal, after_seq=last, limit=PAGE)
+                page = [Delivered(row["seq"], await hub.render(conn, row)) for row in rows]
+            for item in page:
+                yield item
+                last = item.seq
+            if len(rows) < PAGE:
+                break
+        while True:
+            live = await subscriber.queue.get()
+            if live is None:
+                return  # dropped as too slow: the client reconnects and resumes
+            if live.seq > last:
+                yield live
+                last = live.seq
+
+    finally:
+        hub.unsubscribe(subscriber)
+
+
+@router.get("/alerts/{alert_id}", response_model=Alert)
+async def get_alert(request: Request, alert_id: UUID, principal: CaseReader, conn: Conn) -> Alert:
+    row = await db.alert_by_id(conn, principal, alert_id)
+    if row is None:
+        raise NotFound("alert not found")
+    hub: AlertHub = request.app.state.alerts
+    return await hub.render(conn, row)
+
+
+@router.post("/alerts/{alert_id}/ack", response_model=CaseOut)
+async def acknowledge_alert(alert_id: UUID, principal: CaseReader, conn: Conn) -> CaseOut:
+    """From the app: acknowledge the alert's case (intake → triage), which stops its
+    escalation timer."""
+    row = await db.alert_by_id(conn, principal, alert_id)
+    if row is None or row["case_id"] is None:
+        raise NotFound("alert not found")
+    result = await act(
+        conn,
+        principal,
+        row["case_id"],
+        ActionRequest(action=CaseAction.ACKNOWLEDGE),
+        now=utc_now(),
+    )
+    return CaseOut(**result.case)
