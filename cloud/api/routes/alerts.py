@@ -11,11 +11,12 @@ from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 
 from cloud.access import Permission, Principal
+from cloud.alerts.cap import atom_feed, cap_document
 from cloud.alerts.hub import AlertHub, Delivered
 from cloud.api.case_schemas import CaseOut
 from cloud.api.deps import CaseReader, Conn, principal_from_token
@@ -163,6 +164,55 @@ async def follow(
 
     finally:
         hub.unsubscribe(subscriber)
+
+
+CAP_MEDIA = "application/cap+xml"
+
+
+@router.get(
+    "/alerts/feed.atom",
+    response_class=Response,
+    responses={200: {"content": {"application/atom+xml": {}}}},
+)
+async def alert_feed(
+    request: Request,
+    principal: CaseReader,
+    conn: Conn,
+    limit: Annotated[int, Query(ge=1, le=PAGE)] = 100,
+) -> Response:
+    """The newest alerts of the caller's jurisdiction as an Atom feed linking each CAP 1.2
+    document (for public warning systems and provincial platforms, with an API token)."""
+    hub: AlertHub = request.app.state.alerts
+    items = [await hub.render(conn, row) for row in await db.newest(conn, principal, limit=limit)]
+    base = str(request.base_url).rstrip("/")
+    body = atom_feed(
+        items,
+        feed_url=f"{base}/api/v1/alerts/feed.atom",
+        title=f"gridwatch alerts · {principal.unit_code}",
+        cap_url=lambda alert: f"{base}/api/v1/alerts/{alert.alert_id}.cap",
+    )
+    return Response(body, media_type="application/atom+xml")
+
+
+@router.get(
+    "/alerts/{alert_id}.cap", response_class=Response, responses={200: {"content": {CAP_MEDIA: {}}}}
+)
+async def alert_cap(
+    request: Request, alert_id: UUID, principal: CaseReader, conn: Conn
+) -> Response:
+    """The alert as a CAP 1.2 document (Chinese and English `info`, the unit as the area)."""
+    alert = await get_alert(request, alert_id, principal, conn)
+    unit_code = alert.org.grid or alert.org.village or alert.org.town or alert.org.county
+    name, geometry = await db.area(conn, unit_code)
+    settings = request.app.state.settings
+    document = cap_document(
+        alert,
+        references_sent=await db.sent_times(conn, list(alert.references)),
+        area_name=name,
+        geometry=geometry,
+        case_url=f"{settings.public_url}/api/v1/cases/{alert.case_id}" if alert.case_id else None,
+    )
+    return Response(document, media_type=CAP_MEDIA)
 
 
 @router.get("/alerts/{alert_id}", response_model=Alert)
