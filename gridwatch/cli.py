@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str | None, str]] = {
     "edge": ("edge.cli", "edge", "The edge agent and the technician's detection tools."),
     "cloud": ("cloud.cli", "cloud", "The cloud service: API, ingest, migrations."),
     "provision": ("provisioning.cli", "provision", "Register, secure and configure edge nodes."),
+    "alerts": ("cloud.alerts.cli", "cloud", "Follow alerts as a grid app does: live, resumed."),
 }
 
 

@@ -40,6 +40,7 @@ class Delivered:
 @dataclass(eq=False)
 class Subscriber:
     principal: Principal
+    unit: str | None = None  # narrower than the caller's jurisdiction, when asked
     queue: asyncio.Queue[Delivered | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
     dropped: bool = False
 
@@ -80,8 +81,8 @@ class AlertHub:
         for subscriber in list(self.subscribers):
             self._drop(subscriber)
 
-    def subscribe(self, principal: Principal) -> Subscriber:
-        subscriber = Subscriber(principal)
+    def subscribe(self, principal: Principal, unit: str | None = None) -> Subscriber:
+        subscriber = Subscriber(principal, unit)
         self.subscribers.add(subscriber)
         return subscriber
 
@@ -139,6 +140,8 @@ class AlertHub:
         alert: Alert | None = None
         for subscriber in list(self.subscribers):
             if not may_hear(subscriber.principal, row):
+                continue
+            if subscriber.unit is not None and not is_within(row["unit_code"], subscriber.unit):
                 continue
             alert = alert or render_alert(row, self.units, self.public_url)
             try:

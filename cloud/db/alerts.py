@@ -42,9 +42,18 @@ def scope(principal: Principal) -> tuple[sql.Composable, dict[str, Any]]:
 
 
 async def alerts_after(
-    conn: AsyncConnection, principal: Principal, *, after_seq: int, limit: int
+    conn: AsyncConnection,
+    principal: Principal,
+    *,
+    after_seq: int,
+    limit: int,
+    unit: str | None = None,
 ) -> list[dict[str, Any]]:
+    """In `seq` order after `after_seq`; `unit` narrows to a unit inside the caller's."""
     where, params = scope(principal)
+    if unit is not None:
+        where = sql.SQL("{} AND unit_code LIKE %(unit)s").format(where)
+        params["unit"] = like_prefix(unit)
     query = sql.SQL(
         "SELECT {} FROM alerts WHERE seq > %(after)s AND {} ORDER BY seq LIMIT %(limit)s"
     ).format(sql.SQL(ALERT_COLUMNS), where)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -233,3 +235,54 @@ def test_alerts_are_valid_cap_documents_and_an_atom_feed(county: County, service
     outsider = {"Authorization": f"Bearer {service.token(county, 'other-worker')}"}
     hidden = httpx.get(f"{service.base}/alerts/{update['alert_id']}.cap", headers=outsider)
     assert hidden.status_code == 404
+
+
+def run_tail(service: Service, county: County, state: Path, *args: str) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gridwatch",
+            "alerts",
+            "tail",
+            "--url",
+            f"http://127.0.0.1:{service.port}",
+            "--username",
+            "worker",
+            "--json",
+            "--state-file",
+            str(state),
+            *args,
+        ],
+        env={**os.environ, "GRIDWATCH_PASSWORD": county.passwords["worker"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_the_reference_client_resumes_where_it_stopped_and_acknowledges(
+    county: County, service: Service, nodes: FakeNodes, tmp_path: Path
+) -> None:
+    headers = {"Authorization": f"Bearer {service.token(county, 'worker')}"}
+    known = httpx.get(f"{service.base}/alerts", headers=headers, timeout=10).json()["items"]
+    state = tmp_path / "tail.last"
+    first = run_tail(service, county, state, "--count", "2")
+    rest = run_tail(service, county, state, "--count", str(len(known) - 2))
+    assert [a["alert_id"] for a in first + rest] == [a["alert_id"] for a in known]
+
+    nodes.publish(
+        VILLAGE_NODE,
+        [100],
+        camera_id="cam01",
+        kind=EventKind.LINE_CROSSING,
+        severity=Severity.MEDIUM,
+        direction="in",
+    )
+    new, acknowledged = run_tail(service, county, state, "--ack", "--count", "2")
+    assert (new["kind"], new["msg_type"]) == ("line_crossing", "alert")
+    assert (acknowledged["msg_type"], acknowledged["case_state"]) == ("update", "triage")
+    assert acknowledged["references"] == [new["alert_id"]]

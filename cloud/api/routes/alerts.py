@@ -31,6 +31,14 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["alerts"])
 
 PAGE = 500
+UnitQuery = Annotated[
+    str | None,
+    Query(
+        description="Only this unit and below (inside the caller's jurisdiction).",
+        max_length=32,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+    ),
+]
 
 
 class AlertPage(BaseModel):
@@ -55,12 +63,18 @@ async def list_alerts(
     principal: CaseReader,
     conn: Conn,
     after: Annotated[UUID | None, Query(description="The last alert id already seen.")] = None,
+    unit: UnitQuery = None,
     limit: Annotated[int, Query(ge=1, le=PAGE)] = 100,
 ) -> AlertPage:
-    """Alerts of the caller's jurisdiction, oldest first after `after` (for polling)."""
+    """Alerts of the caller's jurisdiction (or of `unit` inside it), oldest first after
+    `after` (for polling)."""
     hub: AlertHub = request.app.state.alerts
     rows = await db.alerts_after(
-        conn, principal, after_seq=await _after_seq(conn, after), limit=limit
+        conn,
+        principal,
+        after_seq=await _after_seq(conn, after),
+        limit=limit,
+        unit=principal.scope(unit),
     )
     items = [await hub.render(conn, row) for row in rows]
     return AlertPage(items=items, last_alert_id=items[-1].alert_id if items else after)
@@ -71,18 +85,20 @@ async def stream_alerts(
     request: Request,
     principal: CaseReader,
     after: Annotated[UUID | None, Query(description="Resume after this alert id.")] = None,
+    unit: UnitQuery = None,
     last_event_id: Annotated[UUID | None, Header(description="EventSource's resume id.")] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: `id` is the alert id, `data` the alert; a client that reconnects
     with `Last-Event-ID` receives what it missed, then the live ones."""
     hub: AlertHub = request.app.state.alerts
     pool: AsyncConnectionPool = request.app.state.pool
+    narrow = principal.scope(unit)
     async with pool.connection() as conn:
         after_seq = await _after_seq(conn, last_event_id or after)
 
     async def events() -> AsyncIterator[bytes]:
         yield b": gridwatch alerts\n\n"
-        async for item in follow(hub, pool, principal, after_seq):
+        async for item in follow(hub, pool, principal, after_seq, narrow):
             data = orjson.dumps(item.alert.model_dump(mode="json"))
             yield (
                 b"id: "
@@ -103,6 +119,7 @@ async def stream_alerts(
 async def websocket_alerts(
     websocket: WebSocket,
     after: UUID | None = None,
+    unit: UnitQuery = None,
     access_token: str | None = None,
 ) -> None:
     """Live alerts as JSON text frames `{"type": "alert", "alert": {...}}`. Sign in with the
@@ -116,6 +133,7 @@ async def websocket_alerts(
         principal = replace(
             principal, remote_addr=websocket.client.host if websocket.client else ""
         )
+        narrow = principal.scope(unit)
         pool: AsyncConnectionPool = websocket.app.state.pool
         async with pool.connection() as conn:
             after_seq = await _after_seq(conn, after)
@@ -127,7 +145,7 @@ async def websocket_alerts(
     await websocket.accept()
     hub: AlertHub = websocket.app.state.alerts
     try:
-        async for item in follow(hub, pool, principal, after_seq):
+        async for item in follow(hub, pool, principal, after_seq, narrow):
             await websocket.send_text(
                 orjson.dumps(
                     {"type": "alert", "alert": item.alert.model_dump(mode="json")}
@@ -138,16 +156,20 @@ async def websocket_alerts(
 
 
 async def follow(
-    hub: AlertHub, pool: AsyncConnectionPool, principal: Principal, after_seq: int
+    hub: AlertHub,
+    pool: AsyncConnectionPool,
+    principal: Principal,
+    after_seq: int,
+    unit: str | None = None,
 ) -> AsyncIterator[Delivered]:
     """What the caller missed after `after_seq` (from the database), then the live alerts,
     each once and in order. Subscribing first means nothing falls between the two."""
-    subscriber = hub.subscribe(principal)
+    subscriber = hub.subscribe(principal, unit)
     try:
         last = after_seq
         while True:
             async with pool.connection() as conn:
-                rows = await db.alerts_after(conn, principal, after_seq=last, limit=PAGE)
+                rows = await db.alerts_after(conn, principal, after_seq=last, limit=PAGE, unit=unit)
                 page = [Delivered(row["seq"], await hub.render(conn, row)) for row in rows]
             for item in page:
                 yield item

@@ -1,0 +1,188 @@
+"""`gridwatch alerts tail`: the reference grid-app client. It signs in, follows the live
+alert stream of its jurisdiction, resumes after a dropped connection (or a restart) from
+the last alert it printed, and can acknowledge what arrives.
+
+What an app developer copies: sign in at /api/v1/auth/token (or use an API token), open
+/api/v1/alerts/ws with `after` = the last alert id you handled, keep that id durable,
+reconnect with backoff, and acknowledge with POST /api/v1/alerts/{id}/ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+app = typer.Typer(help="Follow alerts as a grid app does.", no_args_is_help=True)
+
+
+@app.callback()
+def main() -> None:
+    """Follow alerts as a grid app does: live, resumed, acknowledged."""
+
+
+class SignInFailed(Exception):
+    """The service refused the credentials."""
+
+
+def sign_in(url: str, username: str, password: str) -> str:
+    body = urllib.parse.urlencode({"username": username, "password": password}).encode()
+    request = urllib.request.Request(  # noqa: S310 - `tail` checked the scheme
+        f"{url}/api/v1/auth/token", data=body, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310 - http(s) only
+            token: str = json.load(response)["access_token"]
+            return token
+    except urllib.error.HTTPError as exc:
+        raise SignInFailed(f"sign-in refused ({exc.code}): {exc.read().decode()[:200]}") from exc
+
+
+def acknowledge(url: str, token: str, alert_id: str) -> dict[str, Any]:
+    request = urllib.request.Request(  # noqa: S310 - `tail` checked the scheme
+        f"{url}/api/v1/alerts/{alert_id}/ack",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+        result: dict[str, Any] = json.load(response)
+        return result
+
+
+def line(alert: dict[str, Any]) -> str:
+    org = alert["org"]
+    place = org.get("grid") or org.get("village") or org.get("town") or org["county"]
+    return (
+        f"{alert['sent_at']}  {alert['msg_type']:<6} {alert['severity']:<8} {alert['kind']:<14} "
+        f"{place}  {alert['headline_zh']}  case={alert.get('case_id') or '-'}"
+    )
+
+
+async def follow(
+    url: str,
+    token_source: Any,
+    state_file: Path,
+    *,
+    unit: str | None,
+    ack: bool,
+    as_json: bool,
+    stop_after: int | None,
+) -> int:
+    """Print alerts until stopped (or `stop_after` of them); returns how many."""
+    token = token_source()
+    printed = 0
+    ws_base = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type((ConnectionClosed, OSError)),
+        wait=wait_exponential_jitter(initial=1, max=30),
+        reraise=True,
+    ):
+        with attempt:
+            params = {k: v for k, v in (("after", _last(state_file)), ("unit", unit)) if v}
+            query = f"?{urllib.parse.urlencode(params)}" if params else ""
+            try:
+                socket = await connect(
+                    f"{ws_base}/api/v1/alerts/ws{query}",
+                    additional_headers={"Authorization": f"Bearer {token}"},
+                    open_timeout=15,
+                )
+            except InvalidStatus:
+                token = token_source()  # expired: sign in again, once per refusal
+                raise ConnectionRefusedError("the stream refused the token") from None
+            async with socket:
+                async for raw in socket:
+                    alert = json.loads(raw)["alert"]
+                    typer.echo(json.dumps(alert, ensure_ascii=False) if as_json else line(alert))
+                    if ack and alert["msg_type"] == "alert" and alert.get("case_state") == "intake":
+                        case = await asyncio.to_thread(acknowledge, url, token, alert["alert_id"])
+                        typer.echo(f"  acknowledged case {case['case_id']} -> {case['state']}")
+                    _remember(state_file, alert["alert_id"])  # after handling: at least once
+                    printed += 1
+                    if stop_after is not None and printed >= stop_after:
+                        return printed
+    return printed
+
+
+def _last(state_file: Path) -> str | None:
+    try:
+        return state_file.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _remember(state_file: Path, alert_id: str) -> None:
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_file.with_suffix(".tmp")
+    tmp.write_text(alert_id)
+    tmp.replace(state_file)
+
+
+@app.command()
+def tail(
+    url: Annotated[str, typer.Option(envvar="GRIDWATCH_URL", help="The county service.")] = (
+        "http://127.0.0.1:8080"
+    ),
+    username: Annotated[str | None, typer.Option(envvar="GRIDWATCH_USERNAME")] = None,
+    password: Annotated[
+        str | None, typer.Option(envvar="GRIDWATCH_PASSWORD", help="Asked for when not given.")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="GRIDWATCH_TOKEN", help="An API token instead.")
+    ] = None,
+    unit: Annotated[str | None, typer.Option(help="Only this unit and below.")] = None,
+    ack: Annotated[bool, typer.Option(help="Acknowledge each new case as it arrives.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON alert per line.")] = False,
+    state_file: Annotated[
+        Path | None, typer.Option(help="Where the last alert id is kept (resume point).")
+    ] = None,
+    count: Annotated[int | None, typer.Option(help="Stop after this many alerts.")] = None,
+) -> None:
+    """Print the alerts of your jurisdiction as they come, from where you left off."""
+    if not url.startswith(("http://", "https://")):
+        typer.echo("error: --url must be http://... or https://...", err=True)
+        raise typer.Exit(2)
+    if token is None and username is None:
+        typer.echo("error: give --username (and a password) or --token", err=True)
+        raise typer.Exit(2)
+    if token is None and password is None:
+        password = typer.prompt("password", hide_input=True)
+
+    def token_source() -> str:
+        if token is not None:
+            return token
+        return sign_in(url.rstrip("/"), username or "", password or "")
+
+    who = username or "token"
+    state = (
+        state_file
+        or Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+        / "gridwatch"
+        / f"alerts-{who}.last"
+    )
+    try:
+        asyncio.run(
+            follow(
+                url.rstrip("/"),
+                token_source,
+                state,
+                unit=unit,
+                ack=ack,
+                as_json=as_json,
+                stop_after=count,
+            )
+        )
+    except SignInFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        pass
