@@ -12,14 +12,15 @@ from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 from cloud.alerts.hub import AlertHub
+from cloud.alerts.relay import AlertRelay
 from cloud.api.errors import install_error_handlers
 from cloud.api.routes import alerts as alert_routes
 from cloud.api.routes import auth, cases, events, health, nodes, operations, org
 from cloud.cases.rules import load_rules
 from cloud.cases.timers import timer_loop
-from cloud.commands import CommandSender
 from cloud.database import database_url
 from cloud.db import org as org_db
+from cloud.publisher import BrokerPublisher
 from cloud.settings import CloudSettings
 from cloud.snapshots import snapshot_store
 
@@ -69,12 +70,14 @@ def create_app(settings: CloudSettings) -> FastAPI:
             ),
             name="case-timers",
         )
-        commands.start()
+        publisher.start()
         await alerts.start()
+        relay.start()
         logger.info("API ready; database: %s", "TimescaleDB" if row else "plain PostgreSQL")
         yield
+        await relay.stop()
         await alerts.stop()
-        commands.stop()
+        publisher.stop()
         timers.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await timers
@@ -84,8 +87,9 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.state.settings = settings
     app.state.pool = pool
     app.state.snapshots = snapshot_store(settings)
-    app.state.commands = commands = CommandSender(settings)
+    app.state.publisher = publisher = BrokerPublisher(settings)
     app.state.alerts = alerts = AlertHub(pool, database_url(settings), settings.public_url)
+    relay = AlertRelay(pool, publisher, alerts)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router, prefix="/api/v1")

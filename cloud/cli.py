@@ -301,3 +301,52 @@ def org_passwd(username: str) -> None:
             target_id=username,
         )
     typer.echo(f"password {username} {password}")
+
+
+broker_app = typer.Typer(help="Files for the county broker.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+
+
+@broker_app.command("acl")
+def broker_acl(
+    apps: FileOption = None,
+    cloud_user: Annotated[str, typer.Option(help="The service's broker account.")] = "cloud",
+    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+) -> None:
+    """The Mosquitto ACL file: the service's account, each node confined to its subtree,
+    and each app account (CSV: username,unit_code; usernames `app.<name>`) to the alerts of
+    its unit. Regenerate it when the tree or the apps change, then reload the broker."""
+    from cloud.alerts.render import org_path
+    from cloud.broker_acl import AppAccountRow, render_acl
+    from cloud.database import connect
+    from cloud.errors import InvalidFile
+    from cloud.org_files import read_rows
+
+    rows: list[AppAccountRow] = []
+    try:
+        if apps is not None:
+            rows = read_rows(apps.read_text(encoding="utf-8"), AppAccountRow, apps.name)
+    except InvalidFile as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    with _embedded(_settings(), broker=False) as (settings, _), connect(settings) as conn:
+        units = {
+            code: (level, name, parent)
+            for code, level, name, parent in conn.execute(
+                "SELECT code, level, name, parent_code FROM org_units"
+            )
+        }
+    for line, row in enumerate(rows, start=2):
+        if row.unit_code not in units:
+            typer.echo(
+                f"error: {apps.name if apps else ''} line {line}: unit_code: "
+                f"unknown unit {row.unit_code}",
+                err=True,
+            )
+            raise typer.Exit(2)
+    text = render_acl(cloud_user, [(r.username, org_path(r.unit_code, units)) for r in rows])
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out} ({len(rows)} app accounts)")

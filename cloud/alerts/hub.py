@@ -66,6 +66,7 @@ class AlertHub:
         self._units_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self.new_alerts = asyncio.Event()  # for the MQTT relay
 
     async def start(self) -> None:
         async with self.pool.connection() as conn:
@@ -135,6 +136,7 @@ class AlertHub:
                 for row in rows:
                     self._fan_out(row)
                     self.last_seq = row["seq"]
+                self.new_alerts.set()
 
     def _fan_out(self, row: dict[str, Any]) -> None:
         alert: Alert | None = None

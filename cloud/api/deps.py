@@ -14,9 +14,9 @@ from psycopg import AsyncConnection
 
 from cloud.access import Permission, Principal
 from cloud.auth import api_token_hash, is_api_token, read_access_token
-from cloud.commands import CommandSender
 from cloud.db import org as org_db
 from cloud.errors import Forbidden, Unauthorized
+from cloud.publisher import BrokerPublisher
 from cloud.settings import CloudSettings
 from cloud.snapshots import SnapshotStore
 
@@ -36,13 +36,13 @@ def get_store(request: Request) -> SnapshotStore:
     return store
 
 
-def get_commands(request: Request) -> CommandSender:
-    sender: CommandSender = request.app.state.commands
-    return sender
+def get_publisher(request: Request) -> BrokerPublisher:
+    publisher: BrokerPublisher = request.app.state.publisher
+    return publisher
 
 
 Conn = Annotated[AsyncConnection, Depends(get_conn)]
-Commands = Annotated[CommandSender, Depends(get_commands)]
+Publisher = Annotated[BrokerPublisher, Depends(get_publisher)]
 Settings = Annotated[CloudSettings, Depends(get_settings)]
 Store = Annotated[SnapshotStore, Depends(get_store)]
 

@@ -26,9 +26,10 @@ from cloud.api.case_schemas import (
     CasePage,
     CasePhoto,
 )
-from cloud.api.deps import CaseReader, Commands, Conn, Store
+from cloud.api.deps import CaseReader, Conn, Publisher, Store
 from cloud.cases.actions import ActionRequest, NewCase, act, open_case
 from cloud.cases.timers import utc_now
+from cloud.commands import send_command
 from cloud.db import audit
 from cloud.db import cases as db
 from cloud.db import events as events_db
@@ -381,7 +382,7 @@ async def report_case(body: CaseIn, principal: CaseReader, conn: Conn) -> CaseDe
 
 @router.post("/cases/{case_id}/actions", response_model=CaseOut)
 async def case_action(
-    case_id: UUID, body: CaseActionIn, principal: CaseReader, conn: Conn, commands: Commands
+    case_id: UUID, body: CaseActionIn, principal: CaseReader, conn: Conn, publisher: Publisher
 ) -> CaseOut:
     """Move the case along the loop; an action that does not fit its state is refused with
     409 and the actions that would. `approve` of a camera's case (and `recheck`) asks the
@@ -406,7 +407,7 @@ async def case_action(
     for command in result.commands:
         # After the commit: the check is on record even when the broker is away.
         try:
-            await run_in_threadpool(commands.send, command)
+            await run_in_threadpool(send_command, publisher, command)
             await db.mark_check_sent(conn, command.request_id, sent_at=utc_now(), error=None)
         except BrokerUnavailable as exc:
             logger.warning("recheck not sent request_id=%s: %s", command.request_id, exc)
