@@ -13,9 +13,21 @@ from psycopg_pool import AsyncConnectionPool
 
 from cloud.alerts.hub import AlertHub
 from cloud.alerts.relay import AlertRelay
+from cloud.alerts.webhooks import WebhookDispatcher
 from cloud.api.errors import install_error_handlers
 from cloud.api.routes import alerts as alert_routes
-from cloud.api.routes import auth, cases, events, health, nodes, operations, org
+from cloud.api.routes import (
+    auth,
+    cases,
+    events,
+    health,
+    nodes,
+    operations,
+    org,
+)
+from cloud.api.routes import (
+    webhooks as webhook_routes,
+)
 from cloud.cases.rules import load_rules
 from cloud.cases.timers import timer_loop
 from cloud.database import database_url
@@ -73,8 +85,10 @@ def create_app(settings: CloudSettings) -> FastAPI:
         publisher.start()
         await alerts.start()
         relay.start()
+        webhooks.start()
         logger.info("API ready; database: %s", "TimescaleDB" if row else "plain PostgreSQL")
         yield
+        await webhooks.stop()
         await relay.stop()
         await alerts.stop()
         publisher.stop()
@@ -90,6 +104,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.state.publisher = publisher = BrokerPublisher(settings)
     app.state.alerts = alerts = AlertHub(pool, database_url(settings), settings.public_url)
     relay = AlertRelay(pool, publisher, alerts)
+    webhooks = WebhookDispatcher(pool, alerts, settings)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router, prefix="/api/v1")
@@ -99,4 +114,5 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.include_router(org.router, prefix="/api/v1")
     app.include_router(cases.router, prefix="/api/v1")
     app.include_router(alert_routes.router, prefix="/api/v1")
+    app.include_router(webhook_routes.router, prefix="/api/v1")
     return app

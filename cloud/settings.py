@@ -88,6 +88,15 @@ class CloudSettings(BaseSettings):
     access_token_s: Annotated[int, Field(ge=60, le=86400)] = Field(
         default=3600, description="Lifetime of an access token from the login endpoint."
     )
+    webhook_attempts: Annotated[int, Field(ge=1, le=50)] = Field(
+        default=8, description="Deliveries tried this often before they go to the dead letters."
+    )
+    webhook_backoff_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=5.0, description="First retry delay; it doubles per attempt, up to an hour."
+    )
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=120)] = Field(
+        default=10.0, description="A receiver slower than this counts as failed (and retried)."
+    )
 
     @field_validator("jwt_secret")
     @classmethod

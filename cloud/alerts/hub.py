@@ -66,7 +66,7 @@ class AlertHub:
         self._units_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self.new_alerts = asyncio.Event()  # for the MQTT relay
+        self._watchers: list[asyncio.Event] = []  # the MQTT relay, the webhook dispatcher
 
     async def start(self) -> None:
         async with self.pool.connection() as conn:
@@ -81,6 +81,12 @@ class AlertHub:
                 await self._task
         for subscriber in list(self.subscribers):
             self._drop(subscriber)
+
+    def watch(self) -> asyncio.Event:
+        """An event set whenever new alerts arrived (the waiter clears it)."""
+        event = asyncio.Event()
+        self._watchers.append(event)
+        return event
 
     def subscribe(self, principal: Principal, unit: str | None = None) -> Subscriber:
         subscriber = Subscriber(principal, unit)
@@ -136,7 +142,8 @@ class AlertHub:
                 for row in rows:
                     self._fan_out(row)
                     self.last_seq = row["seq"]
-                self.new_alerts.set()
+                for watcher in self._watchers:
+                    watcher.set()
 
     def _fan_out(self, row: dict[str, Any]) -> None:
         alert: Alert | None = None

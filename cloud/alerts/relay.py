@@ -42,6 +42,7 @@ class AlertRelay:
         self.hub = hub
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._wake = hub.watch()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="alert-relay")
@@ -55,8 +56,8 @@ class AlertRelay:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.hub.new_alerts.wait(), POLL_S)
-            self.hub.new_alerts.clear()
+                await asyncio.wait_for(self._wake.wait(), POLL_S)
+            self._wake.clear()
             try:
                 while await self.relay_once() == BATCH:
                     pass
