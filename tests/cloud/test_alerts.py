@@ -73,6 +73,8 @@ def service(
         wait_until(lambda: is_listening(process.port), 60, "the service listening")
         wait_until(lambda: process.log().count("ingest subscribed") >= 7, 60, "ingest subscribed")
         yield process
+        # Streams whose apps left must not keep the service from stopping.
+        assert process.stop(30) == 0
     finally:
         process.kill()
 

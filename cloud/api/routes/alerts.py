@@ -3,6 +3,8 @@ Server-Sent Events, resumed from the last alert id seen, from the database."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -144,15 +146,30 @@ async def websocket_alerts(
         return
     await websocket.accept()
     hub: AlertHub = websocket.app.state.alerts
-    try:
+
+    async def push() -> None:
         async for item in follow(hub, pool, principal, after_seq, narrow):
             await websocket.send_text(
                 orjson.dumps(
                     {"type": "alert", "alert": item.alert.model_dump(mode="json")}
                 ).decode()
             )
-    except WebSocketDisconnect:
-        return
+
+    async def until_closed() -> None:
+        # Waiting for the next alert would not notice a client that left (or a server that
+        # shuts down): reading does, and then the push stops and the subscription goes.
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+    tasks = [asyncio.create_task(push()), asyncio.create_task(until_closed())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await task
 
 
 async def follow(
