@@ -55,12 +55,21 @@ def may_hear(principal: Principal, row: dict[str, Any]) -> bool:
     return inside
 
 
+def _key(principal: Principal) -> str:
+    if principal.sees_only_dispatched:
+        return f"dept:{principal.department_code}"
+    return principal.unit_code
+
+
 class AlertHub:
     def __init__(self, pool: AsyncConnectionPool, url: str, public_url: str) -> None:
         self.pool = pool
         self.url = url
         self.public_url = public_url
         self.subscribers: set[Subscriber] = set()
+        # Subscribers by the key they listen under (their unit, or their department): an
+        # alert looks up its unit's chain of ancestors instead of asking every subscriber.
+        self._by_key: dict[str, set[Subscriber]] = {}
         self.last_seq = 0
         self.units: Units = {}
         self._units_at = 0.0
@@ -91,10 +100,29 @@ class AlertHub:
     def subscribe(self, principal: Principal, unit: str | None = None) -> Subscriber:
         subscriber = Subscriber(principal, unit)
         self.subscribers.add(subscriber)
+        self._by_key.setdefault(_key(principal), set()).add(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
+        listeners = self._by_key.get(_key(subscriber.principal))
+        if listeners is not None:
+            listeners.discard(subscriber)
+            if not listeners:
+                del self._by_key[_key(subscriber.principal)]
+
+    def _candidates(self, row: dict[str, Any]) -> list[Subscriber]:
+        """Subscribers at the alert's unit or above it, and of its departments."""
+        found: list[Subscriber] = []
+        code: str | None = row["unit_code"]
+        seen = 0
+        while code is not None and seen < 8:
+            found.extend(self._by_key.get(code, ()))
+            code = self.units[code][2] if code in self.units else None
+            seen += 1
+        for department in row["departments"] or ():
+            found.extend(self._by_key.get(f"dept:{department}", ()))
+        return found
 
     async def render(self, conn: psycopg.AsyncConnection, row: dict[str, Any]) -> Alert:
         await self._refresh_units(conn)
@@ -138,7 +166,9 @@ class AlertHub:
                 rows = await db.all_after(conn, after_seq=self.last_seq, limit=1000)
                 if not rows:
                     return
-                await self._refresh_units(conn)
+                # A unit added since the last read: its ancestors are needed for the fan-out.
+                unknown = any(row["unit_code"] not in self.units for row in rows)
+                await self._refresh_units(conn, force=unknown)
                 for row in rows:
                     self._fan_out(row)
                     self.last_seq = row["seq"]
@@ -147,7 +177,7 @@ class AlertHub:
 
     def _fan_out(self, row: dict[str, Any]) -> None:
         alert: Alert | None = None
-        for subscriber in list(self.subscribers):
+        for subscriber in self._candidates(row):
             if not may_hear(subscriber.principal, row):
                 continue
             if subscriber.unit is not None and not is_within(row["unit_code"], subscriber.unit):
@@ -164,6 +194,6 @@ class AlertHub:
 
     def _drop(self, subscriber: Subscriber) -> None:
         subscriber.dropped = True
-        self.subscribers.discard(subscriber)
+        self.unsubscribe(subscriber)
         with contextlib.suppress(asyncio.QueueFull):
             subscriber.queue.put_nowait(None)  # wakes its sender, which then ends

@@ -128,6 +128,7 @@ def test_a_grid_worker_hears_their_grid_and_resumes_without_gaps(
     worker = service.token(county, "worker")
     neighbour = service.token(county, "worker-2")
     mine, theirs = Listener(service, worker), Listener(service, neighbour)
+    centre = Listener(service, service.token(county, "county-op"))
     try:
         seq = 1
         for fields in KINDS[:2]:
@@ -141,8 +142,11 @@ def test_a_grid_worker_hears_their_grid_and_resumes_without_gaps(
         assert {a["kind"] for a in first} == {"intrusion", "loitering"}
         assert all(a["msg_type"] == "alert" for a in first)
         assert {a["org"]["grid"] for a in theirs.until(2)} == {GRID_2}
+        # The county centre hears both grids, live, from the same fan-out.
+        assert {a["org"]["grid"] for a in centre.until(4)} == {GRID, GRID_2}
     finally:
         mine.close()
+        centre.close()
 
     # While the phone is in a tunnel: a new case, and the first one acknowledged.
     nodes.publish(VILLAGE_NODE, [seq], camera_id="cam01", severity=Severity.HIGH, **KINDS[2])
