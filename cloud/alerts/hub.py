@@ -138,7 +138,10 @@ class AlertHub:
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), SAFETY_POLL_S)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that arrives as the event is set, and stop() waits forever.
+                    async with asyncio.timeout(SAFETY_POLL_S):
+                        await self._wake.wait()
                 self._wake.clear()
                 try:
                     await self._deliver_new()

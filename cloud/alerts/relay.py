@@ -56,7 +56,8 @@ class AlertRelay:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_S)
+                async with asyncio.timeout(POLL_S):  # not wait_for: see AlertHub._run
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 while await self.relay_once() == BATCH:

@@ -91,7 +91,8 @@ class WebhookDispatcher:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK_S)
+                async with asyncio.timeout(TICK_S):  # not wait_for: see AlertHub._run
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 async with self.pool.connection() as conn:
