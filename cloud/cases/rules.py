@@ -29,7 +29,11 @@ REPORT_CATEGORIES = (
     "resident_request",  # 群众诉求
     "other",
 )
-FLEET_CATEGORIES = (EventKind.CAMERA_OFFLINE.value, EventKind.CAMERA_TAMPER.value)
+FLEET_CATEGORIES = (
+    EventKind.CAMERA_OFFLINE.value,
+    EventKind.CAMERA_TAMPER.value,
+    "node_offline",  # from the node's state (its last will), not from a detection
+)
 
 Seconds = Annotated[int, Field(gt=0, le=90 * 86400)]
 

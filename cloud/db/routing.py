@@ -106,6 +106,82 @@ SELECT count(*) FROM closed
 """
 
 
+# A box that went offline (its last will, or a clean shutdown) opens a work order for its
+# unit's town; a second notice merges into it; the box back online closes it.
+NODE_OFFLINE_SQL = """
+WITH root AS (
+    SELECT code FROM org_units WHERE level = 'county' ORDER BY code LIMIT 1
+), gone AS (
+    SELECT n.node_id, coalesce(u.code, root.code) AS unit_code, r.start_level, r.ack_s,
+           r.resolve_s
+    FROM unnest(%(offline)s::text[]) AS n (node_id)
+    CROSS JOIN root
+    LEFT JOIN nodes u_node ON u_node.node_id = n.node_id
+    LEFT JOIN org_units u ON u.code = u_node.unit_code
+    JOIN case_rules r ON r.category = 'node_offline' AND r.severity = 'medium' AND r.opens_case
+    ORDER BY n.node_id
+), upserted AS (
+    INSERT INTO cases (case_id, source, category, severity, state, title, unit_code,
+                       responsible_unit_code, node_id, merge_key, event_count, first_event_at,
+                       last_event_at, opened_at, ack_due_at, resolve_due_at)
+    SELECT gen_random_uuid(), 'fleet', 'node_offline', 'medium', 'intake',
+           'node_offline · ' || g.node_id, g.unit_code,
+           coalesce((SELECT a.code FROM org_units a
+                     WHERE a.level = g.start_level AND starts_with(g.unit_code, a.code)),
+                    g.unit_code),
+           g.node_id, g.node_id || '/-/node_offline', 1, now(), now(), now(),
+           now() + make_interval(secs => g.ack_s), now() + make_interval(secs => g.resolve_s)
+    FROM gone g
+    ON CONFLICT (merge_key) WHERE state <> 'closed' AND merge_key IS NOT NULL DO UPDATE SET
+        event_count = cases.event_count + 1, last_event_at = now(), updated_at = now(),
+        version = cases.version + 1
+    RETURNING case_id, state, (xmax = 0) AS opened
+), history AS (
+    INSERT INTO case_history (case_id, at, actor, action, from_state, to_state, detail)
+    SELECT case_id, now(), 'system', CASE WHEN opened THEN 'open' ELSE 'merge' END,
+           CASE WHEN opened THEN NULL ELSE state END, state, '{}'::jsonb
+    FROM upserted
+)
+SELECT count(*) FILTER (WHERE opened) FROM upserted
+"""
+
+NODE_BACK_SQL = """
+WITH back AS (
+    SELECT case_id, state FROM cases
+    WHERE node_id = ANY(%(online)s::text[]) AND category = 'node_offline' AND state <> 'closed'
+    ORDER BY case_id
+    FOR UPDATE
+), closed AS (
+    UPDATE cases c SET state = 'closed', closed_at = now(), resolved_at = now(),
+                       close_reason = 'node back online', updated_at = now(),
+                       version = c.version + 1
+    FROM back WHERE c.case_id = back.case_id
+    RETURNING c.case_id, back.state AS from_state
+), history AS (
+    INSERT INTO case_history (case_id, at, actor, action, from_state, to_state, detail)
+    SELECT case_id, now(), 'system', 'auto_close', from_state, 'closed',
+           '{"reason": "node back online"}'::jsonb
+    FROM closed
+)
+SELECT count(*) FROM closed
+"""
+
+
+def route_node_states(
+    conn: psycopg.Connection, *, offline: list[str], online: list[str]
+) -> tuple[int, int]:
+    """(work orders opened, work orders closed) for nodes that went offline or came back."""
+    conn.execute(LOCK_SQL)  # before case rows, as everywhere
+    opened = closed = 0
+    if offline:
+        row = conn.execute(NODE_OFFLINE_SQL, {"offline": sorted(offline)}).fetchone()
+        opened = row[0] if row else 0
+    if online:
+        row = conn.execute(NODE_BACK_SQL, {"online": sorted(online)}).fetchone()
+        closed = row[0] if row else 0
+    return opened, closed
+
+
 def route_events(conn: psycopg.Connection) -> tuple[int, int, int]:
     """(cases opened, cases merged into, work orders closed) for the batch's new events."""
     conn.execute(LOCK_SQL)  # before case rows: the order every alert-raising path shares

@@ -17,7 +17,7 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
-from cloud.db.routing import route_events
+from cloud.db.routing import route_events, route_node_states
 from cloud.ingest.gaps import Gap, NodeSequence, advance
 from cloud.snapshots import SnapshotStore, sha256_hex, storage_key
 from protocols import (
@@ -28,7 +28,7 @@ from protocols import (
     NodeState,
     Telemetry,
 )
-from protocols.enums import StreamStatus
+from protocols.enums import NodeStatus, StreamStatus
 from protocols.topics import NodeTopic
 
 logger = logging.getLogger(__name__)
@@ -221,6 +221,16 @@ class BatchWriter:
                 self._rollups(conn)
             result.cases_opened, result.cases_merged, result.cases_closed = route_events(conn)
             self._sequences(conn, result)
+        if batch.states:
+            # The last word of each node in this batch (arrival order, as node_state keeps).
+            last = {state.node_id: state.status for state, _ in batch.states}
+            opened, closed = route_node_states(
+                conn,
+                offline=[n for n, s in last.items() if s is NodeStatus.OFFLINE],
+                online=[n for n, s in last.items() if s is NodeStatus.ONLINE],
+            )
+            result.cases_opened += opened
+            result.cases_closed += closed
 
         return result
 

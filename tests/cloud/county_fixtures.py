@@ -34,13 +34,16 @@ class County:
 
     def write(self, events: list[DetectionEvent], at: datetime) -> None:
         """Store events as ingest does (routing into cases included), in one transaction."""
+        self.write_batch(Batch(events=[(e, at) for e in events]))
+
+    def write_batch(self, batch: Batch) -> None:
         writer = BatchWriter(
             timescale=False,
             store=LocalSnapshotStore(self.snapshots),
             timezone=ZoneInfo("Asia/Shanghai"),
         )
         with psycopg.connect(self.url, autocommit=True) as conn, conn.transaction():
-            writer.write(conn, Batch(events=[(e, at) for e in events]))
+            writer.write(conn, batch)
 
 
 def county_database(admin_url: str, directory: Path) -> Iterator[County]:
