@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from psycopg import AsyncConnection
 
@@ -42,6 +42,14 @@ def get_publisher(request: Request) -> BrokerPublisher:
 
 
 Conn = Annotated[AsyncConnection, Depends(get_conn)]
+UnitQuery = Annotated[
+    str | None,
+    Query(
+        description="Org unit code: the unit and all below it (inside the caller's jurisdiction).",
+        max_length=32,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+    ),
+]
 Publisher = Annotated[BrokerPublisher, Depends(get_publisher)]
 Settings = Annotated[CloudSettings, Depends(get_settings)]
 Store = Annotated[SnapshotStore, Depends(get_store)]

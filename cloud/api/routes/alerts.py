@@ -21,7 +21,7 @@ from cloud.access import Permission, Principal
 from cloud.alerts.cap import atom_feed, cap_document
 from cloud.alerts.hub import AlertHub, Delivered
 from cloud.api.case_schemas import CaseOut
-from cloud.api.deps import CaseReader, Conn, principal_from_token
+from cloud.api.deps import CaseReader, Conn, UnitQuery, principal_from_token
 from cloud.cases.actions import ActionRequest, act
 from cloud.cases.timers import utc_now
 from cloud.cases.workflow import CaseAction
@@ -33,14 +33,6 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["alerts"])
 
 PAGE = 500
-UnitQuery = Annotated[
-    str | None,
-    Query(
-        description="Only this unit and below (inside the caller's jurisdiction).",
-        max_length=32,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
-    ),
-]
 
 
 class AlertPage(BaseModel):

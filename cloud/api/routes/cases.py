@@ -26,7 +26,7 @@ from cloud.api.case_schemas import (
     CasePage,
     CasePhoto,
 )
-from cloud.api.deps import CaseReader, Conn, Publisher, Store
+from cloud.api.deps import CaseReader, Conn, Publisher, Store, UnitQuery
 from cloud.cases.actions import ActionRequest, NewCase, act, open_case
 from cloud.cases.timers import utc_now
 from cloud.commands import send_command
@@ -40,57 +40,6 @@ from protocols.enums import CaseState
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["cases"])
 
-UnitQuery = Annotated[
-    str | None,
-    Query(
-        description="Org unit code: the unit and all below it.",
-        max_length=32,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
-    ),
-]
-
-
-def _filter(
-    principal_unit: str | None,
-    state: list[CaseState] | None,
-    open_only: bool,
-    category: str | None,
-    source: str | None,
-    start: datetime | None,
-    end: datetime | None,
-    department: str | None,
-    camera: CameraQuery | None = None,
-) -> db.CaseFilter:
-    node_id, camera_id, false_alarm = camera or (None, None, None)
-    return db.CaseFilter(
-        node_id=node_id,
-        camera_id=camera_id,
-        false_alarm=false_alarm,
-        unit=principal_unit,
-        states=tuple(s.value for s in state or ()),
-        open_only=open_only,
-        category=category,
-        source=source,
-        start=start,
-        end=end,
-        department=department,
-    )
-
-
-CameraQuery = tuple[str | None, str | None, bool | None]
-
-
-def camera_query(
-    node_id: Annotated[str | None, Query(max_length=64)] = None,
-    camera_id: Annotated[str | None, Query(max_length=64)] = None,
-    false_alarm: Annotated[
-        bool | None, Query(description="Only (or no) false alarms: what to tune a camera by.")
-    ] = None,
-) -> CameraQuery:
-    return node_id, camera_id, false_alarm
-
-
-Camera = Annotated[CameraQuery, Depends(camera_query)]
 State = Annotated[list[CaseState] | None, Query(description="One or more states.")]
 Open = Annotated[bool, Query(alias="open", description="Only cases not closed.")]
 Start = Annotated[datetime | None, Query(alias="from", description="Opened at or after.")]
@@ -98,10 +47,8 @@ End = Annotated[datetime | None, Query(alias="to", description="Opened before.")
 Source = Annotated[str | None, Query(pattern="^(camera|fleet|report|operator)$")]
 
 
-@router.get("/cases", response_model=CasePage)
-async def list_cases(
+def case_filter(
     principal: CaseReader,
-    conn: Conn,
     unit: UnitQuery = None,
     state: State = None,
     open_only: Open = False,
@@ -110,15 +57,41 @@ async def list_cases(
     start: Start = None,
     end: End = None,
     department: str | None = None,
-    camera: Camera = (None, None, None),
+    node_id: Annotated[str | None, Query(max_length=64)] = None,
+    camera_id: Annotated[str | None, Query(max_length=64)] = None,
+    false_alarm: Annotated[
+        bool | None, Query(description="Only (or no) false alarms: what to tune a camera by.")
+    ] = None,
+) -> db.CaseFilter:
+    """The filters of the case list and its export, inside the caller's jurisdiction."""
+    return db.CaseFilter(
+        unit=principal.scope(unit),
+        states=tuple(s.value for s in state or ()),
+        open_only=open_only,
+        category=category,
+        source=source,
+        start=start,
+        end=end,
+        department=department,
+        node_id=node_id,
+        camera_id=camera_id,
+        false_alarm=false_alarm,
+    )
+
+
+CaseFilterQuery = Annotated[db.CaseFilter, Depends(case_filter)]
+
+
+@router.get("/cases", response_model=CasePage)
+async def list_cases(
+    principal: CaseReader,
+    conn: Conn,
+    case_filter: CaseFilterQuery,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> CasePage:
     """Newest first. A grid worker's "my open cases" is `?open=true` with their token; a
     camera's false alarms, `?node_id=..&camera_id=..&false_alarm=true`."""
-    case_filter = _filter(
-        principal.scope(unit), state, open_only, category, source, start, end, department, camera
-    )
     rows, next_cursor = await db.list_cases(
         conn, principal, case_filter, cursor=cursor, limit=limit
     )
@@ -150,23 +123,10 @@ EXPORT_COLUMNS = (
 
 @router.get("/cases.csv", response_class=StreamingResponse)
 async def export_cases(
-    principal: CaseReader,
-    conn: Conn,
-    unit: UnitQuery = None,
-    state: State = None,
-    open_only: Open = False,
-    category: str | None = None,
-    source: Source = None,
-    start: Start = None,
-    end: End = None,
-    department: str | None = None,
-    camera: Camera = (None, None, None),
+    principal: CaseReader, conn: Conn, case_filter: CaseFilterQuery
 ) -> StreamingResponse:
     """Every matching case as CSV (with the times that measure acknowledge, dispatch and
     resolve), streamed page by page."""
-    case_filter = _filter(
-        principal.scope(unit), state, open_only, category, source, start, end, department, camera
-    )
 
     async def lines() -> AsyncIterator[str]:
         out = io.StringIO()
@@ -219,7 +179,9 @@ async def case_stats(
 ) -> CaseStats:
     """How the loop performs in a unit: times to acknowledge, dispatch and resolve, cases by
     state, escalations, false alarms and satisfaction (cases opened in the range)."""
-    case_filter = _filter(principal.scope(unit), None, False, category, source, start, end, None)
+    case_filter = db.CaseFilter(
+        unit=principal.scope(unit), category=category, source=source, start=start, end=end
+    )
     return CaseStats(**await db.case_stats(conn, principal, case_filter))
 
 

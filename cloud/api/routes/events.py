@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from cloud.access import Principal
-from cloud.api.deps import Conn, EventReader, Store
+from cloud.api.deps import Conn, EventReader, Store, UnitQuery
 from cloud.api.schemas import CountPoint, EventOut, EventPage
 from cloud.db import events as db
 from cloud.errors import BadRequest, NotFound
@@ -47,14 +47,6 @@ def _out(row: dict[str, Any]) -> EventOut:
 
 Start = Annotated[datetime | None, Query(alias="from", description="Inclusive; default: 24 h ago.")]
 End = Annotated[datetime | None, Query(alias="to", description="Exclusive; default: now.")]
-Unit = Annotated[
-    str | None,
-    Query(
-        description="Org unit code: the unit and all below it.",
-        max_length=32,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
-    ),
-]
 
 
 def _filter(
@@ -88,7 +80,7 @@ async def list_events(
     conn: Conn,
     start: Start = None,
     end: End = None,
-    unit: Unit = None,
+    unit: UnitQuery = None,
     node_id: Annotated[str | None, Query(max_length=64)] = None,
     camera_id: Annotated[str | None, Query(max_length=64)] = None,
     kind: EventKind | None = None,
@@ -137,7 +129,7 @@ async def export_events(
     conn: Conn,
     start: Start = None,
     end: End = None,
-    unit: Unit = None,
+    unit: UnitQuery = None,
     node_id: Annotated[str | None, Query(max_length=64)] = None,
     camera_id: Annotated[str | None, Query(max_length=64)] = None,
     kind: EventKind | None = None,
@@ -208,7 +200,7 @@ async def count_events(
     bucket: Annotated[Literal["hour", "day"], Query()] = "hour",
     start: Start = None,
     end: End = None,
-    unit: Unit = None,
+    unit: UnitQuery = None,
     kind: EventKind | None = None,
     camera_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> list[CountPoint]:
