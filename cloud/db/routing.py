@@ -79,10 +79,29 @@ WITH root AS (
 SELECT count(*) FILTER (WHERE opened), count(*) FILTER (WHERE NOT opened) FROM upserted
 """
 
+# Work orders that close themselves: the targets CTE (case_id, state) picks them, the rest
+# closes them and writes their history, with %(reason)s kept.
+CLOSE_SQL = """
+WITH targets AS ({targets}
+), closed AS (
+    UPDATE cases c SET state = 'closed', closed_at = now(), resolved_at = now(),
+                       close_reason = %(reason)s, updated_at = now(), version = c.version + 1
+    FROM targets WHERE c.case_id = targets.case_id
+    RETURNING c.case_id, targets.state AS from_state
+), history AS (
+    INSERT INTO case_history (case_id, at, actor, action, from_state, to_state, detail)
+    SELECT case_id, now(), 'system', 'auto_close', from_state, 'closed',
+           jsonb_build_object('reason', %(reason)s::text)
+    FROM closed
+)
+SELECT count(*) FROM closed
+"""
+
 # A camera that is back (its offline or tamper situation ended) closes its work order,
 # when the ended situation is the case's latest one.
-AUTO_CLOSE_SQL = """
-WITH ended AS (
+AUTO_CLOSE_SQL = CLOSE_SQL.replace(
+    "{targets}",
+    """
     SELECT DISTINCT c.case_id, c.state
     FROM events_inserted e
     JOIN case_threads t ON t.thread_id = e.thread_id
@@ -90,20 +109,8 @@ WITH ended AS (
     WHERE e.phase = 'end' AND c.source = 'fleet' AND c.state <> 'closed'
       AND t.observed_at = (SELECT max(observed_at) FROM case_threads l
                            WHERE l.case_id = c.case_id)
-    ORDER BY c.case_id
-), closed AS (
-    UPDATE cases c SET state = 'closed', closed_at = now(), resolved_at = now(),
-                       close_reason = 'camera back', updated_at = now(), version = version + 1
-    FROM ended WHERE c.case_id = ended.case_id
-    RETURNING c.case_id, ended.state AS from_state
-), history AS (
-    INSERT INTO case_history (case_id, at, actor, action, from_state, to_state, detail)
-    SELECT case_id, now(), 'system', 'auto_close', from_state, 'closed',
-           '{"reason": "camera back"}'::jsonb
-    FROM closed
+    ORDER BY c.case_id""",
 )
-SELECT count(*) FROM closed
-"""
 
 
 # A box that went offline (its last will, or a clean shutdown) opens a work order for its
@@ -145,26 +152,14 @@ WITH root AS (
 SELECT count(*) FILTER (WHERE opened) FROM upserted
 """
 
-NODE_BACK_SQL = """
-WITH back AS (
+NODE_BACK_SQL = CLOSE_SQL.replace(
+    "{targets}",
+    """
     SELECT case_id, state FROM cases
     WHERE node_id = ANY(%(online)s::text[]) AND category = 'node_offline' AND state <> 'closed'
     ORDER BY case_id
-    FOR UPDATE
-), closed AS (
-    UPDATE cases c SET state = 'closed', closed_at = now(), resolved_at = now(),
-                       close_reason = 'node back online', updated_at = now(),
-                       version = c.version + 1
-    FROM back WHERE c.case_id = back.case_id
-    RETURNING c.case_id, back.state AS from_state
-), history AS (
-    INSERT INTO case_history (case_id, at, actor, action, from_state, to_state, detail)
-    SELECT case_id, now(), 'system', 'auto_close', from_state, 'closed',
-           '{"reason": "node back online"}'::jsonb
-    FROM closed
+    FOR UPDATE""",
 )
-SELECT count(*) FROM closed
-"""
 
 
 def route_node_states(
@@ -177,7 +172,9 @@ def route_node_states(
         row = conn.execute(NODE_OFFLINE_SQL, {"offline": sorted(offline)}).fetchone()
         opened = row[0] if row else 0
     if online:
-        row = conn.execute(NODE_BACK_SQL, {"online": sorted(online)}).fetchone()
+        row = conn.execute(
+            NODE_BACK_SQL, {"online": sorted(online), "reason": "node back online"}
+        ).fetchone()
         closed = row[0] if row else 0
     return opened, closed
 
@@ -187,5 +184,5 @@ def route_events(conn: psycopg.Connection) -> tuple[int, int, int]:
     conn.execute(LOCK_SQL)  # before case rows: the order every alert-raising path shares
     row = conn.execute(ROUTE_SQL).fetchone()
     opened, merged = (row[0], row[1]) if row else (0, 0)
-    closed_row = conn.execute(AUTO_CLOSE_SQL).fetchone()
+    closed_row = conn.execute(AUTO_CLOSE_SQL, {"reason": "camera back"}).fetchone()
     return opened, merged, closed_row[0] if closed_row else 0
