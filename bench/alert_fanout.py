@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import statistics
 import tempfile
 import time
@@ -42,11 +41,10 @@ from protocols import encode
 from protocols.enums import EventKind, Severity
 from protocols.topics import events_topic
 from tests.factories import make_detection_event
+from tests.support.cloud import ServeProcess
 from tests.support.county import COUNTY, TEST_JWT_SECRET, write_large_county
 from tests.support.mosquitto import MosquittoBroker
-from tests.support.ports import free_port, is_listening, wait_until
 from tests.support.postgres import LOCAL_SERVER, fresh_database
-from tests.support.processes import GridwatchProcess
 
 KINDS: list[tuple[EventKind, dict[str, Any]]] = [
     (EventKind.INTRUSION, {}),
@@ -233,7 +231,7 @@ async def run(
     api_port: int,
     grids: list[str],
     cameras: list[tuple[str, str, str]],
-) -> None:
+) -> float:
     subscribers: dict[str, int] = defaultdict(int)
     for i in range(args.clients):
         subscribers[grids[i % len(grids)]] += 1
@@ -270,7 +268,7 @@ async def run(
     done_poll.set()
     await pollers
     poll_p99 = judge("polling every 1 s", polled, received_poll, subscribers)
-    print(f"{poll_p99 / ws_p99:.1f}")
+    return poll_p99 / ws_p99
 
 
 async def wait_settled(
@@ -327,32 +325,23 @@ def main() -> None:
             ]
         broker = MosquittoBroker(directory / "broker")
         broker.start()
-        port = free_port()
-        service = GridwatchProcess(
-            ["cloud", "serve", "--ingest"],
-            directory / "serve.log",
-            {
-                **os.environ,
-                "CLOUD_DATABASE_URL": url,
-                "CLOUD_BROKER_URL": broker.url,
-                "CLOUD_PORT": str(port),
-                "CLOUD_DATA_DIR": str(directory / "cloud"),
-                "CLOUD_JWT_SECRET": TEST_JWT_SECRET,
-                "CLOUD_CASE_TIMER_INTERVAL_S": "600",
-            },
+        service = ServeProcess(
+            directory / "cloud",
+            url,
+            broker.url,
+            ingest=True,
+            CLOUD_JWT_SECRET=TEST_JWT_SECRET,
+            CLOUD_CASE_TIMER_INTERVAL_S="600",
         )
-        service.start()
         try:
-            wait_until(lambda: is_listening(port), 60, "the service listening")
-            wait_until(
-                lambda: service.log().count("ingest subscribed") >= 7, 60, "ingest subscribed"
-            )
-            asyncio.run(run(args, url, broker.port, port, grids, cameras))  # type: ignore[arg-type]
+            service.start_listening()
+            ratio = asyncio.run(run(args, url, broker.port, service.port, grids, cameras))  # type: ignore[arg-type]
             log = service.log()
             print(
                 f"service log: {log.count('too slow; dropped')} apps dropped as too slow, "
                 f"{log.count('ERROR')} errors"
             )
+            print(f"{ratio:.1f}")
         finally:
             service.stop(60)
             broker.stop()

@@ -21,11 +21,10 @@ from websockets.sync.client import connect
 
 from protocols.enums import EventKind, Severity
 from tests.cloud.county_fixtures import VILLAGE_NODE, County, county_database
-from tests.support.cloud import FakeNodes
+from tests.support.cloud import FakeNodes, ServeProcess
 from tests.support.county import GRID, GRID_2
 from tests.support.mosquitto import MosquittoBroker
-from tests.support.ports import free_port, is_listening, wait_until
-from tests.support.processes import GridwatchProcess
+from tests.support.ports import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -33,45 +32,27 @@ def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     yield from county_database(postgres_admin_url, tmp_path_factory.mktemp("alerts"))
 
 
-class Service(GridwatchProcess):
+class Service(ServeProcess):
     """`gridwatch cloud serve --ingest`: the API and ingest in one process."""
 
-    def __init__(self, directory: Path, county: County, broker_port: int) -> None:
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "CLOUD_DATABASE_URL": county.url,
-            "CLOUD_BROKER_URL": f"mqtt://127.0.0.1:{broker_port}",
-            "CLOUD_PORT": str(self.port),
-            "CLOUD_DATA_DIR": str(directory),
-            "CLOUD_INGEST_CLIENT_ID": "ingest-alerts",
-            "CLOUD_INGEST_GROUP": "alerts",
-        }
-        super().__init__(["cloud", "serve", "--ingest"], directory / "serve.log", env)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v1"
-
     def token(self, county: County, username: str) -> str:
-        response = httpx.post(
-            f"{self.base}/auth/token",
-            data={"username": username, "password": county.passwords[username]},
-            timeout=10,
-        )
-        token: str = response.json()["access_token"]
-        return token
+        return self.sign_in(username, county.passwords[username])
 
 
 @pytest.fixture(scope="module")
 def service(
     county: County, broker: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    process = Service(tmp_path_factory.mktemp("serve"), county, broker.port)
-    process.start()
+    process = Service(
+        tmp_path_factory.mktemp("serve"),
+        county.url,
+        broker.url,
+        ingest=True,
+        CLOUD_INGEST_CLIENT_ID="ingest-alerts",
+        CLOUD_INGEST_GROUP="alerts",
+    )
     try:
-        wait_until(lambda: is_listening(process.port), 60, "the service listening")
-        wait_until(lambda: process.log().count("ingest subscribed") >= 7, 60, "ingest subscribed")
+        process.start_listening()
         yield process
         # Streams whose apps left must not keep the service from stopping.
         assert process.stop(30) == 0

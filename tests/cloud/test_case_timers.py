@@ -3,7 +3,6 @@ case when it comes back, on the real clock, through real processes."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,10 +12,10 @@ import psycopg
 import pytest
 
 from tests.cloud.county_fixtures import County, county_database
+from tests.support.cloud import ServeProcess
 from tests.support.county import GRID, TOWN
 from tests.support.mosquitto import MosquittoBroker
-from tests.support.ports import free_port, is_listening, wait_until
-from tests.support.processes import GridwatchProcess
+from tests.support.ports import wait_until
 
 RULES = """\
 deadlines:
@@ -32,41 +31,24 @@ def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     yield from county_database(postgres_admin_url, tmp_path_factory.mktemp("timers"))
 
 
-class Service(GridwatchProcess):
-    def __init__(self, directory: Path, county: County, broker_url: str) -> None:
-        self.port = free_port()
-        (directory / "rules.yaml").write_text(RULES)
-        env = {
-            **os.environ,
-            "CLOUD_DATABASE_URL": county.url,
-            "CLOUD_BROKER_URL": broker_url,
-            "CLOUD_PORT": str(self.port),
-            "CLOUD_DATA_DIR": str(directory),
-            "CLOUD_CASE_RULES_FILE": str(directory / "rules.yaml"),
-            "CLOUD_CASE_TIMER_INTERVAL_S": "0.2",
-        }
-        super().__init__(["cloud", "serve", "--no-ingest"], directory / "serve.log", env)
-
-    def start_listening(self) -> Service:
-        self.start()
-        wait_until(lambda: is_listening(self.port), 60, "the service listening")
-        return self
-
-
 def test_a_deadline_missed_while_the_service_was_down_escalates_on_return(
     county: County, broker: MosquittoBroker, tmp_path: Path
 ) -> None:
-    service = Service(tmp_path, county, broker.url).start_listening()
+    (tmp_path / "rules.yaml").write_text(RULES)
+    service = ServeProcess(
+        tmp_path,
+        county.url,
+        broker.url,
+        ingest=False,
+        CLOUD_CASE_RULES_FILE=str(tmp_path / "rules.yaml"),
+        CLOUD_CASE_TIMER_INTERVAL_S="0.2",
+    ).start_listening()
     try:
-        base = f"http://127.0.0.1:{service.port}/api/v1"
-        login = httpx.post(
-            f"{base}/auth/token",
-            data={"username": "worker", "password": county.passwords["worker"]},
-            timeout=10,
-        )
-        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        headers = {
+            "Authorization": f"Bearer {service.sign_in('worker', county.passwords['worker'])}"
+        }
         case = httpx.post(
-            f"{base}/cases",
+            f"{service.base}/cases",
             json={"category": "dispute", "title": "邻里纠纷 · a dispute over a wall"},
             headers=headers,
             timeout=10,

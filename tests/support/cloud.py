@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Self
 from uuid import UUID
 
+import httpx2 as httpx
 import psycopg
 
 from edge.link import Link
@@ -18,7 +20,7 @@ from protocols.enums import SnapshotVariant
 from protocols.events import DetectionEvent
 from protocols.topics import events_topic, snapshot_topic
 from tests.factories import make_detection_event
-from tests.support.ports import wait_until
+from tests.support.ports import free_port, is_listening, wait_until
 from tests.support.processes import GridwatchProcess
 
 
@@ -45,6 +47,54 @@ class IngestProcess(GridwatchProcess):
             timeout_s,
             f"{self.log_path.stem} subscribed",
         )
+
+
+class ServeProcess(GridwatchProcess):
+    """`gridwatch cloud serve` on a free port against a given database and broker, with
+    ingest in the same process or not."""
+
+    def __init__(
+        self, directory: Path, database_url: str, broker_url: str, *, ingest: bool, **env: str
+    ) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.ingest = ingest
+        env = {
+            **os.environ,
+            "CLOUD_DATABASE_URL": database_url,
+            "CLOUD_BROKER_URL": broker_url,
+            "CLOUD_PORT": str(self.port),
+            "CLOUD_DATA_DIR": str(directory),
+            **env,
+        }
+        args = ["cloud", "serve", "--ingest" if ingest else "--no-ingest"]
+        super().__init__(args, directory / "serve.log", env)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    def start_listening(self, timeout_s: float = 60) -> Self:
+        """Start; return once the API listens (and ingest has subscribed, when it runs)."""
+        before = self.log().count("ingest subscribed")
+        self.start()
+        wait_until(lambda: is_listening(self.port), timeout_s, "the service listening")
+        if self.ingest:  # it makes 7 subscriptions
+            wait_until(
+                lambda: self.log().count("ingest subscribed") >= before + 7,
+                timeout_s,
+                "ingest subscribed",
+            )
+        return self
+
+    def sign_in(self, username: str, password: str) -> str:
+        response = httpx.post(
+            f"{self.base}/auth/token",
+            data={"username": username, "password": password},
+            timeout=10,
+        )
+        token: str = response.json()["access_token"]
+        return token
 
 
 class FakeNodes:
