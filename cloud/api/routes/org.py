@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
@@ -88,7 +89,7 @@ async def export_staff(principal: OrgManager, conn: Conn) -> Response:
 
 class AuditEntry(BaseModel):
     id: int
-    at: Any
+    at: datetime
     actor: str
     role: str
     action: str
