@@ -36,6 +36,7 @@ class Permission(StrEnum):
     READ_AUDIT = "read_audit"
     MANAGE_ORG = "manage_org"  # the tree, people, tokens
     OPERATE_INGEST = "operate_ingest"  # dead letters, gaps
+    OPERATE_FLEET = "operate_fleet"  # commands to nodes, their desired config
 
 
 _OPERATOR = frozenset(
@@ -51,8 +52,8 @@ _OPERATOR = frozenset(
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.COUNTY_ADMIN: frozenset(Permission),
-    Role.COUNTY_OPERATOR: _OPERATOR | {Permission.OPERATE_INGEST},
-    Role.TOWN_OPERATOR: _OPERATOR,
+    Role.COUNTY_OPERATOR: _OPERATOR | {Permission.OPERATE_INGEST, Permission.OPERATE_FLEET},
+    Role.TOWN_OPERATOR: _OPERATOR | {Permission.OPERATE_FLEET},
     Role.VILLAGE_OPERATOR: _OPERATOR,
     Role.GRID_WORKER: frozenset(
         {
@@ -64,7 +65,12 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
     Role.DEPARTMENT_OFFICER: frozenset({Permission.READ_CASES, Permission.HANDLE_CASES}),
     Role.FIELD_TECHNICIAN: frozenset(
-        {Permission.READ_FLEET, Permission.READ_CASES, Permission.HANDLE_CASES}
+        {
+            Permission.READ_FLEET,
+            Permission.OPERATE_FLEET,
+            Permission.READ_CASES,
+            Permission.HANDLE_CASES,
+        }
     ),
     Role.AUDITOR: frozenset(
         {

@@ -20,6 +20,7 @@ from cloud.api.routes import (
     auth,
     cases,
     events,
+    fleet,
     health,
     nodes,
     operations,
@@ -32,6 +33,7 @@ from cloud.cases.rules import load_rules
 from cloud.cases.timers import timer_loop
 from cloud.database import database_url
 from cloud.db import org as org_db
+from cloud.fleet.monitor import monitor_loop
 from cloud.publisher import BrokerPublisher
 from cloud.settings import CloudSettings
 from cloud.snapshots import snapshot_store
@@ -82,6 +84,9 @@ def create_app(settings: CloudSettings) -> FastAPI:
             ),
             name="case-timers",
         )
+        monitor = asyncio.create_task(
+            monitor_loop(database_url(settings), settings.fleet), name="fleet-monitor"
+        )
         publisher.start()
         await alerts.start()
         relay.start()
@@ -92,9 +97,10 @@ def create_app(settings: CloudSettings) -> FastAPI:
         await relay.stop()
         await alerts.stop()
         publisher.stop()
-        timers.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await timers
+        for task in (timers, monitor):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await pool.close()
 
     app = FastAPI(title="gridwatch", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
@@ -109,10 +115,13 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(events.router, prefix="/api/v1")
     app.include_router(nodes.router, prefix="/api/v1")
+    app.include_router(fleet.router, prefix="/api/v1")
+
     app.include_router(operations.router, prefix="/api/v1")
     app.include_router(auth.router, prefix="/api/v1")
     app.include_router(org.router, prefix="/api/v1")
     app.include_router(cases.router, prefix="/api/v1")
     app.include_router(alert_routes.router, prefix="/api/v1")
     app.include_router(webhook_routes.router, prefix="/api/v1")
+
     return app

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cloud.access import ROLE_LEVELS, Role
 from cloud.errors import InvalidFile
 from cloud.tiers import PARENT_LEVEL, Level, level_rank
+from protocols.config import STREAM_URL_PATTERN, URL_CREDENTIALS
 from protocols.enums import Tier
 from protocols.identifiers import CAMERA_ID_PATTERN, NODE_ID_PATTERN, ORG_CODE_PATTERN
 
@@ -78,14 +79,38 @@ class NodeRow(Row):
     node_id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
     unit_code: Code
     tier: Tier
+    name: Annotated[str, Field(max_length=128)] | None = None
+    balena_uuid: Annotated[str, Field(pattern=r"^[0-9a-f]{7,62}$")] | None = None
+
+    @field_validator("name", "balena_uuid", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return value or None
 
 
 class CameraRow(Row):
-    """Which unit a camera watches: its grid, or the town or county for roads and markets."""
+    """Which unit a camera watches: its grid, or the town or county for roads and markets;
+    what it is called, its stream (never with credentials) and where it stands."""
 
     node_id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
     camera_id: Annotated[str, Field(pattern=CAMERA_ID_PATTERN)]
     unit_code: Code
+    name: Annotated[str, Field(max_length=128)] | None = None
+    stream_url: Annotated[str, Field(max_length=1024, pattern=STREAM_URL_PATTERN)] | None = None
+    lon: Annotated[float, Field(ge=-180, le=180)] | None = None
+    lat: Annotated[float, Field(ge=-90, le=90)] | None = None
+
+    @field_validator("name", "stream_url", "lon", "lat", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("stream_url")
+    @classmethod
+    def _no_credentials(cls, url: str | None) -> str | None:
+        if url is not None and URL_CREDENTIALS.match(url):
+            raise ValueError("credentials in the URL: put them in the node's config instead")
+        return url
 
 
 UNIT_COLUMNS = tuple(UnitRow.model_fields)

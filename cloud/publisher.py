@@ -49,14 +49,17 @@ class BrokerPublisher:
     ) -> None:
         self.connected.clear()
 
-    def publish(self, messages: list[tuple[str, bytes]], timeout_s: float = 5.0) -> None:
+    def publish(
+        self, messages: list[tuple[str, bytes]], timeout_s: float = 5.0, *, retain: bool = False
+    ) -> None:
         """Publish all and wait for every PUBACK; BrokerUnavailable when one does not come
         (the caller keeps its record and tries again)."""
         if not self.connected.wait(timeout_s):
             raise BrokerUnavailable(f"broker {self.host}:{self.port} not reachable")
         sent = []
         for topic, payload in messages:
-            info = self.client.publish(topic, payload, qos=1)
+            info = self.client.publish(topic, payload, qos=1, retain=retain)
+
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 raise BrokerUnavailable(f"broker refused a message: {mqtt.error_string(info.rc)}")
             sent.append(info)

@@ -29,6 +29,33 @@ class S3Settings(BaseModel):
     addressing_style: Literal["auto", "path", "virtual"] = "path"
 
 
+class FleetSettings(BaseModel):
+    """When the fleet monitor calls a node offline or a box unwell, and when it opens a
+    technician's work order for it (CLOUD_FLEET__* variables)."""
+
+    heartbeat_s: Annotated[float, Field(ge=1, le=3600)] = Field(
+        default=30.0, description="A node's health interval when its desired config is unknown."
+    )
+    missed_heartbeats: Annotated[int, Field(ge=2, le=100)] = Field(
+        default=3, description="Silent this many intervals: offline, even without a last will."
+    )
+    offline_after_s: Annotated[float, Field(ge=0, le=86400)] = Field(
+        default=120.0, description="Offline this long before a work order opens."
+    )
+    flap_window_s: Annotated[float, Field(ge=60, le=86400)] = Field(default=1800.0)
+    flap_changes: Annotated[int, Field(ge=2, le=1000)] = Field(
+        default=4,
+        description="Online/offline changes within the window that make a node flapping: "
+        "one node_flapping work order instead of one per drop.",
+    )
+    disk_full_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    outbox_backlog_age_s: Annotated[float, Field(gt=0)] = Field(
+        default=900.0, description="Oldest unsent entry older than this: a backlog."
+    )
+    outbox_backlog_depth: Annotated[int, Field(ge=1)] = 20_000
+    check_interval_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+
+
 class CloudSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLOUD_", env_nested_delimiter="__", extra="ignore"
@@ -75,6 +102,13 @@ class CloudSettings(BaseSettings):
         default="auto", description="Use TimescaleDB features when the extension is there."
     )
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
+    web_vendor_dir: Path | None = Field(
+        default=None,
+        description="node_modules with the operations page's libraries (ECharts), served "
+        "locally; default: the repository's, installed from npm by `make setup`.",
+    )
+
     case_rules_file: Path | None = Field(
         default=None, description="YAML: which kinds open cases, deadlines; default built in."
     )

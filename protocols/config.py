@@ -124,7 +124,9 @@ Rule = Annotated[
     Field(discriminator="type"),
 ]
 
-_URL_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@]*@", re.IGNORECASE)
+# One definition for every place a camera's stream URL is written down.
+URL_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@]*@", re.IGNORECASE)
+STREAM_URL_PATTERN = r"^(rtsp|rtsps|http|https|file)://"
 
 
 class CameraConfig(WireModel):
@@ -133,7 +135,7 @@ class CameraConfig(WireModel):
     url: str = Field(
         min_length=1,
         max_length=1024,
-        pattern=r"^(rtsp|rtsps|http|https|file)://",
+        pattern=STREAM_URL_PATTERN,
         description="Stream URL without credentials (they go in username/password).",
         examples=["rtsp://192.168.1.64:554/Streaming/Channels/102"],
     )
@@ -158,7 +160,7 @@ class CameraConfig(WireModel):
     @field_validator("url")
     @classmethod
     def _no_credentials_in_url(cls, url: str) -> str:
-        if _URL_CREDENTIALS.match(url):
+        if URL_CREDENTIALS.match(url):
             raise ValueError("put credentials in username/password, not in the URL")
         return url
 

@@ -121,7 +121,9 @@ class AlertKind(StrEnum):
     CAMERA_OFFLINE = "camera_offline"
     CAMERA_TAMPER = "camera_tamper"
     NODE_OFFLINE = "node_offline"
+    NODE_FLAPPING = "node_flapping"
     DISK_FULL = "disk_full"
+
     OUTBOX_BACKLOG = "outbox_backlog"
     CONFIG_REJECTED = "config_rejected"
     REPORT = "report"

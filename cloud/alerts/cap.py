@@ -24,6 +24,7 @@ CATEGORY = {
     "camera_offline": "Infra",
     "camera_tamper": "Infra",
     "node_offline": "Infra",
+    "node_flapping": "Infra",
     "disk_full": "Infra",
     "outbox_backlog": "Infra",
     "config_rejected": "Infra",

@@ -28,6 +28,7 @@ KIND_TEXT: dict[str, tuple[str, str]] = {
     "camera_offline": ("摄像头离线", "camera offline"),
     "camera_tamper": ("摄像头遮挡或移位", "camera tampered"),
     "node_offline": ("边缘设备离线", "edge box offline"),
+    "node_flapping": ("边缘设备频繁掉线", "edge box link flapping"),
     "disk_full": ("边缘设备磁盘将满", "edge box disk nearly full"),
     "outbox_backlog": ("边缘设备积压", "edge box backlog"),
     "config_rejected": ("边缘设备配置被拒", "edge box config rejected"),

@@ -101,6 +101,8 @@ def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, Princip
 
 EventReader = Annotated[Principal, Depends(require(Permission.READ_EVENTS))]
 FleetReader = Annotated[Principal, Depends(require(Permission.READ_FLEET))]
+FleetOperator = Annotated[Principal, Depends(require(Permission.OPERATE_FLEET))]
+
 CaseReader = Annotated[Principal, Depends(require(Permission.READ_CASES))]
 IngestOperator = Annotated[Principal, Depends(require(Permission.OPERATE_INGEST))]
 OrgManager = Annotated[Principal, Depends(require(Permission.MANAGE_ORG))]

@@ -29,11 +29,21 @@ REPORT_CATEGORIES = (
     "resident_request",  # 群众诉求
     "other",
 )
+# What the fleet monitor finds wrong with a box (its state, heartbeat and health reports),
+# and the severity of its work order.
+NODE_PROBLEMS: dict[str, Severity] = {
+    "node_offline": Severity.MEDIUM,
+    "node_flapping": Severity.LOW,
+    "disk_full": Severity.MEDIUM,
+    "outbox_backlog": Severity.MEDIUM,
+    "config_rejected": Severity.LOW,
+}
 FLEET_CATEGORIES = (
     EventKind.CAMERA_OFFLINE.value,
     EventKind.CAMERA_TAMPER.value,
-    "node_offline",  # from the node's state (its last will), not from a detection
+    *NODE_PROBLEMS,
 )
+
 
 Seconds = Annotated[int, Field(gt=0, le=90 * 86400)]
 

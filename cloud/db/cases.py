@@ -309,7 +309,7 @@ async def photos(conn: AsyncConnection, case_id: UUID) -> list[dict[str, Any]]:
 
 
 async def case_stats(
-    conn: AsyncConnection, principal: Principal, case_filter: CaseFilter
+    conn: AsyncConnection, principal: Principal, case_filter: CaseFilter, timezone: str
 ) -> dict[str, Any]:
     """How the loop performs: cases by state, and the times to acknowledge, dispatch and
     resolve (median and 90th percentile, seconds), escalations and false alarms."""
@@ -336,6 +336,8 @@ async def case_stats(
         "SELECT count(*) AS cases, count(*) FILTER (WHERE c.state <> 'closed') AS open, "
         "count(*) FILTER (WHERE c.escalations > 0) AS escalated, "
         "count(*) FILTER (WHERE c.false_alarm) AS false_alarms, "
+        "count(*) FILTER (WHERE c.state <> 'closed' AND (c.resolve_due_at < now() OR "
+        "(c.acknowledged_at IS NULL AND c.ack_due_at < now()))) AS overdue, "
         "{times}, avg(c.satisfaction)::float AS satisfaction_avg FROM cases c WHERE {condition}"
     ).format(times=times, condition=condition)
     async with conn.cursor(row_factory=dict_row) as cur:
@@ -349,4 +351,18 @@ async def case_stats(
         params,
     )
     row["by_state"] = {state: n for state, n in await states.fetchall()}
+    params["timezone"] = timezone
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            sql.SQL(
+                "SELECT date_trunc('day', c.opened_at, %(timezone)s) AS day, count(*) AS opened, "
+                "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "
+                "c.acknowledged_at - c.opened_at)) AS acknowledged_p50_s, "
+                "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "
+                "c.resolved_at - c.opened_at)) AS resolved_p50_s "
+                "FROM cases c WHERE {} GROUP BY 1 ORDER BY 1"
+            ).format(condition),
+            params,
+        )
+        row["daily"] = await cur.fetchall()
     return row

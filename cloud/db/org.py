@@ -107,19 +107,25 @@ def upsert_staff(
 def upsert_cameras(conn: psycopg.Connection, rows: list[CameraRow]) -> None:
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO cameras (node_id, camera_id, unit_code) VALUES (%s, %s, %s) "
-            "ON CONFLICT (node_id, camera_id) DO UPDATE SET unit_code = excluded.unit_code",
-            [(r.node_id, r.camera_id, r.unit_code) for r in rows],
+            "INSERT INTO cameras (node_id, camera_id, unit_code, name, stream_url, lon, lat) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (node_id, camera_id) DO UPDATE "
+            "SET unit_code = excluded.unit_code, name = excluded.name, "
+            "stream_url = excluded.stream_url, lon = excluded.lon, lat = excluded.lat",
+            [
+                (r.node_id, r.camera_id, r.unit_code, r.name, r.stream_url, r.lon, r.lat)
+                for r in rows
+            ],
         )
 
 
 def upsert_nodes(conn: psycopg.Connection, rows: list[NodeRow]) -> None:
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO nodes (node_id, unit_code, tier) VALUES (%s, %s, %s) "
-            "ON CONFLICT (node_id) DO UPDATE SET unit_code = excluded.unit_code, "
-            "tier = excluded.tier, updated_at = now()",
-            [(r.node_id, r.unit_code, r.tier.value) for r in rows],
+            "INSERT INTO nodes (node_id, unit_code, tier, name, balena_uuid) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (node_id) DO UPDATE SET "
+            "unit_code = excluded.unit_code, tier = excluded.tier, name = excluded.name, "
+            "balena_uuid = excluded.balena_uuid, updated_at = now()",
+            [(r.node_id, r.unit_code, r.tier.value, r.name, r.balena_uuid) for r in rows],
         )
 
 
@@ -137,9 +143,13 @@ UNITS_SQL = (
 DEPARTMENTS_SQL = (
     "SELECT code, name, unit_code FROM departments WHERE unit_code LIKE %s ORDER BY code"
 )
-NODES_SQL = "SELECT node_id, unit_code, tier FROM nodes WHERE unit_code LIKE %s ORDER BY node_id"
+NODES_SQL = (
+    "SELECT node_id, unit_code, tier, name, balena_uuid FROM nodes WHERE unit_code LIKE %s "
+    "ORDER BY node_id"
+)
 CAMERAS_SQL = (
-    "SELECT node_id, camera_id, unit_code FROM cameras WHERE unit_code LIKE %s "
+    "SELECT node_id, camera_id, unit_code, name, stream_url, lon, lat FROM cameras "
+    "WHERE unit_code LIKE %s "
     "ORDER BY node_id, camera_id"
 )
 STAFF_SQL = (

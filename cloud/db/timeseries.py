@@ -23,7 +23,7 @@ TIME_SERIES = (
     ("node_health", "sent_at", "health_days"),
     ("telemetry", "observed_at", "telemetry_days"),
 )
-ROLLUPS = ("events_hourly", "events_daily")
+ROLLUPS = ("events_hourly", "events_daily", "node_health_hourly")
 DAYS_AHEAD = 3
 
 
@@ -77,6 +77,7 @@ def apply_timescale_policies(conn: psycopg.Connection, retention: RetentionSetti
         for view, start, end, every in (
             ("events_hourly", "3 days", "1 hour", "5 minutes"),
             ("events_daily", "35 days", "1 day", "1 hour"),
+            ("node_health_hourly", "3 days", "1 hour", "15 minutes"),
         ):
             conn.execute(
                 "SELECT remove_continuous_aggregate_policy(%s, if_exists => TRUE)", (view,)

@@ -17,7 +17,7 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
-from cloud.db.routing import route_events, route_node_states
+from cloud.db.routing import route_events
 from cloud.ingest.gaps import Gap, NodeSequence, advance
 from cloud.snapshots import SnapshotStore, sha256_hex, storage_key
 from protocols import (
@@ -28,7 +28,7 @@ from protocols import (
     NodeState,
     Telemetry,
 )
-from protocols.enums import NodeStatus, StreamStatus
+from protocols.enums import StreamStatus
 from protocols.topics import NodeTopic
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,66 @@ EVENT_COLUMNS = (
     "received_at",
 )
 UNIT_CACHE_S = 30.0
+
+HEALTH_COLUMNS = (
+    "sent_at, node_id, cpu_percent, memory_used_bytes, disk_used_bytes, disk_total_bytes, "
+    "temperature_c, outbox_depth, outbox_oldest_age_s, dropped_events, dropped_snapshots, "
+    "cameras_connected, cameras_total, config_version, agent_version, payload, received_at"
+)
+# Plain PostgreSQL: what was new adds to its hour (TimescaleDB: a continuous aggregate).
+HEALTH_ROLLUP_SQL = """, hourly AS (
+    INSERT INTO node_health_hourly (bucket, node_id, samples, cpu_sum, cpu_max, memory_used_max,
+        disk_used_max, disk_total_max, temperature_max, outbox_depth_max, outbox_age_max,
+        cameras_connected_min, cameras_total_max)
+    SELECT date_trunc('hour', sent_at), node_id, count(*), sum(cpu_percent), max(cpu_percent),
+           max(memory_used_bytes), max(disk_used_bytes), max(disk_total_bytes),
+           max(temperature_c), max(outbox_depth), max(outbox_oldest_age_s),
+           min(cameras_connected), max(cameras_total)
+    FROM new GROUP BY 1, 2 ORDER BY 2, 1
+    ON CONFLICT (node_id, bucket) DO UPDATE SET
+        samples = node_health_hourly.samples + excluded.samples,
+        cpu_sum = node_health_hourly.cpu_sum + excluded.cpu_sum,
+        cpu_max = greatest(node_health_hourly.cpu_max, excluded.cpu_max),
+        memory_used_max = greatest(node_health_hourly.memory_used_max, excluded.memory_used_max),
+        disk_used_max = greatest(node_health_hourly.disk_used_max, excluded.disk_used_max),
+        disk_total_max = greatest(node_health_hourly.disk_total_max, excluded.disk_total_max),
+        temperature_max = greatest(node_health_hourly.temperature_max, excluded.temperature_max),
+        outbox_depth_max = greatest(node_health_hourly.outbox_depth_max,
+                                    excluded.outbox_depth_max),
+        outbox_age_max = greatest(node_health_hourly.outbox_age_max, excluded.outbox_age_max),
+        cameras_connected_min = least(node_health_hourly.cameras_connected_min,
+                                      excluded.cameras_connected_min),
+        cameras_total_max = greatest(node_health_hourly.cameras_total_max,
+                                     excluded.cameras_total_max)
+)"""
+# The newest report per node replaces the older one (a late redelivery never goes back).
+LAST_HEALTH_SQL = """
+INSERT INTO node_last_health (node_id, sent_at, received_at, uptime_s, cpu_percent,
+    memory_used_bytes, memory_total_bytes, disk_used_bytes, disk_total_bytes, temperature_c,
+    outbox_depth, outbox_oldest_age_s, dropped_events, dropped_snapshots, cameras_connected,
+    cameras_total, cameras, model_profile, inference_p95_ms, agent_version, config_version)
+SELECT DISTINCT ON (node_id) node_id, sent_at, received_at, (payload->>'uptime_s')::real,
+       cpu_percent, memory_used_bytes, (payload->>'memory_total_bytes')::bigint,
+       disk_used_bytes, disk_total_bytes, temperature_c, outbox_depth, outbox_oldest_age_s,
+       dropped_events, dropped_snapshots, cameras_connected, cameras_total,
+       coalesce(payload->'cameras', '[]'), payload->'inference'->>'model_profile',
+       (payload->'inference'->>'latency_p95_ms')::real, agent_version, config_version
+FROM health_staging
+ORDER BY node_id, sent_at DESC
+ON CONFLICT (node_id) DO UPDATE SET
+    sent_at = excluded.sent_at, received_at = excluded.received_at,
+    uptime_s = excluded.uptime_s, cpu_percent = excluded.cpu_percent,
+    memory_used_bytes = excluded.memory_used_bytes,
+    memory_total_bytes = excluded.memory_total_bytes,
+    disk_used_bytes = excluded.disk_used_bytes, disk_total_bytes = excluded.disk_total_bytes,
+    temperature_c = excluded.temperature_c, outbox_depth = excluded.outbox_depth,
+    outbox_oldest_age_s = excluded.outbox_oldest_age_s,
+    dropped_events = excluded.dropped_events, dropped_snapshots = excluded.dropped_snapshots,
+    cameras_connected = excluded.cameras_connected, cameras_total = excluded.cameras_total,
+    cameras = excluded.cameras, model_profile = excluded.model_profile,
+    inference_p95_ms = excluded.inference_p95_ms, agent_version = excluded.agent_version,
+    config_version = excluded.config_version
+WHERE node_last_health.sent_at <= excluded.sent_at"""
 
 
 @dataclass
@@ -221,17 +281,6 @@ class BatchWriter:
                 self._rollups(conn)
             result.cases_opened, result.cases_merged, result.cases_closed = route_events(conn)
             self._sequences(conn, result)
-        if batch.states:
-            # The last word of each node in this batch (arrival order, as node_state keeps).
-            last = {state.node_id: state.status for state, _ in batch.states}
-            opened, closed = route_node_states(
-                conn,
-                offline=[n for n, s in last.items() if s is NodeStatus.OFFLINE],
-                online=[n for n, s in last.items() if s is NodeStatus.ONLINE],
-            )
-            result.cases_opened += opened
-            result.cases_closed += closed
-
         return result
 
     # ---- events ---------------------------------------------------------------------
@@ -383,39 +432,45 @@ class BatchWriter:
     def _health(
         self, conn: psycopg.Connection, health: list[tuple[NodeHealth, bytes, datetime]]
     ) -> None:
-        rows = []
-        for h, raw, received in health:
-            connected = sum(1 for c in h.cameras if c.status is StreamStatus.CONNECTED)
-            rows.append(
-                (
-                    h.sent_at,
-                    h.node_id,
-                    h.cpu_percent,
-                    h.memory_used_bytes,
-                    h.disk_used_bytes,
-                    h.disk_total_bytes,
-                    h.temperature_c,
-                    h.outbox.depth,
-                    h.outbox.oldest_age_s,
-                    h.dropped.events,
-                    h.dropped.snapshots,
-                    connected,
-                    len(h.cameras),
-                    h.config_version,
-                    h.agent_version,
-                    _json(_loads(raw)),
-                    received,
-                )
-            )
-        conn.cursor().executemany(
-            "INSERT INTO node_health (sent_at, node_id, cpu_percent, memory_used_bytes, "
-            "disk_used_bytes, disk_total_bytes, temperature_c, outbox_depth, "
-            "outbox_oldest_age_s, dropped_events, dropped_snapshots, cameras_connected, "
-            "cameras_total, config_version, agent_version, payload, received_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            rows,
+        """The history (stored once however often delivered), the newest report per node
+        (one row per node per batch, whatever the batch holds) and, on plain PostgreSQL, the
+        hourly rollup of what was new."""
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS health_staging "
+            "(LIKE node_health INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY health_staging ({HEALTH_COLUMNS}) FROM STDIN") as copy:
+                for h, raw, received in health:
+                    connected = sum(1 for c in h.cameras if c.status is StreamStatus.CONNECTED)
+                    copy.write_row(
+                        (
+                            h.sent_at,
+                            h.node_id,
+                            h.cpu_percent,
+                            h.memory_used_bytes,
+                            h.disk_used_bytes,
+                            h.disk_total_bytes,
+                            h.temperature_c,
+                            h.outbox.depth,
+                            h.outbox.oldest_age_s,
+                            h.dropped.events,
+                            h.dropped.snapshots,
+                            connected,
+                            len(h.cameras),
+                            h.config_version,
+                            h.agent_version,
+                            raw.decode(),
+                            received,
+                        )
+                    )
+            rollup = "" if self.timescale else HEALTH_ROLLUP_SQL
+            cur.execute(
+                f"WITH new AS (INSERT INTO node_health ({HEALTH_COLUMNS}) "  # noqa: S608
+                f"SELECT {HEALTH_COLUMNS} FROM health_staging ON CONFLICT DO NOTHING "
+                f"RETURNING *){rollup} "
+                f"{LAST_HEALTH_SQL}"
+            )
 
     def _telemetry(
         self, conn: psycopg.Connection, telemetry: list[tuple[Telemetry, datetime]]
@@ -518,10 +573,6 @@ class BatchWriter:
             "VALUES (%s, %s, %s, %s)",
             [(d.topic[:1024], d.payload, d.field[:256], d.reason[:2048]) for d in dead],
         )
-
-
-def _loads(raw: bytes) -> Any:
-    return orjson.loads(raw)
 
 
 def lag_ms(batch: Batch, now: datetime) -> float:

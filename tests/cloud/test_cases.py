@@ -16,8 +16,7 @@ from uuid6 import uuid7
 
 from cloud.app import create_app
 from cloud.db.escalation import TimerStep, escalate_due, remind_due
-from cloud.ingest.writer import Batch
-from protocols.enums import EventKind, EventPhase, NodeStatus, Severity, StateReason, TamperReason
+from protocols.enums import EventKind, EventPhase, Severity, TamperReason
 from tests.cloud.county_fixtures import (
     OTHER_NODE,
     VILLAGE_NODE,
@@ -26,9 +25,9 @@ from tests.cloud.county_fixtures import (
     county_database,
     signed_in,
 )
-from tests.factories import make_detection_event, make_node_state
+from tests.factories import make_detection_event
 from tests.support.cloud import FakeNodes, IngestProcess, count
-from tests.support.county import GRID, GRID_2, OTHER_GRID, OTHER_TOWN, OTHER_VILLAGE, TOWN
+from tests.support.county import GRID, GRID_2, OTHER_GRID, TOWN
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import wait_until
 
@@ -434,31 +433,3 @@ def test_the_loops_times_are_measured_per_unit(county: County, client: TestClien
         ).fetchone()
     assert row is not None
     assert stats["cases"] == row[0]
-
-
-def test_a_box_that_goes_offline_opens_a_work_order_until_it_is_back(
-    county: County, client: TestClient
-) -> None:
-    gone = make_node_state(
-        node_id=OTHER_NODE, status=NodeStatus.OFFLINE, reason=StateReason.CONNECTION_LOST
-    )
-    county.write_batch(Batch(states=[(gone, datetime.now(UTC))]))
-    county.write_batch(Batch(states=[(gone, datetime.now(UTC))]))  # the will, redelivered
-    with psycopg.connect(county.url) as conn:
-        rows = conn.execute(
-            "SELECT case_id, unit_code, responsible_unit_code, state, event_count FROM cases "
-            "WHERE node_id = %s AND category = 'node_offline'",
-            (OTHER_NODE,),
-        ).fetchall()
-    [(case_id, unit, responsible, state, notices)] = rows
-    assert (unit, responsible, state, notices) == (OTHER_VILLAGE, OTHER_TOWN, "intake", 2)
-    other_town = signed_in(client, county, "other-town-op")
-    alerts = client.get("/api/v1/alerts", headers=other_town).json()["items"]
-    assert ("node_offline", "alert") in {(a["kind"], a["msg_type"]) for a in alerts}
-
-    back = make_node_state(node_id=OTHER_NODE, status=NodeStatus.ONLINE)
-    county.write_batch(Batch(states=[(back, datetime.now(UTC))]))
-    detail = client.get(f"/api/v1/cases/{case_id}", headers=other_town).json()
-    assert (detail["state"], detail["close_reason"]) == ("closed", "node back online")
-    latest = client.get("/api/v1/alerts", headers=other_town).json()["items"][-1]
-    assert (latest["kind"], latest["msg_type"]) == ("node_offline", "cancel")

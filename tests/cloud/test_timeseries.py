@@ -8,12 +8,14 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 
 from cloud.db import events as event_queries
+from cloud.db import nodes as node_queries
 from cloud.db.schema import prepare_database
 from cloud.db.timeseries import (
     drop_expired,
@@ -24,9 +26,11 @@ from cloud.db.timeseries import (
 from cloud.ingest.writer import Batch, BatchWriter
 from cloud.settings import CloudSettings, RetentionSettings
 from cloud.snapshots import LocalSnapshotStore
-from protocols.enums import EventKind, EventPhase
+from protocols import NodeHealth, encode
+from protocols.enums import EventKind, EventPhase, StreamStatus
 from protocols.events import DetectionEvent
-from tests.factories import make_detection_event, new_uuid7
+from protocols.health import CameraHealth
+from tests.factories import make_detection_event, make_node_health, new_uuid7
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -95,6 +99,74 @@ def counts_from_api_query(
     )
 
 
+def health_reports(node_id: str, start: datetime, hours: int) -> list[NodeHealth]:
+    """Four reports an hour with varying load, disk and cameras."""
+    reports = []
+    for hour in range(hours):
+        for quarter in range(4):
+            i = hour * 4 + quarter
+            reports.append(
+                make_node_health(
+                    node_id=node_id,
+                    sent_at=start + timedelta(hours=hour, minutes=15 * quarter),
+                    cpu_percent=float(i % 7 * 10),
+                    disk_used_bytes=1_000_000 + i * 1000,
+                    cameras=[
+                        CameraHealth(
+                            camera_id=f"cam{c}",
+                            status=StreamStatus.CONNECTED if c <= i % 3 else StreamStatus.OFFLINE,
+                            input_fps=25.0,
+                            analysed_fps=5.0,
+                            reconnects=0,
+                        )
+                        for c in range(3)
+                    ],
+                )
+            )
+    return reports
+
+
+def write_health(conn: psycopg.Connection, writer: BatchWriter, reports: list[NodeHealth]) -> None:
+    with conn.transaction():
+        writer.write(conn, Batch(health=[(h, encode(h), NOW) for h in reports]))
+
+
+def expected_hours(reports: list[NodeHealth]) -> dict[datetime, tuple[int, float, float, int, int]]:
+    """(samples, average cpu, max cpu, max disk used, min cameras up) per hour."""
+    hours: dict[datetime, list[NodeHealth]] = {}
+    for h in reports:
+        hours.setdefault(h.sent_at.replace(minute=0, second=0, microsecond=0), []).append(h)
+    return {
+        bucket: (
+            len(hs),
+            round(sum(h.cpu_percent for h in hs) / len(hs), 3),
+            max(h.cpu_percent for h in hs),
+            max(h.disk_used_bytes for h in hs),
+            min(sum(1 for c in h.cameras if c.status is StreamStatus.CONNECTED) for h in hs),
+        )
+        for bucket, hs in hours.items()
+    }
+
+
+def hours_from_api_query(
+    url: str, node_id: str, start: datetime, end: datetime
+) -> dict[datetime, tuple[int, float, float, int, int]]:
+    async def run() -> list[dict[str, Any]]:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return await node_queries.health_hourly(conn, node_id, start, end)
+
+    return {
+        row["bucket"].astimezone(UTC): (
+            row["samples"],
+            round(row["cpu_avg"], 3),
+            row["cpu_max"],
+            row["disk_used_max"],
+            row["cameras_connected_min"],
+        )
+        for row in asyncio.run(run())
+    }
+
+
 def writer_for(timescale: bool, tmp_path: Path) -> BatchWriter:
     return BatchWriter(timescale=timescale, store=LocalSnapshotStore(tmp_path), timezone=SHANGHAI)
 
@@ -133,7 +205,7 @@ def test_timescale_schema_has_hypertables_compression_and_policies(timescale_db:
         }
         jobs = {(proc, table) for _, proc, table in policy_jobs(conn)}
     assert hypertables == {"events": True, "node_health": True, "telemetry": False}
-    assert views == {"events_hourly", "events_daily"}
+    assert views == {"events_hourly", "events_daily", "node_health_hourly"}
     assert segment_by == {"camera_id", "kind"}
     assert {
         ("policy_retention", "events"),
@@ -141,6 +213,7 @@ def test_timescale_schema_has_hypertables_compression_and_policies(timescale_db:
         ("policy_compression", "events"),
         ("policy_refresh_continuous_aggregate", "events_hourly"),
         ("policy_refresh_continuous_aggregate", "events_daily"),
+        ("policy_refresh_continuous_aggregate", "node_health_hourly"),
     } <= jobs
 
 
@@ -161,6 +234,21 @@ def test_timescale_aggregates_equal_direct_counts_and_serve_the_api_query(
     window = (start - timedelta(days=1), NOW + timedelta(days=1))
     assert counts_from_api_query(timescale_db, "hour", *window) == expected_counts(events, "hour")
     assert counts_from_api_query(timescale_db, "day", *window) == expected_counts(events, "day")
+
+
+def test_timescale_health_hours_equal_direct_aggregates(timescale_db: str, tmp_path: Path) -> None:
+    start = (NOW - timedelta(days=1)).replace(minute=0, second=0)
+    reports = health_reports("qx-ts-health", start, hours=6)
+    with psycopg.connect(timescale_db, autocommit=True) as conn:
+        write_health(conn, writer_for(True, tmp_path), reports)
+        write_health(conn, writer_for(True, tmp_path), reports[:5])  # redelivered
+        conn.execute("CALL refresh_continuous_aggregate('node_health_hourly', NULL, NULL)")
+        latest = conn.execute(
+            "SELECT sent_at FROM node_last_health WHERE node_id = 'qx-ts-health'"
+        ).fetchone()
+    window = (start - timedelta(hours=1), NOW)
+    assert hours_from_api_query(timescale_db, "qx-ts-health", *window) == expected_hours(reports)
+    assert latest == (reports[-1].sent_at,)
 
 
 def test_timescale_retention_and_compression_jobs(timescale_db: str, tmp_path: Path) -> None:
@@ -216,6 +304,26 @@ def test_plain_rollups_equal_direct_counts_and_serve_the_api_query(
     hourly = counts_from_api_query(cloud_db, "hour", *window)
     assert hourly == expected_counts(events, "hour") == direct
     assert counts_from_api_query(cloud_db, "day", *window) == expected_counts(events, "day")
+
+
+def test_plain_health_hours_equal_direct_aggregates_and_the_newest_report_wins(
+    cloud_db: str, tmp_path: Path
+) -> None:
+    start = (NOW - timedelta(days=1)).replace(minute=0, second=0)
+    reports = health_reports("qx-plain-health", start, hours=6)
+    writer = writer_for(False, tmp_path)
+    with psycopg.connect(cloud_db, autocommit=True) as conn:
+        # Out of order and in pieces, with redeliveries: hours add up all the same.
+        write_health(conn, writer, reports[10:])
+        write_health(conn, writer, reports[:12])
+        write_health(conn, writer, reports[3:6])
+        latest = conn.execute(
+            "SELECT sent_at, cameras_total FROM node_last_health WHERE node_id = %s",
+            ("qx-plain-health",),
+        ).fetchone()
+    window = (start - timedelta(hours=1), NOW)
+    assert hours_from_api_query(cloud_db, "qx-plain-health", *window) == expected_hours(reports)
+    assert latest == (reports[-1].sent_at, 3)  # an older report arriving later changes nothing
 
 
 def test_plain_retention_drops_old_partitions_and_trims_the_rest(

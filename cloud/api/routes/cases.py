@@ -26,7 +26,7 @@ from cloud.api.case_schemas import (
     CasePage,
     CasePhoto,
 )
-from cloud.api.deps import CaseReader, Conn, Publisher, Store, UnitQuery
+from cloud.api.deps import CaseReader, Conn, Publisher, Settings, Store, UnitQuery
 from cloud.cases.actions import ActionRequest, NewCase, act, open_case
 from cloud.cases.timers import utc_now
 from cloud.commands import send_command
@@ -152,6 +152,13 @@ async def export_cases(
     )
 
 
+class CaseDay(BaseModel):
+    day: datetime
+    opened: int
+    acknowledged_p50_s: float | None
+    resolved_p50_s: float | None
+
+
 class CaseStats(BaseModel):
     cases: int
     open: int
@@ -164,13 +171,16 @@ class CaseStats(BaseModel):
     resolved_p50_s: float | None = Field(description="Opened → resolved, median.")
     resolved_p90_s: float | None
     satisfaction_avg: float | None
+    overdue: int = Field(description="Open cases past their deadline to acknowledge or resolve.")
     by_state: dict[str, int]
+    daily: list[CaseDay] = Field(description="Per day (county time) of opening.")
 
 
 @router.get("/stats/cases", response_model=CaseStats)
 async def case_stats(
     principal: CaseReader,
     conn: Conn,
+    settings: Settings,
     unit: UnitQuery = None,
     category: str | None = None,
     source: Source = None,
@@ -182,7 +192,7 @@ async def case_stats(
     case_filter = db.CaseFilter(
         unit=principal.scope(unit), category=category, source=source, start=start, end=end
     )
-    return CaseStats(**await db.case_stats(conn, principal, case_filter))
+    return CaseStats(**await db.case_stats(conn, principal, case_filter, settings.timezone))
 
 
 @router.get("/cases/{case_id}", response_model=CaseDetail)

@@ -1,20 +1,39 @@
-"""Nodes: their connection state and health history."""
+"""Nodes: their state, health history, cameras, desired config and drift, commands."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
+from uuid import UUID
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, status
+from fastapi.concurrency import run_in_threadpool
 from psycopg.rows import class_row
 
 from cloud.access import Principal
-from cloud.api.deps import Conn, FleetReader
+from cloud.api.deps import Conn, FleetOperator, FleetReader, Publisher, Settings
+from cloud.api.fleet_schemas import (
+    CameraOut,
+    CommandIn,
+    CommandOut,
+    ConfigDrift,
+    DesiredConfigIn,
+    DesiredConfigOut,
+    DesiredOut,
+    HealthHour,
+    NodeDetail,
+    ReportedOut,
+)
 from cloud.api.schemas import HealthPoint, NodeStateOut
+from cloud.commands import make_command, send_command
 from cloud.database import like_prefix
+from cloud.db import audit
+from cloud.db import nodes as db
 from cloud.errors import NotFound
 from cloud.tiers import Level
+from protocols import NodeConfig, encode
 from protocols.identifiers import NODE_ID_PATTERN
+from protocols.topics import config_desired_topic
 
 router = APIRouter(tags=["nodes"])
 
@@ -75,3 +94,183 @@ async def node_health(
             (node_id, start, end, limit),
         )
         return await cur.fetchall()
+
+
+@router.get("/nodes/{node_id}", response_model=NodeDetail)
+async def node_detail(
+    principal: FleetReader, conn: Conn, settings: Settings, node_id: NodeIdPath
+) -> NodeDetail:
+    """Everything the node page shows: liveness, latest health, cameras, config drift."""
+    await check_node_visible(principal, conn, node_id)
+    now = datetime.now(UTC)
+    rows = await db.list_nodes(conn, settings.fleet, now, None, node_id=node_id, limit=1)
+    if not rows:
+        raise NotFound(f"node {node_id} is not registered and has never reported")
+    health = await db.last_health(conn, node_id) or {}
+    return NodeDetail(
+        **rows[0],
+        memory_used_bytes=health.get("memory_used_bytes"),
+        memory_total_bytes=health.get("memory_total_bytes"),
+        cameras=[CameraOut(**c) for c in await db.cameras_of(conn, node_id)],
+        config=config_drift(**await db.config_status(conn, node_id)),
+    )
+
+
+def config_drift(desired: dict[str, Any] | None, reported: dict[str, Any] | None) -> ConfigDrift:
+    """In sync when the node applied the newest version the service issued; pending while
+    it has not answered it; rejected with the node's errors."""
+    want = DesiredOut(**desired) if desired else None
+    got = ReportedOut(**reported) if reported else None
+    if want is None and got is None:
+        return ConfigDrift(state="unknown", desired=None, reported=None, behind_since=None)
+    if got is None or (want is not None and got.version < want.version):
+        return ConfigDrift(
+            state="pending",
+            desired=want,
+            reported=got,
+            behind_since=want.issued_at if want else None,
+        )
+    if got.status == "rejected":
+        return ConfigDrift(
+            state="rejected",
+            desired=want,
+            reported=got,
+            behind_since=want.issued_at if want else got.reported_at,
+        )
+    return ConfigDrift(state="in_sync", desired=want, reported=got, behind_since=None)
+
+
+@router.get("/nodes/{node_id}/health/hourly", response_model=list[HealthHour])
+async def node_health_hourly(
+    principal: FleetReader,
+    conn: Conn,
+    node_id: NodeIdPath,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+) -> list[HealthHour]:
+    """Hourly health (averages, extremes), oldest first (default: the last 7 days)."""
+    await check_node_visible(principal, conn, node_id)
+    end = end or datetime.now(UTC)
+    start = start or end - timedelta(days=7)
+    return [HealthHour(**r) for r in await db.health_hourly(conn, node_id, start, end)]
+
+
+def _masked(config: dict[str, Any]) -> dict[str, Any]:
+    cameras = [
+        {**c, "password": "********"} if c.get("password") else c for c in config.get("cameras", [])
+    ]
+    return {**config, "cameras": cameras}
+
+
+@router.get("/nodes/{node_id}/config", response_model=DesiredConfigOut)
+async def get_desired_config(
+    principal: FleetReader, conn: Conn, node_id: NodeIdPath
+) -> DesiredConfigOut:
+    """The newest desired config the service issued to the node (passwords masked)."""
+    await check_node_visible(principal, conn, node_id)
+    row = await db.desired_config(conn, node_id)
+    if row is None:
+        raise NotFound(f"no desired config issued to node {node_id}")
+    return DesiredConfigOut(**{**row, "config": _masked(row["config"])})
+
+
+@router.put("/nodes/{node_id}/config", response_model=DesiredConfigOut)
+async def put_desired_config(
+    principal: FleetOperator,
+    conn: Conn,
+    publisher: Publisher,
+    node_id: NodeIdPath,
+    body: DesiredConfigIn,
+) -> DesiredConfigOut:
+    """Issue a new desired config: numbered above every version known for the node, kept,
+    audited and published retained on its `config/desired` topic, where the node takes it
+    without a restart and reports back (see `GET /nodes/{node_id}`: config drift)."""
+    await check_node_visible(principal, conn, node_id)
+    now = datetime.now(UTC)
+    async with conn.transaction():
+        version = await db.next_config_version(conn, node_id)
+        fields = body.model_dump(exclude={"node_id", "version", "issued_at"})
+        config = NodeConfig(**fields, node_id=node_id, version=version, issued_at=now)
+        wire = config.model_dump(mode="json")
+        await db.store_config(
+            conn, node_id, version, wire, now, principal.subject, config.publish.health_interval_s
+        )
+        await audit.record(
+            conn,
+            principal,
+            "node.config",
+            target_type="node",
+            target_id=node_id,
+            detail={"version": version, "cameras": len(config.cameras)},
+        )
+    # After the commit: the version is on record even when the broker is away (then
+    # published_at stays empty and the answer is 503; putting the config again sends it).
+    await run_in_threadpool(
+        publisher.publish, [(config_desired_topic(node_id), encode(config))], retain=True
+    )
+    await db.mark_config_published(conn, node_id, version, datetime.now(UTC))
+    return await get_desired_config(principal, conn, node_id)
+
+
+@router.post(
+    "/nodes/{node_id}/commands", response_model=CommandOut, status_code=status.HTTP_202_ACCEPTED
+)
+async def post_command(
+    principal: FleetOperator,
+    conn: Conn,
+    publisher: Publisher,
+    node_id: NodeIdPath,
+    body: CommandIn,
+) -> CommandOut:
+    """Send a command; the node answers through its responses topic and the answer shows
+    here and in the node's command list. A node offline gets it when it returns (its
+    session is persistent) unless the command expired first."""
+    await check_node_visible(principal, conn, node_id)
+    command = make_command(node_id, body.command, **body.args)
+    # Published first: a command that never left is not listed as pending.
+    await run_in_threadpool(send_command, publisher, command)
+    async with conn.transaction():
+        await db.store_command(
+            conn,
+            command.request_id,
+            node_id,
+            command.command,
+            command.args,
+            command.issued_at,
+            command.expires_at or command.issued_at,
+            principal.subject,
+        )
+        await audit.record(
+            conn,
+            principal,
+            "node.command",
+            target_type="node",
+            target_id=node_id,
+            detail={"command": command.command, "request_id": str(command.request_id)},
+        )
+    return await get_command(principal, conn, node_id, command.request_id)
+
+
+@router.get("/nodes/{node_id}/commands", response_model=list[CommandOut])
+async def list_commands(
+    principal: FleetReader,
+    conn: Conn,
+    node_id: NodeIdPath,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[CommandOut]:
+    """Commands sent to the node, newest first, with their answers (pending until one comes,
+    expired when none came in time)."""
+    await check_node_visible(principal, conn, node_id)
+    rows = await db.list_commands(conn, node_id, datetime.now(UTC), limit)
+    return [CommandOut(**r) for r in rows]
+
+
+@router.get("/nodes/{node_id}/commands/{request_id}", response_model=CommandOut)
+async def get_command(
+    principal: FleetReader, conn: Conn, node_id: NodeIdPath, request_id: UUID
+) -> CommandOut:
+    await check_node_visible(principal, conn, node_id)
+    row = await db.get_command(conn, node_id, request_id, datetime.now(UTC))
+    if row is None:
+        raise NotFound("command not found")
+    return CommandOut(**row)

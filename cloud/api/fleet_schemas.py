@@ -1,0 +1,181 @@
+"""Request and response bodies of the fleet API: nodes, cameras, config drift, commands."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocols.base import UtcDatetime
+from protocols.config import NodeConfig
+from protocols.enums import CommandName
+from protocols.identifiers import NodeId
+
+Liveness = Literal["online", "offline", "unknown"]
+
+
+class NodeSummary(BaseModel):
+    """A node as the fleet list shows it: who it is, whether it lives, how it does."""
+
+    node_id: str
+    name: str | None
+    unit_code: str | None
+    unit_name: str | None
+    tier: str | None
+    balena_uuid: str | None
+    status: Liveness = Field(
+        description="offline: its state says so (last will) or nothing heard for "
+        "`missed_heartbeats` intervals; unknown: registered, never heard."
+    )
+    last_seen_at: datetime | None
+    status_since: datetime | None
+    changes: int = Field(description="Online/offline changes within the flapping window.")
+    flapping: bool
+    cameras_connected: int | None
+    cameras_total: int | None
+    cpu_percent: float | None
+    temperature_c: float | None
+    disk_used_bytes: int | None
+    disk_total_bytes: int | None
+    outbox_depth: int | None
+    outbox_oldest_age_s: float | None
+    dropped_events: int | None
+    dropped_snapshots: int | None
+    agent_version: str | None
+    config_version: int | None
+    model_profile: str | None
+    inference_p95_ms: float | None
+    uptime_s: float | None
+    problems: list[str] = Field(description="Open work orders of the node, by category.")
+
+
+class FleetOverview(BaseModel):
+    unit_code: str | None
+    generated_at: datetime
+    nodes: int
+    online: int
+    offline: int
+    unknown: int
+    flapping: int
+    cameras: int
+    cameras_connected: int
+    outbox_depth: int
+    problems: dict[str, int] = Field(description="Open fleet work orders by category.")
+    worst: list[NodeSummary] = Field(description="The worst nodes first (at most 20).")
+
+
+class UnitSummary(BaseModel):
+    code: str
+    name: str
+    level: str
+    open_cases: int
+
+    overdue_cases: int
+    nodes: int
+    nodes_offline: int
+    nodes_with_problems: int
+
+
+class CameraOut(BaseModel):
+    camera_id: str
+    name: str | None
+    unit_code: str | None
+    stream_url: str | None
+    lon: float | None
+    lat: float | None
+    stream_status: str | None = Field(description="As the node last reported it.")
+    input_fps: float | None
+    analysed_fps: float | None
+    last_frame_age_s: float | None
+    reconnects: int | None
+    problems: list[str] | None
+
+
+class DesiredOut(BaseModel):
+    version: int
+    issued_at: datetime
+    issued_by: str
+    published_at: datetime | None
+
+
+class ReportedOut(BaseModel):
+    version: int
+    status: str
+    running_version: int | None
+    errors: list[dict[str, Any]]
+    reported_at: datetime
+
+
+class ConfigDrift(BaseModel):
+    """Desired against reported: "desired v12, reported v11 since 3 h", or the rejection."""
+
+    state: Literal["in_sync", "pending", "rejected", "unknown"]
+    desired: DesiredOut | None
+    reported: ReportedOut | None
+    behind_since: datetime | None = Field(
+        description="Since when the node has not run the desired version."
+    )
+
+
+class NodeDetail(NodeSummary):
+    cameras: list[CameraOut]
+    config: ConfigDrift
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+
+
+class HealthHour(BaseModel):
+    bucket: datetime
+    samples: int
+    cpu_avg: float | None
+    cpu_max: float
+    memory_used_max: int
+    disk_used_max: int
+    disk_total_max: int
+    temperature_max: float | None
+    outbox_depth_max: int
+    outbox_age_max: float | None
+    cameras_connected_min: int
+    cameras_total_max: int
+
+
+class DesiredConfigIn(NodeConfig):
+    """A node's whole desired config. The service numbers the version and stamps the time;
+    `node_id` comes from the path."""
+
+    model_config = ConfigDict(**{**NodeConfig.model_config, "extra": "forbid"})
+
+    node_id: NodeId | None = None  # type: ignore[assignment]
+    version: int | None = Field(default=None, description="Ignored: the service numbers it.")  # type: ignore[assignment]
+    issued_at: UtcDatetime | None = None  # type: ignore[assignment]
+
+
+class DesiredConfigOut(BaseModel):
+    version: int
+    issued_at: datetime
+    issued_by: str
+    published_at: datetime | None
+    config: dict[str, Any] = Field(description="Camera passwords are not shown.")
+
+
+class CommandIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    command: CommandName
+    args: dict[str, Any] = Field(default_factory=dict, max_length=32)
+
+
+class CommandOut(BaseModel):
+    request_id: UUID
+    node_id: str
+    command: str
+    args: dict[str, Any]
+    issued_at: datetime
+    expires_at: datetime
+    issued_by: str
+    status: Literal["pending", "ok", "error", "expired"]
+    data: dict[str, Any] | None
+    error: str | None
+    responded_at: datetime | None

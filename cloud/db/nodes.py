@@ -1,0 +1,372 @@
+"""The fleet as screens read it: each node's liveness, latest health and open problems, the
+overview of a unit, desired and reported config, commands and their answers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from cloud.database import like_prefix
+from cloud.settings import FleetSettings
+
+# Nodes in a unit's scope (its own, or one whose cameras watch it), with their liveness,
+# latest health, changes within the flapping window and open work orders. %(unit)s is a
+# LIKE prefix or NULL (the county: every node, registered or not).
+NODES_SQL = """
+WITH live AS (
+    SELECT * FROM node_liveness(%(now)s, %(heartbeat_s)s, %(missed)s::integer)
+), changes AS (
+    SELECT node_id, count(*) AS changes FROM fleet_transitions
+    WHERE at >= %(window_start)s GROUP BY node_id
+), problems AS (
+    SELECT node_id, array_agg(category ORDER BY category) AS problems FROM cases
+    WHERE source = 'fleet' AND state <> 'closed' AND node_id IS NOT NULL
+    GROUP BY node_id
+)
+SELECT l.node_id, n.name, n.unit_code, u.name AS unit_name, n.tier, n.balena_uuid, l.status,
+       l.last_seen_at, f.since AS status_since, coalesce(c.changes, 0) AS changes,
+       coalesce(c.changes, 0) >= %(flap_changes)s AS flapping,
+       h.cameras_connected, h.cameras_total, h.cpu_percent, h.temperature_c,
+       h.disk_used_bytes, h.disk_total_bytes, h.outbox_depth, h.outbox_oldest_age_s,
+       h.dropped_events, h.dropped_snapshots, h.agent_version, h.config_version,
+       h.model_profile, h.inference_p95_ms, h.uptime_s,
+       coalesce(p.problems, '{}') AS problems
+FROM live l
+LEFT JOIN nodes n ON n.node_id = l.node_id
+LEFT JOIN org_units u ON u.code = n.unit_code
+LEFT JOIN fleet_status f ON f.node_id = l.node_id
+LEFT JOIN changes c ON c.node_id = l.node_id
+LEFT JOIN problems p ON p.node_id = l.node_id
+LEFT JOIN node_last_health h ON h.node_id = l.node_id
+WHERE %(unit)s::text IS NULL OR n.unit_code LIKE %(unit)s
+   OR EXISTS (SELECT 1 FROM cameras k WHERE k.node_id = l.node_id AND k.unit_code LIKE %(unit)s)
+"""
+
+# Worst first: dead, then flapping, then the most problems, then the fewest cameras up.
+WORST_FIRST = (
+    "ORDER BY (status = 'offline') DESC, flapping DESC, cardinality(problems) DESC, "
+    "coalesce(cameras_connected::real / nullif(cameras_total, 0), 1) ASC, node_id"
+)
+
+
+def _params(fleet: FleetSettings, now: datetime, unit: str | None) -> dict[str, Any]:
+    return {
+        "now": now,
+        "heartbeat_s": fleet.heartbeat_s,
+        "missed": fleet.missed_heartbeats,
+        "window_start": now - timedelta(seconds=fleet.flap_window_s),
+        "flap_changes": fleet.flap_changes,
+        "unit": None if unit is None else like_prefix(unit),
+    }
+
+
+async def list_nodes(
+    conn: AsyncConnection,
+    fleet: FleetSettings,
+    now: datetime,
+    unit: str | None,
+    *,
+    status: str | None = None,
+    node_id: str | None = None,
+    limit: int = 500,
+) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT * FROM ({NODES_SQL}) s "  # noqa: S608
+            "WHERE (%(status)s::text IS NULL OR status = %(status)s) "
+            f"AND (%(node)s::text IS NULL OR node_id = %(node)s) {WORST_FIRST} LIMIT %(limit)s",
+            {**_params(fleet, now, unit), "status": status, "node": node_id, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+async def overview(
+    conn: AsyncConnection, fleet: FleetSettings, now: datetime, unit: str | None
+) -> dict[str, Any]:
+    """Counts for a unit's fleet: nodes by status, cameras up, open problems by category.
+    A camera of a node that is not online counts as down, whatever its last report said."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT count(*) AS nodes, "  # noqa: S608
+            "count(*) FILTER (WHERE status = 'online') AS online, "
+            "count(*) FILTER (WHERE status = 'offline') AS offline, "
+            "count(*) FILTER (WHERE status = 'unknown') AS unknown, "
+            "count(*) FILTER (WHERE flapping) AS flapping, "
+            "coalesce(sum(cameras_total), 0) AS cameras, "
+            "coalesce(sum(cameras_connected) FILTER (WHERE status = 'online'), 0) "
+            "AS cameras_connected, "
+            "coalesce(sum(outbox_depth) FILTER (WHERE status = 'online'), 0) AS outbox_depth "
+            f"FROM ({NODES_SQL}) s",
+            _params(fleet, now, unit),
+        )
+        counts = await cur.fetchone()
+        await cur.execute(
+            "SELECT category, count(*) AS n FROM cases c "
+            "WHERE source = 'fleet' AND state <> 'closed' "
+            "AND (%(unit)s::text IS NULL OR unit_code LIKE %(unit)s) GROUP BY category",
+            {"unit": None if unit is None else like_prefix(unit)},
+        )
+        problems = {r["category"]: r["n"] for r in await cur.fetchall()}
+    assert counts is not None
+    return {**counts, "problems": problems}
+
+
+async def unit_summaries(
+    conn: AsyncConnection, fleet: FleetSettings, now: datetime, parent: str
+) -> list[dict[str, Any]]:
+    """The children of a unit with their geometry, open and overdue cases and node health:
+    what the map colours, one level down at a time."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""
+            WITH nodes_here AS ({NODES_SQL})
+            SELECT k.code, k.name, k.level, cs.open_cases, cs.overdue_cases,
+                   ns.nodes, ns.nodes_offline, ns.nodes_with_problems
+            FROM org_units k
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS open_cases,
+                       count(*) FILTER (WHERE c.resolve_due_at < %(now)s) AS overdue_cases
+                FROM cases c WHERE c.state <> 'closed' AND starts_with(c.unit_code, k.code)
+            ) cs
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS nodes,
+                       count(*) FILTER (WHERE n.status = 'offline') AS nodes_offline,
+                       count(*) FILTER (WHERE cardinality(n.problems) > 0)
+                         AS nodes_with_problems
+                FROM nodes_here n WHERE starts_with(n.unit_code, k.code)
+            ) ns
+            WHERE k.parent_code = %(parent)s ORDER BY k.code
+            """,  # noqa: S608
+            {**_params(fleet, now, parent), "parent": parent},
+        )
+        return await cur.fetchall()
+
+
+async def grid_map(
+    conn: AsyncConnection, fleet: FleetSettings, now: datetime, unit: str
+) -> list[dict[str, Any]]:
+    """Every grid with a geometry under a unit: its open and overdue cases, its cameras and
+    how many of them are down (their box offline, or the stream not connected), and the
+    child of `unit` it lies in (where a click on it drills down to)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""
+            WITH nodes_here AS ({NODES_SQL}),
+            streams AS (
+                SELECT h.node_id, c->>'camera_id' AS camera_id, c->>'status' AS status
+                FROM node_last_health h, jsonb_array_elements(h.cameras) c
+            ),
+            open_cases AS (
+                SELECT unit_code, count(*) AS open_cases,
+                       count(*) FILTER (WHERE resolve_due_at < %(now)s) AS overdue_cases
+                FROM cases WHERE state <> 'closed' AND unit_code LIKE %(unit)s
+                GROUP BY unit_code
+            ),
+            grid_cameras AS (
+                SELECT k.unit_code, count(*) AS cameras,
+                       count(*) FILTER (WHERE n.status IS DISTINCT FROM 'online'
+                                        OR s.status IS DISTINCT FROM 'connected')
+                         AS cameras_down
+                FROM cameras k
+                LEFT JOIN nodes_here n ON n.node_id = k.node_id
+                LEFT JOIN streams s ON s.node_id = k.node_id AND s.camera_id = k.camera_id
+                WHERE k.unit_code LIKE %(unit)s GROUP BY k.unit_code
+            )
+            SELECT g.code, g.name, g.geometry,
+                   coalesce((SELECT c.code FROM org_units c WHERE c.parent_code = %(parent)s
+                             AND starts_with(g.code, c.code)), g.code) AS child_code,
+                   coalesce(o.open_cases, 0) AS open_cases,
+                   coalesce(o.overdue_cases, 0) AS overdue_cases,
+                   coalesce(gc.cameras, 0) AS cameras,
+                   coalesce(gc.cameras_down, 0) AS cameras_down
+            FROM org_units g
+            LEFT JOIN open_cases o ON o.unit_code = g.code
+            LEFT JOIN grid_cameras gc ON gc.unit_code = g.code
+            WHERE g.level = 'grid' AND g.code LIKE %(unit)s AND g.geometry IS NOT NULL
+            ORDER BY g.code
+            """,  # noqa: S608
+            {**_params(fleet, now, unit), "parent": unit},
+        )
+        return await cur.fetchall()
+
+
+async def cameras_of(conn: AsyncConnection, node_id: str) -> list[dict[str, Any]]:
+    """The node's cameras: registered ones and those its health report names, with the
+    stream status it reported and any open work order for the camera."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            WITH reported AS (
+                SELECT c->>'camera_id' AS camera_id, c->>'status' AS stream_status,
+                       (c->>'input_fps')::real AS input_fps,
+                       (c->>'analysed_fps')::real AS analysed_fps,
+                       (c->>'last_frame_age_s')::real AS last_frame_age_s,
+                       (c->>'reconnects')::bigint AS reconnects
+                FROM node_last_health h, jsonb_array_elements(h.cameras) c
+                WHERE h.node_id = %(node)s
+            ), registered AS (
+                SELECT camera_id, name, unit_code, stream_url, lon, lat FROM cameras
+                WHERE node_id = %(node)s
+            )
+            SELECT coalesce(g.camera_id, r.camera_id) AS camera_id, g.name, g.unit_code,
+                   g.stream_url, g.lon, g.lat, r.stream_status, r.input_fps, r.analysed_fps,
+                   r.last_frame_age_s, r.reconnects,
+                   (SELECT array_agg(category ORDER BY category) FROM cases c
+                    WHERE c.node_id = %(node)s AND c.camera_id = coalesce(g.camera_id,
+                          r.camera_id) AND c.source = 'fleet' AND c.state <> 'closed')
+                     AS problems
+            FROM registered g FULL JOIN reported r ON r.camera_id = g.camera_id
+            ORDER BY 1
+            """,
+            {"node": node_id},
+        )
+        return await cur.fetchall()
+
+
+async def last_health(conn: AsyncConnection, node_id: str) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT * FROM node_last_health WHERE node_id = %s", (node_id,))
+        return await cur.fetchone()
+
+
+async def health_hourly(
+    conn: AsyncConnection, node_id: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT bucket, samples, cpu_sum / nullif(samples, 0) AS cpu_avg, cpu_max, "
+            "memory_used_max, disk_used_max, disk_total_max, temperature_max, "
+            "outbox_depth_max, outbox_age_max, cameras_connected_min, cameras_total_max "
+            "FROM node_health_hourly WHERE node_id = %s AND bucket >= %s AND bucket < %s "
+            "ORDER BY bucket",
+            (node_id, start, end),
+        )
+        return await cur.fetchall()
+
+
+# ---- desired and reported config -----------------------------------------------------
+
+
+async def config_status(conn: AsyncConnection, node_id: str) -> dict[str, Any]:
+    """The newest desired config the service issued and what the node last reported."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT version, issued_at, issued_by, published_at FROM node_configs "
+            "WHERE node_id = %s ORDER BY version DESC LIMIT 1",
+            (node_id,),
+        )
+        desired = await cur.fetchone()
+        await cur.execute(
+            "SELECT version, status, running_version, errors, reported_at FROM config_reports "
+            "WHERE node_id = %s",
+            (node_id,),
+        )
+        reported = await cur.fetchone()
+    return {"desired": desired, "reported": reported}
+
+
+async def desired_config(conn: AsyncConnection, node_id: str) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT version, config, issued_at, issued_by, published_at FROM node_configs "
+            "WHERE node_id = %s ORDER BY version DESC LIMIT 1",
+            (node_id,),
+        )
+        return await cur.fetchone()
+
+
+async def next_config_version(conn: AsyncConnection, node_id: str) -> int:
+    """Above both what the service issued and what the node reports running (a node first
+    configured from a file may already run a higher version than the service knows)."""
+    cur = await conn.execute(
+        "SELECT greatest((SELECT max(version) FROM node_configs WHERE node_id = %(n)s), "
+        "(SELECT greatest(version, running_version) FROM config_reports WHERE node_id = %(n)s),"
+        " 0) + 1",
+        {"n": node_id},
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 1
+
+
+async def store_config(
+    conn: AsyncConnection,
+    node_id: str,
+    version: int,
+    config: dict[str, Any],
+    issued_at: datetime,
+    issued_by: str,
+    heartbeat_s: float,
+) -> None:
+    await conn.execute(
+        "INSERT INTO node_configs (node_id, version, config, issued_at, issued_by) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        (node_id, version, Jsonb(config), issued_at, issued_by),
+    )
+    await conn.execute(
+        "UPDATE nodes SET heartbeat_s = %s WHERE node_id = %s", (heartbeat_s, node_id)
+    )
+
+
+async def mark_config_published(
+    conn: AsyncConnection, node_id: str, version: int, at: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE node_configs SET published_at = %s WHERE node_id = %s AND version = %s",
+        (at, node_id, version),
+    )
+
+
+# ---- commands ------------------------------------------------------------------------
+
+
+async def store_command(
+    conn: AsyncConnection,
+    request_id: UUID,
+    node_id: str,
+    command: str,
+    args: dict[str, Any],
+    issued_at: datetime,
+    expires_at: datetime,
+    issued_by: str,
+) -> None:
+    await conn.execute(
+        "INSERT INTO commands (request_id, node_id, command, args, issued_at, expires_at, "
+        "issued_by) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (request_id, node_id, command, Jsonb(args), issued_at, expires_at, issued_by),
+    )
+
+
+COMMANDS_SQL = """
+SELECT c.request_id, c.node_id, c.command, c.args, c.issued_at, c.expires_at, c.issued_by,
+       CASE WHEN r.status IS NOT NULL THEN r.status
+            WHEN c.expires_at < %(now)s THEN 'expired' ELSE 'pending' END AS status,
+       r.data, r.error, r.responded_at
+FROM commands c LEFT JOIN command_responses r ON r.request_id = c.request_id
+"""
+
+
+async def list_commands(
+    conn: AsyncConnection, node_id: str, now: datetime, limit: int
+) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            COMMANDS_SQL + "WHERE c.node_id = %(node)s ORDER BY c.issued_at DESC LIMIT %(limit)s",
+            {"now": now, "node": node_id, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+async def get_command(
+    conn: AsyncConnection, node_id: str, request_id: UUID, now: datetime
+) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            COMMANDS_SQL + "WHERE c.node_id = %(node)s AND c.request_id = %(id)s",
+            {"now": now, "node": node_id, "id": request_id},
+        )
+        return await cur.fetchone()
