@@ -25,6 +25,7 @@ from cloud.api.routes import (
     nodes,
     operations,
     org,
+    web,
 )
 from cloud.api.routes import (
     webhooks as webhook_routes,
@@ -123,5 +124,6 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.include_router(cases.router, prefix="/api/v1")
     app.include_router(alert_routes.router, prefix="/api/v1")
     app.include_router(webhook_routes.router, prefix="/api/v1")
+    app.include_router(web.router)
 
     return app

@@ -30,6 +30,17 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 say "node $(node --version)"
 
+# The operations page is tested in a real headless browser: Debian's Chromium (Playwright
+# drives it; it downloads no browser of its own).
+if ! command -v chromium >/dev/null && [ ! -x /usr/bin/chromium ]; then
+    apt_install --no-install-recommends chromium
+fi
+# Chinese glyphs for the page's screenshots (the page itself names no font file).
+if ! fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk"; then
+    apt_install --no-install-recommends fonts-wqy-zenhei
+fi
+say "chromium $( (chromium --version 2>/dev/null || echo '?') | awk '{print $2}')"
+
 # Camera tests serve the asset clips from a real RTSP server (GStreamer, system Python).
 if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" 2>/dev/null; then
     apt_install --no-install-recommends gir1.2-gst-rtsp-server-1.0 python3-gi \

@@ -15,10 +15,10 @@ from edge.link import Link
 from edge.outbox import Message, Outbox, Priority
 from edge.publisher import Publisher
 from edge.settings import EdgeSettings
-from protocols import encode
+from protocols import NodeHealth, encode
 from protocols.enums import SnapshotVariant
 from protocols.events import DetectionEvent
-from protocols.topics import events_topic, snapshot_topic
+from protocols.topics import events_topic, health_topic, snapshot_topic
 from tests.factories import make_detection_event
 from tests.support.ports import free_port, is_listening, wait_until
 from tests.support.processes import GridwatchProcess
@@ -148,6 +148,11 @@ class FakeNodes:
         outbox, _, publisher = self._node(node_id)
         topic = snapshot_topic(node_id, event_id, variant)
         outbox.add([Message(topic, jpeg, Priority.SNAPSHOT)])
+        publisher.notify()
+
+    def publish_health(self, health: NodeHealth) -> None:
+        outbox, _, publisher = self._node(health.node_id)
+        outbox.add([Message(health_topic(health.node_id), encode(health), Priority.HEALTH)])
         publisher.notify()
 
     def publish_raw(self, node_id: str, payloads: list[bytes]) -> None:
