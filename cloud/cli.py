@@ -104,6 +104,10 @@ def ingest(log_level: LogLevel = "INFO") -> None:
     worker = _ingest_worker(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
+    if settings.ingest_metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.ingest_metrics_port, addr=settings.host)
     worker.run()
 
 

@@ -103,6 +103,16 @@ class CloudSettings(BaseSettings):
     )
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, /metrics asks for it as a bearer token (Prometheus "
+        "`authorization` config); unset: open, for a scraper on the internal network.",
+    )
+    ingest_metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
+        default=None,
+        description="A separate `gridwatch cloud ingest` serves /metrics on this port (on "
+        "CLOUD_HOST); `serve --ingest` shows ingest's figures on its own /metrics.",
+    )
     web_vendor_dir: Path | None = Field(
         default=None,
         description="node_modules with the operations page's libraries (ECharts), served "

@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from cloud.alerts.hub import AlertHub
 from cloud.db.alerts import ALERT_COLUMNS
 from cloud.errors import BrokerUnavailable
+from cloud.metrics import observe_delivery
 from cloud.publisher import BrokerPublisher
 from protocols import encode
 from protocols.topics import alert_topic
@@ -79,12 +80,16 @@ class AlertRelay:
             if not rows:
                 return 0
             messages = []
+            alerts = []
             for row in rows:
                 alert = await self.hub.render(conn, row)
                 org = alert.org
                 topic = alert_topic(org.county, org.town, org.village, org.grid, alert.kind.value)
                 messages.append((topic, encode(alert)))
+                alerts.append(alert)
             await asyncio.to_thread(self.publisher.publish, messages)
+            for alert in alerts:
+                observe_delivery("mqtt", alert.sent_at)
             await conn.execute(
                 "UPDATE alerts SET mqtt_published_at = now() WHERE seq = ANY(%s)",
                 ([row["seq"] for row in rows],),

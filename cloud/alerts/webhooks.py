@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from cloud.alerts.hub import AlertHub
 from cloud.db import webhooks as db
+from cloud.metrics import observe_delivery
 from cloud.settings import CloudSettings
 from protocols import encode
 
@@ -145,7 +146,8 @@ class WebhookDispatcher:
                     next_attempt_at=datetime.now(UTC),
                 )
                 return
-            body = encode(await self.hub.render(conn, row))
+            alert = await self.hub.render(conn, row)
+            body = encode(alert)
         at = int(time.time())
         headers = {
             "Content-Type": "application/json",
@@ -169,6 +171,7 @@ class WebhookDispatcher:
         async with self.pool.connection() as conn:
             if not error:
                 await db.mark_delivered(conn, delivery["delivery_id"], status or 200)
+                observe_delivery("webhook", alert.sent_at)
                 return
             dead = delivery["attempts"] >= self.settings.webhook_attempts
             wait = backoff_s(delivery["attempts"], self.settings.webhook_backoff_s)

@@ -25,6 +25,7 @@ from cloud.db.timeseries import maintain
 from cloud.errors import StorageError
 from cloud.ingest.decode import Received, decode_batch
 from cloud.ingest.writer import Batch, BatchWriter, DeadLetter, lag_ms
+from cloud.metrics import record_batch
 from cloud.mqtt import broker_address, mqtt_client
 from cloud.settings import CloudSettings
 from cloud.snapshots import snapshot_store
@@ -263,6 +264,7 @@ class IngestWorker:
 
     def _write(self, conn: psycopg.Connection, batch: Batch) -> None:
         now = datetime.now(UTC)
+        started = time.monotonic()
         with conn.transaction():  # one commit per batch, progress included
             result = self.writer.write(conn, batch)
             conn.execute(
@@ -274,6 +276,7 @@ class IngestWorker:
                 (self.settings.ingest_client_id, now, len(batch), lag_ms(batch, now), len(batch)),
             )
         self.stored += result.events_stored
+        record_batch(batch, result, time.monotonic() - started, lag_ms(batch, now) / 1000)
         if batch.dead:
             logger.warning(
                 "dead letters=%d first=%s: %s",

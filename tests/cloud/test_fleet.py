@@ -12,6 +12,7 @@ from typing import Any
 import httpx2 as httpx
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cloud.db.fleet import NodeView
 from cloud.fleet.monitor import check_fleet, decide
@@ -240,6 +241,22 @@ def test_a_full_disk_a_backlog_and_a_rejected_config_open_orders_that_close_when
 # ---- end to end: a real agent killed and restarted, the service in its own process ---
 
 
+METRICS_TOKEN = "a scraper's token for this test"
+
+
+def scraped(url: str) -> dict[tuple[str, str], float]:
+    """(sample name, first label value) → value, from the service's /metrics."""
+    response = httpx.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    figures: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            label = next(iter(sample.labels.values()), "")
+            key = (sample.name, label)
+            figures[key] = figures.get(key, 0.0) + sample.value
+    return figures
+
+
 def api(serve: ServeProcess, token: str) -> httpx.Client:
     return httpx.Client(
         base_url=serve.base, headers={"Authorization": f"Bearer {token}"}, timeout=10
@@ -265,6 +282,7 @@ def test_a_real_box_online_commanded_reconfigured_killed_and_back(
         CLOUD_FLEET__CHECK_INTERVAL_S="0.2",
         CLOUD_INGEST_CLIENT_ID="ingest-fleet",
         CLOUD_SNAPSHOT_DIR=str(county.snapshots),
+        CLOUD_METRICS_TOKEN=METRICS_TOKEN,
     ).start_listening()
     agent = AgentProcess(
         tmp_path / "agent",
@@ -375,6 +393,22 @@ def test_a_real_box_online_commanded_reconfigured_killed_and_back(
         assert sum(u["nodes"] for u in units.values()) == 1
         hours = town.get(f"/nodes/{VILLAGE_NODE}/health/hourly").json()
         assert sum(h["samples"] for h in hours) >= 2
+
+        # What Prometheus scrapes: ingest, the fleet and the work orders' alerts.
+        metrics_url = f"http://127.0.0.1:{serve.port}/metrics"
+        assert httpx.get(metrics_url, timeout=10).status_code == 401
+        wait_until(
+            lambda: (
+                scraped(metrics_url).get(("gridwatch_alert_delivery_seconds_count", "mqtt"), 0) >= 2
+            ),
+            30,
+            "the offline alert and its cancel published",
+        )
+        figures = scraped(metrics_url)
+        assert figures[("gridwatch_ingest_messages_total", "health")] >= 2
+        assert figures[("gridwatch_ingest_messages_total", "config_reported")] >= 3
+        assert figures[("gridwatch_nodes", "online")] >= 1
+        assert figures[("gridwatch_ingest_batch_size_count", "")] >= 1
     finally:
         agent.stop()
         serve.stop()

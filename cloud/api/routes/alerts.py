@@ -27,6 +27,7 @@ from cloud.cases.timers import utc_now
 from cloud.cases.workflow import CaseAction
 from cloud.db import alerts as db
 from cloud.errors import BadRequest, CloudError, Forbidden, NotFound
+from cloud.metrics import observe_delivery
 from protocols.alerts import Alert
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ async def stream_alerts(
                 + data
                 + b"\n\n"
             )
+            observe_delivery("sse", item.alert.sent_at)
 
     return StreamingResponse(
         events(),
@@ -146,6 +148,7 @@ async def websocket_alerts(
                     {"type": "alert", "alert": item.alert.model_dump(mode="json")}
                 ).decode()
             )
+            observe_delivery("websocket", item.alert.sent_at)
 
     async def until_closed() -> None:
         # Waiting for the next alert would not notice a client that left (or a server that

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cloud.errors import Unauthorized
+from cloud.metrics import refresh_from_database
 
 router = APIRouter(tags=["service"])
 
@@ -57,3 +62,19 @@ async def readyz(request: Request) -> JSONResponse:
     body["broker"] = await _broker_reachable(request.app.state.settings.broker_url)
     ready = body["database"] and body["broker"]
     return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: ingest, alert delivery, open cases by state, nodes by
+    liveness (the last two read from the database now)."""
+    settings = request.app.state.settings
+    if settings.metrics_token is not None:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(
+            given.encode(), settings.metrics_token.get_secret_value().encode()
+        ):
+            raise Unauthorized("metrics need the bearer token")
+    async with request.app.state.pool.connection() as conn:
+        await refresh_from_database(conn, settings.fleet)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

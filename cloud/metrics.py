@@ -1,0 +1,110 @@
+"""Prometheus metrics of the service: ingest (in whichever process runs it), alert delivery,
+and at each scrape, from the database, open cases by state and nodes by liveness.
+
+Names follow Prometheus conventions (`_total`, `_seconds`); the Grafana dashboard in
+deploy/grafana reads them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram
+from psycopg import AsyncConnection
+
+from cloud.settings import FleetSettings
+
+if TYPE_CHECKING:
+    from cloud.ingest.writer import Batch, WriteResult
+
+INGEST_MESSAGES = Counter(
+    "gridwatch_ingest_messages_total", "Messages ingest committed, by channel.", ["channel"]
+)
+INGEST_EVENTS_STORED = Counter(
+    "gridwatch_ingest_events_stored_total", "Detection events stored (first delivery)."
+)
+INGEST_EVENTS_DUPLICATE = Counter(
+    "gridwatch_ingest_events_duplicate_total", "Detection events delivered again, stored once."
+)
+INGEST_DEAD_LETTERS = Counter(
+    "gridwatch_ingest_dead_letters_total", "Messages ingest could not store, kept with reason."
+)
+INGEST_BATCH_SIZE = Histogram(
+    "gridwatch_ingest_batch_size",
+    "Messages per committed batch.",
+    buckets=(1, 5, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 50000),
+)
+INGEST_COMMIT_SECONDS = Histogram(
+    "gridwatch_ingest_commit_seconds",
+    "Time to write and commit one batch.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+INGEST_LAG_SECONDS = Gauge(
+    "gridwatch_ingest_lag_seconds",
+    "How far behind the newest event of the last batch was at commit (observed → stored).",
+)
+ALERT_DELIVERY_SECONDS = Histogram(
+    "gridwatch_alert_delivery_seconds",
+    "From the case change to the alert handed to a subscriber, by path.",
+    ["path"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+CASES_OPEN = Gauge(
+    "gridwatch_cases_open", "Cases not closed, by state and source.", ["state", "source"]
+)
+CASES_OVERDUE = Gauge("gridwatch_cases_overdue", "Open cases past a deadline.")
+NODES = Gauge("gridwatch_nodes", "Edge nodes by liveness.", ["status"])
+
+
+def record_batch(batch: Batch, result: WriteResult, commit_s: float, lag_s: float) -> None:
+    """After a batch committed (never before: what is counted is stored)."""
+    for channel, items in (
+        ("events", batch.events),
+        ("state", batch.states),
+        ("health", batch.health),
+        ("telemetry", batch.telemetry),
+        ("config_reported", batch.reports),
+        ("responses", batch.responses),
+        ("snapshots", batch.snapshots),
+        ("dead_letters", batch.dead),
+    ):
+        if items:
+            INGEST_MESSAGES.labels(channel).inc(len(items))
+    INGEST_EVENTS_STORED.inc(result.events_stored)
+    INGEST_EVENTS_DUPLICATE.inc(result.events_duplicate)
+    INGEST_DEAD_LETTERS.inc(len(batch.dead))
+    INGEST_BATCH_SIZE.observe(len(batch))
+    INGEST_COMMIT_SECONDS.observe(commit_s)
+    if batch.events:
+        INGEST_LAG_SECONDS.set(lag_s)
+
+
+def observe_delivery(path: str, sent_at: datetime) -> None:
+    ALERT_DELIVERY_SECONDS.labels(path).observe(
+        max(0.0, (datetime.now(UTC) - sent_at).total_seconds())
+    )
+
+
+async def refresh_from_database(conn: AsyncConnection, fleet: FleetSettings) -> None:
+    """The gauges that are facts of the database, read at scrape time (cheap: indexes)."""
+    cur = await conn.execute(
+        "SELECT state, source, count(*) FROM cases WHERE state <> 'closed' GROUP BY 1, 2"
+    )
+    CASES_OPEN.clear()
+    for state, source, n in await cur.fetchall():
+        CASES_OPEN.labels(state, source).set(n)
+    cur = await conn.execute(
+        "SELECT count(*) FROM cases WHERE state <> 'closed' AND (resolve_due_at < now() "
+        "OR (acknowledged_at IS NULL AND ack_due_at < now()))"
+    )
+    row = await cur.fetchone()
+    CASES_OVERDUE.set(row[0] if row else 0)
+    cur = await conn.execute(
+        "SELECT status, count(*) FROM node_liveness(now(), %s, %s::integer) GROUP BY 1",
+        (fleet.heartbeat_s, fleet.missed_heartbeats),
+    )
+    NODES.clear()
+    for status in ("online", "offline", "unknown"):
+        NODES.labels(status).set(0)
+    for status, n in await cur.fetchall():
+        NODES.labels(status).set(n)
