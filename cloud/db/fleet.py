@@ -55,18 +55,37 @@ def ingest_stalled(conn: psycopg.Connection, now: datetime, fleet: FleetSettings
 def read_nodes(
     conn: psycopg.Connection, now: datetime, fleet: FleetSettings, *, trust_silence: bool
 ) -> list[NodeView]:
+    """The nodes the monitor must look at: those whose status changed, that are offline,
+    changed lately, near a health threshold, report a rejected config or have a work order
+    open. A healthy, steady node costs the monitor nothing beyond the scan."""
     missed = fleet.missed_heartbeats if trust_silence else IGNORE_SILENCE
+    near = fleet.disk_full_ratio - 0.05  # where an open disk_full order closes
     rows = conn.execute(
-        "SELECT l.node_id, l.status, f.status, f.since, h.disk_used_bytes, h.disk_total_bytes, "
-        "h.outbox_depth, h.outbox_oldest_age_s, "
+        "SELECT l.node_id, l.status, f.status, f.since, l.disk_used_bytes, l.disk_total_bytes, "
+        "l.outbox_depth, l.outbox_oldest_age_s, "
         "CASE WHEN r.status = 'rejected' THEN coalesce(r.errors->0->>'field', '') || ': ' || "
         "coalesce(r.errors->0->>'message', '') END "
-        "FROM node_liveness(%s, %s, %s::integer) l "
+        "FROM node_liveness(%(now)s, %(heartbeat_s)s, %(missed)s::integer) l "
         "LEFT JOIN fleet_status f ON f.node_id = l.node_id "
-        "LEFT JOIN node_last_health h ON h.node_id = l.node_id "
         "LEFT JOIN config_reports r ON r.node_id = l.node_id "
+        "WHERE l.status IS DISTINCT FROM f.status OR l.status <> 'online' "
+        "OR r.status = 'rejected' "
+        "OR l.disk_used_bytes >= %(near)s * l.disk_total_bytes "
+        "OR l.outbox_oldest_age_s >= %(age)s OR l.outbox_depth >= %(depth)s "
+        "OR l.node_id IN (SELECT node_id FROM fleet_transitions) "
+        "OR l.node_id IN (SELECT node_id FROM cases WHERE source = 'fleet' "
+        "AND state <> 'closed' AND category = ANY(%(categories)s)) "
         "ORDER BY l.node_id",
-        (now, fleet.heartbeat_s, missed),
+        {
+            "now": now,
+            "heartbeat_s": fleet.heartbeat_s,
+            "missed": missed,
+            "near": near,
+            # Half the limits: where an open backlog order closes.
+            "age": fleet.outbox_backlog_age_s / 2,
+            "depth": fleet.outbox_backlog_depth / 2,
+            "categories": list(NODE_PROBLEMS),
+        },
     ).fetchall()
     return [NodeView(*row) for row in rows]
 

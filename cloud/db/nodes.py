@@ -28,22 +28,16 @@ WITH live AS (
     WHERE source = 'fleet' AND state <> 'closed' AND node_id IS NOT NULL
     GROUP BY node_id
 )
-SELECT l.node_id, n.name, n.unit_code, u.name AS unit_name, n.tier, n.balena_uuid, l.status,
-       l.last_seen_at, f.since AS status_since, coalesce(c.changes, 0) AS changes,
+SELECT l.*, u.name AS unit_name, f.since AS status_since,
+       coalesce(c.changes, 0) AS changes,
        coalesce(c.changes, 0) >= %(flap_changes)s AS flapping,
-       h.cameras_connected, h.cameras_total, h.cpu_percent, h.temperature_c,
-       h.disk_used_bytes, h.disk_total_bytes, h.outbox_depth, h.outbox_oldest_age_s,
-       h.dropped_events, h.dropped_snapshots, h.agent_version, h.config_version,
-       h.model_profile, h.inference_p95_ms, h.uptime_s,
        coalesce(p.problems, '{}') AS problems
 FROM live l
-LEFT JOIN nodes n ON n.node_id = l.node_id
-LEFT JOIN org_units u ON u.code = n.unit_code
+LEFT JOIN org_units u ON u.code = l.unit_code
 LEFT JOIN fleet_status f ON f.node_id = l.node_id
 LEFT JOIN changes c ON c.node_id = l.node_id
 LEFT JOIN problems p ON p.node_id = l.node_id
-LEFT JOIN node_last_health h ON h.node_id = l.node_id
-WHERE %(unit)s::text IS NULL OR n.unit_code LIKE %(unit)s
+WHERE %(unit)s::text IS NULL OR l.unit_code LIKE %(unit)s
    OR EXISTS (SELECT 1 FROM cameras k WHERE k.node_id = l.node_id AND k.unit_code LIKE %(unit)s)
 """
 
@@ -77,7 +71,7 @@ async def list_nodes(
 ) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT * FROM ({NODES_SQL}) s "  # noqa: S608
+            f"WITH s AS ({NODES_SQL}) SELECT * FROM s "  # noqa: S608
             "WHERE (%(status)s::text IS NULL OR status = %(status)s) "
             f"AND (%(node)s::text IS NULL OR node_id = %(node)s) {WORST_FIRST} LIMIT %(limit)s",
             {**_params(fleet, now, unit), "status": status, "node": node_id, "limit": limit},
@@ -86,13 +80,15 @@ async def list_nodes(
 
 
 async def overview(
-    conn: AsyncConnection, fleet: FleetSettings, now: datetime, unit: str | None
+    conn: AsyncConnection, fleet: FleetSettings, now: datetime, unit: str | None, worst: int
 ) -> dict[str, Any]:
-    """Counts for a unit's fleet: nodes by status, cameras up, open problems by category.
-    A camera of a node that is not online counts as down, whatever its last report said."""
+    """Counts for a unit's fleet (nodes by status, cameras up, open problems by category)
+    and its `worst` nodes, from one pass over the nodes. A camera of a node that is not
+    online counts as down, whatever its last report said."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT count(*) AS nodes, "  # noqa: S608
+            f"WITH s AS MATERIALIZED ({NODES_SQL}) "  # noqa: S608
+            "SELECT count(*) AS nodes, "
             "count(*) FILTER (WHERE status = 'online') AS online, "
             "count(*) FILTER (WHERE status = 'offline') AS offline, "
             "count(*) FILTER (WHERE status = 'unknown') AS unknown, "
@@ -100,20 +96,18 @@ async def overview(
             "coalesce(sum(cameras_total), 0) AS cameras, "
             "coalesce(sum(cameras_connected) FILTER (WHERE status = 'online'), 0) "
             "AS cameras_connected, "
-            "coalesce(sum(outbox_depth) FILTER (WHERE status = 'online'), 0) AS outbox_depth "
-            f"FROM ({NODES_SQL}) s",
-            _params(fleet, now, unit),
+            "coalesce(sum(outbox_depth) FILTER (WHERE status = 'online'), 0) AS outbox_depth, "
+            "(SELECT coalesce(jsonb_object_agg(category, n), '{}') FROM (SELECT category, "
+            "count(*) AS n FROM s, unnest(s.problems) AS category GROUP BY category) c) "
+            "AS problems, "
+            f"(SELECT coalesce(jsonb_agg(w), '[]') FROM (SELECT * FROM s {WORST_FIRST} "
+            "LIMIT %(worst)s) w) AS worst "
+            "FROM s",
+            {**_params(fleet, now, unit), "worst": worst},
         )
-        counts = await cur.fetchone()
-        await cur.execute(
-            "SELECT category, count(*) AS n FROM cases c "
-            "WHERE source = 'fleet' AND state <> 'closed' "
-            "AND (%(unit)s::text IS NULL OR unit_code LIKE %(unit)s) GROUP BY category",
-            {"unit": None if unit is None else like_prefix(unit)},
-        )
-        problems = {r["category"]: r["n"] for r in await cur.fetchall()}
-    assert counts is not None
-    return {**counts, "problems": problems}
+        row = await cur.fetchone()
+    assert row is not None
+    return row
 
 
 async def unit_summaries(

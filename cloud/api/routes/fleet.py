@@ -25,13 +25,10 @@ async def fleet_overview(
     or after `missed_heartbeats` silent intervals."""
     scope = principal.scope(unit)
     now = datetime.now(UTC)
-    counts = await db.overview(conn, settings.fleet, now, scope)
-    worst = await db.list_nodes(conn, settings.fleet, now, scope, limit=20)
     return FleetOverview(
         unit_code=scope,
         generated_at=now,
-        **counts,
-        worst=[NodeSummary(**n) for n in worst],
+        **await db.overview(conn, settings.fleet, now, scope, worst=20),
     )
 
 

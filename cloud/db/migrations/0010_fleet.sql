@@ -78,12 +78,22 @@ CREATE TABLE IF NOT EXISTS commands (
 CREATE INDEX IF NOT EXISTS commands_node ON commands (node_id, issued_at DESC);
 CREATE INDEX IF NOT EXISTS command_responses_node ON command_responses (node_id);
 
--- A node's liveness at a moment: offline when its state says so (its last will, or a clean
--- shutdown) or when nothing was heard from it for `p_missed` heartbeats; unknown when it is
--- registered but was never heard. The one definition the fleet monitor and screens read.
-CREATE OR REPLACE FUNCTION node_liveness(p_at timestamptz, p_heartbeat_s double precision,
-                                         p_missed integer)
-RETURNS TABLE (node_id text, status text, last_seen_at timestamptz)
+-- Every node known by any means (registered, its state, its health) at a moment: offline
+-- when its state says so (its last will, or a clean shutdown) or when nothing was heard
+-- from it for `p_missed` heartbeats; unknown when registered but never heard; with what
+-- the registry and its newest health report say. The one definition of a node's liveness
+-- that the fleet monitor, the screens and the metrics read.
+DROP FUNCTION IF EXISTS node_liveness(timestamptz, double precision, integer);
+CREATE FUNCTION node_liveness(p_at timestamptz, p_heartbeat_s double precision,
+                              p_missed integer)
+RETURNS TABLE (
+    node_id text, status text, last_seen_at timestamptz, unit_code text, name text,
+    tier text, balena_uuid text, cameras_connected integer, cameras_total integer,
+    cpu_percent real, temperature_c real, disk_used_bytes bigint, disk_total_bytes bigint,
+    outbox_depth bigint, outbox_oldest_age_s real, dropped_events bigint,
+    dropped_snapshots bigint, agent_version text, config_version integer, model_profile text,
+    inference_p95_ms real, uptime_s real
+)
 LANGUAGE sql STABLE AS $$
     SELECT k.node_id,
            CASE WHEN s.status = 'offline' THEN 'offline'
@@ -91,12 +101,15 @@ LANGUAGE sql STABLE AS $$
                 WHEN seen.at < p_at - make_interval(
                          secs => coalesce(n.heartbeat_s, p_heartbeat_s) * p_missed) THEN 'offline'
                 ELSE 'online' END,
-           seen.at
-    FROM (SELECT node_id FROM nodes UNION SELECT node_id FROM node_state
-          UNION SELECT node_id FROM node_last_health) k
-    LEFT JOIN nodes n ON n.node_id = k.node_id
-    LEFT JOIN node_state s ON s.node_id = k.node_id
-    LEFT JOIN node_last_health h ON h.node_id = k.node_id
+           seen.at, n.unit_code, n.name, n.tier, n.balena_uuid, h.cameras_connected,
+           h.cameras_total, h.cpu_percent, h.temperature_c, h.disk_used_bytes,
+           h.disk_total_bytes, h.outbox_depth, h.outbox_oldest_age_s, h.dropped_events,
+           h.dropped_snapshots, h.agent_version, h.config_version, h.model_profile,
+           h.inference_p95_ms, h.uptime_s
+    FROM nodes n
+    FULL JOIN node_state s ON s.node_id = n.node_id
+    FULL JOIN node_last_health h ON h.node_id = coalesce(n.node_id, s.node_id)
+    CROSS JOIN LATERAL (SELECT coalesce(n.node_id, s.node_id, h.node_id) AS node_id) k
     CROSS JOIN LATERAL (
         SELECT greatest(h.received_at,
                         CASE WHEN s.status = 'online' THEN s.received_at END) AS at
