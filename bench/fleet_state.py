@@ -50,7 +50,7 @@ from cloud.tiers import Level
 from protocols import NodeHealth, NodeState, decode, encode
 from protocols.enums import NodeStatus, StateReason, StreamStatus
 from protocols.health import CameraHealth, InferenceHealth, OutboxHealth
-from protocols.topics import health_topic, state_topic
+from protocols.topics import Channel, all_nodes_filter, health_topic, state_topic
 from tests.support.cloud import ServeProcess
 from tests.support.county import COUNTY, TEST_JWT_SECRET, write_large_county
 from tests.support.mosquitto import MosquittoBroker
@@ -202,7 +202,7 @@ def naive_consumer(port: int, url: str) -> None:
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-naive", protocol=mqtt.MQTTv5)
     client.on_message = on_message
-    client.on_connect = lambda c, *_: c.subscribe("gw/v1/nodes/+/health", qos=1)
+    client.on_connect = lambda c, *_: c.subscribe(all_nodes_filter(Channel.HEALTH), qos=1)
     client.connect("127.0.0.1", port)
     client.loop_forever()
 
