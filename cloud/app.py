@@ -25,6 +25,7 @@ from cloud.api.routes import (
     nodes,
     operations,
     org,
+    registry,
     web,
 )
 from cloud.api.routes import (
@@ -117,6 +118,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.include_router(events.router, prefix="/api/v1")
     app.include_router(nodes.router, prefix="/api/v1")
     app.include_router(fleet.router, prefix="/api/v1")
+    app.include_router(registry.router, prefix="/api/v1")
 
     app.include_router(operations.router, prefix="/api/v1")
     app.include_router(auth.router, prefix="/api/v1")

@@ -13,6 +13,7 @@ import typer
 
 if TYPE_CHECKING:
     from cloud.access import Principal
+    from cloud.broker_acl import AppAccountRow
     from cloud.ingest.worker import IngestWorker
     from cloud.settings import CloudSettings
 
@@ -311,6 +312,20 @@ broker_app = typer.Typer(help="Files for the county broker.", no_args_is_help=Tr
 app.add_typer(broker_app, name="broker")
 
 
+def _app_rows(apps: Path | None) -> list[AppAccountRow]:
+    from cloud.broker_acl import AppAccountRow
+    from cloud.errors import InvalidFile
+    from cloud.org_files import read_rows
+
+    try:
+        if apps is None:
+            return []
+        return read_rows(apps.read_text(encoding="utf-8"), AppAccountRow, apps.name)
+    except InvalidFile as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 @broker_app.command("acl")
 def broker_acl(
     apps: FileOption = None,
@@ -320,37 +335,73 @@ def broker_acl(
     """The Mosquitto ACL file: the service's account, each node confined to its subtree,
     and each app account (CSV: username,unit_code; usernames `app.<name>`) to the alerts of
     its unit. Regenerate it when the tree or the apps change, then reload the broker."""
-    from cloud.alerts.render import org_path
-    from cloud.broker_acl import AppAccountRow, render_acl
+    from cloud.broker_acl import render_acl
+    from cloud.broker_sync import BrokerFiles, app_accounts
     from cloud.database import connect
     from cloud.errors import InvalidFile
-    from cloud.org_files import read_rows
 
-    rows: list[AppAccountRow] = []
-    try:
-        if apps is not None:
-            rows = read_rows(apps.read_text(encoding="utf-8"), AppAccountRow, apps.name)
-    except InvalidFile as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    rows = _app_rows(apps)
+    files = BrokerFiles(Path(), Path(), apps=rows, apps_file_name=apps.name if apps else "")
     with _embedded(_settings(), broker=False) as (settings, _), connect(settings) as conn:
-        units = {
-            code: (level, name, parent)
-            for code, level, name, parent in conn.execute(
-                "SELECT code, level, name, parent_code FROM org_units"
-            )
-        }
-    for line, row in enumerate(rows, start=2):
-        if row.unit_code not in units:
-            typer.echo(
-                f"error: {apps.name if apps else ''} line {line}: unit_code: "
-                f"unknown unit {row.unit_code}",
-                err=True,
-            )
-            raise typer.Exit(2)
-    text = render_acl(cloud_user, [(r.username, org_path(r.unit_code, units)) for r in rows])
+        try:
+            accounts = app_accounts(conn, files)
+        except InvalidFile as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+    text = render_acl(cloud_user, accounts)
     if out is None:
         typer.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {out} ({len(rows)} app accounts)")
+
+
+@broker_app.command("sync")
+def broker_sync(
+    password_file: Annotated[Path, typer.Option(help="Mosquitto's password_file.")],
+    acl_file: Annotated[Path, typer.Option(help="Mosquitto's acl_file.")],
+    pid_file: Annotated[
+        Path | None, typer.Option(help="Mosquitto's pid file: SIGHUP it after a change.")
+    ] = None,
+    apps: FileOption = None,
+    extra_passwords: FileOption = None,
+    cloud_user: Annotated[str, typer.Option(help="The service's broker account.")] = "cloud",
+    follow_changes: Annotated[
+        bool, typer.Option("--follow", help="Keep running: sync on every credential change.")
+    ] = False,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Write the broker's password file (every active node's account, the service's own
+    from CLOUD_BROKER_PASSWORD, and `--extra-passwords` lines as they are) and its ACL file
+    from the registry, and reload the broker when either changed."""
+    import threading
+
+    from cloud.broker_sync import BrokerFiles, follow, sync_once
+    from cloud.database import connect, database_url
+    from cloud.errors import InvalidFile
+
+    _logging(log_level)
+    settings = _settings()
+    files = BrokerFiles(
+        password_file=password_file,
+        acl_file=acl_file,
+        pid_file=pid_file,
+        cloud_user=cloud_user,
+        cloud_password=settings.broker_password,
+        apps=_app_rows(apps),
+        apps_file_name=apps.name if apps else "",
+        extra_passwords=extra_passwords,
+    )
+    try:
+        if follow_changes:
+            stop = threading.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+            follow(database_url(settings), files, stop)
+        else:
+            with connect(settings) as conn:
+                changed = sync_once(conn, files)
+            typer.echo(f"{'wrote' if changed else 'unchanged:'} {password_file} {acl_file}")
+    except InvalidFile as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc

@@ -66,6 +66,7 @@ class Link:
         self.connected = threading.Event()
         self.connect_failed = threading.Event()  # paho swallows why: see diagnose()
         self.last_refusal: str | None = None
+        self.using_next_password = False
         self.connects = 0
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self.node_id, protocol=mqtt.MQTTv5
@@ -169,6 +170,8 @@ class Link:
                     "; retrying slowly" if text in _AUTH_FAILURES else "",
                 )
             self.last_refusal = text
+            if text in _AUTH_FAILURES and self._take_next_password():
+                return  # the next attempt, soon, uses the rotation's next password
             if text in _AUTH_FAILURES:
                 client.reconnect_delay_set(*RETRY_SLOW)
             return
@@ -193,6 +196,19 @@ class Link:
             getattr(flags, "session_present", None),
         )
         self.connected.set()
+
+    def _take_next_password(self) -> bool:
+        """A credential rotation: the service activated the next password, so the current one
+        is refused now. Switch once; the box keeps the next one until its variables change."""
+        next_password = self.settings.password_next
+        if next_password is None or self.using_next_password:
+            return False
+        self.using_next_password = True
+        self.client.username_pw_set(
+            self.settings.username or self.node_id, next_password.get_secret_value()
+        )
+        logger.warning("broker refused the password; switching to the next one (rotation)")
+        return True
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self.connect_failed.set()

@@ -24,6 +24,10 @@ class EdgeSettings(BaseSettings):
     )
     username: str | None = Field(default=None, description="Defaults to the node id.")
     password: SecretStr | None = None
+    password_next: SecretStr | None = Field(
+        default=None,
+        description="A rotation's next password: used when the broker refuses the current one.",
+    )
     ca_file: Path | None = Field(default=None, description="CA that signed the broker.")
     cert_file: Path | None = Field(default=None, description="Client certificate (TLS).")
     key_file: Path | None = None

@@ -8,10 +8,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cloud.org_files import CameraRow
 from protocols.base import UtcDatetime
 from protocols.config import NodeConfig
-from protocols.enums import CommandName
-from protocols.identifiers import NodeId
+from protocols.enums import CommandName, Tier
+from protocols.identifiers import ORG_CODE_PATTERN, NodeId
 
 Liveness = Literal["online", "offline", "unknown"]
 
@@ -179,3 +180,67 @@ class CommandOut(BaseModel):
     data: dict[str, Any] | None
     error: str | None
     responded_at: datetime | None
+
+
+class CameraIn(CameraRow):
+    """A camera of the node being registered (its node comes from the path)."""
+
+    node_id: str | None = None  # type: ignore[assignment]
+
+
+class NodeRegistrationIn(BaseModel):
+    """A node and its whole camera list, as provisioning registers them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit_code: str = Field(pattern=ORG_CODE_PATTERN, description="The village or town it serves.")
+    tier: Tier
+    name: str | None = Field(default=None, max_length=128)
+    balena_uuid: str | None = Field(default=None, pattern=r"^[0-9a-f]{7,62}$")
+    cameras: list[CameraIn] = Field(default_factory=list, max_length=128)
+
+
+class NodeRegistrationOut(BaseModel):
+    node_id: str
+    unit_code: str
+    tier: str
+    name: str | None
+    balena_uuid: str | None
+    cameras: int
+
+
+class CredentialsOut(BaseModel):
+    """Shown once: the service keeps only the password's hash."""
+
+    node_id: str
+    username: str
+    password: str
+    pending: bool = Field(
+        description="A rotation's next password: give it to the box beside the current one, "
+        "then activate it."
+    )
+
+
+class Check(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, examples=["camera cam01"])
+    passed: bool
+    detail: str = Field(default="", max_length=2000)
+
+
+class CommissioningIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checked_at: UtcDatetime
+    checks: list[Check] = Field(min_length=1, max_length=256)
+
+
+class CommissioningOut(BaseModel):
+    id: int
+    node_id: str
+    checked_at: datetime
+    passed: bool
+    checks: list[Check]
+    recorded_by: str
+    recorded_at: datetime

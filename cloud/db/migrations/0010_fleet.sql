@@ -5,6 +5,8 @@ ALTER TABLE nodes ADD COLUMN IF NOT EXISTS name text;
 ALTER TABLE nodes ADD COLUMN IF NOT EXISTS balena_uuid text;
 -- The heartbeat interval of the node's desired config (null: the service's default).
 ALTER TABLE nodes ADD COLUMN IF NOT EXISTS heartbeat_s real;
+-- A retired box keeps its history; it leaves the fleet's lists and loses its broker account.
+ALTER TABLE nodes ADD COLUMN IF NOT EXISTS retired_at timestamptz;
 ALTER TABLE cameras ADD COLUMN IF NOT EXISTS name text;
 -- Without credentials: they live only in the node's desired config.
 ALTER TABLE cameras ADD COLUMN IF NOT EXISTS stream_url text;
@@ -114,4 +116,5 @@ LANGUAGE sql STABLE AS $$
         SELECT greatest(h.received_at,
                         CASE WHEN s.status = 'online' THEN s.received_at END) AS at
     ) seen
+    WHERE n.retired_at IS NULL
 $$;

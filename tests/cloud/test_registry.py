@@ -1,0 +1,279 @@
+"""Provisioning's side of the service: a node and its cameras registered through the API, its
+broker account issued, rotated and revoked, and the broker's password and ACL files written
+from the registry and reloaded — checked against a real Mosquitto."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import SecretStr
+
+from cloud.app import create_app
+from cloud.broker_passwords import hash_password, verify_password
+from cloud.broker_sync import BrokerFiles, sync_once
+from edge.link import Link
+from edge.settings import EdgeSettings
+from protocols import encode
+from protocols.topics import config_desired_topic, events_topic
+from tests.cloud.county_fixtures import County, app_settings, county_database, signed_in
+from tests.factories import make_detection_event, make_node_config
+from tests.support.county import GRID, GRID_2, OTHER_GRID, TOWN, VILLAGE
+from tests.support.mosquitto import BrokerOptions, MosquittoBroker
+from tests.support.mqtt import MqttProbe
+from tests.support.ports import wait_until
+
+NOT_AUTHORIZED = 0x87
+NEW_NODE = "qx-shuangfeng-02"
+NEIGHBOUR = "qx-shuangfeng-03"
+CLOUD_PASSWORD = "the service's broker password"
+
+
+@pytest.fixture(scope="module")
+def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[County]:
+    yield from county_database(postgres_admin_url, tmp_path_factory.mktemp("registry"))
+
+
+@pytest.fixture(scope="module")
+def client(county: County, broker: MosquittoBroker) -> Iterator[TestClient]:
+    with TestClient(create_app(app_settings(county, broker.url))) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def county_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    """The county's broker with a password file and an ACL file that only `broker sync`
+    writes (they start with a placeholder account)."""
+    broker = MosquittoBroker(
+        tmp_path_factory.mktemp("county-broker"),
+        BrokerOptions(users={"placeholder": "unused"}, acl="# empty\n"),
+    )
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def files_of(broker: MosquittoBroker) -> BrokerFiles:
+    assert broker.config.password_file is not None
+    assert broker.config.acl_file is not None
+    return BrokerFiles(
+        password_file=broker.config.password_file,
+        acl_file=broker.config.acl_file,
+        pid_file=broker.config.directory / "mosquitto.pid",
+        cloud_password=SecretStr(CLOUD_PASSWORD),
+    )
+
+
+def sync(county: County, broker: MosquittoBroker) -> bool:
+    """Sync the files; when they changed, wait until the broker has reloaded them."""
+    reloads = broker.log().count("Reloading config")
+    with psycopg.connect(county.url) as conn:
+        changed = sync_once(conn, files_of(broker))
+    if changed:
+        wait_until(
+            lambda: broker.log().count("Reloading config") > reloads, 10, "the broker's reload"
+        )
+    return changed
+
+
+def registration(unit: str = VILLAGE, **overrides: Any) -> dict[str, Any]:
+    return {
+        "unit_code": unit,
+        "tier": "village",
+        "name": "511725106-201-02",
+        "balena_uuid": "0123456789abcdef0123456789abcdef",
+        "cameras": [
+            {
+                "camera_id": "cam01",
+                "unit_code": GRID,
+                "name": "村委会门口",
+                "stream_url": "rtsp://192.168.1.64:554/Streaming/Channels/102",
+                "lon": 106.97,
+                "lat": 30.84,
+            },
+            {"camera_id": "cam02", "unit_code": GRID_2},
+        ],
+        **overrides,
+    }
+
+
+def test_a_technician_registers_a_box_within_the_town_and_nowhere_else(
+    county: County, client: TestClient
+) -> None:
+    tech = signed_in(client, county, "tech")
+    first = client.put(f"/api/v1/fleet/nodes/{NEW_NODE}", json=registration(), headers=tech)
+    assert first.status_code == 200, first.text
+    assert first.json()["cameras"] == 2
+    # Again, with one camera less: idempotent, and the list is the box's whole list.
+    body = registration(cameras=registration()["cameras"][:1])
+    again = client.put(f"/api/v1/fleet/nodes/{NEW_NODE}", json=body, headers=tech)
+    assert again.status_code == 200
+    with psycopg.connect(county.url) as conn:
+        cameras = conn.execute(
+            "SELECT camera_id, unit_code, stream_url FROM cameras WHERE node_id = %s",
+            (NEW_NODE,),
+        ).fetchall()
+        audited = conn.execute(
+            "SELECT count(*) FROM audit_log WHERE action = 'node.register' AND target_id = %s",
+            (NEW_NODE,),
+        ).fetchone()
+    assert cameras == [("cam01", GRID, "rtsp://192.168.1.64:554/Streaming/Channels/102")]
+    assert audited == (2,)
+
+    outside = registration(cameras=[{"camera_id": "cam01", "unit_code": OTHER_GRID}])
+    refused = client.put(f"/api/v1/fleet/nodes/{NEIGHBOUR}", json=outside, headers=tech)
+    assert refused.status_code == 404  # another town's grid is not the technician's to use
+    secret = registration(
+        cameras=[{"camera_id": "cam01", "unit_code": GRID, "stream_url": "rtsp://a:b@10.0.0.2/"}]
+    )
+    bad = client.put(f"/api/v1/fleet/nodes/{NEIGHBOUR}", json=secret, headers=tech)
+    assert bad.status_code == 422
+    assert "credentials" in bad.text
+    unknown = client.put(
+        f"/api/v1/fleet/nodes/{NEIGHBOUR}", json=registration(unit=TOWN + "999"), headers=tech
+    )
+    assert unknown.status_code in (400, 404)
+    worker = signed_in(client, county, "worker")
+    assert (
+        client.put(f"/api/v1/fleet/nodes/{NEIGHBOUR}", json=registration(), headers=worker)
+    ).status_code == 403
+
+
+def test_broker_accounts_follow_the_registry(
+    county: County, client: TestClient, county_broker: MosquittoBroker
+) -> None:
+    tech = signed_in(client, county, "tech")
+    assert client.put(
+        f"/api/v1/fleet/nodes/{NEIGHBOUR}", json=registration(name="n3"), headers=tech
+    ).is_success
+    issued = {}
+    for node_id in (NEW_NODE, NEIGHBOUR):
+        response = client.post(f"/api/v1/nodes/{node_id}/credentials", headers=tech)
+        assert response.status_code == 201, response.text
+        issued[node_id] = response.json()["password"]
+    assert sync(county, county_broker)
+    assert not sync(county, county_broker)  # nothing changed: nothing rewritten or reloaded
+    text = county_broker.config.password_file.read_text()  # type: ignore[union-attr]
+    assert issued[NEW_NODE] not in text  # hashes only
+
+    port = county_broker.port
+    cloud = MqttProbe(port, username="cloud", password=CLOUD_PASSWORD).connect()
+    node = MqttProbe(port, username=NEW_NODE, password=issued[NEW_NODE], client_id=NEW_NODE)
+    node.connect()
+    try:
+        cloud.subscribe("gw/v1/nodes/+/events")
+        # Into the neighbour's subtree: refused; its own: delivered.
+        forged = node.publish(
+            events_topic(NEIGHBOUR), encode(make_detection_event(node_id=NEIGHBOUR))
+        )
+        assert isinstance(forged, ReasonCode)
+        assert forged.value == NOT_AUTHORIZED
+        assert not node.publish(
+            events_topic(NEW_NODE), encode(make_detection_event(node_id=NEW_NODE))
+        ).is_failure
+        assert cloud.expect().topic == events_topic(NEW_NODE)
+        # The neighbour's config never reaches it; its own does.
+        node.subscribe(config_desired_topic(NEIGHBOUR))
+        node.subscribe(config_desired_topic(NEW_NODE))
+        cloud.publish(config_desired_topic(NEIGHBOUR), encode(make_node_config(node_id=NEIGHBOUR)))
+        cloud.publish(config_desired_topic(NEW_NODE), encode(make_node_config(node_id=NEW_NODE)))
+        assert node.expect().topic == config_desired_topic(NEW_NODE)
+        assert node.drain() == []
+    finally:
+        node.close()
+        cloud.close()
+    with pytest.raises(ConnectionRefusedError):
+        MqttProbe(port, username=NEW_NODE, password="guessed", client_id=NEW_NODE).connect()
+
+
+def test_a_rotation_lets_a_box_in_service_switch_without_a_visit(
+    county: County, client: TestClient, county_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    tech = signed_in(client, county, "tech")
+    current = client.post(f"/api/v1/nodes/{NEW_NODE}/credentials", headers=tech).json()
+    sync(county, county_broker)
+    rotation = client.post(f"/api/v1/nodes/{NEW_NODE}/credentials?rotate=true", headers=tech)
+    assert rotation.status_code == 201
+    assert rotation.json()["pending"] is True
+    next_password = rotation.json()["password"]
+    # Delivered to the box (its variables) beside the current one; nothing changes yet.
+    assert not sync(county, county_broker)
+
+    settings = EdgeSettings(
+        node_id=NEW_NODE,
+        broker_url=f"mqtt://127.0.0.1:{county_broker.port}",
+        password=current["password"],
+        password_next=next_password,
+        data_dir=tmp_path,
+        metrics_port=0,
+    )  # type: ignore[call-arg]
+    assert client.post(f"/api/v1/nodes/{NEW_NODE}/credentials/activate", headers=tech).is_success
+    assert sync(county, county_broker)
+    # The box starts (or reconnects) with its old password first: refused, then the next.
+    link = Link(settings, boot_id=None, on_published=lambda mid, rc: None, subscriptions=[])
+    link.client.reconnect_delay_set(0.1, 0.5)
+    link.start()
+    try:
+        assert link.connected.wait(20), link.last_refusal
+        assert link.using_next_password
+    finally:
+        link.stop()
+    with pytest.raises(ConnectionRefusedError):
+        MqttProbe(
+            county_broker.port, username=NEW_NODE, password=current["password"], client_id=NEW_NODE
+        ).connect()
+    again = client.post(f"/api/v1/nodes/{NEW_NODE}/credentials/activate", headers=tech)
+    assert again.status_code == 409
+
+
+def test_a_retired_box_loses_its_account_and_keeps_its_history(
+    county: County, client: TestClient, county_broker: MosquittoBroker
+) -> None:
+    tech = signed_in(client, county, "tech")
+    password = client.post(f"/api/v1/nodes/{NEIGHBOUR}/credentials", headers=tech).json()[
+        "password"
+    ]
+    sync(county, county_broker)
+    MqttProbe(county_broker.port, username=NEIGHBOUR, password=password).connect().close()
+    assert client.delete(f"/api/v1/fleet/nodes/{NEIGHBOUR}", headers=tech).status_code == 204
+    assert sync(county, county_broker)
+    with pytest.raises(ConnectionRefusedError):
+        MqttProbe(county_broker.port, username=NEIGHBOUR, password=password).connect()
+    nodes = client.get("/api/v1/fleet/nodes", headers=tech).json()
+    assert NEIGHBOUR not in [n["node_id"] for n in nodes]
+    assert client.post(f"/api/v1/nodes/{NEIGHBOUR}/credentials", headers=tech).status_code == 404
+    # A replacement box takes the same id: registered again, a new account.
+    assert client.put(
+        f"/api/v1/fleet/nodes/{NEIGHBOUR}", json=registration(name="n3-new"), headers=tech
+    ).is_success
+    assert client.post(f"/api/v1/nodes/{NEIGHBOUR}/credentials", headers=tech).status_code == 201
+
+
+def test_commissioning_checks_are_kept_with_their_verdict(
+    county: County, client: TestClient
+) -> None:
+    tech = signed_in(client, county, "tech")
+    body = {
+        "checked_at": "2026-11-25T08:00:00Z",
+        "checks": [
+            {"name": "camera cam01", "passed": True, "detail": "1920x1080 h264 25 fps"},
+            {"name": "camera cam02", "passed": False, "detail": "auth failed"},
+        ],
+    }
+    response = client.post(f"/api/v1/nodes/{NEW_NODE}/commissioning", json=body, headers=tech)
+    assert response.status_code == 201, response.text
+    assert response.json()["passed"] is False
+    listed = client.get(f"/api/v1/nodes/{NEW_NODE}/commissioning", headers=tech).json()
+    assert [c["detail"] for c in listed[0]["checks"]] == ["1920x1080 h264 25 fps", "auth failed"]
+
+
+def test_hashes_are_mosquittos_own() -> None:
+    hashed = hash_password("a password")
+    assert hashed.startswith("$7$101$")
+    assert verify_password("a password", hashed)
+    assert not verify_password("another", hashed)
