@@ -30,7 +30,7 @@ services:
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict protocols cloud
+	$(BIN)/mypy --strict protocols cloud provisioning
 	$(BIN)/gridwatch protocols export --check
 
 test: setup services lint

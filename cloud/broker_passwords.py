@@ -1,46 +1,12 @@
 """The broker's password file: one `username:hash` line per account, in Mosquitto 2's own
-format (`$7$`: PBKDF2-SHA512, as `mosquitto_passwd` writes it), so the service keeps only
-hashes and the broker needs nothing but the file.
-
-Passwords are made here (random, 32 URL-safe characters) and shown once; a real Mosquitto
-checks them in the tests."""
+format (see protocols.passwords), so the service keeps only hashes and the broker needs
+nothing but the file."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import os
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
-
-ITERATIONS = 101  # mosquitto_passwd's choice for $7$
-SALT_BYTES = 12
-
-
-def new_password() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def hash_password(password: str, *, salt: bytes | None = None) -> str:
-    salt = salt if salt is not None else os.urandom(SALT_BYTES)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, ITERATIONS)
-    return f"$7${ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def verify_password(password: str, hashed: str) -> bool:
-    """Whether `password` matches a `$7$` hash (for the service's own checks)."""
-    try:
-        _, kind, iterations, salt, digest = hashed.split("$")
-        if kind != "7":
-            return False
-        expected = hashlib.pbkdf2_hmac(
-            "sha512", password.encode(), base64.b64decode(salt), int(iterations)
-        )
-        return hmac.compare_digest(expected, base64.b64decode(digest))
-    except ValueError:
-        return False
 
 
 def render_password_file(accounts: Iterable[tuple[str, str]]) -> str:

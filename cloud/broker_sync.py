@@ -18,15 +18,11 @@ from pydantic import SecretStr
 
 from cloud.alerts.render import org_path
 from cloud.broker_acl import AppAccountRow, render_acl
-from cloud.broker_passwords import (
-    hash_password,
-    render_password_file,
-    verify_password,
-    write_atomically,
-)
+from cloud.broker_passwords import render_password_file, write_atomically
 from cloud.db.registry import broker_accounts
 from cloud.errors import InvalidFile
 from protocols.alerts import OrgPath
+from protocols.passwords import hash_password, verify_password
 
 logger = logging.getLogger(__name__)
 

@@ -22,18 +22,20 @@ def run(
 ) -> None:
     """Run this node's agent: cameras, detection, outbox, broker link, health, config.
 
-    Settings come from EDGE_* environment variables (on balena: device variables)."""
+    Settings come from EDGE_* environment variables (on balena: device variables), else
+    from a provisioning bundle's gridwatch.env in EDGE_BUNDLE_DIR (default /mnt/boot/gridwatch,
+    where a technician's SD card or USB stick puts it)."""
     import logging
 
     from pydantic import ValidationError
 
-    from edge.settings import EdgeSettings
+    from edge.settings import load_settings
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        settings = EdgeSettings()  # type: ignore[call-arg]
+        settings = load_settings()
     except ValidationError as exc:
         for error in exc.errors():
             field = ".".join(str(p) for p in error["loc"])

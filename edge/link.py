@@ -38,7 +38,6 @@ _AUTH_FAILURES = {
     "Bad authentication method",
 }
 RETRY_FAST = (1, 60)  # seconds: reconnect backoff after a lost link
-RETRY_SLOW = (60, 300)  # after the broker refused the credentials
 MAX_INFLIGHT = 50  # paho rescans its window on every ack: above ~100 throughput halves
 
 
@@ -173,7 +172,10 @@ class Link:
             if text in _AUTH_FAILURES and self._take_next_password():
                 return  # the next attempt, soon, uses the rotation's next password
             if text in _AUTH_FAILURES:
-                client.reconnect_delay_set(*RETRY_SLOW)
+                client.reconnect_delay_set(
+                    self.settings.auth_retry_min_s,
+                    max(self.settings.auth_retry_min_s, self.settings.auth_retry_max_s),
+                )
             return
         self.last_refusal = None
         self.connects += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -43,6 +44,10 @@ class EdgeSettings(BaseSettings):
         default=9108, description="Prometheus /metrics port; 0 turns it off."
     )
     keepalive_s: Annotated[int, Field(ge=5, le=600)] = 30
+    auth_retry_min_s: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=60, description="After the broker refused the credentials: retry slowly."
+    )
+    auth_retry_max_s: Annotated[int, Field(ge=1, le=86_400)] = 300
     session_expiry_s: Annotated[int, Field(ge=0)] = 7 * 86_400
     workers: Annotated[int, Field(ge=1, le=64)] | None = None
     shutdown_flush_s: Annotated[float, Field(ge=0, le=60)] = 5.0
@@ -79,3 +84,25 @@ class EdgeSettings(BaseSettings):
     @property
     def models_path(self) -> Path:
         return self.model_dir or self.data_dir / "models"
+
+
+# Where a provisioning bundle is found at first boot (the boot partition on balenaOS, or a
+# USB stick mounted there); EDGE_BUNDLE_DIR moves it.
+BUNDLE_DIR = Path("/mnt/boot/gridwatch")
+BUNDLE_ENV_FILE = "gridwatch.env"
+
+
+def load_settings() -> EdgeSettings:
+    """EDGE_* variables, over the bundle's variables when a bundle is there. Paths in the
+    bundle (config, CA) are relative to it, wherever the card is mounted."""
+    bundle = Path(os.environ.get("EDGE_BUNDLE_DIR", BUNDLE_DIR))
+    env_file = bundle / BUNDLE_ENV_FILE
+    if not env_file.is_file():
+        return EdgeSettings()  # type: ignore[call-arg]
+    settings = EdgeSettings(_env_file=env_file)  # type: ignore[call-arg]
+    relative = {
+        name: bundle / value
+        for name in ("config_file", "ca_file", "cert_file", "key_file")
+        if (value := getattr(settings, name)) is not None and not value.is_absolute()
+    }
+    return settings.model_copy(update=relative)

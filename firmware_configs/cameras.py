@@ -56,6 +56,5 @@ def stream_url(
     if not host or any(c in host for c in "/@?#: "):
         raise FirmwareConfigError(f"host {host!r} is not a host name or IPv4 address")
     template = templates[vendor]
-    return getattr(template, stream).format(
-        host=host, port=port or template.port, channel=channel, path=path.lstrip("/")
-    )
+    url: str = getattr(template, stream)
+    return url.format(host=host, port=port or template.port, channel=channel, path=path.lstrip("/"))

@@ -40,6 +40,9 @@ def load_rule_set(name_or_path: str | Path) -> RuleSet:
     path = Path(name_or_path)
     if not path.suffix and not path.exists():
         path = RULES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = ", ".join(rule_set_names())
+            raise FirmwareConfigError(f"rule preset {name_or_path!r} not found (known: {known})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:

@@ -13,6 +13,7 @@ from protocols.base import UtcDatetime
 from protocols.config import NodeConfig
 from protocols.enums import CommandName, Tier
 from protocols.identifiers import ORG_CODE_PATTERN, NodeId
+from protocols.passwords import HASH_PATTERN
 
 Liveness = Literal["online", "offline", "unknown"]
 
@@ -218,6 +219,14 @@ class CredentialsOut(BaseModel):
     pending: bool = Field(
         description="A rotation's next password: give it to the box beside the current one, "
         "then activate it."
+    )
+
+
+class PasswordHashIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password_hash: str = Field(
+        pattern=HASH_PATTERN, description="Mosquitto `$7$` (PBKDF2-SHA512), never a password."
     )
 
 

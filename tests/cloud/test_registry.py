@@ -15,11 +15,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
 from cloud.app import create_app
-from cloud.broker_passwords import hash_password, verify_password
 from cloud.broker_sync import BrokerFiles, sync_once
 from edge.link import Link
 from edge.settings import EdgeSettings
 from protocols import encode
+from protocols.passwords import hash_password, verify_password
 from protocols.topics import config_desired_topic, events_topic
 from tests.cloud.county_fixtures import County, app_settings, county_database, signed_in
 from tests.factories import make_detection_event, make_node_config

@@ -15,13 +15,14 @@ from cloud.api.fleet_schemas import (
     CredentialsOut,
     NodeRegistrationIn,
     NodeRegistrationOut,
+    PasswordHashIn,
 )
 from cloud.api.routes.nodes import NodeIdPath, check_node_visible
-from cloud.broker_passwords import hash_password, new_password
 from cloud.db import audit
 from cloud.db import registry as db
 from cloud.errors import BadRequest, Conflict, NotFound
 from cloud.org_files import CameraRow, NodeRow
+from protocols.passwords import hash_password, new_password
 
 router = APIRouter(tags=["provisioning"])
 
@@ -124,6 +125,27 @@ async def issue_credentials(
             unit_code=unit,
         )
     return CredentialsOut(node_id=node_id, username=node_id, password=password, pending=rotate)
+
+
+@router.put("/nodes/{node_id}/credentials", status_code=status.HTTP_204_NO_CONTENT)
+async def set_credentials_hash(
+    principal: FleetOperator, conn: Conn, node_id: NodeIdPath, body: PasswordHashIn
+) -> None:
+    """The hash of a password made elsewhere: a box provisioned offline, whose bundle
+    holds the password and whose registration arrives once the technician has a link."""
+    async with conn.transaction():
+        unit = await _registered_within(principal, conn, node_id)
+        await db.set_credentials(
+            conn, node_id, body.password_hash, principal.subject, pending=False
+        )
+        await audit.record(
+            conn,
+            principal,
+            "node.credentials.set",
+            target_type="node",
+            target_id=node_id,
+            unit_code=unit,
+        )
 
 
 @router.post("/nodes/{node_id}/credentials/activate", status_code=status.HTTP_204_NO_CONTENT)
