@@ -310,6 +310,13 @@ def push(
             console.print(f"{directory}: nothing pending")
             continue
         outcomes.append(push_pending(service, directory))
+        commissioning = directory / "commissioning.json"
+        if commissioning.exists() and outcomes[-1].status == "done":
+            try:
+                service.commissioning(outcomes[-1].node_id, json.loads(commissioning.read_text()))
+                commissioning.unlink()
+            except ProvisionError as exc:
+                console.print(f"{directory}: commissioning record not sent: {exc}")
     _show(outcomes)
     if any(o.status != "done" for o in outcomes):
         raise typer.Exit(1)
@@ -368,4 +375,55 @@ def replace(
     outcomes = _run(plans, Provisioner(settings, service, registrar, bundle), None, 1)
     _show(outcomes)
     if outcomes[0].status != "done":
+        raise typer.Exit(1)
+
+
+@app.command()
+def check(
+    bundle: Annotated[
+        Path, typer.Option(exists=True, file_okay=False, help="The box's bundle folder.")
+    ],
+    model_dir: Annotated[Path, typer.Option(help="Where the box keeps its models.")] = Path(
+        "/var/lib/gridwatch/models"
+    ),
+    data_dir: Annotated[Path, typer.Option(help="Where the box keeps its outbox.")] = Path(
+        "/var/lib/gridwatch"
+    ),
+    record: Annotated[
+        bool, typer.Option(help="Send the results to the county as the commissioning record.")
+    ] = True,
+    username: UsernameOption = None,
+) -> None:
+    """Check a box on site, from the box or the technician's laptop: every camera (opens,
+    frames, resolution, fps, codec; or why not), the broker with the box's credentials, the
+    clock, the disk, the model file. The results go to the county as the box's
+    commissioning record (kept in the bundle for `push` when there is no link)."""
+    from datetime import UTC, datetime
+
+    from provisioning.preflight import run_checks
+
+    settings = _settings()
+    try:
+        node_id, results = run_checks(bundle, model_dir=model_dir, data_dir=data_dir)
+    except ProvisionError as exc:
+        raise _fail(str(exc)) from exc
+    table = Table(title=f"checks of {node_id}")
+    for column in ("check", "result", "detail"):
+        table.add_column(column)
+    for result in results:
+        verdict = "[green]ok[/green]" if result.passed else "[red]FAILED[/red]"
+        table.add_row(result.name, verdict, result.detail)
+    out.print(table)
+    body = {
+        "checked_at": datetime.now(UTC).isoformat(),
+        "checks": [r.as_dict() for r in results],
+    }
+    if record:
+        try:
+            _service(settings, username).commissioning(node_id, body)
+            console.print("recorded with the county service")
+        except (ProvisionError, typer.Exit):
+            (bundle / "commissioning.json").write_text(json.dumps(body, ensure_ascii=False))
+            console.print("no link to the county: kept in the bundle for `push`")
+    if not all(r.passed for r in results):
         raise typer.Exit(1)

@@ -376,7 +376,9 @@ def test_an_offline_box_boots_from_its_bundle_and_joins_once_pushed(
         ).exit_code
         == 0
     )
-    offline_env = {**online_env, "PROVISION_CLOUD_URL": "http://127.0.0.1:9"}  # nothing there
+    # On site the service cannot be asked anything: a token it would refuse proves that
+    # `bundle` needs nothing from it (the URL stays right: the box must find its county).
+    offline_env = {**online_env, "PROVISION_CLOUD_TOKEN": "not-a-token"}
     boxes = write_csv(tmp_path / "boxes.csv", [BOXES[0], (VILLAGE_2, 2, "village", "motion_box")])
     cameras = write_csv(
         tmp_path / "cameras.csv",
@@ -427,6 +429,23 @@ def test_an_offline_box_boots_from_its_bundle_and_joins_once_pushed(
             return row == ("online",)
 
         wait_until(online, 60, "the box online through the broker and ingest")
+
+        # The on-site checks, from the bundle: its camera is not there, the rest is fine.
+        checked = run(
+            online_env, "check", "--bundle", bundle, "--model-dir", tmp_path, "--data-dir", tmp_path
+        )
+        assert checked.exit_code == 1, checked.output
+        with psycopg.connect(county.url) as conn:
+            [(passed, checks)] = conn.execute(
+                "SELECT passed, checks FROM commissioning WHERE node_id = %s", (node_id,)
+            ).fetchall()
+        verdicts = {c["name"].split(" ")[0]: (c["passed"], c["detail"]) for c in checks}
+        assert passed is False
+        assert verdicts["camera"] == (False, verdicts["camera"][1])
+        assert verdicts["camera"][1].startswith("unreachable")
+        assert verdicts["broker"][0] is True
+        assert verdicts["clock"][0] is True, verdicts["clock"]
+        assert verdicts["model"] == (True, "none needed (motion backend)")
     finally:
         agent.stop()
     again = run(online_env, "push", bundle)

@@ -55,3 +55,29 @@ class RtspServer:
                 self.process.kill()
                 self.process.wait(10)
         self.process = None
+
+
+AUTH_SERVER = Path(__file__).resolve().parent / "rtsp_auth_server.py"
+
+
+class RtspAuthServer(RtspServer):
+    """GStreamer's RTSP server asking for `user`/`password`; /cam1 serves `clip`, or an
+    MPEG-4 Part 2 test pattern when `mpeg4`."""
+
+    def __init__(self, clip: Path | None, user: str, password: str, *, mpeg4: bool = False) -> None:
+        super().__init__(AUTH_SERVER, [clip] if clip else [])
+        self.user, self.password, self.mpeg4 = user, password, mpeg4
+
+    def start(self) -> RtspServer:
+        args = [SYSTEM_PYTHON, str(self.script), "--port", str(self.port)]
+        args += ["--user", self.user, "--password", self.password]
+        args += ["--mpeg4"] if self.mpeg4 else [str(c) for c in self.clips]
+        self.process = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        wait_for_line(self.process, "ready", timeout_s=20)
+        return self
