@@ -271,13 +271,22 @@ class BalenaFleet:
             )
         return device.uuid
 
-    def set_env(self, plan: BoxPlan, env: dict[str, str]) -> None:
-        device = self.find(plan.device_name)
+    def set_env(self, device_name: str, env: dict[str, str]) -> None:
+        device = self.find(device_name)
         if device is None:
-            raise ProvisionError(f"balena: no device named {plan.device_name} in {self.fleet}")
+            raise ProvisionError(f"balena: no device named {device_name} in {self.fleet}")
         for name, value in sorted(env.items()):
             self._call(
                 f"variable {name}", self.sdk.models.device.env_var.set, device.id, name, value
+            )
+
+    def remove_env(self, device_name: str, names: list[str]) -> None:
+        device = self.find(device_name)
+        if device is None:
+            raise ProvisionError(f"balena: no device named {device_name} in {self.fleet}")
+        for name in names:
+            self._call(
+                f"removing variable {name}", self.sdk.models.device.env_var.remove, device.id, name
             )
 
     def remove(self, device_name: str) -> bool:

@@ -427,3 +427,37 @@ def check(
             console.print("no link to the county: kept in the bundle for `push`")
     if not all(r.passed for r in results):
         raise typer.Exit(1)
+
+
+@app.command()
+def rotate(
+    node_id: Annotated[str, typer.Argument(help="The node id, gw-<unit>-<nn>.")],
+    username: UsernameOption = None,
+) -> None:
+    """A new broker password for a box in service, without a visit (balena fleets): the
+    next password goes to the box beside the current one, the county activates it (the old
+    one is refused from the broker's next sync, and the box falls back to the next one when
+    it reconnects), then the box's variables keep only the new one."""
+    from provisioning.balena_fleet import BalenaFleet
+
+    settings = _settings()
+    if settings.backend != "balena":
+        raise _fail(
+            "rotation delivers the new password through the fleet's device variables: set "
+            "PROVISION_BACKEND=balena (a standalone box gets a new bundle: `replace`)"
+        )
+    service = _service(settings, username)
+    fleet = _registrar(settings)
+    assert isinstance(fleet, BalenaFleet)
+    try:
+        node = service.node(node_id)
+        if node is None or not node.get("name"):
+            raise ProvisionError(f"node {node_id} is not registered (or not yours)")
+        password = service.issue_credentials(node_id, rotate=True)
+        fleet.set_env(node["name"], {"EDGE_PASSWORD_NEXT": password})
+        service.activate_credentials(node_id)
+        fleet.set_env(node["name"], {"EDGE_PASSWORD": password})
+        fleet.remove_env(node["name"], ["EDGE_PASSWORD_NEXT"])
+    except ProvisionError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"{node_id}: new broker password delivered and activated")

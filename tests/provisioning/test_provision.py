@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from cloud.broker_sync import BrokerFiles, sync_once
+from protocols.passwords import verify_password
 from provisioning.balena_fleet import BalenaFleet
 from provisioning.cli import app
 from provisioning.errors import ProvisionError
@@ -474,3 +475,44 @@ def test_retire_and_replace_a_box(
     assert node_id not in registered(county)
     assert [d for d in balena.double.devices() if d["device_name"] == "511725106-201-01"] == []
     assert run(env, "retire", node_id).exit_code == 2
+
+
+def test_rotation_reaches_a_box_in_service_through_its_variables(
+    county: County, service: ServeProcess, balena: BalenaApiDouble, tmp_path: Path
+) -> None:
+    env = env_for(service, county, balena, tmp_path / "state")
+    cameras = write_csv(tmp_path / "cameras.csv", CAMERAS)
+    assert run(env, "node", "--unit", VILLAGE, "--index", "2", "--cameras", cameras).exit_code == 0
+    node_id = f"gw-{VILLAGE}-02"
+
+    def box_variables() -> dict[str, str]:
+        return {v["name"]: v["value"] for v in balena.double.tables["device_environment_variable"]}
+
+    old = box_variables()["EDGE_PASSWORD"]
+    rotated = run(env, "rotate", node_id)
+    assert rotated.exit_code == 0, rotated.output
+    new = box_variables()["EDGE_PASSWORD"]
+    assert new != old
+    assert "EDGE_PASSWORD_NEXT" not in box_variables()
+    # The next password reached the box before the old one stopped working.
+    steps = [
+        (r.method, (r.body or {}).get("name"), r.query.get("$filter", ""))
+        for r in balena.double.requests
+        if r.path.startswith("/v7/device_environment_variable") and r.method != "GET"
+    ]
+    assert ("POST", "EDGE_PASSWORD_NEXT", "") in steps
+    assert steps[-1][0] == "DELETE"
+    assert "EDGE_PASSWORD_NEXT" in steps[-1][2]
+    with psycopg.connect(county.url) as conn:
+        row = conn.execute(
+            "SELECT password_hash, pending_hash FROM node_credentials WHERE node_id = %s",
+            (node_id,),
+        ).fetchone()
+    assert row is not None
+    assert verify_password(new, row[0])
+    assert row[1] is None
+
+    standalone = env_for(service, county, None, tmp_path / "state")
+    refused = run(standalone, "rotate", node_id)
+    assert refused.exit_code == 2
+    assert "PROVISION_BACKEND=balena" in refused.output
