@@ -94,7 +94,9 @@ class BalenaFleet:
         sdk.models = Models(sdk.pine, sdk.settings)
         sdk.auth.login_with_token(settings.balena_token.get_secret_value())
         self.sdk = sdk
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="balena")
+        # Calls are submitted here only from outside it (never from a call running in it),
+        # so a full pool cannot wait on itself.
+        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="balena")
         self._fleet: dict[str, Any] | None = None
         self._key_lock = threading.Lock()
         self.calls = 0
@@ -211,14 +213,14 @@ class BalenaFleet:
             )
         return Device(int(rows[0]["id"]), str(rows[0]["uuid"]), name) if rows else None
 
-    def _register(self, uuid: str) -> dict[str, Any]:
-        """POST /device/register with the named key (the SDK would mint a key per box)."""
-        fleet = self.fleet_row()
+    def _register(self, uuid: str, fleet: dict[str, Any], key: str) -> dict[str, Any]:
+        """POST /device/register with the named key (the SDK would mint a key per box). Runs
+        in a worker of `_call`: it calls nothing that waits on another worker."""
         response = requests.post(
             self.api_url + "device/register",
             json={"application": fleet["id"], "device_type": fleet["device_type"], "uuid": uuid},
             headers={
-                "Authorization": f"Bearer {self.provisioning_key()}",
+                "Authorization": f"Bearer {key}",
                 "X-Balena-Client": f"gridwatch-provision (balena-python-sdk/{__version__})",
             },
             timeout=self.settings.call_timeout_s,
@@ -249,7 +251,8 @@ class BalenaFleet:
         device = self.find(plan.device_name)
         if device is None:
             uuid = secrets.token_hex(16)
-            made = self._call(f"registering {plan.device_name}", self._register, uuid)
+            fleet, key = self.fleet_row(), self.provisioning_key()
+            made = self._call(f"registering {plan.device_name}", self._register, uuid, fleet, key)
             device = Device(int(made["id"]), uuid, plan.device_name)
             self._call(f"naming {uuid}", self.sdk.models.device.rename, device.id, plan.device_name)
             logger.info("balena device registered name=%s uuid=%s", plan.device_name, uuid)

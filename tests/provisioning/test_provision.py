@@ -348,7 +348,7 @@ def test_balena_refusals_are_said_clearly(
         },
     )
     with pytest.raises(ProvisionError, match=r"device uuid b+ exists already .*must be unique"):
-        fleet._register(existing["uuid"])
+        fleet._register(existing["uuid"], fleet.fleet_row(), fleet.provisioning_key())
     balena.double.insert(
         "device",
         {

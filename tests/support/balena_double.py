@@ -184,6 +184,7 @@ class BalenaDouble:
     """State of the pretend balenaCloud: tables of rows, tokens, the rate limit."""
 
     user_token: str = "technician-api-key"
+    latency_s: float = 0.0  # a bench's stand-in for the round trip to balenaCloud
     limit: int = 10_000  # requests per window per token
     window_s: float = 60.0
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -323,6 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw) if raw else None
         token = self.headers.get("Authorization", "").removeprefix("Bearer ")
         self._status = 0
+        if double.latency_s:
+            time.sleep(double.latency_s)  # the network's round trip, outside the lock
         with double.lock:
             try:
                 self._route(double, method, unquote(split.path), query, body, token)
