@@ -44,6 +44,8 @@ from provisioning.settings import ProvisionSettings
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Variables every box of a fleet shares: set on the fleet, not on each device.
+SHARED = {"EDGE_BROKER_URL", "EDGE_CLOUD_URL"}
 # What a provisioning key looks like; anything else is an error body the SDK passed on.
 _KEY = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
@@ -184,9 +186,11 @@ class BalenaFleet:
             path.chmod(0o600)
             return key
 
-    def set_fleet_env(self, env: dict[str, str]) -> None:
-        """What every box of the fleet shares (broker and service URLs)."""
-        for name, value in sorted(env.items()):
+    def share(self, env: dict[str, str]) -> dict[str, str]:
+        """Broker and service URLs as fleet variables (one write for the whole fleet, and a
+        changed URL is changed once); the rest stays per device."""
+        shared = {k: v for k, v in env.items() if k in SHARED}
+        for name, value in sorted(shared.items()):
             self._call(
                 f"fleet variable {name}",
                 self.sdk.models.application.env_var.set,
@@ -194,6 +198,7 @@ class BalenaFleet:
                 name,
                 value,
             )
+        return {k: v for k, v in env.items() if k not in SHARED}
 
     # ---- devices -------------------------------------------------------------------------
 

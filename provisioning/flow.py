@@ -9,6 +9,7 @@ import csv
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -33,6 +34,11 @@ class Registrar(Protocol):
 
     name: str
 
+    def share(self, env: dict[str, str]) -> dict[str, str]:
+        """Set what every box shares where the fleet keeps it; return what each box still
+        needs of `env` itself."""
+        ...
+
     def register(self, plan: BoxPlan, env: dict[str, str]) -> str | None: ...
 
     def remove(self, device_name: str) -> bool: ...
@@ -42,6 +48,9 @@ class Standalone:
     """No fleet manager: the county's registry is the only one; variables go in a bundle."""
 
     name = "standalone"
+
+    def share(self, env: dict[str, str]) -> dict[str, str]:
+        return env  # no fleet: each box's bundle holds everything
 
     def register(self, plan: BoxPlan, env: dict[str, str]) -> str | None:
         return None
@@ -66,15 +75,14 @@ class Outcome:
 RESULT_COLUMNS = [f.name for f in fields(Outcome)]
 
 
+def shared_env(settings: ProvisionSettings) -> dict[str, str]:
+    """What every box of the county shares: where the broker and the service are."""
+    return {"EDGE_BROKER_URL": settings.broker_url, "EDGE_CLOUD_URL": settings.cloud_url}
+
+
 def node_env(settings: ProvisionSettings, plan: BoxPlan, password: str) -> dict[str, str]:
     """The agent's variables: its identity, its broker account and where things are."""
-    env = {
-        "EDGE_NODE_ID": plan.node_id,
-        "EDGE_BROKER_URL": settings.broker_url,
-        "EDGE_PASSWORD": password,
-        "EDGE_CLOUD_URL": settings.cloud_url,
-    }
-    return env
+    return {"EDGE_NODE_ID": plan.node_id, "EDGE_PASSWORD": password, **shared_env(settings)}
 
 
 def write_bundle(
@@ -124,6 +132,15 @@ class Provisioner:
         self.service = service
         self.registrar = registrar
         self.bundle_dir = bundle_dir
+        self._own: set[str] | None = None  # variable names each box needs of its own
+        self._share_lock = threading.Lock()
+
+    def _own_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The box's variables minus those the fleet holds (set once, on the first box)."""
+        with self._share_lock:
+            if self._own is None:
+                self._own = set(self.registrar.share(dict(env)))
+        return {k: v for k, v in env.items() if k in self._own}
 
     def provision(self, plan: BoxPlan) -> Outcome:
         outcome = Outcome(
@@ -132,7 +149,9 @@ class Provisioner:
         try:
             self.service.register(plan.node_id, plan.registration())
             password = self.service.issue_credentials(plan.node_id)
-            uuid = self.registrar.register(plan, node_env(self.settings, plan, password))
+            uuid = self.registrar.register(
+                plan, self._own_env(node_env(self.settings, plan, password))
+            )
             if uuid is not None:
                 self.service.register(plan.node_id, plan.registration(balena_uuid=uuid))
                 outcome.balena_uuid = uuid

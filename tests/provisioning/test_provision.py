@@ -307,6 +307,15 @@ def test_bulk_registers_every_box_within_the_rate_limit_and_a_rerun_makes_nothin
     assert tags[(first_box["id"], "grids")] == f"{GRID},{GRID_2}"
     assert env_vars[(first_box["id"], "EDGE_NODE_ID")] == f"gw-{VILLAGE}-01"
     assert len(env_vars[(first_box["id"], "EDGE_PASSWORD")]) == 32
+    # What all boxes share is set once on the fleet, not on every device.
+    assert {name for _, name in env_vars} == {"EDGE_NODE_ID", "EDGE_PASSWORD"}
+    fleet_vars = {
+        v["name"]: v["value"] for v in balena.double.tables["application_environment_variable"]
+    }
+    assert fleet_vars == {
+        "EDGE_BROKER_URL": "mqtts://broker.county.example:8883",
+        "EDGE_CLOUD_URL": f"http://127.0.0.1:{service.port}",
+    }
 
     nodes = registered(county)
     assert set(nodes) == {f"gw-{VILLAGE}-01", f"gw-{VILLAGE}-02", f"gw-{VILLAGE_2}-01"}
@@ -320,6 +329,17 @@ def test_bulk_registers_every_box_within_the_rate_limit_and_a_rerun_makes_nothin
     third = run(env, "bulk", boxes, "--cameras", cameras, "--result", result_file)
     assert third.exit_code == 0
     assert len(balena.double.requests) == before
+
+
+def test_a_refused_token_is_said_clearly(
+    county: County, service: ServeProcess, balena: BalenaApiDouble, tmp_path: Path
+) -> None:
+    env = env_for(service, county, balena, tmp_path, PROVISION_CLOUD_TOKEN="expired-token")
+    boxes = write_csv(tmp_path / "boxes.csv", BOXES[:2])
+    result = run(env, "bulk", boxes, "--result", tmp_path / "r.csv")
+    assert result.exit_code == 2
+    assert "reading the org tree: 401" in result.output
+    assert balena.double.requests == []
 
 
 def test_balena_refusals_are_said_clearly(
