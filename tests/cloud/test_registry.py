@@ -4,6 +4,7 @@ from the registry and reloaded — checked against a real Mosquitto."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from tests.support.county import GRID, GRID_2, OTHER_GRID, TOWN, VILLAGE
 from tests.support.mosquitto import BrokerOptions, MosquittoBroker
 from tests.support.mqtt import MqttProbe
 from tests.support.ports import wait_until
+from tests.support.processes import GridwatchProcess
 
 NOT_AUTHORIZED = 0x87
 NEW_NODE = "qx-shuangfeng-02"
@@ -277,3 +279,54 @@ def test_hashes_are_mosquittos_own() -> None:
     assert hashed.startswith("$7$101$")
     assert verify_password("a password", hashed)
     assert not verify_password("another", hashed)
+
+
+def test_broker_sync_follows_every_credential_change(
+    county: County, client: TestClient, tmp_path: Path
+) -> None:
+    """`gridwatch cloud broker sync --follow` as it runs beside a county broker: a password
+    issued through the API works at the broker moments later, with nobody running sync."""
+    (tmp_path / "broker").mkdir()
+    broker = MosquittoBroker(
+        tmp_path / "broker", BrokerOptions(users={"placeholder": "unused"}, acl="# empty\n")
+    )
+    broker.start()
+    files = files_of(broker)
+    follower = GridwatchProcess(
+        [
+            "cloud",
+            "broker",
+            "sync",
+            "--password-file",
+            str(files.password_file),
+            "--acl-file",
+            str(files.acl_file),
+            "--pid-file",
+            str(files.pid_file),
+            "--follow",
+        ],
+        tmp_path / "sync.log",
+        {
+            **os.environ,
+            "CLOUD_DATABASE_URL": county.url,
+            "CLOUD_BROKER_PASSWORD": CLOUD_PASSWORD,
+        },
+    ).start()
+    try:
+        wait_until(lambda: "broker files written" in follower.log(), 30, "the first sync")
+        tech = signed_in(client, county, "tech")
+        password = client.post(f"/api/v1/nodes/{NEW_NODE}/credentials", headers=tech).json()[
+            "password"
+        ]
+
+        def accepted() -> bool:
+            try:
+                MqttProbe(broker.port, username=NEW_NODE, password=password).connect().close()
+            except ConnectionRefusedError:
+                return False
+            return True
+
+        wait_until(accepted, 30, "the new password accepted by the broker", interval_s=0.2)
+    finally:
+        assert follower.stop() == 0, follower.log()
+        broker.stop()
