@@ -1,4 +1,4 @@
-# gridwatch — the two commands: `make test` (and, when the demo lands, `make demo`).
+# gridwatch — the two commands: `make demo` (the whole county on one machine) and `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +9,7 @@ NODE_INSTALLED := node_modules/.installed
 # which would replace the headless cv2. Its real dependencies are in the edge extra.
 TRACKERS := trackers==2.6.1
 
-.PHONY: setup services test lint fmt clean
+.PHONY: setup services test lint fmt clean demo
 
 setup: $(INSTALLED) $(NODE_INSTALLED)
 
@@ -35,6 +35,9 @@ lint: setup
 
 test: setup services lint
 	$(BIN)/python -m pytest
+
+demo: setup services
+	$(BIN)/gridwatch demo
 
 fmt: setup
 	$(BIN)/ruff format .

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import psycopg
+from pydantic import SecretStr
+
 from cloud.broker import MosquittoConfig, MosquittoProcess, is_listening, stop_stale
+from cloud.broker_sync import BrokerFiles, follow, sync_once
 from cloud.settings import CloudSettings
+from protocols.passwords import new_password
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +61,62 @@ def embedded_broker(directory: Path, port: int = 1883) -> Iterator[str]:
     try:
         yield broker.url
     finally:
+        broker.stop()
+
+
+@dataclass(frozen=True)
+class SecuredBroker:
+    url: str
+    username: str
+    password: str
+    pid_file: Path
+
+
+@contextmanager
+def secured_broker(directory: Path, database_url: str, port: int = 0) -> Iterator[SecuredBroker]:
+    """A loopback Mosquitto that takes only accounts of the registry (each node its own,
+    confined by the ACL) and the service's own, whose password is made once and kept in
+    `directory`. Its files follow the registry while it runs (broker sync, following)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    secret = directory / "service-password"
+    if not secret.exists():
+        secret.write_text(new_password())
+        secret.chmod(0o600)
+    password = secret.read_text().strip()
+    pid_file = directory / "mosquitto.pid"
+    files = BrokerFiles(
+        password_file=directory / "passwd",
+        acl_file=directory / "acl",
+        pid_file=pid_file,
+        cloud_user="cloud",
+        cloud_password=SecretStr(password),
+    )
+    stop_stale(pid_file)
+    with psycopg.connect(database_url) as conn:
+        # Before the broker starts (it reads them at start): nothing to reload yet.
+        sync_once(conn, replace(files, pid_file=None))
+    config = MosquittoConfig(
+        directory=directory,
+        port=port or _free_port(),
+        password_file=files.password_file,
+        acl_file=files.acl_file,
+    )
+    broker = MosquittoProcess(config)
+    broker.start()
+    stop = threading.Event()
+    follower = threading.Thread(
+        target=follow, args=(database_url, files, stop), name="broker-sync", daemon=True
+    )
+    follower.start()
+    logger.warning(
+        "EMBEDDED Mosquitto on 127.0.0.1:%d, registry accounts only, loopback only",
+        config.port,
+    )
+    try:
+        yield SecuredBroker(broker.url, "cloud", password, pid_file)
+    finally:
+        stop.set()
+        follower.join(5)
         broker.stop()
 
 

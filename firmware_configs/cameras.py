@@ -20,8 +20,8 @@ class CameraTemplate(BaseModel):
 
     description: str
     port: int = Field(ge=1, le=65535)
-    main: str = Field(pattern=r"^rtsps?://")
-    sub: str = Field(pattern=r"^rtsps?://")
+    main: str = Field(pattern=r"^(rtsps?://|file:///)")
+    sub: str = Field(pattern=r"^(rtsps?://|file:///)")
 
 
 def load_camera_templates(path: Path = VENDORS_FILE) -> dict[str, CameraTemplate]:

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str | None, str]] = {
     "cloud": ("cloud.cli", "cloud", "The cloud service: API, ingest, migrations."),
     "provision": ("provisioning.cli", "provision", "Register, secure and configure edge nodes."),
     "alerts": ("cloud.alerts.cli", "cloud", "Follow alerts as a grid app does: live, resumed."),
+    "demo": ("cloud.demo.run", "all", "The whole county on one machine: service, boxes, screen."),
 }
 
 

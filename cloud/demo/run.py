@@ -1,0 +1,298 @@
+"""`gridwatch demo`: the whole county on one machine, in one command.
+
+It starts an embedded PostgreSQL and a Mosquitto that takes only registry accounts, imports
+a small real county, runs the county service (API, ingest, timers, fleet monitor) as its own
+process, provisions three boxes through the standalone provisioning path (each its own broker
+account and bundle), and runs them as separate `gridwatch edge run` processes on the demo's
+clips. Everything it keeps (database, broker, boxes' outboxes, logs) is under `--dir`, so a
+second run keeps its history. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import httpx2 as httpx
+import psycopg
+import typer
+
+from cloud.access import Principal, Role
+from cloud.auth import issue_access_token
+from cloud.db.schema import prepare_database
+from cloud.demo import county
+from cloud.demo.assets import DemoAssets, draw_scene, find_assets
+from cloud.embedded import SecuredBroker, embedded_database, secured_broker
+from cloud.org_import import OrgFiles, import_org
+from cloud.settings import CloudSettings
+from cloud.tiers import Level
+
+logger = logging.getLogger(__name__)
+app = typer.Typer(help="The whole county on one machine.", invoke_without_command=True)
+
+# Short deadlines, so a case nobody acknowledges escalates while one watches.
+DEMO_RULES = """\
+# The demo's deadlines: a minute to acknowledge, ten to resolve, whatever the severity.
+deadlines:
+  low: {ack_s: 60, resolve_s: 600}
+  medium: {ack_s: 60, resolve_s: 600}
+  high: {ack_s: 60, resolve_s: 600}
+  critical: {ack_s: 60, resolve_s: 600}
+"""
+
+
+class Processes:
+    """The demo's child processes: started in their own session (Ctrl-C reaches the demo,
+    which stops them in order), each logging to a file."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.started: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gridwatch", *args],
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.started.append((name, process))
+        return process
+
+    def alive(self) -> list[str]:
+        return [name for name, p in self.started if p.poll() is None]
+
+    def stop(self) -> None:
+        for _, process in reversed(self.started):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name, process in reversed(self.started):
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in 30 s: killed", name)
+                process.kill()
+                process.wait(10)
+
+
+def _secret(path: Path, length: int = 48) -> str:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(length))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the county service stopped while starting: see its log")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)  # polling a starting service, not synchronising anything
+    raise RuntimeError(f"the county service did not come up in {timeout_s:g} s")
+
+
+def _import_county(url: str, directory: Path) -> dict[str, str]:
+    """The demo county, imported; new passwords only the first time (kept by nobody)."""
+    files = county.write_org(directory)
+    with psycopg.connect(url, autocommit=True) as conn:
+        known = conn.execute(
+            "SELECT count(*) FROM users WHERE username = ANY(%s)", (county.LOGINS,)
+        ).fetchone()
+        first = known is None or known[0] == 0
+        result = import_org(
+            conn,
+            OrgFiles(files["units"], files["departments"], files["staff"], files["geometry"]),
+            Principal("demo", Role.COUNTY_ADMIN, county.COUNTY, Level.COUNTY),
+            set_passwords=first,
+        )
+    return result.passwords
+
+
+def _provision(
+    directory: Path, service_url: str, broker: SecuredBroker, jwt_secret: str, assets: DemoAssets
+) -> list[Path]:
+    """The three boxes through `gridwatch provision bulk` (standalone: each gets a bundle)."""
+    clips = assets.clips or {"scene.avi": draw_scene(directory / "scene" / "scene.avi")}
+    boxes, cameras = county.write_sheets(directory / "sheets", clips, motion=assets.models is None)
+    token = issue_access_token(
+        Principal("tech", Role.FIELD_TECHNICIAN, county.TOWN, Level.TOWN),
+        key=jwt_secret.encode(),
+        lifetime_s=3600,
+    )
+    env = {
+        **os.environ,
+        "PROVISION_CLOUD_URL": service_url,
+        "PROVISION_CLOUD_TOKEN": token,
+        "PROVISION_BROKER_URL": broker.url,
+        "PROVISION_BACKEND": "standalone",
+        "PROVISION_STATE_DIR": str(directory / "provision"),
+        "PROVISION_TECHNICIAN": "demo",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gridwatch",
+            "provision",
+            "bulk",
+            str(boxes),
+            "--cameras",
+            str(cameras),
+            "--result",
+            str(directory / "provision-result.csv"),
+            "--bundles",
+            str(directory / "bundles"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"provisioning failed:\n{done.stdout}\n{done.stderr}")
+    return sorted(p for p in (directory / "bundles").iterdir() if p.is_dir())
+
+
+def _banner(
+    service_url: str,
+    broker: SecuredBroker,
+    logins: dict[str, str],
+    boxes: list[Path],
+    assets: DemoAssets,
+) -> str:
+    lines = [
+        "",
+        "gridwatch demo — 渠县土溪镇: one town, two villages, four grids, three edge boxes",
+        "",
+        f"  operations screen   {service_url}/ops/",
+        f"  API docs            {service_url}/docs",
+        f"  broker              {broker.url} (registry accounts only)",
+        f"  model and clips     {assets.source}",
+    ]
+    if logins:
+        lines += ["", "  logins (printed once; reset with `gridwatch cloud org passwd <user>`):"]
+        lines += [f"    {user:<10} {password}" for user, password in sorted(logins.items())]
+    else:
+        lines += ["", "  logins: as printed at the first run (`gridwatch cloud org passwd <user>`)"]
+    lines += [
+        "",
+        f"  boxes               {', '.join(p.name for p in boxes)}",
+        f"  alerts, live        gridwatch alerts tail --url {service_url} --username town-op",
+        "  stop                Ctrl-C",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@contextmanager
+def _county(directory: Path, port: int, assets: DemoAssets) -> Iterator[tuple[str, Processes]]:
+    processes = Processes(directory / "logs")
+    with ExitStack() as stack:
+        database = stack.enter_context(embedded_database(directory / "pgdata"))
+        jwt_secret = _secret(directory / "jwt-secret")
+        settings = CloudSettings(database_url=database, timezone="Asia/Shanghai")
+        with psycopg.connect(database, autocommit=True) as conn:
+            prepare_database(conn, settings)
+        logins = _import_county(database, directory / "org")
+        broker = stack.enter_context(secured_broker(directory / "broker", database))
+        rules = directory / "case-rules.yaml"
+        rules.write_text(DEMO_RULES)
+        service_url = f"http://127.0.0.1:{port}"
+        stack.callback(processes.stop)
+        serve = processes.start(
+            "cloud",
+            ["cloud", "serve", "--ingest"],
+            {
+                "CLOUD_DATABASE_URL": database,
+                "CLOUD_BROKER_URL": broker.url,
+                "CLOUD_BROKER_USERNAME": broker.username,
+                "CLOUD_BROKER_PASSWORD": broker.password,
+                "CLOUD_DATA_DIR": str(directory / "cloud"),
+                "CLOUD_PORT": str(port),
+                "CLOUD_PUBLIC_URL": service_url,
+                "CLOUD_JWT_SECRET": jwt_secret,
+                "CLOUD_CASE_RULES_FILE": str(rules),
+                "CLOUD_INGEST_CLIENT_ID": "demo-ingest",
+            },
+        )
+        _wait_healthy(service_url, serve)
+        bundles = _provision(directory, service_url, broker, jwt_secret, assets)
+        for bundle in bundles:
+            env = {
+                "EDGE_BUNDLE_DIR": str(bundle),
+                "EDGE_DATA_DIR": str(directory / "boxes" / bundle.name),
+                "EDGE_METRICS_PORT": "0",
+            }
+            if assets.models is not None:
+                env["EDGE_MODEL_DIR"] = str(assets.models)
+            processes.start(bundle.name, ["edge", "run"], env)
+        typer.echo(_banner(service_url, broker, logins, bundles, assets))
+        yield service_url, processes
+
+
+@app.callback()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo keeps everything between runs.")
+    ] = Path("var/demo"),
+    port: Annotated[int, typer.Option(help="The service's port.")] = 8080,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this long (default: at Ctrl-C).")
+    ] = None,
+) -> None:
+    """Start the county, print where to look, run until Ctrl-C."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    directory = directory.resolve()
+    assets = find_assets()
+    if assets.models is None:
+        typer.echo(
+            "The model and clips were not found (GRIDWATCH_ASSETS, ../shared/assets beside the "
+            "repository, ~/.cache/gridwatch/assets) and could not be downloaded:",
+            err=True,
+        )
+        for problem in assets.missing:
+            typer.echo(f"  {problem}", err=True)
+        typer.echo(
+            "Set GRIDWATCH_ASSETS to a folder with models/ and video/; running the rest with the "
+            "motion backend on a drawn scene meanwhile.",
+            err=True,
+        )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        with _county(directory, port, assets) as (_, processes):
+            deadline = None if seconds is None else time.monotonic() + seconds
+            while not stop.wait(1.0):
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if "cloud" not in processes.alive():
+                    typer.echo(
+                        "the county service stopped: see its log in the demo folder", err=True
+                    )
+                    break
+            typer.echo("stopping the county…")
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo("stopped.")

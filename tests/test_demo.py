@@ -1,0 +1,139 @@
+"""`gridwatch demo` run headless for a short while, as a newcomer runs it: every service up,
+events from every box stored, a case opened in its grid, the operations screen usable with
+the printed logins in headless Chromium, and Ctrl-C (SIGINT) leaving no process behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import psutil
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.cloud.test_ops_page import CHROMIUM, CHROMIUM_ARGS, shot
+from tests.support.ports import free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+BOXES = ["gw-511725106-01", "gw-511725106201-01", "gw-511725106202-01"]
+
+
+class Demo:
+    def __init__(self, directory: Path, assets: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.output = directory / "demo.out"
+        directory.mkdir(parents=True, exist_ok=True)
+        with self.output.open("wb") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gridwatch",
+                    "demo",
+                    "--dir",
+                    str(directory / "county"),
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=REPO,
+                env={**os.environ, "GRIDWATCH_ASSETS": str(assets)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # SIGINT below goes to the demo alone, as Ctrl-C would
+            )
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def logins(self) -> dict[str, str]:
+        return dict(re.findall(r"^ {4}([a-z-]+) +(\S+)$", self.text(), re.MULTILINE))
+
+    def everything(self) -> list[psutil.Process]:
+        """The demo, its children, and the servers it started that left its process tree
+        (PostgreSQL daemonises): found by the demo's folder in their command line."""
+        root = psutil.Process(self.process.pid)
+        found = {p.pid: p for p in [root, *root.children(recursive=True)]}
+        for p in psutil.process_iter(["cmdline"]):
+            if str(self.directory) in " ".join(p.info["cmdline"] or []):
+                found[p.pid] = p
+        return list(found.values())
+
+
+@pytest.fixture
+def demo(tmp_path: Path, assets_dir: Path) -> Iterator[Demo]:
+    running = Demo(tmp_path, assets_dir)
+    yield running
+    if running.process.poll() is None:
+        os.killpg(running.process.pid, signal.SIGKILL)
+
+
+def api(demo: Demo, user: str, password: str) -> httpx.Client:
+    token = httpx.post(
+        f"{demo.base}/api/v1/auth/token", data={"username": user, "password": password}, timeout=10
+    ).json()["access_token"]
+    return httpx.Client(
+        base_url=f"{demo.base}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
+def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo) -> None:
+    wait_until(lambda: "stop                Ctrl-C" in demo.text(), 240, "the demo's banner")
+    logins = demo.logins()
+    assert set(logins) == {"county-op", "town-op", "worker", "tech"}, demo.text()
+    county = api(demo, "county-op", logins["county-op"])
+
+    def nodes() -> dict[str, Any]:
+        return {n["node_id"]: n for n in county.get("/fleet/nodes").json()}
+
+    wait_until(
+        lambda: all(nodes().get(b, {}).get("status") == "online" for b in BOXES),
+        120,
+        "the three boxes online",
+    )
+
+    def stored(box: str) -> int:
+        return len(county.get("/events", params={"node_id": box, "limit": 5}).json()["items"])
+
+    wait_until(lambda: all(stored(b) > 0 for b in BOXES), 180, "events from every box")
+    expected_grids = {"511725106201001", "511725106201002", "511725106202001", "511725106"}
+
+    def camera_cases() -> list[dict[str, Any]]:
+        items = county.get("/cases", params={"source": "camera"}).json()["items"]
+        return [c for c in items if c["unit_code"] in expected_grids]
+
+    wait_until(lambda: bool(camera_cases()), 120, "a case opened in its grid")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{demo.base}/")
+        page.fill("#username", "town-op")
+        page.fill("#password", logins["town-op"])
+        page.click("#login button[type=submit]")
+        expect(page.locator("#crumbs")).to_have_text("土溪镇")
+        expect(page.locator("#units")).to_contain_text("双凤村")
+        expect(page.locator("#worst-nodes tbody tr")).to_have_count(3)
+        shot(page, "demo-town-overview")
+        browser.close()
+
+    processes = demo.everything()
+    assert len(processes) >= 7  # demo, PostgreSQL, Mosquitto, service, three boxes
+    demo.process.send_signal(signal.SIGINT)
+    assert demo.process.wait(90) == 0, demo.text()[-2000:]
+    # PostgreSQL's last processes may exit just after the demo: wait for them, bounded.
+    _, left = psutil.wait_procs(processes, timeout=30)
+    left = [p for p in left if p.status() != psutil.STATUS_ZOMBIE]
+    assert left == [], [" ".join(p.cmdline()) for p in left]
+    assert "stopped." in demo.text()
