@@ -114,6 +114,8 @@ def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo) -> None
         return [c for c in items if c["unit_code"] in expected_grids]
 
     wait_until(lambda: bool(camera_cases()), 120, "a case opened in its grid")
+    # Nobody acknowledges: the demo's one-minute deadline passes and the case goes up a tier.
+    wait_until(lambda: any(c["escalations"] > 0 for c in camera_cases()), 150, "an escalation")
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
