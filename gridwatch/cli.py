@@ -19,6 +19,11 @@ SUBCOMMANDS: dict[str, tuple[str, str | None, str]] = {
     "provision": ("provisioning.cli", "provision", "Register, secure and configure edge nodes."),
     "alerts": ("cloud.alerts.cli", "cloud", "Follow alerts as a grid app does: live, resumed."),
     "demo": ("cloud.demo.run", "all", "The whole county on one machine: service, boxes, screen."),
+    "simulate": (
+        "cloud.demo.simulate",
+        "cloud",
+        "A county's worth of boxes, for capacity planning.",
+    ),
 }
 
 
