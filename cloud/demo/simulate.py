@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -44,6 +45,7 @@ app = typer.Typer(
 )
 
 COUNTY = "511725"
+TIMEZONE = ZoneInfo("Asia/Shanghai")  # the county's clock: its busy hours are local
 HEARTBEAT_S = 30.0
 # Situations per camera per hour, by hour of day (a village lane: quiet at night).
 HOURLY = (
@@ -82,38 +84,33 @@ class County:
     boxes: list[Box]
 
 
-def make_county(towns: int, villages_per_town: int, grids_per_village: int, cameras: int) -> County:
+def make_county(
+    towns: int, villages_per_town: int, grids_per_village: int, cameras: int, grids_total: int = 0
+) -> County:
     """Codes as real ones nest (a village's code extends its town's); one box per village
-    and one per town; each box's cameras watch its own grids (a town's, its market)."""
+    and one per town; each box's cameras watch its own grids (a town's, its market).
+    `grids_total` spreads that many grids over the villages instead (some get one more)."""
     town_codes = [f"{COUNTY}{100 + t:03d}" for t in range(towns)]
     villages: dict[str, str] = {}
     grids: dict[str, str] = {}
     boxes: list[Box] = []
-    for town in town_codes:
-        town_grids = []
+    village_count = towns * villages_per_town
+    for t, town in enumerate(town_codes):
         for v in range(villages_per_town):
             village = f"{town}{200 + v:03d}"
             villages[village] = town
-            own = [f"{village}{1 + g:03d}" for g in range(grids_per_village)]
+            index = t * villages_per_town + v
+            count = (
+                grids_total // village_count + (index < grids_total % village_count)
+                if grids_total
+                else grids_per_village
+            )
+            own = [f"{village}{1 + g:03d}" for g in range(max(1, count))]
             grids.update({g: village for g in own})
-            town_grids += own
-            boxes.append(
-                Box(
-                    f"sim-{village}",
-                    village,
-                    town,
-                    [(f"cam{c + 1:02d}", own[c % len(own)]) for c in range(cameras)],
-                )
-            )
-        boxes.append(
-            Box(
-                f"sim-{town}",
-                town,
-                town,
-                [(f"cam{c + 1:02d}", town) for c in range(cameras)],
-                market=True,
-            )
-        )
+            cams = [(f"cam{c + 1:02d}", own[c % len(own)]) for c in range(cameras)]
+            boxes.append(Box(f"sim-{village}", village, town, cams))
+        town_cams = [(f"cam{c + 1:02d}", town) for c in range(cameras)]
+        boxes.append(Box(f"sim-{town}", town, town, town_cams, market=True))
     return County(town_codes, villages, grids, boxes)
 
 
@@ -171,7 +168,7 @@ def plan(county: County, start: datetime, seconds: float, rng: random.Random) ->
         for camera, _ in box.cameras:
             t = 0.0
             while t < seconds:
-                hour = (start + timedelta(seconds=t)).astimezone().hour
+                hour = (start + timedelta(seconds=t)).astimezone(TIMEZONE).hour
                 rate = HOURLY[hour] * (MARKET_FACTOR if box.market and 7 <= hour < 11 else 1.0)
                 t += rng.expovariate(rate / 3600)
                 add(t, "situation", box, camera=camera, length=rng.uniform(8, 90))
@@ -256,12 +253,31 @@ def _event(
     )
 
 
-def run(county: County, publisher: Publisher, hours: float, speed: float, seed: int) -> Tally:
+def window_start(hours: float, speed: float, from_hour: int | None) -> datetime:
+    """Where simulated time starts: by default so that it ends at the real present; with
+    `from_hour`, at that local hour of the latest day whose whole window lies in the past
+    (receivers refuse times in the future)."""
+    now = datetime.now(UTC)
+    if from_hour is None:
+        return now + timedelta(seconds=hours * 3600 / speed - hours * 3600)
+    day = now.astimezone(TIMEZONE).replace(hour=from_hour, minute=0, second=0, microsecond=0)
+    while day + timedelta(hours=hours) > now:
+        day -= timedelta(days=1)
+    return day.astimezone(UTC)
+
+
+def run(
+    county: County,
+    publisher: Publisher,
+    hours: float,
+    speed: float,
+    seed: int,
+    from_hour: int | None = None,
+) -> Tally:
     rng = random.Random(seed)  # noqa: S311 - a reproducible load, not a secret
     seconds = hours * 3600
+    sim_start = window_start(hours, speed, from_hour)
     wall_start = time.time()
-    duration = seconds / speed
-    sim_start = datetime.fromtimestamp(wall_start + duration - seconds, UTC)
     schedule = plan(county, sim_start, seconds, rng)
     tally = Tally()
     towns_down: set[str] = set()
@@ -466,6 +482,12 @@ def simulate(
     speed: Annotated[float, typer.Option(min=1, help="Simulated seconds per real second.")] = 10.0,
     connections: Annotated[int, typer.Option(min=1, max=64)] = 4,
     seed: Annotated[int, typer.Option()] = 1,
+    from_hour: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=23, help="Simulate from this local hour of a past day (7: the morning peak)."
+        ),
+    ] = None,
     wait_s: Annotated[float, typer.Option(help="How long the report waits for ingest.")] = 120.0,
     out: Annotated[Path | None, typer.Option(help="Also write the report here (JSON).")] = None,
 ) -> None:
@@ -480,7 +502,14 @@ def simulate(
     )
     if database_url:
         register(database_url, county)
-    tally = run(county, Publisher(broker_url, username, password, connections), hours, speed, seed)
+    tally = run(
+        county,
+        Publisher(broker_url, username, password, connections),
+        hours,
+        speed,
+        seed,
+        from_hour,
+    )
     typer.echo(
         f"published {tally.published} messages ({len(tally.sent_at)} events, "
         f"{tally.heartbeats} heartbeats, {tally.replayed} replayed after the outage)"
