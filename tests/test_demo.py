@@ -90,6 +90,8 @@ def api(demo: Demo, user: str, password: str) -> httpx.Client:
 
 def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo) -> None:
     wait_until(lambda: "stop                Ctrl-C" in demo.text(), 240, "the demo's banner")
+    # The clips are served as RTSP cameras (GStreamer's server; `make test` installs it).
+    assert "cameras             rtsp://127.0.0.1:" in demo.text(), demo.text()
     logins = demo.logins()
     assert set(logins) == {"county-op", "town-op", "worker", "tech"}, demo.text()
     county = api(demo, "county-op", logins["county-op"])
@@ -131,7 +133,7 @@ def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo) -> None
         browser.close()
 
     processes = demo.everything()
-    assert len(processes) >= 7  # demo, PostgreSQL, Mosquitto, service, three boxes
+    assert len(processes) >= 8  # demo, PostgreSQL, Mosquitto, service, cameras, three boxes
     demo.process.send_signal(signal.SIGINT)
     assert demo.process.wait(90) == 0, demo.text()[-2000:]
     # PostgreSQL's last processes may exit just after the demo: wait for them, bounded.

@@ -127,10 +127,12 @@ def write_org(directory: Path) -> dict[str, Path]:
 
 
 def write_sheets(
-    directory: Path, clips: dict[str, Path], *, motion: bool = False
+    directory: Path, clips: dict[str, Path], *, motion: bool = False, rtsp_port: int | None = None
 ) -> tuple[Path, Path]:
-    """boxes.csv and cameras.csv for `gridwatch provision bulk`; cameras are the clips.
-    `motion`: no model at hand, so the motion box profile and motion rules."""
+    """boxes.csv and cameras.csv for `gridwatch provision bulk`. The cameras are the clips:
+    served over RTSP on `rtsp_port` (clip i of `clips`, sorted, at /cam<i>) like IP cameras,
+    or read as files when no RTSP server could start. `motion`: no model at hand, so the
+    motion box profile and motion rules."""
     directory.mkdir(parents=True, exist_ok=True)
     profile = "motion_box" if motion else ""
     boxes = _csv(
@@ -141,10 +143,26 @@ def write_sheets(
         ],
     )
     rows: list[tuple[object, ...]] = [
-        ("unit_code", "index", "camera_id", "vendor", "host", "path", "grid_code", "rules", "name")
+        (
+            "unit_code",
+            "index",
+            "camera_id",
+            "vendor",
+            "host",
+            "port",
+            "path",
+            "grid_code",
+            "rules",
+            "name",
+        )
     ]
+    order = sorted(clips)
     for unit, camera_id, clip, grid, rules, name in CAMERAS:
-        source = clips.get(clip) or next(iter(clips.values()))
+        chosen = clip if clip in clips else order[0]
         preset = "motion_only" if motion else rules
-        rows.append((unit, 1, camera_id, "file", "localhost", str(source), grid, preset, name))
+        if rtsp_port is None:
+            where = ("file", "localhost", "", str(clips[chosen]))
+        else:
+            where = ("onvif", "127.0.0.1", str(rtsp_port), f"cam{order.index(chosen) + 1}")
+        rows.append((unit, 1, camera_id, *where, grid, preset, name))
     return boxes, _csv(directory / "cameras.csv", rows)

@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +34,7 @@ from cloud.db.schema import prepare_database
 from cloud.demo import county
 from cloud.demo.assets import DemoAssets, draw_scene, find_assets
 from cloud.embedded import SecuredBroker, embedded_database, secured_broker
+from cloud.errors import CloudError
 from cloud.org_import import OrgFiles, import_org
 from cloud.settings import CloudSettings
 from cloud.tiers import Level
@@ -60,11 +62,16 @@ class Processes:
         self.started: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        return self.start_program(name, [sys.executable, "-m", "gridwatch", *args], env)
+
+    def start_program(
+        self, name: str, command: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gridwatch", *args],
-                env={**os.environ, **env},
+                command,
+                env={**os.environ, **(env or {})},
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
@@ -128,11 +135,18 @@ def _import_county(url: str, directory: Path) -> dict[str, str]:
 
 
 def _provision(
-    directory: Path, service_url: str, broker: SecuredBroker, jwt_secret: str, assets: DemoAssets
+    directory: Path,
+    service_url: str,
+    broker: SecuredBroker,
+    jwt_secret: str,
+    assets: DemoAssets,
+    rtsp_port: int | None,
 ) -> list[Path]:
     """The three boxes through `gridwatch provision bulk` (standalone: each gets a bundle)."""
     clips = assets.clips or {"scene.avi": draw_scene(directory / "scene" / "scene.avi")}
-    boxes, cameras = county.write_sheets(directory / "sheets", clips, motion=assets.models is None)
+    boxes, cameras = county.write_sheets(
+        directory / "sheets", clips, motion=assets.models is None, rtsp_port=rtsp_port
+    )
     token = issue_access_token(
         Principal("tech", Role.FIELD_TECHNICIAN, county.TOWN, Level.TOWN),
         key=jwt_secret.encode(),
@@ -179,6 +193,7 @@ def _banner(
     logins: dict[str, str],
     boxes: list[Path],
     assets: DemoAssets,
+    cameras: str,
 ) -> str:
     lines = [
         "",
@@ -188,6 +203,7 @@ def _banner(
         f"  API docs            {service_url}/docs",
         f"  broker              {broker.url} (registry accounts only)",
         f"  model and clips     {assets.source}",
+        f"  cameras             {cameras}",
     ]
     if logins:
         lines += ["", "  logins (printed once; reset with `gridwatch cloud org passwd <user>`):"]
@@ -202,6 +218,55 @@ def _banner(
         "",
     ]
     return "\n".join(lines)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # GStreamer's GObject bindings live in the system Python
+CAMERA_SERVER = Path(__file__).resolve().parent / "rtsp_cameras.py"
+
+
+def _cameras(processes: Processes, assets: DemoAssets) -> int | None:
+    """The clips as RTSP cameras on loopback (GStreamer's RTSP server), or None when it
+    cannot run here: then the boxes read the clips as files."""
+    if not assets.clips:
+        return None
+    probe = (
+        subprocess.run(
+            [
+                SYSTEM_PYTHON,
+                "-c",
+                "import gi; gi.require_version('GstRtspServer', '1.0'); "
+                "from gi.repository import GstRtspServer",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        if Path(SYSTEM_PYTHON).exists()
+        else None
+    )
+    if probe is None or probe.returncode != 0:
+        logger.warning("no GStreamer RTSP server (gir1.2-gst-rtsp-server-1.0): clips read as files")
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = processes.start_program(
+        "cameras",
+        [
+            SYSTEM_PYTHON,
+            str(CAMERA_SERVER),
+            "--port",
+            str(port),
+            *map(str, [assets.clips[k] for k in sorted(assets.clips)]),
+        ],
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and server.poll() is None:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return port
+        time.sleep(0.2)  # polling a starting server, bounded
+    logger.warning("the RTSP camera server did not start: clips read as files")
+    return None
 
 
 @contextmanager
@@ -236,7 +301,8 @@ def _county(directory: Path, port: int, assets: DemoAssets) -> Iterator[tuple[st
             },
         )
         _wait_healthy(service_url, serve)
-        bundles = _provision(directory, service_url, broker, jwt_secret, assets)
+        rtsp_port = _cameras(processes, assets)
+        bundles = _provision(directory, service_url, broker, jwt_secret, assets, rtsp_port)
         for bundle in bundles:
             env = {
                 "EDGE_BUNDLE_DIR": str(bundle),
@@ -246,7 +312,12 @@ def _county(directory: Path, port: int, assets: DemoAssets) -> Iterator[tuple[st
             if assets.models is not None:
                 env["EDGE_MODEL_DIR"] = str(assets.models)
             processes.start(bundle.name, ["edge", "run"], env)
-        typer.echo(_banner(service_url, broker, logins, bundles, assets))
+        cameras = (
+            f"rtsp://127.0.0.1:{rtsp_port}/cam1.. (the clips, as IP cameras serve them)"
+            if rtsp_port
+            else "the clips, read as files"
+        )
+        typer.echo(_banner(service_url, broker, logins, bundles, assets, cameras))
         yield service_url, processes
 
 
@@ -292,7 +363,7 @@ def demo(
                     )
                     break
             typer.echo("stopping the county…")
-    except RuntimeError as exc:
+    except (RuntimeError, CloudError) as exc:  # e.g. no Mosquitto on this machine
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo("stopped.")
