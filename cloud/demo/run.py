@@ -224,9 +224,16 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # GStreamer's GObject bindings live in the s
 CAMERA_SERVER = Path(__file__).resolve().parent / "rtsp_cameras.py"
 
 
-def _cameras(processes: Processes, assets: DemoAssets) -> int | None:
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _cameras(processes: Processes, assets: DemoAssets, directory: Path) -> int | None:
     """The clips as RTSP cameras on loopback (GStreamer's RTSP server), or None when it
-    cannot run here: then the boxes read the clips as files."""
+    cannot run here: then the boxes read the clips as files. The port is kept in
+    `directory`: the boxes' configs name it, so a second run serves them where they look
+    (when it is taken, the boxes are provisioned again with the new one)."""
     if not assets.clips:
         return None
     probe = (
@@ -246,9 +253,14 @@ def _cameras(processes: Processes, assets: DemoAssets) -> int | None:
     if probe is None or probe.returncode != 0:
         logger.warning("no GStreamer RTSP server (gir1.2-gst-rtsp-server-1.0): clips read as files")
         return None
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    kept = directory / "rtsp-port"
+    port = int(kept.read_text()) if kept.exists() else 0
+    if not port or not _free(port):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        kept.write_text(str(port))
+        (directory / "provision-result.csv").unlink(missing_ok=True)  # new URLs: again
     server = processes.start_program(
         "cameras",
         [
@@ -301,7 +313,7 @@ def _county(directory: Path, port: int, assets: DemoAssets) -> Iterator[tuple[st
             },
         )
         _wait_healthy(service_url, serve)
-        rtsp_port = _cameras(processes, assets)
+        rtsp_port = _cameras(processes, assets, directory)
         bundles = _provision(directory, service_url, broker, jwt_secret, assets, rtsp_port)
         for bundle in bundles:
             env = {
