@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
-from firmware_configs.errors import FirmwareConfigError
+from firmware_configs.files import load_named, yaml_names
 from protocols.identifiers import SHA256_PATTERN
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -82,28 +81,10 @@ def read_labels(name: str) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _load_yaml(path: Path) -> object:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise FirmwareConfigError(f"{path}: cannot read YAML: {exc}") from exc
-
-
 def load_model_profile(name_or_path: str | Path) -> ModelProfile:
     """A profile by name (models/<name>.yaml) or by path; errors name the file and field."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = MODELS_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = ", ".join(model_profile_names())
-        raise FirmwareConfigError(f"model profile {name_or_path!r} not found (known: {known})")
-    try:
-        return ModelProfile.model_validate(_load_yaml(path))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "profile"
-        raise FirmwareConfigError(f"{path.name}: {field}: {first['msg']}") from exc
+    return load_named(name_or_path, MODELS_DIR, ModelProfile, "model profile")
 
 
 def model_profile_names() -> list[str]:
-    return sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
+    return yaml_names(MODELS_DIR)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from firmware_configs.cameras import Stream
-from firmware_configs.errors import FirmwareConfigError
+from firmware_configs.files import load_named, yaml_names
 from protocols.config import ModelSpec, PublishSettings
 from protocols.enums import Tier
 
@@ -39,23 +38,8 @@ class NodeProfile(BaseModel):
 
 def load_node_profile(name_or_path: str | Path) -> NodeProfile:
     """A profile by name (nodes/<name>.yaml) or by path; errors name the file and field."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = NODES_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = ", ".join(node_profile_names())
-        raise FirmwareConfigError(f"node profile {name_or_path!r} not found (known: {known})")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise FirmwareConfigError(f"{path}: cannot read YAML: {exc}") from exc
-    try:
-        return NodeProfile.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "profile"
-        raise FirmwareConfigError(f"{path.name}: {field}: {first['msg']}") from exc
+    return load_named(name_or_path, NODES_DIR, NodeProfile, "node profile")
 
 
 def node_profile_names() -> list[str]:
-    return sorted(p.stem for p in NODES_DIR.glob("*.yaml"))
+    return yaml_names(NODES_DIR)
