@@ -33,16 +33,13 @@ from websockets.asyncio.client import connect
 
 from cloud.access import Principal, Role
 from cloud.auth import issue_access_token
-from cloud.db.schema import prepare_database
-from cloud.org_import import OrgFiles, import_org
-from cloud.settings import CloudSettings
 from cloud.tiers import Level
 from protocols import encode
 from protocols.enums import EventKind, Severity
 from protocols.topics import events_topic
 from tests.factories import make_detection_event
 from tests.support.cloud import ServeProcess
-from tests.support.county import COUNTY, TEST_JWT_SECRET, write_large_county
+from tests.support.county import TEST_JWT_SECRET, import_large_county
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.postgres import LOCAL_SERVER, fresh_database
 
@@ -296,21 +293,8 @@ def main() -> None:
         fresh_database(LOCAL_SERVER, "gw_bench_alerts") as url,
     ):
         directory = Path(tmp)
-        files = write_large_county(directory / "county")
+        import_large_county(url, directory / "county", with_fleet=True)
         with psycopg.connect(url, autocommit=True) as conn:
-            prepare_database(conn, CloudSettings(database_url=url, timescale="off"))
-            import_org(
-                conn,
-                OrgFiles(
-                    files.units,
-                    files.departments,
-                    files.staff,
-                    files.geometry,
-                    files.cameras,
-                    files.nodes,
-                ),
-                Principal("bench", Role.COUNTY_ADMIN, COUNTY, Level.COUNTY),
-            )
             grids = [
                 r[0]
                 for r in conn.execute(

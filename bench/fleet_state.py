@@ -43,16 +43,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.access import Principal, Role
 from cloud.auth import issue_access_token
-from cloud.db.schema import prepare_database
-from cloud.org_import import OrgFiles, import_org
-from cloud.settings import CloudSettings
 from cloud.tiers import Level
 from protocols import NodeHealth, NodeState, decode, encode
 from protocols.enums import NodeStatus, StateReason, StreamStatus
 from protocols.health import CameraHealth, InferenceHealth, OutboxHealth
 from protocols.topics import Channel, all_nodes_filter, health_topic, state_topic
 from tests.support.cloud import ServeProcess
-from tests.support.county import COUNTY, TEST_JWT_SECRET, write_large_county
+from tests.support.county import COUNTY, TEST_JWT_SECRET, import_large_county
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.postgres import LOCAL_SERVER, fresh_database
 
@@ -329,14 +326,8 @@ def main() -> None:
     ):
         directory = Path(tmp)
         database = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-        files = write_large_county(directory / "county")
+        import_large_county(url, directory / "county")
         with psycopg.connect(url, autocommit=True) as conn:
-            prepare_database(conn, CloudSettings(database_url=url, timescale="off"))
-            import_org(
-                conn,
-                OrgFiles(files.units, files.departments, files.staff, files.geometry),
-                Principal("bench", Role.COUNTY_ADMIN, COUNTY, Level.COUNTY),
-            )
             grids = [
                 r[0]
                 for r in conn.execute(

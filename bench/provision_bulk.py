@@ -34,9 +34,6 @@ from pydantic import SecretStr
 
 from cloud.access import Principal, Role
 from cloud.auth import issue_access_token
-from cloud.db.schema import prepare_database
-from cloud.org_import import OrgFiles, import_org
-from cloud.settings import CloudSettings
 from cloud.tiers import Level
 from provisioning.balena_fleet import BalenaFleet
 from provisioning.flow import Provisioner, node_env
@@ -46,7 +43,7 @@ from provisioning.settings import ProvisionSettings
 from provisioning.sheets import BoxRow, CameraSpecRow, Line
 from tests.support.balena_double import BalenaApiDouble, BalenaDouble
 from tests.support.cloud import ServeProcess
-from tests.support.county import COUNTY, TEST_JWT_SECRET, write_large_county
+from tests.support.county import COUNTY, TEST_JWT_SECRET, import_large_county
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.postgres import LOCAL_SERVER, fresh_database
 
@@ -123,14 +120,7 @@ def main() -> None:
         fresh_database(LOCAL_SERVER, "gw_bench_provision") as url,
     ):
         directory = Path(tmp)
-        files = write_large_county(directory / "county")
-        with psycopg.connect(url, autocommit=True) as conn:
-            prepare_database(conn, CloudSettings(database_url=url, timescale="off"))
-            import_org(
-                conn,
-                OrgFiles(files.units, files.departments, files.staff, files.geometry),
-                Principal("bench", Role.COUNTY_ADMIN, COUNTY, Level.COUNTY),
-            )
+        import_large_county(url, directory / "county")
         broker = MosquittoBroker(directory / "broker")
         broker.start()
         serve = ServeProcess(

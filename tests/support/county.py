@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from cloud.org_files import (
     CAMERA_COLUMNS,
     DEPARTMENT_COLUMNS,
@@ -187,3 +189,23 @@ def bearer(
     principal = Principal("test", Role(role), unit_code, Level(level))
     token = issue_access_token(principal, key=TEST_JWT_SECRET.encode(), lifetime_s=3600)
     return {"Authorization": f"Bearer {token}"}
+
+
+def import_large_county(url: str, directory: Path, *, with_fleet: bool = False) -> None:
+    """Migrate an empty database (plain PostgreSQL) and import the reference-size county
+    into it, as the county's own import would; `with_fleet`: its nodes and cameras too."""
+    from cloud.access import Principal, Role
+    from cloud.db.schema import prepare_database
+    from cloud.org_import import OrgFiles, import_org
+    from cloud.settings import CloudSettings
+    from cloud.tiers import Level
+
+    files = write_large_county(directory)
+    fleet = (files.cameras, files.nodes) if with_fleet else (None, None)
+    with psycopg.connect(url, autocommit=True) as conn:
+        prepare_database(conn, CloudSettings(database_url=url, timescale="off"))
+        import_org(
+            conn,
+            OrgFiles(files.units, files.departments, files.staff, files.geometry, *fleet),
+            Principal("bench", Role.COUNTY_ADMIN, COUNTY, Level.COUNTY),
+        )
