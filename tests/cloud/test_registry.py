@@ -13,10 +13,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import SecretStr
 
 from cloud.app import create_app
-from cloud.broker_sync import BrokerFiles, sync_once
 from edge.link import Link
 from edge.settings import EdgeSettings
 from protocols import encode
@@ -25,7 +23,12 @@ from protocols.topics import config_desired_topic, events_topic
 from tests.cloud.county_fixtures import County, app_settings, county_database, signed_in
 from tests.factories import make_detection_event, make_node_config
 from tests.support.county import GRID, GRID_2, OTHER_GRID, TOWN, VILLAGE
-from tests.support.mosquitto import BrokerOptions, MosquittoBroker
+from tests.support.mosquitto import (
+    MosquittoBroker,
+    registry_broker,
+    registry_files,
+    sync_registry,
+)
 from tests.support.mqtt import MqttProbe
 from tests.support.ports import wait_until
 from tests.support.processes import GridwatchProcess
@@ -51,36 +54,14 @@ def client(county: County, broker: MosquittoBroker) -> Iterator[TestClient]:
 def county_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
     """The county's broker with a password file and an ACL file that only `broker sync`
     writes (they start with a placeholder account)."""
-    broker = MosquittoBroker(
-        tmp_path_factory.mktemp("county-broker"),
-        BrokerOptions(users={"placeholder": "unused"}, acl="# empty\n"),
-    )
+    broker = registry_broker(tmp_path_factory.mktemp("county-broker"))
     broker.start()
     yield broker
     broker.stop()
 
 
-def files_of(broker: MosquittoBroker) -> BrokerFiles:
-    assert broker.config.password_file is not None
-    assert broker.config.acl_file is not None
-    return BrokerFiles(
-        password_file=broker.config.password_file,
-        acl_file=broker.config.acl_file,
-        pid_file=broker.config.directory / "mosquitto.pid",
-        cloud_password=SecretStr(CLOUD_PASSWORD),
-    )
-
-
 def sync(county: County, broker: MosquittoBroker) -> bool:
-    """Sync the files; when they changed, wait until the broker has reloaded them."""
-    reloads = broker.log().count("Reloading config")
-    with psycopg.connect(county.url) as conn:
-        changed = sync_once(conn, files_of(broker))
-    if changed:
-        wait_until(
-            lambda: broker.log().count("Reloading config") > reloads, 10, "the broker's reload"
-        )
-    return changed
+    return sync_registry(county.url, broker, CLOUD_PASSWORD)
 
 
 def registration(unit: str = VILLAGE, **overrides: Any) -> dict[str, Any]:
@@ -287,11 +268,9 @@ def test_broker_sync_follows_every_credential_change(
     """`gridwatch cloud broker sync --follow` as it runs beside a county broker: a password
     issued through the API works at the broker moments later, with nobody running sync."""
     (tmp_path / "broker").mkdir()
-    broker = MosquittoBroker(
-        tmp_path / "broker", BrokerOptions(users={"placeholder": "unused"}, acl="# empty\n")
-    )
+    broker = registry_broker(tmp_path / "broker")
     broker.start()
-    files = files_of(broker)
+    files = registry_files(broker, CLOUD_PASSWORD)
     follower = GridwatchProcess(
         [
             "cloud",

@@ -15,7 +15,6 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from cloud.broker_sync import BrokerFiles, sync_once
 from protocols.passwords import verify_password
 from provisioning.balena_fleet import BalenaFleet
 from provisioning.cli import app
@@ -35,7 +34,7 @@ from tests.support.county import (
     VILLAGE,
     VILLAGE_2,
 )
-from tests.support.mosquitto import BrokerOptions, MosquittoBroker
+from tests.support.mosquitto import MosquittoBroker, registry_broker, sync_registry
 from tests.support.ports import wait_until
 
 FLEET = "qu-county/village-boxes"
@@ -106,10 +105,7 @@ def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 def county_broker(
     county: County, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MosquittoBroker]:
-    broker = MosquittoBroker(
-        tmp_path_factory.mktemp("county-broker"),
-        BrokerOptions(users={"placeholder": "unused"}, acl="# empty\n"),
-    )
+    broker = registry_broker(tmp_path_factory.mktemp("county-broker"))
     broker.start()
     sync(county, broker)
     yield broker
@@ -118,18 +114,7 @@ def county_broker(
 
 def sync(county: County, broker: MosquittoBroker) -> None:
     """`gridwatch cloud broker sync`, once; waits for the broker's reload when it wrote."""
-    assert broker.config.password_file is not None
-    assert broker.config.acl_file is not None
-    files = BrokerFiles(
-        broker.config.password_file,
-        broker.config.acl_file,
-        broker.config.directory / "mosquitto.pid",
-        cloud_password=SecretStr(CLOUD_PASSWORD),
-    )
-    reloads = broker.log().count("Reloading config")
-    with psycopg.connect(county.url) as conn:
-        if sync_once(conn, files):
-            wait_until(lambda: broker.log().count("Reloading config") > reloads, 10, "a reload")
+    sync_registry(county.url, broker, CLOUD_PASSWORD)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,12 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+from pydantic import SecretStr
+
 from cloud.broker import MosquittoConfig, MosquittoProcess
-from tests.support.ports import free_port
+from cloud.broker_sync import BrokerFiles, sync_once
+from tests.support.ports import free_port, wait_until
 from tests.support.tls import CertPair, TestCA
 
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -83,3 +87,35 @@ class MosquittoBroker(MosquittoProcess):
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def registry_broker(directory: Path) -> MosquittoBroker:
+    """A county broker whose password and ACL files only `broker sync` writes (a placeholder
+    account until the first sync)."""
+    return MosquittoBroker(
+        directory, BrokerOptions(users={"placeholder": "unused"}, acl="# empty\n")
+    )
+
+
+def registry_files(broker: MosquittoBroker, cloud_password: str) -> BrokerFiles:
+    """What `gridwatch cloud broker sync` writes for `broker`, and where its pid is."""
+    assert broker.config.password_file is not None
+    assert broker.config.acl_file is not None
+    return BrokerFiles(
+        password_file=broker.config.password_file,
+        acl_file=broker.config.acl_file,
+        pid_file=broker.config.directory / "mosquitto.pid",
+        cloud_password=SecretStr(cloud_password),
+    )
+
+
+def sync_registry(database_url: str, broker: MosquittoBroker, cloud_password: str) -> bool:
+    """`broker sync` once; when it wrote, wait until the broker has reloaded the files."""
+    reloads = broker.log().count("Reloading config")
+    with psycopg.connect(database_url) as conn:
+        changed = sync_once(conn, registry_files(broker, cloud_password))
+    if changed:
+        wait_until(
+            lambda: broker.log().count("Reloading config") > reloads, 10, "the broker's reload"
+        )
+    return changed
