@@ -18,7 +18,7 @@ import psutil
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.cloud.test_ops_page import CHROMIUM, CHROMIUM_ARGS, shot
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, shot
 from tests.support.ports import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]

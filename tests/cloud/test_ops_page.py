@@ -5,8 +5,6 @@ town, watches an alert arrive live and opens a box's page. Screenshots are kept 
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,25 +15,10 @@ from protocols.enums import Severity, StreamStatus
 from protocols.health import CameraHealth
 from tests.cloud.county_fixtures import OTHER_NODE, VILLAGE_NODE, County, county_database
 from tests.factories import make_node_health
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, shot
 from tests.support.cloud import FakeNodes, ServeProcess
 from tests.support.county import TEST_JWT_SECRET
 from tests.support.mosquitto import MosquittoBroker
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Chromium's own background traffic is refused on a closed network; turn it off.
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(
-    os.environ.get("GRIDWATCH_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")
-)
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +68,6 @@ def page(browser: Browser) -> Iterator[Page]:
     yield page
     context.close()
     assert errors == [], errors  # no script error on the page, ever
-
-
-def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def sign_in(page: Page, serve: ServeProcess, county: County, username: str) -> None:
