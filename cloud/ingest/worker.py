@@ -5,12 +5,13 @@ and the broker's redelivery stores nothing twice."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -49,6 +50,7 @@ CHANNELS = (
 # queue enough for a session that is away (max_queued_messages).
 
 MAINTAIN_EVERY_S = 3600.0
+GC_YOUNG_THRESHOLD = 50_000
 
 
 def subscriptions(settings: CloudSettings) -> list[str]:
@@ -56,6 +58,18 @@ def subscriptions(settings: CloudSettings) -> list[str]:
     return (
         [shared(f, settings.ingest_group) for f in filters] if settings.ingest_shared else filters
     )
+
+
+def tune_garbage_collector() -> None:
+    """Ingest keeps thousands of young objects alive at once (a batch being decoded, the
+    messages waiting behind it), so with the default thresholds the collector runs every
+    700 allocations and rescans them all: decoding a batch took twice as long. What
+    exists after start-up (modules, settings) is frozen out of the scans, and a young
+    collection waits for as many allocations as a large batch makes. The data holds no
+    reference cycles, so collecting less often costs no memory that matters."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -186,6 +200,7 @@ class IngestWorker:
 
     def run(self) -> None:
         """Until stopped: batches in, committed, acknowledged."""
+        tune_garbage_collector()
         self.start()
         next_maintenance = time.monotonic()
         try:
@@ -208,13 +223,18 @@ class IngestWorker:
 
     def _collect(self) -> list[Received]:
         """Up to `ingest_batch_max` messages, waiting at most `ingest_batch_ms` after the
-        first: latency stays bounded at low rates and batches grow under load."""
+        oldest arrived: latency stays bounded at low rates and batches grow under load.
+        Messages that arrived while the previous batch was written have waited already and
+        go at once (counting the window from the start of collection instead added a whole
+        window to every message under steady load)."""
         if not self.pending and not self.arrived.wait(0.2):
             return []
         self.arrived.clear()
-        deadline = time.monotonic() + self.settings.ingest_batch_ms / 1000
+        deadline = self.pending[0].received_at + timedelta(
+            milliseconds=self.settings.ingest_batch_ms
+        )
         while len(self.pending) < self.settings.ingest_batch_max:
-            remaining = deadline - time.monotonic()
+            remaining = (deadline - datetime.now(UTC)).total_seconds()
             if remaining <= 0:
                 break
             self.stop_event.wait(min(remaining, 0.005))  # short naps while a batch fills
