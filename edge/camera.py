@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -141,6 +142,16 @@ class StreamLost(CameraError):
     """The stream stopped delivering frames."""
 
 
+def sample_phase(camera_id: str) -> float:
+    """Where in its sample interval a camera's samples fall, as a fraction in [0, 1).
+
+    A box's cameras connect within a few milliseconds of each other; sampled from their first
+    frame, all of them would be sampled at the same instants, and the workers would get
+    bursts of one frame per camera and then nothing (measured: 0.6 of 2 cores idle while
+    frames were skipped). A fixed phase per camera, spread by its id, evens the load out."""
+    return (zlib.crc32(camera_id.encode()) % 1000) / 1000
+
+
 class CameraReader:
     """Reads one camera in its own thread; calls `on_sample(frame)` at the sample rate.
 
@@ -166,6 +177,7 @@ class CameraReader:
         self.camera_id = camera_id
         self.url = url
         self.sample_interval_s = 1.0 / sample_fps
+        self.sample_phase_s = sample_phase(camera_id) * self.sample_interval_s
         self.on_sample = on_sample
         self.on_state = on_state
         self.timeout_s = timeout_s
@@ -270,14 +282,15 @@ class CameraReader:
     def _read_frames(self, capture: cv2.VideoCapture) -> int:
         is_file = is_file_source(self.url)
         started = time.monotonic()
-        next_sample = 0.0
+        next_sample = started + self.sample_phase_s
         delivered = 0
         since_start = 0
         while not self._stop.is_set():
             if not capture.grab():
                 if is_file and self.loop_files and delivered:
                     capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                    started, next_sample, since_start = time.monotonic(), 0.0, 0
+                    started, since_start = time.monotonic(), 0
+                    next_sample = started + self.sample_phase_s
                     continue
                 return delivered
             since_start += 1

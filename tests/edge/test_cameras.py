@@ -13,7 +13,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from edge.analyzer import Analyzer
-from edge.camera import CameraReader, Frame, StreamState, open_capture, with_credentials
+from edge.camera import (
+    CameraReader,
+    Frame,
+    StreamState,
+    open_capture,
+    sample_phase,
+    with_credentials,
+)
 from edge.errors import CameraError
 from edge.events import EmittedEvent, EventFactory, SequenceCounter
 from edge.pipeline import CameraPipeline, wall_clock
@@ -93,6 +100,30 @@ def test_reader_samples_a_real_rtsp_stream(rtsp_factory: RtspFactory, car_clip: 
     span = got.frames[-1].timestamp - got.frames[0].timestamp
     assert 4.0 <= (len(got.frames) - 1) / span <= 6.5
     assert reader.input_rate.total >= len(got.frames) * 2
+
+
+def test_a_boxs_cameras_are_sampled_at_spread_phases() -> None:
+    # 32 cameras named as a box names them: their samples spread over the interval instead
+    # of all falling on the instant the box started (bursts for the workers, then nothing).
+    phases = sorted(sample_phase(f"cam{i:02d}") for i in range(32))
+    assert all(0 <= p < 1 for p in phases)
+    assert len(set(phases)) >= 28
+    largest_gap = max(b - a for a, b in zip([phases[-1] - 1, *phases], phases, strict=False))
+    assert largest_gap < 0.25
+
+
+def test_a_readers_first_sample_waits_for_its_phase(car_clip: Path) -> None:
+    got = Collected()
+    camera_id = max((f"cam{i}" for i in range(50)), key=sample_phase)  # a late phase
+    reader = CameraReader(camera_id, f"file://{car_clip}", sample_fps=1, on_sample=got.on_sample)
+    reader.start()
+    try:
+        wait_until(lambda: got.count() >= 1, 20, "a sampled frame")
+    finally:
+        reader.stop()
+    # Files are paced at their own rate (12.5 fps): the first sample is the frame at the
+    # camera's phase within its one-second interval, not the first frame.
+    assert got.frames[0].index >= int(sample_phase(camera_id) * 12.5)
 
 
 def test_wrong_path_names_the_camera_and_the_reason(
