@@ -173,6 +173,7 @@ class CameraReader:
         pace_files: bool = True,
         loop_files: bool = True,
         pace_fps: float | None = None,
+        start_frame: int = 0,
     ) -> None:
         self.camera_id = camera_id
         self.url = url
@@ -184,6 +185,9 @@ class CameraReader:
         self.pace_files = pace_files
         self.loop_files = loop_files
         self.pace_fps = pace_fps  # play a file at this rate instead of its own (load tests)
+        # Start a file this many frames in (load tests: cameras playing the same clip then
+        # see activity at different moments, as real cameras do, not all at once).
+        self.start_frame = start_frame
         self._options = {
             "sample_fps": sample_fps,
             "on_sample": on_sample,
@@ -194,6 +198,7 @@ class CameraReader:
             "pace_files": pace_files,
             "loop_files": loop_files,
             "pace_fps": pace_fps,
+            "start_frame": start_frame,
         }
         self.state = StreamState.CONNECTING
         self.state_reason = ""
@@ -281,6 +286,10 @@ class CameraReader:
 
     def _read_frames(self, capture: cv2.VideoCapture) -> int:
         is_file = is_file_source(self.url)
+        media_start_s = 0.0  # pacing counts from where the file starts playing
+        if is_file and self.start_frame:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, self.start_frame)
+            media_start_s = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         started = time.monotonic()
         next_sample = started + self.sample_phase_s
         delivered = 0
@@ -289,7 +298,7 @@ class CameraReader:
             if not capture.grab():
                 if is_file and self.loop_files and delivered:
                     capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                    started, since_start = time.monotonic(), 0
+                    started, since_start, media_start_s = time.monotonic(), 0, 0.0
                     next_sample = started + self.sample_phase_s
                     continue
                 return delivered
@@ -304,7 +313,7 @@ class CameraReader:
                 media_s = (
                     since_start / self.pace_fps
                     if self.pace_fps
-                    else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                    else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 - media_start_s
                 )
                 # A plain sleep (at most one frame interval; the loop checks the stop flag
                 # every frame): Event.wait costs a lock allocation per frame per camera.

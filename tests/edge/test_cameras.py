@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import cv2
+import numpy as np
 import pytest
 
 from edge.analyzer import Analyzer
@@ -124,6 +126,27 @@ def test_a_readers_first_sample_waits_for_its_phase(car_clip: Path) -> None:
     # Files are paced at their own rate (12.5 fps): the first sample is the frame at the
     # camera's phase within its one-second interval, not the first frame.
     assert got.frames[0].index >= int(sample_phase(camera_id) * 12.5)
+
+
+def test_a_file_camera_can_start_part_way_into_its_clip(car_clip: Path) -> None:
+    # Load tests play one clip on many cameras from different points of it.
+    got = Collected()
+    reader = CameraReader(
+        "cam1", f"file://{car_clip}", sample_fps=5, on_sample=got.on_sample, start_frame=100
+    )
+    reader.start()
+    try:
+        # Paced from where it starts: no wait for the 8 s of clip before frame 100.
+        wait_until(lambda: got.count() >= 1, 2, "a sampled frame")
+    finally:
+        reader.stop()
+    first = got.frames[0]  # the reader's first decoded frame is index 1
+    capture = cv2.VideoCapture(str(car_clip))
+    for _ in range(100 + first.index - 1):
+        capture.grab()
+    expected = capture.read()[1]
+    capture.release()
+    assert np.array_equal(first.image, expected)
 
 
 def test_wrong_path_names_the_camera_and_the_reason(
