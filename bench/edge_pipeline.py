@@ -220,13 +220,13 @@ def live_latency(
     analyzer = Analyzer(sink, workers=workers)
     publish = PublishSettings()
     sources = clips(mix)
-    lengths = {clip: frame_count(clip) for clip in sources}
-    for i in range(cameras):
-        clip = sources[i % len(sources)]
-        # Cameras playing the same clip start at different points of it: real cameras see
-        # activity at independent moments (in step, every camera saw its cars at once, and
-        # the workers alternated between a backlog of 30 frames and nothing to do).
-        start_frame = (i * 7919) % lengths[clip]
+    assigned = [sources[i % len(sources)] for i in range(cameras)]
+    for i, clip in enumerate(assigned):
+        # Cameras playing the same clip start at points spread evenly over it: real cameras
+        # see activity at independent moments (in step, every camera saw its cars at once,
+        # and the workers alternated between a backlog of 30 frames and nothing to do).
+        same = assigned.count(clip)
+        start_frame = assigned[:i].count(clip) * frame_count(clip) // same
         rules = load_rule_set("overhead_vehicle_lane" if "car" in clip.name else "market_crowd")
         camera = CameraConfig(
             camera_id=f"cam{i:02d}", name=f"cam{i}", url=f"file://{clip}", rules=rules.rules
