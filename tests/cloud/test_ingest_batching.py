@@ -74,3 +74,10 @@ def test_a_full_batch_goes_at_once_and_the_rest_waits_its_turn(tmp_path: Path) -
     assert [m.mid for m in batch] == list(range(10))
     assert len(ingest.pending) == 15
     assert ingest.arrived.is_set()
+
+
+def test_a_stale_signal_with_nothing_pending_gives_an_empty_batch(tmp_path: Path) -> None:
+    # The previous batch took the message whose arrival set the signal.
+    ingest = worker(tmp_path)
+    ingest.arrived.set()
+    assert collect_within(ingest, timeout_s=5) == []
