@@ -102,6 +102,8 @@ def ingest(log_level: LogLevel = "INFO") -> None:
         for name in missing:
             typer.echo(f"error: CLOUD_{name.upper()} is not set", err=True)
         raise typer.Exit(2)
+    from cloud.ingest.worker import tune_garbage_collector
+
     worker = _ingest_worker(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
@@ -109,6 +111,7 @@ def ingest(log_level: LogLevel = "INFO") -> None:
         from prometheus_client import start_http_server
 
         start_http_server(settings.ingest_metrics_port, addr=settings.host)
+    tune_garbage_collector()  # this process is ingest's alone (`serve --ingest` keeps defaults)
     worker.run()
 
 

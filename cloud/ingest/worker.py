@@ -200,7 +200,6 @@ class IngestWorker:
 
     def run(self) -> None:
         """Until stopped: batches in, committed, acknowledged."""
-        tune_garbage_collector()
         self.start()
         next_maintenance = time.monotonic()
         try:
