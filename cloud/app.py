@@ -35,6 +35,7 @@ from cloud.cases.rules import load_rules
 from cloud.cases.timers import timer_loop
 from cloud.database import database_url
 from cloud.db import org as org_db
+from cloud.fleet.config_relay import ConfigRelay
 from cloud.fleet.monitor import monitor_loop
 from cloud.publisher import BrokerPublisher
 from cloud.settings import CloudSettings
@@ -92,10 +93,12 @@ def create_app(settings: CloudSettings) -> FastAPI:
         publisher.start()
         await alerts.start()
         relay.start()
+        config_relay.start()
         webhooks.start()
         logger.info("API ready; database: %s", "TimescaleDB" if row else "plain PostgreSQL")
         yield
         await webhooks.stop()
+        await config_relay.stop()
         await relay.stop()
         await alerts.stop()
         publisher.stop()
@@ -112,6 +115,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.state.publisher = publisher = BrokerPublisher(settings)
     app.state.alerts = alerts = AlertHub(pool, database_url(settings), settings.public_url)
     relay = AlertRelay(pool, publisher, alerts)
+    config_relay = ConfigRelay(pool, publisher, retry_after_s=settings.fleet.config_retry_after_s)
     webhooks = WebhookDispatcher(pool, alerts, settings)
     install_error_handlers(app)
     app.include_router(health.router)

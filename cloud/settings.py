@@ -54,6 +54,12 @@ class FleetSettings(BaseModel):
     )
     outbox_backlog_depth: Annotated[int, Field(ge=1)] = 20_000
     check_interval_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    config_retry_after_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=10.0,
+        description="A desired config the broker did not take when it was issued is "
+        "published by the service, at most this long after it was issued, once the broker "
+        "is back.",
+    )
 
 
 class CloudSettings(BaseSettings):

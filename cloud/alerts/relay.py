@@ -9,7 +9,6 @@ If the broker is away nothing is marked, and the next round publishes them again
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from psycopg.rows import dict_row
@@ -17,16 +16,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from cloud.alerts.hub import AlertHub
 from cloud.db.alerts import ALERT_COLUMNS
-from cloud.errors import BrokerUnavailable
 from cloud.metrics import observe_delivery
 from cloud.publisher import BrokerPublisher
+from cloud.relay_loop import RelayLoop
 from protocols import encode
 from protocols.topics import alert_topic
 
 logger = logging.getLogger(__name__)
 
 BATCH = 200
-POLL_S = 5.0
 
 CLAIM_SQL = (
     f"SELECT {ALERT_COLUMNS} FROM alerts WHERE mqtt_published_at IS NULL "  # noqa: S608
@@ -34,42 +32,17 @@ CLAIM_SQL = (
 )
 
 
-class AlertRelay:
+class AlertRelay(RelayLoop):
+    name = "alert relay"
+    batch = BATCH
+
     def __init__(
         self, pool: AsyncConnectionPool, publisher: BrokerPublisher, hub: AlertHub
     ) -> None:
+        super().__init__(wake=hub.watch())
         self.pool = pool
         self.publisher = publisher
         self.hub = hub
-        self._task: asyncio.Task[None] | None = None
-        self._failing = False
-        self._wake = hub.watch()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="alert-relay")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(POLL_S):  # not wait_for: see AlertHub._run
-                    await self._wake.wait()
-            self._wake.clear()
-            try:
-                while await self.relay_once() == BATCH:
-                    pass
-                if self._failing:
-                    logger.info("alert relay publishing again")
-                    self._failing = False
-            except BrokerUnavailable as exc:
-                if not self._failing:
-                    logger.warning("alert relay waits for the broker: %s", exc)
-                    self._failing = True
 
     async def relay_once(self) -> int:
         """Publish one batch; returns how many were published."""

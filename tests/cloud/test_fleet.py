@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import orjson
+import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloud.db.fleet import NodeView
@@ -21,7 +24,9 @@ from cloud.settings import FleetSettings
 from protocols import encode
 from protocols.enums import ConfigStatus, NodeStatus, StateReason
 from protocols.health import OutboxHealth
+from protocols.topics import config_desired_topic
 from tests.cloud.county_fixtures import OTHER_NODE, VILLAGE_NODE, County, county_database
+from tests.conftest import BrokerFactory
 from tests.factories import make_config_report, make_node_health, make_node_state
 from tests.support.agent import AgentProcess, motion_config
 from tests.support.cloud import ServeProcess, count
@@ -263,6 +268,11 @@ def api(serve: ServeProcess, token: str) -> httpx.Client:
     )
 
 
+def desired_body(config: dict[str, Any]) -> dict[str, Any]:
+    """A NodeConfig as `PUT /nodes/{id}/config` takes it: the service numbers and dates it."""
+    return {k: v for k, v in config.items() if k not in ("node_id", "version", "issued_at")}
+
+
 def node_of(client: httpx.Client, node_id: str) -> dict[str, Any] | None:
     response = client.get(f"/nodes/{node_id}")
     return response.json() if response.status_code == 200 else None
@@ -327,8 +337,10 @@ def test_a_real_box_online_commanded_reconfigured_killed_and_back(
         assert bad.status_code == 422
 
         # A new desired config: numbered above what the box runs, applied, in sync.
+        configs_audited = "SELECT count(*) FROM audit_log WHERE action = 'node.config'"
+        audited = count(county.url, configs_audited)
         config = motion_config(VILLAGE_NODE, clip, cameras=1)
-        body = {k: v for k, v in config.items() if k not in ("node_id", "version", "issued_at")}
+        body = desired_body(config)
         put = town.put(f"/nodes/{VILLAGE_NODE}/config", json=body)
         assert put.status_code == 200, put.text
         # (Above 5, and above the versions earlier tests reported for this node.)
@@ -363,7 +375,7 @@ def test_a_real_box_online_commanded_reconfigured_killed_and_back(
         assert "no_such_model" in drift["reported"]["errors"][0]["message"]
         typo = town.put(f"/nodes/{VILLAGE_NODE}/config", json={**body, "camras": []})
         assert typo.status_code == 422
-        assert count(county.url, "SELECT count(*) FROM audit_log WHERE action = 'node.config'") == 2
+        assert count(county.url, configs_audited) == audited + 2
 
         # Killed: its last will makes it offline on the screen, and a work order opens.
         agent.kill()
@@ -412,3 +424,57 @@ def test_a_real_box_online_commanded_reconfigured_killed_and_back(
     finally:
         agent.stop()
         serve.stop()
+
+
+def test_a_config_issued_while_the_broker_is_away_reaches_the_box_when_it_is_back(
+    county: County, broker_factory: BrokerFactory, assets_dir: Path, tmp_path: Path
+) -> None:
+    broker = broker_factory()  # its own: this test stops it
+    serve = ServeProcess(
+        tmp_path / "serve",
+        county.url,
+        broker.url,
+        ingest=False,
+        CLOUD_JWT_SECRET=TEST_JWT_SECRET,
+        CLOUD_FLEET__CONFIG_RETRY_AFTER_S="1",
+    ).start_listening()
+    try:
+        other = api(serve, serve.sign_in("other-town-op", county.passwords["other-town-op"]))
+        config = motion_config(OTHER_NODE, assets_dir / "video" / "car-detection.mp4")
+        body = desired_body(config)
+
+        broker.stop()
+        put = other.put(f"/nodes/{OTHER_NODE}/config", json=body)
+        assert put.status_code == 503
+        assert "kept and will be published" in put.text
+        kept = other.get(f"/nodes/{OTHER_NODE}/config").json()
+        assert kept["published_at"] is None
+
+        broker.start()
+        wait_until(
+            lambda: other.get(f"/nodes/{OTHER_NODE}/config").json()["published_at"] is not None,
+            60,
+            "the kept config published",
+        )
+        # What the box gets when it subscribes: the kept version, retained by the broker.
+        retained = retained_message(broker.port, config_desired_topic(OTHER_NODE))
+        assert retained["version"] == kept["version"]
+        assert len(retained["cameras"]) == 1
+    finally:
+        serve.stop()
+
+
+def retained_message(port: int, topic: str) -> dict[str, Any]:
+    received: list[bytes] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = lambda *args: received.append(args[2].payload)
+    client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        wait_until(lambda: bool(received), 10, f"the retained message on {topic}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    message: dict[str, Any] = orjson.loads(received[0])
+    return message

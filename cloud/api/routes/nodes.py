@@ -29,7 +29,7 @@ from cloud.commands import make_command, send_command
 from cloud.database import like_prefix
 from cloud.db import audit
 from cloud.db import nodes as db
-from cloud.errors import NotFound
+from cloud.errors import BrokerUnavailable, NotFound
 from cloud.tiers import Level
 from protocols import NodeConfig, encode
 from protocols.identifiers import NODE_ID_PATTERN
@@ -203,11 +203,17 @@ async def put_desired_config(
             target_id=node_id,
             detail={"version": version, "cameras": len(config.cameras)},
         )
-    # After the commit: the version is on record even when the broker is away (then
-    # published_at stays empty and the answer is 503; putting the config again sends it).
-    await run_in_threadpool(
-        publisher.publish, [(config_desired_topic(node_id), encode(config))], retain=True
-    )
+    # After the commit: the version is on record even when the broker is away; then the
+    # answer is 503 and the config relay publishes it once the broker is back.
+    try:
+        await run_in_threadpool(
+            publisher.publish, [(config_desired_topic(node_id), encode(config))], retain=True
+        )
+    except BrokerUnavailable as exc:
+        raise BrokerUnavailable(
+            f"{exc}; config version {version} is kept and will be published to the node "
+            "when the broker is back"
+        ) from exc
     await db.mark_config_published(conn, node_id, version, datetime.now(UTC))
     return await get_desired_config(principal, conn, node_id)
 

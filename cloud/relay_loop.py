@@ -1,0 +1,60 @@
+"""A background task that publishes what the database holds unpublished, in rounds: woken
+early when there is news, otherwise every few seconds. While the broker is away a round
+publishes nothing and marks nothing, and the next round tries again; the state change is
+logged once, not once a round."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from cloud.errors import BrokerUnavailable
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 5.0
+
+
+class RelayLoop:
+    """Subclasses publish one batch in `relay_once` and return how many they published."""
+
+    name = "relay"
+    batch = 200
+
+    def __init__(self, *, wake: asyncio.Event | None = None, poll_s: float = POLL_S) -> None:
+        self.poll_s = poll_s
+        self.wake = wake or asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    async def relay_once(self) -> int:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+                # cancellation that stops the task.
+                async with asyncio.timeout(self.poll_s):
+                    await self.wake.wait()
+            self.wake.clear()
+            try:
+                while await self.relay_once() == self.batch:
+                    pass
+                if self._failing:
+                    logger.info("%s publishing again", self.name)
+                    self._failing = False
+            except BrokerUnavailable as exc:
+                if not self._failing:
+                    logger.warning("%s waits for the broker: %s", self.name, exc)
+                    self._failing = True
