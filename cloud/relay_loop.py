@@ -58,3 +58,5 @@ class RelayLoop:
                 if not self._failing:
                     logger.warning("%s waits for the broker: %s", self.name, exc)
                     self._failing = True
+            except Exception:  # the database away, a bug: the next round tries again
+                logger.exception("%s round failed; next in %g s", self.name, self.poll_s)

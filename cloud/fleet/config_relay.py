@@ -9,14 +9,18 @@ version a newer one replaced is never sent: the node only ever needs the newest.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
 
 from cloud.publisher import BrokerPublisher
 from cloud.relay_loop import RelayLoop
 from protocols import NodeConfig, encode
 from protocols.topics import config_desired_topic
+
+logger = logging.getLogger(__name__)
 
 CLAIM_SQL = """
 SELECT c.node_id, c.version, c.config FROM node_configs c
@@ -53,17 +57,25 @@ class ConfigRelay(RelayLoop):
                 rows = await cur.fetchall()
             if not rows:
                 return 0
-            messages = [
-                (
-                    config_desired_topic(row["node_id"]),
-                    encode(NodeConfig.model_validate(row["config"])),
+            messages, sent = [], []
+            for row in rows:
+                try:
+                    config = NodeConfig.model_validate(row["config"])
+                except ValidationError as exc:  # stored by an older service: never blocks others
+                    logger.error(
+                        "desired config node_id=%s version=%d no longer valid: %s",
+                        row["node_id"],
+                        row["version"],
+                        exc,
+                    )
+                    continue
+                messages.append((config_desired_topic(row["node_id"]), encode(config)))
+                sent.append(row)
+            if messages:
+                await asyncio.to_thread(self.publisher.publish, messages, retain=True)
+                await conn.execute(
+                    "UPDATE node_configs SET published_at = now() "
+                    "WHERE (node_id, version) IN (SELECT * FROM unnest(%s::text[], %s::int[]))",
+                    ([r["node_id"] for r in sent], [r["version"] for r in sent]),
                 )
-                for row in rows
-            ]
-            await asyncio.to_thread(self.publisher.publish, messages, retain=True)
-            await conn.execute(
-                "UPDATE node_configs SET published_at = now() "
-                "WHERE (node_id, version) IN (SELECT * FROM unnest(%s::text[], %s::int[]))",
-                ([r["node_id"] for r in rows], [r["version"] for r in rows]),
-            )
-        return len(rows)
+        return len(sent)
