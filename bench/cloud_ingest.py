@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -136,13 +137,18 @@ def committed(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def wait_stored(url: str, target: int, timeout_s: float = 600) -> float:
-    """Seconds until `target` events are stored, checked against the table at the end."""
+def wait_until_committed(url: str, target: int, timeout_s: float = 600) -> None:
     start = time.perf_counter()
     while committed(url) < target:
         if time.perf_counter() - start > timeout_s:
             raise TimeoutError(f"only {stored(url)} of {target} stored")
         time.sleep(0.1)  # a benchmark polls its own progress
+
+
+def wait_stored(url: str, target: int, timeout_s: float = 600) -> float:
+    """Seconds until `target` events are stored, checked against the table at the end."""
+    start = time.perf_counter()
+    wait_until_committed(url, target, timeout_s)
     elapsed = time.perf_counter() - start
     if stored(url) != target:
         raise AssertionError(f"{stored(url)} events stored, {target} published")
@@ -174,6 +180,49 @@ def ingest_processes(
             )
         )
     return processes
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds one process has used (user + system), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuShares:
+    """Where the CPU went while a backlog drained, in µs per event."""
+
+    ingest: float
+    broker: float
+    rest: float  # PostgreSQL, mostly
+
+
+def drain_cpu(
+    url: str, broker_pid: int, processes: list[subprocess.Popen[bytes]], target: int
+) -> CpuShares:
+    """CPU per event from the first commit (start-up imports left out) to the last."""
+    wait_until_committed(url, 1)
+    first = committed(url)
+    pids = [broker_pid, *(p.pid for p in processes)]
+    start = machine_busy_s(), [process_cpu_s(pid) for pid in pids]
+    wait_until_committed(url, target)
+    end = machine_busy_s(), [process_cpu_s(pid) for pid in pids]
+    events = target - first
+    used = [b - a for a, b in zip(start[1], end[1], strict=True)]
+    busy = end[0] - start[0]
+    micros = 1e6 / events
+    return CpuShares(
+        ingest=sum(used[1:]) * micros,
+        broker=used[0] * micros,
+        rest=(busy - sum(used)) * micros,
+    )
 
 
 def stop(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -312,15 +361,21 @@ def main() -> None:
         broker = MosquittoBroker(workdir / "broker").start()
         try:
             rate_naive = naive(url, broker.port, args.naive_events)
-            drains = {}
+            drains: dict[int, float] = {}
+            shares: dict[int, CpuShares] = {}
+            broker_pid = int((broker.config.directory / "mosquitto.pid").read_text())
             for processes in (1, 2):
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute("TRUNCATE events, node_sequences, seq_gaps, ingest_progress")
                 group = f"drain{processes}"
                 subscribed_sessions(broker.port, group, processes)
                 run_publisher(broker.port, args.backlog, None, 0).wait()
+                started = time.perf_counter()  # the drain counts from the processes' start
                 running = ingest_processes(url, broker.port, processes, group, workdir)
-                elapsed = wait_stored(url, args.backlog)  # from the start of the processes
+                shares[processes] = drain_cpu(url, broker_pid, running, args.backlog)
+                elapsed = time.perf_counter() - started
+                if stored(url) != args.backlog:
+                    raise AssertionError(f"{stored(url)} events stored, {args.backlog} published")
                 stop(running)
                 forget_sessions(broker.port, [f"{group}-{i}" for i in range(processes)])
                 drains[processes] = args.backlog / elapsed
@@ -349,6 +404,11 @@ def main() -> None:
     print(f"(b) backlog of {args.backlog} drained, 2 ingest:  {drains[2]:8.0f} events/s")
     print(f"    live, publisher on the same box, 2 ingest: {live:8.0f} events/s")
     print(f"    publish → stored at 5,000 events/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    for processes, share in shares.items():
+        print(
+            f"    CPU per event draining with {processes} ingest: ingest {share.ingest:.0f} µs, "
+            f"Mosquitto {share.broker:.0f} µs, PostgreSQL and the rest {share.rest:.0f} µs"
+        )
     print(f"{drains[2] / rate_naive:.2f}")
 
 
