@@ -104,18 +104,22 @@ def upsert_staff(
         )
 
 
+# Cameras as given, from an org import or from provisioning (registry).
+UPSERT_CAMERAS_SQL = (
+    "INSERT INTO cameras (node_id, camera_id, unit_code, name, stream_url, lon, lat) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (node_id, camera_id) DO UPDATE "
+    "SET unit_code = excluded.unit_code, name = excluded.name, "
+    "stream_url = excluded.stream_url, lon = excluded.lon, lat = excluded.lat"
+)
+
+
+def camera_params(rows: list[CameraRow]) -> list[tuple[Any, ...]]:
+    return [(r.node_id, r.camera_id, r.unit_code, r.name, r.stream_url, r.lon, r.lat) for r in rows]
+
+
 def upsert_cameras(conn: psycopg.Connection, rows: list[CameraRow]) -> None:
     with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO cameras (node_id, camera_id, unit_code, name, stream_url, lon, lat) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (node_id, camera_id) DO UPDATE "
-            "SET unit_code = excluded.unit_code, name = excluded.name, "
-            "stream_url = excluded.stream_url, lon = excluded.lon, lat = excluded.lat",
-            [
-                (r.node_id, r.camera_id, r.unit_code, r.name, r.stream_url, r.lon, r.lat)
-                for r in rows
-            ],
-        )
+        cur.executemany(UPSERT_CAMERAS_SQL, camera_params(rows))
 
 
 def upsert_nodes(conn: psycopg.Connection, rows: list[NodeRow]) -> None:

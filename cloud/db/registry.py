@@ -12,6 +12,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from cloud.db.org import UPSERT_CAMERAS_SQL, camera_params
 from cloud.org_files import CameraRow, NodeRow
 
 
@@ -57,16 +58,7 @@ async def register_node(conn: AsyncConnection, node: NodeRow, cameras: list[Came
         (node.node_id, [c.camera_id for c in cameras]),
     )
     async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO cameras (node_id, camera_id, unit_code, name, stream_url, lon, lat) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (node_id, camera_id) DO UPDATE "
-            "SET unit_code = excluded.unit_code, name = excluded.name, "
-            "stream_url = excluded.stream_url, lon = excluded.lon, lat = excluded.lat",
-            [
-                (c.node_id, c.camera_id, c.unit_code, c.name, c.stream_url, c.lon, c.lat)
-                for c in cameras
-            ],
-        )
+        await cur.executemany(UPSERT_CAMERAS_SQL, camera_params(cameras))
 
 
 async def retire_node(conn: AsyncConnection, node_id: str) -> bool:
