@@ -54,6 +54,7 @@ CamerasOption = Annotated[
 UsernameOption = Annotated[
     str | None, typer.Option(help="Sign in to the county service as this user (asks the password).")
 ]
+NodeIdArgument = Annotated[str, typer.Argument(help="The node id, gw-<unit>-<nn>.")]
 
 
 @app.callback()
@@ -324,7 +325,7 @@ def push(
 
 @app.command()
 def retire(
-    node_id: Annotated[str, typer.Argument(help="The node id, gw-<unit>-<nn>.")],
+    node_id: NodeIdArgument,
     username: UsernameOption = None,
 ) -> None:
     """Retire a box: out of the fleet (and off balena), its broker account revoked, its
@@ -431,7 +432,7 @@ def check(
 
 @app.command()
 def rotate(
-    node_id: Annotated[str, typer.Argument(help="The node id, gw-<unit>-<nn>.")],
+    node_id: NodeIdArgument,
     username: UsernameOption = None,
 ) -> None:
     """A new broker password for a box in service, without a visit (balena fleets): the
