@@ -35,9 +35,12 @@ class RtspServer:
     def url(self, index: int) -> str:
         return f"rtsp://127.0.0.1:{self.port}/cam{index}"
 
+    def command(self) -> list[str]:
+        return [SYSTEM_PYTHON, str(self.script), "--port", str(self.port), *map(str, self.clips)]
+
     def start(self) -> RtspServer:
         self.process = subprocess.Popen(
-            [SYSTEM_PYTHON, str(self.script), "--port", str(self.port), *map(str, self.clips)],
+            self.command(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -68,16 +71,7 @@ class RtspAuthServer(RtspServer):
         super().__init__(AUTH_SERVER, [clip] if clip else [])
         self.user, self.password, self.mpeg4 = user, password, mpeg4
 
-    def start(self) -> RtspServer:
+    def command(self) -> list[str]:
         args = [SYSTEM_PYTHON, str(self.script), "--port", str(self.port)]
         args += ["--user", self.user, "--password", self.password]
-        args += ["--mpeg4"] if self.mpeg4 else [str(c) for c in self.clips]
-        self.process = subprocess.Popen(
-            args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        wait_for_line(self.process, "ready", timeout_s=20)
-        return self
+        return args + (["--mpeg4"] if self.mpeg4 else [str(c) for c in self.clips])
