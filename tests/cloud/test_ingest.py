@@ -20,6 +20,7 @@ from tests.factories import make_detection_event
 from tests.support.cloud import FakeNodes, IngestProcess, count
 from tests.support.mosquitto import BrokerOptions, MosquittoBroker
 from tests.support.ports import wait_until
+from tests.support.tls import TestCA
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +250,58 @@ def test_kill_9_broker_restart_and_database_restart_lose_nothing(
     finally:
         ingest.kill()
         nodes.close()
+
+
+def test_ingest_over_tls_verifies_the_broker_and_stores_every_event(
+    cloud_db: str, broker_factory: BrokerFactory, tmp_path: Path
+) -> None:
+    """Ingest over TLS (its read-ahead buffer on top of TLS's own) stores every event once;
+    a broker whose certificate another CA signed is refused, and the log says why."""
+
+    tls_broker = broker_factory(BrokerOptions(tls=True, persistence=True))
+    assert tls_broker.ca is not None
+    assert tls_broker.tls_port is not None
+    url = f"mqtts://localhost:{tls_broker.tls_port}"
+    process = IngestProcess(
+        tmp_path / "good",
+        cloud_db,
+        tls_broker.port,
+        "ingest-tls",
+        CLOUD_BROKER_URL=url,
+        CLOUD_BROKER_CA_FILE=str(tls_broker.ca.pair.cert),
+    ).start()
+    nodes = FakeNodes(tls_broker.port)
+    try:
+        process.wait_subscribed()
+        nodes.publish("qx-over-tls", range(3000))
+        wait_until(lambda: stored(cloud_db, "qx-over-tls") >= 3000, 60, "3,000 events stored")
+        assert (
+            count(
+                cloud_db, "SELECT count(DISTINCT seq) FROM events WHERE node_id = %s", "qx-over-tls"
+            )
+            == 3000
+        )
+    finally:
+        nodes.close()
+        process.kill()
+
+    (tmp_path / "ca").mkdir()
+    stranger = TestCA(tmp_path / "ca", name="some other CA")
+    impostor = IngestProcess(
+        tmp_path / "bad",
+        cloud_db,
+        tls_broker.port,
+        "ingest-tls-refused",
+        CLOUD_BROKER_URL=url,
+        CLOUD_BROKER_CA_FILE=str(stranger.pair.cert),
+    ).start()
+    try:
+        wait_until(
+            lambda: "the broker's certificate is not trusted" in impostor.log(),
+            20,
+            "the certificate refusal in the log",
+        )
+        assert "ingest connected" not in impostor.log()
+
+    finally:
+        impostor.kill()
