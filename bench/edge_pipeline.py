@@ -8,9 +8,12 @@ core, and report camera-seconds of video handled per wall second: that is the nu
 cameras the box sustains at 5 analysed frames a second.
 
   (a) naive: every frame decoded and converted, detection on every sampled frame, a fresh
-      inference session and preprocessing per camera;
+      inference session and preprocessing per camera, the model fed its whole square input
+      as its upstream demo does;
   (b) gridwatch: frames not sampled are only grabbed, a motion gate decides where detection
-      runs, one shared session, tracking, rules and events.
+      runs, one shared session fed the letterboxed frame without the padding the model does
+      not need (the profile's trim_padding), tracking, rules and events.
+
 
 Then a live run of (b) at the measured capacity checks the frame-to-event latency. The last
 line printed is the throughput ratio (b)/(a).
@@ -170,13 +173,15 @@ def throughput(jobs: list[Callable[[], float]], workers: int) -> tuple[float, fl
     return (os.cpu_count() or 1) * camera_seconds / cpu, wall, cpu
 
 
-def inference_percentiles(frame: np.ndarray) -> dict[str, tuple[float, float, float]]:
-    """Per model: inference p50, p95, and with pre/post-processing p50 (ms, one thread)."""
+def inference_percentiles(frame: np.ndarray) -> dict[str, tuple[str, float, float, float]]:
+    """Per model: its input size for this frame, inference p50, p95, and with
+    pre/post-processing p50 (ms, one thread)."""
     out = {}
     for name in MODELS:
         profile = load_model_profile(name)
         detector = OnnxDetector(profile, assets() / "models" / profile.file)
-        buffer = np.empty((1, 3, profile.input.height, profile.input.width), np.float32)
+        placement = detector._preprocess.place(frame.shape[1], frame.shape[0])
+        buffer = np.empty((1, 3, placement.input_height, placement.input_width), np.float32)
         detector._preprocess(frame, out=buffer[0])
         session, outputs = detector._session, detector._output_names
         feed = {detector._input.name: buffer}
@@ -192,6 +197,7 @@ def inference_percentiles(frame: np.ndarray) -> dict[str, tuple[float, float, fl
             detector.detect(frame)
             full.append((time.perf_counter() - start) * 1000)
         out[name] = (
+            f"{placement.input_width}x{placement.input_height}",
             statistics.median(bare),
             float(np.percentile(bare, 95)),
             statistics.median(full),
@@ -326,17 +332,24 @@ def main() -> None:
 
     frame = cv2.resize(cv2.VideoCapture(str(sources[-1])).read()[1], (640, 360))
     print("\ninference per model on a 640x360 frame, one thread (ms):")
-    for name, (p50, p95, full) in inference_percentiles(frame).items():
-        print(f"  {name:18s} p50 {p50:6.2f}  p95 {p95:6.2f}  with pre/post p50 {full:6.2f}")
+    for name, (size, p50, p95, full) in inference_percentiles(frame).items():
+        print(
+            f"  {name:18s} {size:>8s} p50 {p50:6.2f}  p95 {p95:6.2f}  with pre/post p50 {full:6.2f}"
+        )
 
+    # The naive path feeds the model as its upstream demo does: the whole square input.
+    square = profile.model_copy(
+        update={"input": profile.input.model_copy(update={"trim_padding": False})}
+    )
     naive_stages = StageTimes()
     naive = throughput(
         [
-            lambda c=clip: naive_camera(c, lambda: OnnxDetector(profile, model_path), naive_stages)
+            lambda c=clip: naive_camera(c, lambda: OnnxDetector(square, model_path), naive_stages)
             for clip in jobs_clips
         ],
         args.workers,
     )
+
     shared = OnnxDetector(profile, model_path)
     stages = StageTimes()
     events: list[EmittedEvent] = []

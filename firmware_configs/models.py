@@ -18,6 +18,9 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 LABELS_DIR = MODELS_DIR / "labels"
 
 Decoder = Literal["fastestdet", "yolox", "nanodet_gfl", "yolov5", "yolov8"]
+# Decoders that place boxes on the grid themselves, so the graph's output is the same at any
+# input size (YOLOv5/v8 exports usually bake their grid into the graph at one size).
+GRID_OUTSIDE_GRAPH = frozenset({"yolox", "nanodet_gfl"})
 
 
 class _Strict(BaseModel):
@@ -44,6 +47,22 @@ class InputSpec(_Strict):
     std: tuple[float, float, float] = Field(
         default=(1.0, 1.0, 1.0), description="Divided per channel, in channel_order."
     )
+    trim_padding: bool = Field(
+        default=False,
+        description=(
+            "Letterbox only: feed the letterboxed frame cut to the next multiple of the "
+            "largest stride instead of the whole square (a 16:9 frame in 416x416 becomes "
+            "416x256). The model sees the same picture with less padding to run over. Only "
+            "for graphs that take any such size and whose grid is decoded outside the graph; "
+            "the detector checks this when it loads."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _trim_needs_letterbox(self) -> Self:
+        if self.trim_padding and self.resize == "stretch":
+            raise ValueError("trim_padding needs a letterbox resize: stretch has no padding")
+        return self
 
 
 class ModelProfile(_Strict):
@@ -70,6 +89,23 @@ class ModelProfile(_Strict):
     def _labels_exist(self) -> Self:
         if not (LABELS_DIR / f"{self.labels}.txt").is_file():
             raise ValueError(f"labels {self.labels!r}: no file models/labels/{self.labels}.txt")
+        return self
+
+    @model_validator(mode="after")
+    def _trim_fits_decoder(self) -> Self:
+        if not self.input.trim_padding:
+            return self
+        if self.decoder not in GRID_OUTSIDE_GRAPH:
+            raise ValueError(
+                f"input.trim_padding: decoder {self.decoder!r} reads boxes the graph placed on "
+                f"its own fixed grid; only {sorted(GRID_OUTSIDE_GRAPH)} can take another size"
+            )
+        stride = max(self.strides)
+        if self.input.width % stride or self.input.height % stride:
+            raise ValueError(
+                f"input.trim_padding: {self.input.width}x{self.input.height} is not a "
+                f"multiple of the largest stride {stride}"
+            )
         return self
 
     def class_names(self) -> list[str]:

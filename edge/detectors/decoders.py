@@ -46,9 +46,13 @@ def _grid(width: int, height: int, strides: Sequence[int]) -> tuple[Array, Array
     )
 
 
-def expected_output_shapes(profile: ModelProfile, num_classes: int) -> list[tuple[int, ...]]:
-    """The output shapes (batch dimension left out) the profile's decoder reads."""
-    w, h = profile.input.width, profile.input.height
+def expected_output_shapes(
+    profile: ModelProfile, num_classes: int, size: tuple[int, int] | None = None
+) -> list[tuple[int, ...]]:
+    """The output shapes (batch dimension left out) the profile's decoder reads, for an
+    input of `size` (width, height; the profile's by default)."""
+    w, h = size or (profile.input.width, profile.input.height)
+
     cells = [(w // s) * (h // s) for s in profile.strides]
     match profile.decoder:
         case "yolox" | "yolov5":
@@ -65,16 +69,24 @@ def expected_output_shapes(profile: ModelProfile, num_classes: int) -> list[tupl
     raise AssertionError(profile.decoder)
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """Cell column, row and stride of every output row for one input size."""
+
+    gx: Array
+    gy: Array
+    gs: Array
+    cells: list[int]  # rows per stride
+
+
 class Decoder:
     """Decodes one image's outputs (batch dimension removed) for one profile."""
 
     def __init__(self, profile: ModelProfile) -> None:
         self.profile = profile
         self.threshold = profile.score_threshold
-        w, h = profile.input.width, profile.input.height
-        self._gx, self._gy, self._gs = _grid(w, h, profile.strides)
-        self._cells = [(w // s) * (h // s) for s in profile.strides]
-        self._decode: Callable[[list[Array], float], Candidates] = {
+        self._grids: dict[tuple[int, int], _Grid] = {}
+        self._decode: Callable[[list[Array], float, _Grid], Candidates] = {
             "yolox": self._yolox,
             "yolov5": self._yolov5,
             "yolov8": self._yolov8,
@@ -82,10 +94,26 @@ class Decoder:
             "nanodet_gfl": self._nanodet_gfl,
         }[profile.decoder]
 
-    def __call__(self, outputs: list[Array], threshold: float | None = None) -> Candidates:
-        return self._decode(outputs, self.threshold if threshold is None else threshold)
+    def __call__(
+        self,
+        outputs: list[Array],
+        threshold: float | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> Candidates:
+        """`size` is the input's (width, height) when it is not the profile's (trimmed)."""
+        grid = self._grid(size or (self.profile.input.width, self.profile.input.height))
+        return self._decode(outputs, self.threshold if threshold is None else threshold, grid)
 
-    def _yolox(self, outputs: list[Array], threshold: float) -> Candidates:
+    def _grid(self, size: tuple[int, int]) -> _Grid:
+        grid = self._grids.get(size)
+        if grid is None:
+            w, h = size
+            strides = self.profile.strides
+            grid = _Grid(*_grid(w, h, strides), [(w // s) * (h // s) for s in strides])
+            self._grids[size] = grid
+        return grid
+
+    def _yolox(self, outputs: list[Array], threshold: float, grid: _Grid) -> Candidates:
         out = outputs[0]
         # obj * cls > t needs obj > t (cls <= 1): a cheap first filter.
         rows = np.nonzero(out[:, 4] > threshold)[0]
@@ -97,9 +125,9 @@ class Decoder:
         scores = class_scores[np.arange(rows.size), class_ids]
         keep = scores > threshold
         rows, cand, class_ids, scores = rows[keep], cand[keep], class_ids[keep], scores[keep]
-        s = self._gs[rows]
-        cx = (cand[:, 0] + self._gx[rows]) * s
-        cy = (cand[:, 1] + self._gy[rows]) * s
+        s = grid.gs[rows]
+        cx = (cand[:, 0] + grid.gx[rows]) * s
+        cy = (cand[:, 1] + grid.gy[rows]) * s
         bw = np.exp(cand[:, 2]) * s
         bh = np.exp(cand[:, 3]) * s
         xyxy = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
@@ -107,7 +135,7 @@ class Decoder:
             xyxy.astype(np.float32), scores.astype(np.float32), class_ids.astype(np.int64)
         )
 
-    def _yolov5(self, outputs: list[Array], threshold: float) -> Candidates:
+    def _yolov5(self, outputs: list[Array], threshold: float, grid: _Grid) -> Candidates:
         out = outputs[0]  # cx, cy, w, h already in input pixels; obj; class probabilities
         rows = np.nonzero(out[:, 4] > threshold)[0]
         if rows.size == 0:
@@ -119,7 +147,7 @@ class Decoder:
         keep = scores > threshold
         return _from_cxcywh(cand[keep, :4], scores[keep], class_ids[keep])
 
-    def _yolov8(self, outputs: list[Array], threshold: float) -> Candidates:
+    def _yolov8(self, outputs: list[Array], threshold: float, grid: _Grid) -> Candidates:
         out = outputs[0].T  # (N, 4 + C): cx, cy, w, h in input pixels; class scores
         class_scores = out[:, 4:]
         class_ids = class_scores.argmax(axis=1)
@@ -127,7 +155,7 @@ class Decoder:
         keep = scores > threshold
         return _from_cxcywh(out[keep, :4], scores[keep], class_ids[keep])
 
-    def _fastestdet(self, outputs: list[Array], threshold: float) -> Candidates:
+    def _fastestdet(self, outputs: list[Array], threshold: float, grid: _Grid) -> Candidates:
         out = outputs[0]  # (85, ny, nx)
         channels, ny, nx = out.shape
         flat = out.reshape(channels, ny * nx)
@@ -152,8 +180,8 @@ class Decoder:
             xyxy.astype(np.float32), scores.astype(np.float32), class_ids.astype(np.int64)
         )
 
-    def _nanodet_gfl(self, outputs: list[Array], threshold: float) -> Candidates:
-        levels = len(self._cells)
+    def _nanodet_gfl(self, outputs: list[Array], threshold: float, grid: _Grid) -> Candidates:
+        levels = len(grid.cells)
         cls = np.concatenate(outputs[:levels], axis=0)
         dis = np.concatenate(outputs[levels:], axis=0)
         scores_all = cls.max(axis=1)
@@ -167,10 +195,11 @@ class Decoder:
         logits = logits - logits.max(axis=2, keepdims=True)
         weights = np.exp(logits)
         weights /= weights.sum(axis=2, keepdims=True)
-        s = self._gs[rows]
+        s = grid.gs[rows]
         distances = (weights * np.arange(bins, dtype=np.float32)).sum(axis=2) * s[:, None]
-        cx = (self._gx[rows] + 0.5) * s
-        cy = (self._gy[rows] + 0.5) * s
+        cx = (grid.gx[rows] + 0.5) * s
+        cy = (grid.gy[rows] + 0.5) * s
+
         xyxy = np.stack(
             [
                 cx - distances[:, 0],

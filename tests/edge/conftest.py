@@ -38,18 +38,16 @@ def load_asset(assets_dir: Path, key: str) -> Image:
 
 @pytest.fixture(scope="session")
 def detector_for(assets_dir: Path) -> Callable[..., OnnxDetector]:
-    cache: dict[tuple[str, float | None, str | None], OnnxDetector] = {}
+    """A shared detector for a profile, its threshold, and changes to its input spec."""
+    cache: dict[tuple[object, ...], OnnxDetector] = {}
 
-    def build(
-        profile: str, threshold: float | None = None, interpolation: str | None = None
-    ) -> OnnxDetector:
-        key = (profile, threshold, interpolation)
+    def build(profile: str, threshold: float | None = None, **input_spec: object) -> OnnxDetector:
+        key = (profile, threshold, *sorted(input_spec.items()))
         if key not in cache:
             spec = load_model_profile(profile)
-            if interpolation is not None:
-                spec = spec.model_copy(
-                    update={"input": spec.input.model_copy(update={"interpolation": interpolation})}
-                )
+            if input_spec:
+                spec = spec.model_copy(update={"input": spec.input.model_copy(update=input_spec)})
+
             cache[key] = OnnxDetector(
                 spec, assets_dir / "models" / spec.file, score_threshold=threshold
             )

@@ -20,7 +20,7 @@ from edge.detectors.onnx import OnnxDetector
 from edge.errors import ModelChecksumError, ModelError
 from edge.model_store import fetch_model, find_model
 from firmware_configs.errors import FirmwareConfigError
-from firmware_configs.models import load_model_profile
+from firmware_configs.models import ModelProfile, load_model_profile
 from firmware_configs.rules import load_rule_set
 from protocols import DetectionEvent, decode
 from tests.conftest import REPO
@@ -96,6 +96,28 @@ def test_detector_refuses_a_model_with_the_wrong_output_shape(assets_dir: Path) 
             assets_dir / "models" / "light_person_detector_192x192_person.onnx",
             verify=False,
         )
+
+
+def test_trimmed_padding_is_refused_where_the_graph_or_the_decoder_cannot_take_it(
+    assets_dir: Path,
+) -> None:
+    nanodet = load_model_profile("nanodet_m_320")
+    # NanoDet-m's graph reshapes to its one input size: found when the detector loads.
+    trimmed = nanodet.model_copy(
+        update={"input": nanodet.input.model_copy(update={"trim_padding": True})}
+    )
+    with pytest.raises(ModelError, match=r"nanodet_m_320: input.trim_padding: the graph does"):
+        OnnxDetector(trimmed, assets_dir / "models" / nanodet.file)
+    # Found in the profile already: no padding to trim, a grid inside the graph.
+    for name, change, problem in (
+        ("fastestdet_352", {}, "needs a letterbox resize"),
+        ("yolox_nano_416", {"decoder": "yolov8"}, "decoder 'yolov8' reads boxes"),
+    ):
+        data = load_model_profile(name).model_dump()
+        data["input"]["trim_padding"] = True
+        data.update(change)
+        with pytest.raises(ValueError, match=problem):
+            ModelProfile.model_validate(data)
 
 
 def test_missing_model_says_how_to_fetch_it(
