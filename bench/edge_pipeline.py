@@ -1,6 +1,7 @@
 """How many cameras one edge box analyses at 5 fps: a naive pipeline against gridwatch's.
 
-Run: .venv/bin/python -m bench.edge_pipeline [--cameras 8] [--live-seconds 30]
+Run: .venv/bin/python -m bench.edge_pipeline [--cameras 8] [--live-seconds 30] [--size 704x576]
+
 
 Both paths process the same cameras (the asset clips played as 25 fps sub streams: every
 frame is decoded, one in five is analysed) as fast as the box allows, with one worker per
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -205,6 +207,29 @@ def inference_percentiles(frame: np.ndarray) -> dict[str, tuple[str, float, floa
     return out
 
 
+def rescaled(sources: list[Path], size: str, directory: Path) -> list[Path]:
+    """The clips re-encoded at `size` (WxH) as a camera's H.264 sub stream would be (no
+    B-frames, a key frame every 2 s), to measure other sub stream sizes than the clips'."""
+    import av  # PyAV: FFmpeg's encoder; only this option needs it
+
+    width, height = (int(v) for v in size.lower().split("x"))
+    out = []
+    for clip in dict.fromkeys(sources):
+        target = directory / f"{clip.stem}-{width}x{height}.mp4"
+        with av.open(str(clip)) as source, av.open(str(target), "w") as sink:
+            video = source.streams.video[0]
+            stream = sink.add_stream("libx264", rate=video.average_rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"bf": "0", "g": str(round(2 * float(video.average_rate)))}
+            for frame in source.decode(video):
+                scaled = frame.reformat(width=width, height=height, format="yuv420p")
+                sink.mux(stream.encode(scaled))
+            sink.mux(stream.encode(None))
+        out.append(target)
+    by_name = dict(zip(dict.fromkeys(sources), out, strict=True))
+    return [by_name[clip] for clip in sources]
+
+
 def frame_count(clip: Path) -> int:
     capture = cv2.VideoCapture(str(clip))
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -213,7 +238,7 @@ def frame_count(clip: Path) -> int:
 
 
 def live_latency(
-    cameras: int, seconds: float, detector: OnnxDetector, workers: int, mix: str
+    cameras: int, seconds: float, detector: OnnxDetector, workers: int, sources: list[Path]
 ) -> dict[str, float]:
     """Run `cameras` paced 25 fps cameras through the real Analyzer; latency and rates."""
     events: list[EmittedEvent] = []
@@ -225,7 +250,6 @@ def live_latency(
 
     analyzer = Analyzer(sink, workers=workers)
     publish = PublishSettings()
-    sources = clips(mix)
     assigned = [sources[i % len(sources)] for i in range(cameras)]
     for i, clip in enumerate(assigned):
         # Cameras playing the same clip start at points spread evenly over it: real cameras
@@ -285,15 +309,13 @@ def keeps_up(live: dict[str, float]) -> bool:
 
 
 def search_live(
-    start: int, args: argparse.Namespace, detector: OnnxDetector
+    start: int, args: argparse.Namespace, detector: OnnxDetector, sources: list[Path]
 ) -> tuple[int, dict[int, dict[str, float]]]:
     """Step the camera count up or down by ~10% from `start` to the edge of keeping up."""
     results: dict[int, dict[str, float]] = {}
 
     def run(cameras: int) -> bool:
-        results[cameras] = live_latency(
-            cameras, args.live_seconds, detector, args.workers, args.mix
-        )
+        results[cameras] = live_latency(cameras, args.live_seconds, detector, args.workers, sources)
         return keeps_up(results[cameras])
 
     cameras = max(1, start)
@@ -317,11 +339,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--live-seconds", type=float, default=15.0)
     parser.add_argument("--model", default="yolox_nano_416")
+    parser.add_argument(
+        "--size", help="re-encode the clips at this WxH first (e.g. 704x576, a D1 sub stream)"
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     profile = load_model_profile(args.model)
     model_path = assets() / "models" / profile.file
     sources = clips(args.mix)
+    workdir = tempfile.TemporaryDirectory(prefix="gridwatch-bench-")  # removed at exit
+    if args.size:
+        sources = rescaled(sources, args.size, Path(workdir.name))
+
     jobs_clips = [sources[i % len(sources)] for i in range(args.cameras)]
 
     print(
@@ -377,7 +406,7 @@ def main() -> None:
 
     # The live check: the most cameras the box keeps at 5 analysed fps (95%) in real time,
     # with everything else this machine runs (its CPU is not all ours).
-    sustained, results = search_live(int(ours[0] * 0.8), args, shared)
+    sustained, results = search_live(int(ours[0] * 0.8), args, shared, sources)
     for cameras, live in sorted(results.items()):
         print(
             f"live, {cameras} cameras paced at {STREAM_FPS:g} fps for {args.live_seconds:g} s:"
