@@ -85,19 +85,28 @@ def test_default_model_finds_the_people_of_the_hand_drawn_reference(
     assert missed == []
 
 
+@pytest.mark.parametrize(
+    ("profile", "clip_input", "score_tol"),
+    # The 192 px person model sees a cut frame with fewer cells: scores move a little more.
+    [(DEFAULT_MODEL, (416, 256), 0.05), ("light_person_192", (192, 128), 0.08)],
+)
 def test_trimmed_padding_finds_the_people_the_whole_square_finds(
     assets_dir: Path,
     detector_for: Callable[..., OnnxDetector],
+    profile: str,
+    clip_input: tuple[int, int],
+    score_tol: float,
 ) -> None:
-    """The default model runs on the letterboxed frame cut to a multiple of 32 (a 16:9
-    camera's frame as 416x256, not 416x416: 40% less work). Every person found on the whole
-    square is found on the cut one, in the same place with nearly the same score. (What
-    differs is near the threshold: on the clips, the square's false "tv" and "cell phone"
-    boxes at 0.30-0.35 mostly vanish.)"""
-    trimmed = detector_for(DEFAULT_MODEL)
-    square = detector_for(DEFAULT_MODEL, trim_padding=False)
+    """The letterboxed frame is cut to a multiple of 32 (a 16:9 camera's frame as 416x256,
+    not 416x416: 40% less work). Every person found on the whole square is found on the cut
+    one, in the same place with nearly the same score. (What differs is near the threshold:
+    on the clips, YOLOX-nano's false "tv" and "cell phone" boxes at 0.30-0.35 mostly
+    vanish.)"""
+    trimmed = detector_for(profile)
+    square = detector_for(profile, trim_padding=False)
     placement = trimmed._preprocess.place(768, 432)  # the clips' frames
-    assert (placement.input_width, placement.input_height) == (416, 256)
+    assert (placement.input_width, placement.input_height) == clip_input
+
     expected = json.loads((assets_dir / "images" / "expected_detections.json").read_text())
     keys = list(expected["models"]["yolox_nano"]["results"])
     keys += [f"video/one-by-one-person-detection.mp4#frame={n}" for n in range(0, 1394, 70)]
@@ -115,9 +124,10 @@ def test_trimmed_padding_finds_the_people_the_whole_square_finds(
                 if cut.label_of(j) == "person" and iou(tuple(cut.xyxy[j]), box) >= 0.9
             ]
             assert matches, (key, box, score)
-            assert min(matches) <= 0.05, (key, box, score)
+            assert min(matches) <= score_tol, (key, box, score)
+
             compared += 1
-    assert compared >= 20
+    assert compared >= 15  # people compared: enough to mean something
 
 
 def test_shared_detector_gives_the_same_answer_from_many_threads(
