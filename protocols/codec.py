@@ -10,9 +10,11 @@ import json
 import math
 from datetime import datetime
 from typing import Any, TypeVar
+from uuid import UUID
 
 import orjson
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from protocols.alerts import Alert
 from protocols.base import (
@@ -105,10 +107,20 @@ def decode(
         return model.model_validate(obj, context=context)
     except ValidationError as exc:
         problems = [
-            (_path(error["loc"], model), error["msg"].removeprefix("Value error, "))
-            for error in exc.errors(include_url=False)
+            (_path(error["loc"], model), _reason(error)) for error in exc.errors(include_url=False)
         ]
         raise InvalidPayload(topic, *problems[0], problems=problems) from None
+
+
+def _reason(error: ErrorDetails) -> str:
+    if error["type"] == "uuid_version":  # pydantic's own words name no version
+        expected = (error.get("ctx") or {}).get("expected_version")
+        try:
+            got = f", got version {UUID(str(error['input'])).version}"
+        except ValueError:
+            got = ""
+        return f"must be a UUIDv{expected} (time-ordered){got}"
+    return error["msg"].removeprefix("Value error, ")
 
 
 def check_snapshot(raw: bytes, *, topic: str = "") -> bytes:

