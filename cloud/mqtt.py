@@ -81,7 +81,6 @@ class CloudMqttClient(mqtt.Client):
         return rc
 
     def _create_socket(self) -> Any:
-
         try:
             sock = super()._create_socket()
         except ssl.SSLCertVerificationError as exc:
