@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 import orjson
 from pydantic import ValidationError
-from pydantic_core import ErrorDetails
 
 from protocols.alerts import Alert
 from protocols.base import (
@@ -112,7 +112,7 @@ def decode(
         raise InvalidPayload(topic, *problems[0], problems=problems) from None
 
 
-def _reason(error: ErrorDetails) -> str:
+def _reason(error: Mapping[str, Any]) -> str:
     if error["type"] == "uuid_version":  # pydantic's own words name no version
         expected = (error.get("ctx") or {}).get("expected_version")
         try:
@@ -120,7 +120,7 @@ def _reason(error: ErrorDetails) -> str:
         except ValueError:
             got = ""
         return f"must be a UUIDv{expected} (time-ordered){got}"
-    return error["msg"].removeprefix("Value error, ")
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def check_snapshot(raw: bytes, *, topic: str = "") -> bytes:
