@@ -164,10 +164,10 @@ def list_models() -> None:
 
     for name in model_profile_names():
         profile = load_model_profile(name)
-        typer.echo(
-            f"{name}\t{profile.input.width}x{profile.input.height}\t{profile.decoder}\t"
-            f"{profile.description}"
-        )
+        size = f"{profile.input.width}x{profile.input.height}"
+        if profile.input.trim_padding:
+            size += " (padding trimmed)"
+        typer.echo(f"{name}\t{size}\t{profile.decoder}\t{profile.description}")
 
 
 def _stderr_console():  # type: ignore[no-untyped-def]
