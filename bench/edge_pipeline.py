@@ -207,13 +207,21 @@ def inference_percentiles(frame: np.ndarray) -> dict[str, tuple[str, float, floa
     return out
 
 
-def rescaled(sources: list[Path], size: str, directory: Path) -> list[Path]:
+def frame_size(text: str) -> tuple[int, int]:
+    """`--size`: WxH, e.g. 704x576."""
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) >= 16 and int(height) >= 16):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WxH of at least 16x16, e.g. 704x576")
+    return int(width), int(height)
+
+
+def rescaled(sources: list[Path], size: tuple[int, int], directory: Path) -> list[Path]:
     """The clips re-encoded at `size` (WxH) as a camera's H.264 sub stream would be (no
     B-frames, a key frame every 2 s), to measure other sub stream sizes than the clips'."""
     import av  # PyAV: FFmpeg's encoder; only this option needs it
 
-    width, height = (int(v) for v in size.lower().split("x"))
-    out = []
+    width, height = size
+    encoded: dict[Path, Path] = {}
     for clip in dict.fromkeys(sources):
         target = directory / f"{clip.stem}-{width}x{height}.mp4"
         with av.open(str(clip)) as source, av.open(str(target), "w") as sink:
@@ -225,9 +233,8 @@ def rescaled(sources: list[Path], size: str, directory: Path) -> list[Path]:
                 scaled = frame.reformat(width=width, height=height, format="yuv420p")
                 sink.mux(stream.encode(scaled))
             sink.mux(stream.encode(None))
-        out.append(target)
-    by_name = dict(zip(dict.fromkeys(sources), out, strict=True))
-    return [by_name[clip] for clip in sources]
+        encoded[clip] = target
+    return [encoded[clip] for clip in sources]
 
 
 def frame_count(clip: Path) -> int:
@@ -340,8 +347,11 @@ def main() -> None:
     parser.add_argument("--live-seconds", type=float, default=15.0)
     parser.add_argument("--model", default="yolox_nano_416")
     parser.add_argument(
-        "--size", help="re-encode the clips at this WxH first (e.g. 704x576, a D1 sub stream)"
+        "--size",
+        type=frame_size,
+        help="re-encode the clips at this WxH first (e.g. 704x576, a D1 sub stream)",
     )
+
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     profile = load_model_profile(args.model)

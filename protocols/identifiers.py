@@ -75,7 +75,6 @@ Uuid7 = Annotated[
     WithJsonSchema({"type": "string", "format": "uuid", "description": _UUID7_DESCRIPTION}),
 ]
 
-
 _CHECKS = {
     "node_id": re.compile(NODE_ID_PATTERN.removeprefix("^").removesuffix("$")),
     "camera_id": re.compile(CAMERA_ID_PATTERN.removeprefix("^").removesuffix("$")),

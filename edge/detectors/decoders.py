@@ -52,7 +52,6 @@ def expected_output_shapes(
     """The output shapes (batch dimension left out) the profile's decoder reads, for an
     input of `size` (width, height; the profile's by default)."""
     w, h = size or (profile.input.width, profile.input.height)
-
     cells = [(w // s) * (h // s) for s in profile.strides]
     match profile.decoder:
         case "yolox" | "yolov5":
@@ -199,7 +198,6 @@ class Decoder:
         distances = (weights * np.arange(bins, dtype=np.float32)).sum(axis=2) * s[:, None]
         cx = (grid.gx[rows] + 0.5) * s
         cy = (grid.gy[rows] + 0.5) * s
-
         xyxy = np.stack(
             [
                 cx - distances[:, 0],

@@ -98,7 +98,6 @@ class Preprocessor:
         if spec.channel_order == "rgb":
             canvas = canvas[:, :, ::-1]
         tensor = out if out is not None else np.empty((3, in_h, in_w), np.float32)
-
         tensor[...] = canvas.transpose(2, 0, 1)
         if not self._identity:
             tensor *= self._gain
