@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-
+from cloud.ingest.subscriber import Received
 from cloud.ingest.writer import Batch, DeadLetter
 from protocols import (
     CommandResponse,
@@ -20,26 +18,16 @@ from protocols import (
 from protocols.topics import NodeTopic
 
 
-@dataclass(frozen=True)
-class Received:
-    mid: int
-    qos: int
-    topic: bytes
-    payload: bytes
-    received_at: datetime
-
-
 def decode_batch(messages: list[Received]) -> Batch:
     batch = Batch()
     for message in messages:
-        topic = message.topic.decode("utf-8", "replace")
         try:
             parts, decoded = decode_message(message.topic, message.payload, now=message.received_at)
         except InvalidTopic as exc:
-            batch.dead.append(DeadLetter(topic, message.payload, "topic", exc.reason))
+            batch.dead.append(DeadLetter(message.topic, message.payload, "topic", exc.reason))
             continue
         except InvalidPayload as exc:
-            batch.dead.append(DeadLetter(topic, message.payload, exc.field, exc.reason))
+            batch.dead.append(DeadLetter(message.topic, message.payload, exc.field, exc.reason))
             continue
         at = message.received_at
         match decoded:
@@ -60,6 +48,8 @@ def decode_batch(messages: list[Received]) -> Batch:
             case _:
                 # Topics ingest does not subscribe to (alerts, desired config, commands).
                 batch.dead.append(
-                    DeadLetter(topic, message.payload, "topic", "not a channel ingest stores")
+                    DeadLetter(
+                        message.topic, message.payload, "topic", "not a channel ingest stores"
+                    )
                 )
     return batch

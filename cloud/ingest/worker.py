@@ -1,5 +1,6 @@
-"""The ingest process: an MQTT 5 shared subscription with a persistent session and manual
-acknowledgement. A batch (bounded by size and time) is decoded, written and committed,
+"""The ingest process: an MQTT 5 shared subscription with a persistent session, read by
+cloud/ingest/subscriber.py, and manual acknowledgement.
+ A batch (bounded by size and time) is decoded, written and committed,
 and only then is each of its messages acknowledged: a crash at any point loses nothing,
 and the broker's redelivery stores nothing twice."""
 
@@ -12,22 +13,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
-import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from cloud.db.timeseries import maintain
 from cloud.errors import StorageError
-from cloud.ingest.decode import Received, decode_batch
+from cloud.ingest.decode import decode_batch
+from cloud.ingest.subscriber import Received, Subscriber
 from cloud.ingest.writer import Batch, BatchWriter, DeadLetter, lag_ms
 from cloud.metrics import record_batch
-from cloud.mqtt import broker_address, mqtt_client
 from cloud.settings import CloudSettings
 from cloud.snapshots import snapshot_store
 from protocols.topics import Channel, all_nodes_filter, shared
@@ -44,10 +40,12 @@ CHANNELS = (
     Channel.RESPONSES,
     Channel.SNAPSHOTS,
 )
-# Messages the broker may send before our acks (MQTT 5 Receive Maximum): three batches, so
-# the next batch arrives while one is being written (with one batch's worth, receiving and
+# Messages the broker may send before our acks (MQTT 5 Receive Maximum), in batches: the
+# next batches arrive while one is being written (with one batch's worth, receiving and
 # writing took turns). The broker must allow as many (Mosquitto: max_inflight_messages), and
 # queue enough for a session that is away (max_queued_messages).
+RECEIVE_BATCHES = 3
+SESSION_EXPIRY_S = 86_400  # the broker keeps our messages a day while ingest is away
 
 MAINTAIN_EVERY_S = 3600.0
 GC_YOUNG_THRESHOLD = 50_000
@@ -90,117 +88,43 @@ class IngestWorker:
             store=snapshot_store(settings),
             timezone=ZoneInfo(settings.timezone),
         )
-        # Bounded: when the database is slow, paho's thread blocks here, the socket stops
-        # being read, and the broker keeps the messages. Memory never grows without end.
         self.pending: deque[Received] = deque()
-        self.max_pending = 4 * settings.ingest_batch_max
+        self.max_pending = RECEIVE_BATCHES * settings.ingest_batch_max
         self.arrived = threading.Event()  # pending went from empty to not empty
-        self.drained = threading.Event()  # pending is below its bound again
 
         self.stop_event = threading.Event()
         self.stored = 0
         self.acked = 0
         self.dead = 0
         self._conn: psycopg.Connection | None = None
-        self._connected = threading.Event()
-        self.client = self._client()
-
-    def _client(self) -> mqtt.Client:
-        client = mqtt_client(self.settings, self.settings.ingest_client_id, manual_ack=True)
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        client.on_disconnect = self._on_disconnect
-        return client
-
-    # ---- paho callbacks: record and signal ------------------------------------------------
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: Any,
-        reason: ReasonCode,
-        props: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            logger.error(
-                "broker refused ingest client_id=%s reason=%s",
-                self.settings.ingest_client_id,
-                reason,
-            )
-            return
-        for topic in subscriptions(self.settings):
-            client.subscribe(topic, qos=1)
-        logger.info(
-            "ingest connected client_id=%s session_present=%s",
-            self.settings.ingest_client_id,
-            getattr(flags, "session_present", None),
+        self.subscriber = Subscriber(
+            settings,
+            settings.ingest_client_id,
+            subscriptions(settings),
+            on_message=self._on_message,
+            receive_max=min(65_535, self.max_pending),
+            session_expiry_s=SESSION_EXPIRY_S,
         )
-        self._connected.set()
 
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        props: Properties | None,
-    ) -> None:
-        refused = [str(r) for r in reasons if r.is_failure]
-        if refused:
-            logger.error("broker refused an ingest subscription: %s", refused)
-        else:
-            logger.info("ingest subscribed mid=%d", mid)
-
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: Any,
-        reason: ReasonCode,
-        props: Properties | None,
-    ) -> None:
-        if self._connected.is_set():
-            logger.warning("ingest lost the broker reason=%s", reason)
-        self._connected.clear()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, message: Received) -> None:
         # A deque append is atomic and costs no lock or wake-up per message (a Queue did,
         # for each of tens of thousands a second); the writer takes whole runs at once.
-        self.pending.append(
-            Received(msg.mid, msg.qos, msg._topic, bytes(msg.payload), datetime.now(UTC))
-        )
+        self.pending.append(message)
         if len(self.pending) == 1:
             self.arrived.set()
         if len(self.pending) > self.max_pending:
-            # Bounded memory: stop reading the socket until the writer catches up; the
-            # broker keeps the rest (TCP back-pressure, then its own queue).
-            self.drained.clear()
-            self.drained.wait(60)
+            # Unacknowledged messages are bounded by the Receive Maximum; QoS 0 ones are
+            # not. Stop reading until the writer catches up; the broker keeps the rest.
+            self.subscriber.pause()
 
     # ---- the loop ---------------------------------------------------------------------
-
-    def start(self) -> None:
-        host, port, _ = broker_address(self.settings)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 86_400  # the broker keeps our messages a day
-        props.ReceiveMaximum = min(65_535, 3 * self.settings.ingest_batch_max)
-        self.client.connect_async(
-            host,
-            port,
-            keepalive=30,
-            clean_start=False,
-            properties=props,
-        )
-        self.client.loop_start()
 
     def stop(self) -> None:
         self.stop_event.set()
 
     def run(self) -> None:
         """Until stopped: batches in, committed, acknowledged."""
-        self.start()
+        self.subscriber.start()
         next_maintenance = time.monotonic()
         try:
             while not self.stop_event.is_set():
@@ -215,8 +139,7 @@ class IngestWorker:
                         )
                     )
         finally:
-            self.client.disconnect()
-            self.client.loop_stop()
+            self.subscriber.stop()
             if self._conn is not None:
                 self._conn.close()
 
@@ -244,7 +167,7 @@ class IngestWorker:
         for _ in range(take):
             messages.append(self.pending.popleft())
         if len(self.pending) <= self.max_pending:
-            self.drained.set()
+            self.subscriber.resume()
         if self.pending:
             self.arrived.set()
         return messages
@@ -259,9 +182,7 @@ class IngestWorker:
             # so one bad message never blocks the stream or loops the process.
             logger.error("batch refused by the database (%s); storing one by one", exc)
             self._store_singly(messages)
-        for message in messages:  # only now: the batch is committed
-            if message.qos:
-                self.client.ack(message.mid, message.qos)
+        self.subscriber.ack(messages)  # only now: the batch is committed
         self.acked += len(messages)
         self.dead += len(batch.dead)
 
@@ -274,7 +195,7 @@ class IngestWorker:
                 dead = Batch(
                     dead=[
                         DeadLetter(
-                            message.topic.decode("utf-8", "replace"),
+                            message.topic,
                             message.payload,
                             "database",
                             str(exc)[:2000],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from cloud.ingest.decode import Received
+from cloud.ingest.subscriber import Received
 from cloud.ingest.worker import IngestWorker
 from cloud.settings import CloudSettings
 
@@ -31,7 +31,7 @@ def worker(tmp_path: Path, batch_max: int = 100) -> IngestWorker:
 
 
 def message(mid: int, age: timedelta) -> Received:
-    return Received(mid, 1, b"gw/v1/nodes/qx-a/events", b"{}", datetime.now(UTC) - age)
+    return Received(mid, 1, "gw/v1/nodes/qx-a/events", b"{}", datetime.now(UTC) - age)
 
 
 def collect_within(ingest: IngestWorker, timeout_s: float) -> list[Received] | None:
@@ -54,7 +54,7 @@ def test_messages_that_waited_a_whole_window_go_without_another_wait(tmp_path: P
     ingest.arrived.set()
     batch = collect_within(ingest, timeout_s=5)
     assert batch is not None, "a batch whose window had passed waited for another window"
-    assert [m.mid for m in batch] == [0, 1, 2]
+    assert [m.packet_id for m in batch] == [0, 1, 2]
 
 
 def test_a_fresh_message_waits_for_company_within_the_window(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_a_full_batch_goes_at_once_and_the_rest_waits_its_turn(tmp_path: Path) -
     ingest.arrived.set()
     batch = collect_within(ingest, timeout_s=5)
     assert batch is not None
-    assert [m.mid for m in batch] == list(range(10))
+    assert [m.packet_id for m in batch] == list(range(10))
     assert len(ingest.pending) == 15
     assert ingest.arrived.is_set()
 
