@@ -255,7 +255,7 @@ def test_kill_9_broker_restart_and_database_restart_lose_nothing(
 def test_ingest_over_tls_verifies_the_broker_and_stores_every_event(
     cloud_db: str, broker_factory: BrokerFactory, tmp_path: Path
 ) -> None:
-    """Ingest over TLS (its read-ahead buffer on top of TLS's own) stores every event once;
+    """Ingest over TLS (its own subscriber reading what TLS decrypted) stores every event once;
     a broker whose certificate another CA signed is refused, and the log says why."""
 
     tls_broker = broker_factory(BrokerOptions(tls=True, persistence=True))

@@ -193,3 +193,34 @@ def test_keep_alive_while_idle_and_while_paused(
 
     sub.ack(inbox.messages[1:])
     sub.stop()
+
+
+def test_a_refused_account_is_said_once_and_never_connects(
+    broker_factory: BrokerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = broker_factory(BrokerOptions(users={"ingest": "right-password"}))
+    settings = CloudSettings(
+        broker_url=f"mqtt://127.0.0.1:{broker.port}",
+        broker_username="ingest",
+        broker_password="wrong-password",
+    )
+    sub = Subscriber(
+        settings,
+        "ingest-refused",
+        [TOPIC],
+        on_message=Inbox(),
+        receive_max=10,
+        session_expiry_s=60,
+    )
+    caplog.set_level("WARNING", logger="cloud.ingest.subscriber")
+
+    def refusal() -> str:
+        lines = [r.getMessage() for r in caplog.records]
+        return next((line for line in lines if "refused the connection" in line), "")
+
+    sub.start()
+    wait_until(lambda: refusal() != "", 20, "the refusal in the log")
+    assert "NOT_AUTHORIZED" in refusal() or "BAD_USER_NAME_OR_PASSWORD" in refusal()
+    assert "wrong-password" not in caplog.text  # the secret is never logged
+    assert not sub.connected.is_set()
+    sub.stop()
