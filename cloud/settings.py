@@ -100,6 +100,13 @@ class CloudSettings(BaseSettings):
     )
     ingest_batch_max: Annotated[int, Field(ge=1, le=50_000)] = 5000
     ingest_batch_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+    ingest_reorder_window_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=60.0,
+        description="A sequence gap filled this soon after it was seen is removed, not "
+        "kept as closed: ingest processes on a shared subscription each get part of a "
+        "node's stream, so its seqs commit out of order. 0 keeps every gap.",
+    )
+
     timezone: str = Field(
         default="Asia/Shanghai",
         description="The county's time zone: daily buckets start at its midnight.",

@@ -87,7 +87,9 @@ class IngestWorker:
             timescale=timescale,
             store=snapshot_store(settings),
             timezone=ZoneInfo(settings.timezone),
+            reorder_window_s=settings.ingest_reorder_window_s,
         )
+
         self.pending: deque[Received] = deque()
         self.max_pending = RECEIVE_BATCHES * settings.ingest_batch_max
         self.arrived = threading.Event()  # pending went from empty to not empty
