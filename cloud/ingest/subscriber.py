@@ -170,8 +170,15 @@ class Subscriber:
         self._wake()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                return  # still connecting (bounded by its timeout): it ends on its own
         self._wake_read.close()
         self._wake_write.close()
+
+    @property
+    def running(self) -> bool:
+        """The I/O thread runs (connected or trying to)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def ack(self, messages: Iterable[Received]) -> int:
         """Acknowledge `messages` (QoS 0 ones need none) in one write; returns how many.
@@ -210,8 +217,8 @@ class Subscriber:
         while not self._stopping.is_set():
             try:
                 sock = self._connect_with_retries()
-            except ConnectionLost:
-                return  # stopped while connecting
+            except (ConnectionLost, OSError):
+                return  # stopped while connecting: the last attempt's error is re-raised
             try:
                 self._serve(sock)
             except (ConnectionLost, OSError) as exc:
@@ -219,7 +226,6 @@ class Subscriber:
                 self._failures.log(logging.WARNING, f"connection lost: {reason}")
             except Exception:  # a bug here must not end ingest's only reader silently
                 logger.exception("ingest's MQTT connection failed; reconnecting")
-
             finally:
                 self.connected.clear()
                 sock.close()

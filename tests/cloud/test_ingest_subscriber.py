@@ -17,7 +17,7 @@ from cloud.settings import CloudSettings
 from tests.conftest import BrokerFactory
 from tests.support.mosquitto import BrokerOptions, MosquittoBroker
 from tests.support.mqtt import MqttProbe
-from tests.support.ports import wait_until
+from tests.support.ports import free_port, wait_until
 
 TOPIC = "gw/v1/nodes/qx-sub/events"
 
@@ -224,3 +224,24 @@ def test_a_refused_account_is_said_once_and_never_connects(
     assert "wrong-password" not in caplog.text  # the secret is never logged
     assert not sub.connected.is_set()
     sub.stop()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_stop_while_the_broker_is_away_ends_the_thread(caplog: pytest.LogCaptureFixture) -> None:
+    """Promptly (the wait between attempts is cut short) and without a traceback."""
+
+    port = free_port()  # nothing listens there
+    sub = Subscriber(
+        CloudSettings(broker_url=f"mqtt://127.0.0.1:{port}"),
+        "ingest-away",
+        [TOPIC],
+        on_message=Inbox(),
+        receive_max=10,
+        session_expiry_s=60,
+    )
+    caplog.set_level("WARNING", logger="cloud.ingest.subscriber")
+    sub.start()
+    wait_until(lambda: "cannot reach the broker" in caplog.text, 10, "the first failed attempt")
+    assert sub.running
+    sub.stop()
+    assert not sub.running
