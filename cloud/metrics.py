@@ -54,6 +54,14 @@ CASES_OPEN = Gauge(
 )
 CASES_OVERDUE = Gauge("gridwatch_cases_overdue", "Open cases past a deadline.")
 NODES = Gauge("gridwatch_nodes", "Edge nodes by liveness.", ["status"])
+SEQ_GAPS_OPEN = Gauge(
+    "gridwatch_seq_gaps_open",
+    "Sequence gaps open for longer than the reorder window: events nodes sent and ingest "
+    "has not stored (a shorter gap is ingest processes committing a stream out of order).",
+)
+EVENTS_MISSING = Gauge(
+    "gridwatch_events_missing", "Events in the sequence gaps of gridwatch_seq_gaps_open."
+)
 
 
 def record_batch(batch: Batch, result: WriteResult, commit_s: float, lag_s: float) -> None:
@@ -85,7 +93,9 @@ def observe_delivery(path: str, sent_at: datetime) -> None:
     )
 
 
-async def refresh_from_database(conn: AsyncConnection, fleet: FleetSettings) -> None:
+async def refresh_from_database(
+    conn: AsyncConnection, fleet: FleetSettings, reorder_window_s: float
+) -> None:
     """The gauges that are facts of the database, read at scrape time (cheap: indexes)."""
     cur = await conn.execute(
         "SELECT state, source, count(*) FROM cases WHERE state <> 'closed' GROUP BY 1, 2"
@@ -108,3 +118,11 @@ async def refresh_from_database(conn: AsyncConnection, fleet: FleetSettings) -> 
         NODES.labels(status).set(0)
     for status, n in await cur.fetchall():
         NODES.labels(status).set(n)
+    cur = await conn.execute(
+        "SELECT count(*), coalesce(sum(last_seq - first_seq + 1), 0) FROM seq_gaps "
+        "WHERE closed_at IS NULL AND detected_at < now() - make_interval(secs => %s)",
+        (reorder_window_s,),
+    )
+    gaps, missing = await cur.fetchone() or (0, 0)
+    SEQ_GAPS_OPEN.set(gaps)
+    EVENTS_MISSING.set(missing)

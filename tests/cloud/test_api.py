@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from cloud.access import Principal, Role
 from cloud.app import create_app
@@ -194,6 +195,35 @@ def test_operators_see_dead_letters_and_gaps(client: TestClient) -> None:
     assert dead[0]["payload_preview"] == "{not json"
     gaps = client.get("/api/v1/ingest/gaps", params={"node_id": NODE}).json()
     assert [(g["first_seq"], g["last_seq"]) for g in gaps] == [(40, 41)]
+
+
+def test_gaps_open_longer_than_the_reorder_window_are_scraped(
+    client: TestClient, populated: tuple[str, Path, list[DetectionEvent]]
+) -> None:
+    def figures() -> dict[str, float]:
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(client.get("/metrics").text)
+            for sample in family.samples
+            if sample.name in ("gridwatch_seq_gaps_open", "gridwatch_events_missing")
+        }
+
+    url = populated[0]
+    before = figures()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(  # just seen: may still be the stream's order, not counted
+            "INSERT INTO seq_gaps (node_id, first_seq, last_seq) VALUES ('qx-gap-metrics', 30, 39)"
+        )
+        assert figures() == before
+        old = conn.execute(
+            "INSERT INTO seq_gaps (node_id, first_seq, last_seq, detected_at) "
+            "VALUES ('qx-gap-metrics', 10, 14, now() - interval '10 minutes') RETURNING id"
+        ).fetchone()
+        with_old = figures()
+        conn.execute("UPDATE seq_gaps SET closed_at = now() WHERE id = %s", old)
+    assert with_old["gridwatch_seq_gaps_open"] - before["gridwatch_seq_gaps_open"] == 1
+    assert with_old["gridwatch_events_missing"] - before["gridwatch_events_missing"] == 5
+    assert figures() == before  # closed: no longer missing
 
 
 def test_ready_when_database_and_broker_answer(client: TestClient, cloud_db: str) -> None:
