@@ -247,6 +247,8 @@ class IngestWorker:
             with attempt:
                 if self._conn is None or self._conn.closed:
                     self._conn = self.connect()
+                    self.writer.prepare(self._conn)
+
                 try:
                     action(self._conn)
                 except psycopg.OperationalError:

@@ -235,6 +235,23 @@ def event_row(event: DetectionEvent, unit_code: str, received_at: datetime) -> t
     )
 
 
+# Session-private tables a batch is staged in; emptied at every commit.
+STAGING_TABLES = (
+    "CREATE TEMP TABLE IF NOT EXISTS events_staging "
+    "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS events_inserted (observed_at timestamptz, "
+    "node_id text, camera_id text, unit_code text, kind text, phase text, seq bigint, "
+    "event_id uuid, thread_id uuid, severity text) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS health_staging "
+    "(LIKE node_health INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+)
+
+
+def _create_staging(conn: psycopg.Connection) -> None:
+    for statement in STAGING_TABLES:
+        conn.execute(statement)
+
+
 class BatchWriter:
     def __init__(
         self,
@@ -250,6 +267,7 @@ class BatchWriter:
         self.reorder_window = timedelta(seconds=reorder_window_s)
         self._units: dict[tuple[str, str], str] = {}
         self._units_at = 0.0
+        self._prepared: psycopg.Connection | None = None
 
     def refresh_units(self, conn: psycopg.Connection) -> None:
         """The camera → org unit map, re-read every UNIT_CACHE_S (never during a COPY: the
@@ -262,12 +280,22 @@ class BatchWriter:
             self._units = {(r[0], r[1]): r[2] for r in rows}
             self._units_at = now
 
+    def prepare(self, conn: psycopg.Connection) -> None:
+        """Create the session's staging tables on a connection that ingest keeps, in a
+        transaction of their own: its batches then skip three CREATE .. IF NOT EXISTS,
+        about a millisecond a batch (a tenth of a live batch's time)."""
+        with conn.transaction():
+            _create_staging(conn)
+        self._prepared = conn
+
     def write(self, conn: psycopg.Connection, batch: Batch) -> WriteResult:
         """Write everything inside the caller's transaction (it acknowledges after commit).
 
         Rows that other ingest processes update too (rollup counters, per-node sequences)
         come last and are locked in one order: processes then wait for each other only
         for the tail of a transaction, never for a whole batch, and never deadlock."""
+        if conn is not self._prepared:
+            _create_staging(conn)  # in the caller's transaction: gone again if it rolls back
         result = WriteResult()
         inserted = self._events(conn, batch.events, result) if batch.events else False
         if batch.states:
@@ -303,15 +331,6 @@ class BatchWriter:
         `events_inserted` for the rollups and sequences. Returns whether anything was new."""
         self.refresh_units(conn)
         units = self._units
-        conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS events_staging "
-            "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS events_inserted (observed_at timestamptz, "
-            "node_id text, camera_id text, unit_code text, kind text, phase text, seq bigint, "
-            "event_id uuid, thread_id uuid, severity text) ON COMMIT DELETE ROWS"
-        )
         columns = ", ".join(EVENT_COLUMNS)
         with conn.cursor() as cur:
             with cur.copy(f"COPY events_staging ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
@@ -459,10 +478,6 @@ class BatchWriter:
         """The history (stored once however often delivered), the newest report per node
         (one row per node per batch, whatever the batch holds) and, on plain PostgreSQL, the
         hourly rollup of what was new."""
-        conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS health_staging "
-            "(LIKE node_health INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
         with conn.cursor() as cur:
             with cur.copy(f"COPY health_staging ({HEALTH_COLUMNS}) FROM STDIN") as copy:
                 for h, raw, received in health:
