@@ -35,6 +35,19 @@ class FailureLog:
         """Connected: the next failure is news again."""
         self._last = None
 
+    def unreachable(self, error: OSError, host: str, port: int) -> None:
+        """An attempt to reach the broker failed in the socket or in TLS: say which."""
+        if isinstance(error, ssl.SSLCertVerificationError):
+            self.log(
+                logging.ERROR,
+                f"TLS: the broker's certificate is not trusted ({error.verify_message}); "
+                f"check CLOUD_BROKER_CA_FILE and the broker's host name {host!r}",
+            )
+        elif isinstance(error, ssl.SSLError):
+            self.log(logging.ERROR, f"TLS handshake with {host}:{port} failed: {error}")
+        else:
+            self.log(logging.WARNING, f"cannot reach the broker {host}:{port}: {error}")
+
 
 class CloudMqttClient(mqtt.Client):
     """paho's client, saying why a connection fails (paho only retries, silently).
@@ -50,22 +63,8 @@ class CloudMqttClient(mqtt.Client):
             )
         try:
             sock = super()._create_socket()
-        except ssl.SSLCertVerificationError as exc:
-            self._failures.log(
-                logging.ERROR,
-                f"TLS: the broker's certificate is not trusted ({exc.verify_message}); check "
-                f"CLOUD_BROKER_CA_FILE and the broker's host name {self.host!r}",
-            )
-            raise
-        except ssl.SSLError as exc:
-            self._failures.log(
-                logging.ERROR, f"TLS handshake with {self.host}:{self.port} failed: {exc}"
-            )
-            raise
-        except OSError as exc:
-            self._failures.log(
-                logging.WARNING, f"cannot reach the broker {self.host}:{self.port}: {exc}"
-            )
+        except OSError as exc:  # TLS errors included
+            self._failures.unreachable(exc, self.host, self.port)
             raise
         self._failures.clear()
         return sock

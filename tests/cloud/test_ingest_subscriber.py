@@ -82,8 +82,8 @@ def durable_broker(broker_factory: BrokerFactory) -> MosquittoBroker:
     return broker_factory(BrokerOptions(persistence=True))
 
 
-def subscriber(broker: MosquittoBroker, inbox: Inbox, keepalive_s: int = 30) -> Subscriber:
-    settings = CloudSettings(broker_url=f"mqtt://127.0.0.1:{broker.port}")
+def subscriber(port: int, inbox: Inbox, keepalive_s: int = 30, **account: str) -> Subscriber:
+    settings = CloudSettings(broker_url=f"mqtt://127.0.0.1:{port}", **account)
     return Subscriber(
         settings,
         "ingest-sub-test",
@@ -117,7 +117,7 @@ def test_what_is_not_acknowledged_comes_again_on_the_session_and_what_is_does_no
     durable_broker: MosquittoBroker, publisher: MqttProbe
 ) -> None:
     first = Inbox()
-    sub = subscribed(subscriber(durable_broker, first))
+    sub = subscribed(subscriber(durable_broker.port, first))
     # The SUBACK may come after the connection is up: wait until a message gets through.
     publish(publisher, [b"probe"])
     wait_until(lambda: first.payloads() == [b"probe"], 10, "the subscription to work")
@@ -129,14 +129,14 @@ def test_what_is_not_acknowledged_comes_again_on_the_session_and_what_is_does_no
     sub.stop()
 
     again = Inbox()
-    sub = subscribed(subscriber(durable_broker, again))
+    sub = subscribed(subscriber(durable_broker.port, again))
     wait_until(lambda: len(again.messages) >= 20, 10, "the unacknowledged 20 again")
     assert again.payloads() == payloads[20:]
     assert sub.ack(again.messages) == 20
     sub.stop()
 
     third = Inbox()
-    sub = subscribed(subscriber(durable_broker, third))
+    sub = subscribed(subscriber(durable_broker.port, third))
     publish(publisher, [b"after"])
     wait_until(lambda: third.payloads() == [b"after"], 10, "only the new message")
     sub.ack(third.messages)
@@ -147,7 +147,7 @@ def test_an_ack_is_never_sent_on_a_connection_its_message_did_not_come_on(
     durable_broker: MosquittoBroker, publisher: MqttProbe
 ) -> None:
     inbox = Inbox()
-    sub = subscribed(subscriber(durable_broker, inbox))
+    sub = subscribed(subscriber(durable_broker.port, inbox))
     publish(publisher, [b"before"])
     wait_until(lambda: inbox.payloads() == [b"before"], 10, "the first message")
     old = inbox.messages[0]
@@ -166,7 +166,7 @@ def test_keep_alive_while_idle_and_while_paused(
     durable_broker: MosquittoBroker, publisher: MqttProbe
 ) -> None:
     inbox = Inbox()
-    sub = subscribed(subscriber(durable_broker, inbox, keepalive_s=1))
+    sub = subscribed(subscriber(durable_broker.port, inbox, keepalive_s=1))
     publish(publisher, [b"probe"])
     wait_until(lambda: len(inbox.messages) == 1, 10, "the subscription to work")
     sub.ack(inbox.messages)
@@ -199,18 +199,8 @@ def test_a_refused_account_is_said_once_and_never_connects(
     broker_factory: BrokerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     broker = broker_factory(BrokerOptions(users={"ingest": "right-password"}))
-    settings = CloudSettings(
-        broker_url=f"mqtt://127.0.0.1:{broker.port}",
-        broker_username="ingest",
-        broker_password="wrong-password",
-    )
-    sub = Subscriber(
-        settings,
-        "ingest-refused",
-        [TOPIC],
-        on_message=Inbox(),
-        receive_max=10,
-        session_expiry_s=60,
+    sub = subscriber(
+        broker.port, Inbox(), broker_username="ingest", broker_password="wrong-password"
     )
     caplog.set_level("WARNING", logger="cloud.ingest.subscriber")
 
@@ -229,16 +219,8 @@ def test_a_refused_account_is_said_once_and_never_connects(
 @pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 def test_stop_while_the_broker_is_away_ends_the_thread(caplog: pytest.LogCaptureFixture) -> None:
     """Promptly (the wait between attempts is cut short) and without a traceback."""
+    sub = subscriber(free_port(), Inbox())  # nothing listens on that port
 
-    port = free_port()  # nothing listens there
-    sub = Subscriber(
-        CloudSettings(broker_url=f"mqtt://127.0.0.1:{port}"),
-        "ingest-away",
-        [TOPIC],
-        on_message=Inbox(),
-        receive_max=10,
-        session_expiry_s=60,
-    )
     caplog.set_level("WARNING", logger="cloud.ingest.subscriber")
     sub.start()
     wait_until(lambda: "cannot reach the broker" in caplog.text, 10, "the first failed attempt")
