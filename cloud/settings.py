@@ -106,7 +106,6 @@ class CloudSettings(BaseSettings):
         "kept as closed: ingest processes on a shared subscription each get part of a "
         "node's stream, so its seqs commit out of order. 0 keeps every gap.",
     )
-
     timezone: str = Field(
         default="Asia/Shanghai",
         description="The county's time zone: daily buckets start at its midnight.",

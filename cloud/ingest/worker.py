@@ -1,8 +1,7 @@
 """The ingest process: an MQTT 5 shared subscription with a persistent session, read by
-cloud/ingest/subscriber.py, and manual acknowledgement.
- A batch (bounded by size and time) is decoded, written and committed,
-and only then is each of its messages acknowledged: a crash at any point loses nothing,
-and the broker's redelivery stores nothing twice."""
+cloud/ingest/subscriber.py, and manual acknowledgement. A batch (bounded by size and time)
+is decoded, written and committed, and only then is each of its messages acknowledged: a
+crash at any point loses nothing, and the broker's redelivery stores nothing twice."""
 
 from __future__ import annotations
 
@@ -89,7 +88,6 @@ class IngestWorker:
             timezone=ZoneInfo(settings.timezone),
             reorder_window_s=settings.ingest_reorder_window_s,
         )
-
         self.pending: deque[Received] = deque()
         self.max_pending = RECEIVE_BATCHES * settings.ingest_batch_max
         self.arrived = threading.Event()  # pending went from empty to not empty
@@ -248,7 +246,6 @@ class IngestWorker:
                 if self._conn is None or self._conn.closed:
                     self._conn = self.connect()
                     self.writer.prepare(self._conn)
-
                 try:
                     action(self._conn)
                 except psycopg.OperationalError:

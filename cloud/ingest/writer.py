@@ -428,7 +428,6 @@ class BatchWriter:
                 "UPDATE seq_gaps SET closed_at = now() WHERE id = ANY(%s)",
                 (closed,),
             )
-
         if shrunk:
             conn.execute(
                 "UPDATE seq_gaps g SET first_seq = v.first_seq, last_seq = v.last_seq "
@@ -436,10 +435,10 @@ class BatchWriter:
                 "WHERE g.id = v.id",
                 tuple(list(column) for column in zip(*shrunk, strict=True)),
             )
-
         if result.gaps_opened:
             # Debug: with several ingest processes most gaps are the stream's order and close
-            # within a batch or two; what stays open is in /operations/gaps and the metrics.
+            # within a batch or two; what stays open is in /api/v1/ingest/gaps and the metrics
+            # (gridwatch_events_missing).
             logger.debug(
                 "sequence gaps opened=%d nodes=%s",
                 result.gaps_opened,

@@ -108,7 +108,6 @@ def test_two_ingest_processes_share_the_stream(
         # order and gaps opened for a moment: all were filled within the reorder window, so
         # none is left, open or closed, to look like lost events.
         assert count(cloud_db, "SELECT count(*) FROM seq_gaps WHERE node_id LIKE 'qx-share-%'") == 0
-
         assert first.stop() == 0
         assert second.stop() == 0
     finally:

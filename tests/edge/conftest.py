@@ -47,7 +47,6 @@ def detector_for(assets_dir: Path) -> Callable[..., OnnxDetector]:
             spec = load_model_profile(profile)
             if input_spec:
                 spec = spec.model_copy(update={"input": spec.input.model_copy(update=input_spec)})
-
             cache[key] = OnnxDetector(
                 spec, assets_dir / "models" / spec.file, score_threshold=threshold
             )

@@ -125,7 +125,6 @@ def test_trimmed_padding_finds_the_people_the_whole_square_finds(
             ]
             assert matches, (key, box, score)
             assert min(matches) <= score_tol, (key, box, score)
-
             compared += 1
     assert compared >= 15  # people compared: enough to mean something
 

@@ -77,5 +77,4 @@ async def metrics(request: Request) -> Response:
             raise Unauthorized("metrics need the bearer token")
     async with request.app.state.pool.connection() as conn:
         await refresh_from_database(conn, settings.fleet, settings.ingest_reorder_window_s)
-
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
