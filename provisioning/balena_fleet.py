@@ -2,7 +2,9 @@
 (../shared/reference/balena-sdk.md §1.5):
 
 - its calls have no timeout: each runs in a worker thread and is abandoned after
-  `call_timeout_s`, so the tool never hangs on a dead link;
+  `call_timeout_s`, so the tool never hangs on a dead link; it is not retried until the
+  abandoned try has ended, so a late request never lands after the steps that follow it;
+
 - 429: the SDK's own retry is unbounded and its non-OData helpers never retry: every call
   here is retried with capped backoff, a bounded number of times, and `/device/register`
   (called directly) waits what `Retry-After` says; a client-side limit keeps us under it;
@@ -23,7 +25,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -109,10 +111,28 @@ class BalenaFleet:
     # ---- every call: bounded in time, retried while passing ------------------------------
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        abandoned: list[Future[T]] = []
+
         def once() -> T:
+            # An attempt given up at its timeout is still on its way: a retry sent beside
+            # it could land first and then be undone by it (a password set back after the
+            # next step removed its twin). The next attempt waits for it to end.
+            while abandoned:
+                try:
+                    abandoned[-1].exception(timeout=self.settings.call_timeout_s)
+                except FutureTimeout:
+                    raise ProvisionError(
+                        f"balena: {what}: an earlier try is still unanswered after "
+                        f"{2 * self.settings.call_timeout_s:g} s; not sent again beside it"
+                    ) from None
+                abandoned.pop()
             self.calls += 1
             future = self._pool.submit(fn, *args)
-            return future.result(timeout=self.settings.call_timeout_s)
+            try:
+                return future.result(timeout=self.settings.call_timeout_s)
+            except FutureTimeout:
+                abandoned.append(future)
+                raise
 
         def wait(state: Any) -> float:
             exc = state.outcome.exception() if state.outcome else None

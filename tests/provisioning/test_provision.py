@@ -5,6 +5,7 @@ talking to a faithful local double of balena's API (tests/support/balena_double.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Iterator
 from pathlib import Path
@@ -494,8 +495,27 @@ def test_rotation_reaches_a_box_in_service_through_its_variables(
         return {v["name"]: v["value"] for v in balena.double.tables["device_environment_variable"]}
 
     old = box_variables()["EDGE_PASSWORD"]
+    # The first write of the new password is held up on its way past the tool's timeout
+    # (4 s), until what follows it has landed or 7.5 s have passed: longer than a retry
+    # overtaking it takes (4 s and 1-2 s of backoff), shorter than the tool waits for it.
+    held: list[str] = []
+
+    def first_patch_held(method: str, path: str, query: dict[str, str], body: Any) -> None:
+        if method == "PATCH" and path.endswith("device_environment_variable") and not held:
+            held.append(query.get("$filter", ""))
+            with contextlib.suppress(TimeoutError):  # nothing overtook it
+                wait_until(
+                    lambda: any(r.method == "DELETE" for r in balena.double.requests),
+                    7.5,
+                    "a later step to overtake the held request",
+                )
+
+    balena.double.hold = first_patch_held
+    env["PROVISION_CALL_TIMEOUT_S"] = "4"
     rotated = run(env, "rotate", node_id)
     assert rotated.exit_code == 0, rotated.output
+    # Whatever is still on its way lands before the fleet is looked at.
+    wait_until(lambda: balena.double.in_flight == 0, 10.0, "balena's requests to end")
     new = box_variables()["EDGE_PASSWORD"]
     assert new != old
     assert "EDGE_PASSWORD_NEXT" not in box_variables()
@@ -506,6 +526,8 @@ def test_rotation_reaches_a_box_in_service_through_its_variables(
         if r.path.startswith("/v7/device_environment_variable") and r.method != "GET"
     ]
     assert ("POST", "EDGE_PASSWORD_NEXT", "") in steps
+    [held_filter] = held
+    assert "EDGE_PASSWORD'" in held_filter
     assert steps[-1][0] == "DELETE"
     assert "EDGE_PASSWORD_NEXT" in steps[-1][2]
     with psycopg.connect(county.url) as conn:

@@ -194,6 +194,9 @@ class BalenaDouble:
     fail_next: list[int] = field(default_factory=list)  # statuses to answer next, in order
     # A test's own refusal: (method, path, body) -> a status to answer instead, or None.
     refuse: Callable[[str, str, Any], int | None] | None = None
+    # A test's hold on a request on its way, before it is handled: (method, path, query, body).
+    hold: Callable[[str, str, dict[str, str], Any], None] | None = None
+    in_flight: int = 0  # requests received and not yet answered
     lock: threading.Lock = field(default_factory=threading.Lock)
     _seen: dict[str, deque[float]] = field(default_factory=dict)
 
@@ -316,6 +319,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         double = self.server.double
+        with double.lock:
+            double.in_flight += 1
+        try:
+            self._handle_counted(double, method)
+        finally:
+            with double.lock:
+                double.in_flight -= 1
+
+    def _handle_counted(self, double: BalenaDouble, method: str) -> None:
         split = urlsplit(self.path)
         # The SDK sends spaces as %20 and leaves $ ' ( , as they are.
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
@@ -326,6 +338,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._status = 0
         if double.latency_s:
             time.sleep(double.latency_s)  # the network's round trip, outside the lock
+        if double.hold:
+            double.hold(method, unquote(split.path), query, body)  # outside the lock
         with double.lock:
             try:
                 self._route(double, method, unquote(split.path), query, body, token)
