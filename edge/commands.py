@@ -83,7 +83,7 @@ class Commands:
                 request_id=request.request_id,
                 node_id=request.node_id,
                 status=ReplyStatus.ERROR,
-                error=str(reason)[:1024],
+                error=str(reason).replace("\x00", "\\0")[:1024],  # the wire carries no NUL
                 responded_at=utc_now(),
             )
 

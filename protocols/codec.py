@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -36,16 +36,24 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def encode(message: Payload) -> bytes:
-    """Serialise a message for the wire (compact UTF-8 JSON, times in UTC with `Z`)."""
-    return orjson.dumps(message.model_dump(mode="json"))
+    """Serialise a message for the wire (compact UTF-8 JSON, times in UTC with `Z`).
+
+    The wire carries no NUL character (U+0000): receivers refuse it (PostgreSQL cannot
+    store it in text), so a message holding one is refused here, naming the field."""
+    data = message.model_dump(mode="json")
+    raw = orjson.dumps(data)
+    if b"\\u0000" in raw and (field := _path_where(_has_nul, data)):
+        raise ValueError(f"{field}: NUL characters (\\u0000) cannot be sent")
+    return raw
 
 
 def _path(loc: tuple[int | str, ...], model: type[Payload]) -> str:
     return ".".join(str(part) for part in loc) if loc else model.__name__
 
 
-def _non_finite_path(value: Any, path: str = "") -> str | None:
-    if isinstance(value, float) and not math.isfinite(value):
+def _path_where(test: Callable[[Any], bool], value: Any, path: str = "") -> str | None:
+    """The path of the first value inside `value` (dicts and lists) that passes `test`."""
+    if test(value):
         return path or "$"
     if isinstance(value, dict):
         items: Any = value.items()
@@ -54,10 +62,18 @@ def _non_finite_path(value: Any, path: str = "") -> str | None:
     else:
         return None
     for key, item in items:
-        found = _non_finite_path(item, f"{path}.{key}" if path else str(key))
+        found = _path_where(test, item, f"{path}.{key}" if path else str(key))
         if found:
             return found
     return None
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _has_nul(value: Any) -> bool:
+    return isinstance(value, str) and "\x00" in value
 
 
 def _parse_json(raw: bytes, topic: str) -> Any:
@@ -74,7 +90,7 @@ def _parse_json(raw: bytes, topic: str) -> Any:
             lenient = json.loads(text)
         except ValueError:
             raise InvalidPayload(topic, "$", f"not valid JSON: {exc}") from None
-        field = _non_finite_path(lenient)
+        field = _path_where(_non_finite, lenient)
         if field is not None:
             raise InvalidPayload(topic, field, "NaN or infinite numbers are not allowed") from None
         raise InvalidPayload(topic, "$", f"not valid JSON: {exc}") from None
@@ -95,6 +111,10 @@ def decode(
     obj = _parse_json(raw, topic)
     if not isinstance(obj, dict):
         raise InvalidPayload(topic, "$", "payload must be a JSON object")
+    # PostgreSQL cannot store U+0000 in text, and no field has a use for it. A NUL can only
+    # arrive escaped (JSON refuses raw control characters): a byte search spares the walk.
+    if b"\\u0000" in raw and (field := _path_where(_has_nul, obj)):
+        raise InvalidPayload(topic, field, "NUL characters (\\u0000) are not allowed")
     version = obj.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise InvalidPayload(

@@ -51,7 +51,14 @@ org_codes = st.from_regex(ORG_CODE_PATTERN, fullmatch=True)
 tokens = st.from_regex(TOKEN_PATTERN, fullmatch=True)
 sha256s = st.from_regex(SHA256_PATTERN, fullmatch=True)
 uuids = st.uuids()
-short_text = st.text(max_size=64)
+
+
+def wire_text(**sizes: int) -> st.SearchStrategy[str]:
+    """Any text the wire carries: everything but NUL (U+0000), which it refuses."""
+    return st.text(st.characters(codec="utf-8", exclude_characters="\x00"), **sizes)
+
+
+short_text = wire_text(max_size=64)
 fractions = st.floats(min_value=0.0, max_value=1.0)
 counts = st.integers(min_value=0, max_value=2**63 - 1)
 non_negative = st.floats(min_value=0.0, max_value=1e9)
@@ -237,7 +244,7 @@ telemetries = st.builds(
             Reading,
             quantity=tokens,
             value=st.floats(allow_nan=False, allow_infinity=False),
-            unit=st.text(max_size=16),
+            unit=wire_text(max_size=16),
         ),
         min_size=1,
         max_size=4,
@@ -261,7 +268,7 @@ _rule_common: dict[str, Any] = {
     "severity": st.sampled_from(enums.Severity),
     "schedule": st.lists(time_windows, max_size=2),
     "cooldown_s": st.floats(0, 86_400),
-    "classes": st.lists(st.text(min_size=1, max_size=16), min_size=1, max_size=3),
+    "classes": st.lists(wire_text(min_size=1, max_size=16), min_size=1, max_size=3),
 }
 rules = st.one_of(
     st.builds(IntrusionRule, zone=polygons(), **_rule_common),
@@ -285,7 +292,7 @@ rules = st.one_of(
 camera_configs = st.builds(
     CameraConfig,
     camera_id=camera_ids,
-    name=st.text(min_size=1, max_size=32),
+    name=wire_text(min_size=1, max_size=32),
     url=st.sampled_from(
         [
             "rtsp://192.168.1.64:554/Streaming/Channels/102",
@@ -293,8 +300,8 @@ camera_configs = st.builds(
             "file:///data/clip.mp4",
         ]
     ),
-    username=st.none() | st.text(max_size=16),
-    password=st.none() | st.text(max_size=16),
+    username=st.none() | wire_text(max_size=16),
+    password=st.none() | wire_text(max_size=16),
     grid_code=st.none() | org_codes,
     detect_fps=st.floats(0.1, 30),
     masks=st.lists(polygons(), max_size=2),
@@ -364,7 +371,7 @@ command_responses = st.builds(
     request_id=uuids,
     node_id=node_ids,
     status=st.just(enums.ReplyStatus.ERROR),
-    error=st.text(min_size=1, max_size=64),
+    error=wire_text(min_size=1, max_size=64),
     responded_at=past_times,
 )
 
@@ -394,8 +401,8 @@ def alerts(draw: st.DrawFn) -> Alert:
         urgency=draw(st.sampled_from(enums.CapUrgency)),
         cap_severity=draw(st.sampled_from(enums.CapSeverity)),
         certainty=draw(st.sampled_from(enums.CapCertainty)),
-        headline_zh=draw(st.text(min_size=1, max_size=40)),
-        headline_en=draw(st.text(min_size=1, max_size=40)),
+        headline_zh=draw(wire_text(min_size=1, max_size=40)),
+        headline_en=draw(wire_text(min_size=1, max_size=40)),
         case_id=case_id,
         case_state=None if case_id is None else draw(st.sampled_from(enums.CaseState)),
         event_id=draw(st.none() | uuids),

@@ -244,3 +244,31 @@ def test_snapshot_must_be_a_jpeg() -> None:
 def test_non_utf8_topic_is_refused() -> None:
     with pytest.raises(InvalidTopic, match="UTF-8"):
         decode_message(b"gw/v1/nodes/\xff/events", b"{}")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"label": "per\u0000son"}, "label"),
+        ({"model": {"profile": "yolox\u0000", "sha256": None}}, "model.profile"),
+        ({"later_field": ["ok", "\u0000"]}, "later_field.1"),
+    ],
+)
+def test_nul_characters_are_refused_with_the_field_named(
+    change: dict[str, object], field: str
+) -> None:
+    error = rejected(orjson.dumps(event_dict(**change)))
+    assert error.field == field
+    assert "NUL characters" in error.reason
+
+
+def test_an_escaped_backslash_before_u0000_is_no_nul() -> None:
+    raw = orjson.dumps(event_dict(label="c:\\u0000"))
+    assert b"\\\\u0000" in raw  # the byte search matches; the text holds no NUL
+    assert decode_message(TOPIC, raw)[1].label == "c:\\u0000"  # type: ignore[union-attr]
+
+
+def test_a_message_holding_a_nul_is_not_sent() -> None:
+    event = make_detection_event(label="per\u0000son")
+    with pytest.raises(ValueError, match="label: NUL characters"):
+        encode(event)
