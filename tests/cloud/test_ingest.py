@@ -133,6 +133,7 @@ def test_bad_payloads_become_dead_letters_and_the_stream_goes_on(
         "exceeds 16384": orjson.dumps({**good, "padding": "x" * 20_000}),
         "does not match the topic": orjson.dumps({**good, "node_id": "qx-someone-else"}),
         "NaN or infinite": orjson.dumps(good).replace(b'"score":0.82', b'"score":NaN'),
+        "NUL characters": orjson.dumps({**good, "label": "per\u0000son"}),
     }
     probe = FakeNodes(durable_broker.port)
     probe.publish_raw(node, list(cases.values()))
@@ -150,6 +151,42 @@ def test_bad_payloads_become_dead_letters_and_the_stream_goes_on(
     assert any(field == "score" for field in fields.values())
     assert {bytes(payload) for _, _, payload in rows} == set(cases.values())  # kept as sent
     probe.close()
+
+
+def test_an_event_the_database_refuses_is_a_dead_letter_and_its_batch_is_stored(
+    cloud_db: str,
+    durable_broker: MosquittoBroker,
+    ingest: IngestProcess,
+) -> None:
+    node = "qx-refused"
+    # A rule of the database's that a valid event breaks (standing in for any refusal the
+    # protocol cannot foresee): the batch fails as a whole, then is stored message by message.
+    with psycopg.connect(cloud_db, autocommit=True) as conn:
+        conn.execute(
+            "ALTER TABLE events ADD CONSTRAINT refuses_one_label "
+            "CHECK (label IS DISTINCT FROM 'refused-here')"
+        )
+    try:
+        nodes = FakeNodes(durable_broker.port)
+        nodes.publish(node, [0, 1, 2])
+        nodes.publish(node, [3], label="refused-here")
+        nodes.publish(node, [4, 5])
+        wait_until(lambda: stored(cloud_db, node) == 5, 30, "the 5 other events")
+        with psycopg.connect(cloud_db) as conn:
+            rows = conn.execute(
+                "SELECT field, reason, payload FROM ingest_dead_letters WHERE topic = %s",
+                (events_topic(node),),
+            ).fetchall()
+        [(field, reason, payload)] = rows
+        assert field == "database"
+        assert "refuses_one_label" in reason
+        assert orjson.loads(payload)["seq"] == 3
+        nodes.publish(node, [6])  # the stream goes on
+        wait_until(lambda: stored(cloud_db, node) == 6, 30, "the event after")
+        nodes.close()
+    finally:
+        with psycopg.connect(cloud_db, autocommit=True) as conn:
+            conn.execute("ALTER TABLE events DROP CONSTRAINT refuses_one_label")
 
 
 def test_a_sequence_gap_is_reported_and_closed_when_the_events_arrive(
