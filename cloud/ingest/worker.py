@@ -1,10 +1,14 @@
 """The ingest process: an MQTT 5 shared subscription with a persistent session, read by
 cloud/ingest/subscriber.py, and manual acknowledgement. A batch (bounded by size and time)
 is decoded, written and committed, and only then is each of its messages acknowledged: a
-crash at any point loses nothing, and the broker's redelivery stores nothing twice."""
+crash at any point loses nothing, and the broker's redelivery stores nothing twice.
+
+One thread decodes and writes; it overlaps the two by decoding the next batch while the
+database moves the current one's events into place (see `IngestWorker._store`)."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import threading
@@ -12,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -21,7 +26,7 @@ from cloud.db.timeseries import maintain
 from cloud.errors import StorageError
 from cloud.ingest.decode import decode_batch
 from cloud.ingest.subscriber import Received, Subscriber
-from cloud.ingest.writer import Batch, BatchWriter, DeadLetter, lag_ms
+from cloud.ingest.writer import Batch, BatchWriter, DeadLetter, Moving, lag_ms
 from cloud.metrics import record_batch
 from cloud.settings import CloudSettings
 from cloud.snapshots import snapshot_store
@@ -67,6 +72,16 @@ def tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+
+
+# conn.transaction(), entered and left by hand around the decoding of the next batch.
+Transaction = contextlib.AbstractContextManager[Any]
+# A batch read and decoded, not yet stored.
+Decoded = tuple[list[Received], Batch]
+
+
+class _Retry(Exception):
+    """The fast path could not start a batch: the plain path retries it."""
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -126,11 +141,14 @@ class IngestWorker:
         """Until stopped: batches in, committed, acknowledged."""
         self.subscriber.start()
         next_maintenance = time.monotonic()
+        decoded: Decoded | None = None
         try:
             while not self.stop_event.is_set():
-                messages = self._collect()
-                if messages:
-                    self._store(messages)
+                if decoded is None:
+                    messages = self._collect()
+                    decoded = (messages, decode_batch(messages)) if messages else None
+                if decoded is not None:
+                    decoded = self._store(*decoded)
                 if time.monotonic() >= next_maintenance:
                     next_maintenance = time.monotonic() + MAINTAIN_EVERY_S
                     self._with_database(
@@ -142,6 +160,17 @@ class IngestWorker:
             self.subscriber.stop()
             if self._conn is not None:
                 self._conn.close()
+
+    def _ready(self) -> list[Received]:
+        """The next batch when it need not wait (full, or its window is over), else none."""
+        if not self.pending:
+            return []
+        deadline = self.pending[0].received_at + timedelta(
+            milliseconds=self.settings.ingest_batch_ms
+        )
+        if len(self.pending) < self.settings.ingest_batch_max and datetime.now(UTC) < deadline:
+            return []
+        return self._take()
 
     def _collect(self) -> list[Received]:
         """Up to `ingest_batch_max` messages, waiting at most `ingest_batch_ms` after the
@@ -162,6 +191,9 @@ class IngestWorker:
             if remaining <= 0:
                 break
             self.stop_event.wait(min(remaining, 0.005))  # short naps while a batch fills
+        return self._take()
+
+    def _take(self) -> list[Received]:
         messages = []
         take = min(len(self.pending), self.settings.ingest_batch_max)
         for _ in range(take):
@@ -172,8 +204,65 @@ class IngestWorker:
             self.arrived.set()
         return messages
 
-    def _store(self, messages: list[Received]) -> None:
-        batch = decode_batch(messages)
+    def _store(self, messages: list[Received], batch: Batch) -> Decoded | None:
+        """Store a decoded batch; returns the next one when it was ready meanwhile.
+
+        While the database moves this batch's events into place, the next batch (if it
+        need not wait) is decoded: with one thread, the two would otherwise take turns and
+        each leave a core idle. Any failure on this fast path is retried on the plain one."""
+        started = time.monotonic()
+        transaction, moving = self._begin(batch)
+        ready = self._ready()
+        following = (ready, decode_batch(ready)) if ready else None
+        try:
+            if transaction is None:
+                raise _Retry
+            assert self._conn is not None
+            self._finish(self._conn, batch, moving, started)
+            transaction.__exit__(None, None, None)
+        except (_Retry, psycopg.Error, StorageError) as exc:
+            if transaction is not None:
+                self._abandon(transaction, moving, exc)
+            self._store_retrying(messages, batch)
+        self._acknowledge(messages, batch)
+        return following
+
+    def _begin(self, batch: Batch) -> tuple[Transaction | None, Moving | None]:
+        """Open the batch's transaction and send its events; (None, None) when that failed
+        (the plain path then retries it)."""
+        try:
+            conn = self._connection()
+        except psycopg.Error:
+            return None, None
+        transaction = conn.transaction()
+        try:
+            transaction.__enter__()
+        except psycopg.Error as exc:
+            self._drop_broken(exc)
+            return None, None
+        try:
+            return transaction, self.writer.begin(conn, batch)
+        except (psycopg.Error, StorageError) as exc:
+            self._abandon(transaction, None, exc)
+            return None, None
+
+    def _abandon(self, transaction: Transaction, moving: Moving | None, exc: BaseException) -> None:
+        """Roll back a fast-path batch after `exc`; a broken connection is dropped."""
+        with contextlib.suppress(psycopg.Error):
+            if moving is not None:
+                moving.abandon(exc)
+        with contextlib.suppress(psycopg.Error):
+            transaction.__exit__(type(exc), exc, exc.__traceback__)
+        self._drop_broken(exc)
+
+    def _drop_broken(self, exc: BaseException) -> None:
+        if self._conn is not None and (
+            isinstance(exc, psycopg.OperationalError) or self._conn.broken
+        ):
+            self._conn.close()
+            self._conn = None
+
+    def _store_retrying(self, messages: list[Received], batch: Batch) -> None:
         try:
             self._with_database(lambda conn: self._write(conn, batch))
         except psycopg.Error as exc:
@@ -182,6 +271,8 @@ class IngestWorker:
             # so one bad message never blocks the stream or loops the process.
             logger.error("batch refused by the database (%s); storing one by one", exc)
             self._store_singly(messages)
+
+    def _acknowledge(self, messages: list[Received], batch: Batch) -> None:
         self.subscriber.ack(messages)  # only now: the batch is committed
         self.acked += len(messages)
         self.dead += len(batch.dead)
@@ -205,18 +296,24 @@ class IngestWorker:
                 self._with_database(lambda conn, b=dead: self._write(conn, b))  # type: ignore[misc]
 
     def _write(self, conn: psycopg.Connection, batch: Batch) -> None:
-        now = datetime.now(UTC)
         started = time.monotonic()
         with conn.transaction():  # one commit per batch, progress included
-            result = self.writer.write(conn, batch)
-            conn.execute(
-                "INSERT INTO ingest_progress (client_id, committed_at, batch_size, lag_ms, "
-                "messages) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (client_id) DO UPDATE SET "
-                "committed_at = excluded.committed_at, batch_size = excluded.batch_size, "
-                "lag_ms = excluded.lag_ms, "
-                "messages = ingest_progress.messages + excluded.messages",
-                (self.settings.ingest_client_id, now, len(batch), lag_ms(batch, now), len(batch)),
-            )
+            self._finish(conn, batch, self.writer.begin(conn, batch), started)
+
+    def _finish(
+        self, conn: psycopg.Connection, batch: Batch, moving: Moving | None, started: float
+    ) -> None:
+        """The rest of a batch in its transaction, and the process's progress row."""
+        now = datetime.now(UTC)
+        result = self.writer.finish(conn, batch, moving)
+        conn.execute(
+            "INSERT INTO ingest_progress (client_id, committed_at, batch_size, lag_ms, "
+            "messages) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (client_id) DO UPDATE SET "
+            "committed_at = excluded.committed_at, batch_size = excluded.batch_size, "
+            "lag_ms = excluded.lag_ms, "
+            "messages = ingest_progress.messages + excluded.messages",
+            (self.settings.ingest_client_id, now, len(batch), lag_ms(batch, now), len(batch)),
+        )
         self.stored += result.events_stored
         record_batch(batch, result, time.monotonic() - started, lag_ms(batch, now) / 1000)
         if batch.dead:
@@ -243,12 +340,16 @@ class IngestWorker:
             before_sleep=_log_retry,
         ):
             with attempt:
-                if self._conn is None or self._conn.closed:
-                    self._conn = self.connect()
-                    self.writer.prepare(self._conn)
+                conn = self._connection()
                 try:
-                    action(self._conn)
+                    action(conn)
                 except psycopg.OperationalError:
-                    self._conn.close()
+                    conn.close()
                     self._conn = None
                     raise
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self.connect()
+            self.writer.prepare(self._conn)
+        return self._conn

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -247,6 +248,34 @@ STAGING_TABLES = (
 )
 
 
+# Staged events into `events`, each stored once however often delivered; what was new lands
+# in `events_inserted` for the rollups, cases and sequences.
+MOVE_EVENTS_SQL = (
+    f"WITH new AS (INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "  # noqa: S608
+    f"SELECT {', '.join(EVENT_COLUMNS)} FROM events_staging ON CONFLICT DO NOTHING "
+    "RETURNING observed_at, node_id, camera_id, unit_code, kind, phase, seq, event_id, "
+    "thread_id, severity) INSERT INTO events_inserted SELECT * FROM new"
+)
+
+
+@dataclass
+class Moving:
+    """A batch's events on their way into `events`: the statement is sent, its result not
+    yet read."""
+
+    pipeline: AbstractContextManager[Any]  # conn.pipeline(), entered
+    cursor: psycopg.Cursor[Any]
+    events: int
+
+    def wait(self) -> None:
+        """The move's result (its error, if it failed), and the connection back to normal."""
+        self.pipeline.__exit__(None, None, None)
+
+    def abandon(self, exc: BaseException) -> None:
+        """Leave pipeline mode after `exc` (the transaction is rolled back after this)."""
+        self.pipeline.__exit__(type(exc), exc, exc.__traceback__)
+
+
 def _create_staging(conn: psycopg.Connection) -> None:
     for statement in STAGING_TABLES:
         conn.execute(statement)
@@ -289,15 +318,42 @@ class BatchWriter:
         self._prepared = conn
 
     def write(self, conn: psycopg.Connection, batch: Batch) -> WriteResult:
-        """Write everything inside the caller's transaction (it acknowledges after commit).
+        """Write everything inside the caller's transaction (it acknowledges after commit)."""
+        return self.finish(conn, batch, self.begin(conn, batch))
+
+    def begin(self, conn: psycopg.Connection, batch: Batch) -> Moving | None:
+        """The first part of `write`, inside the caller's transaction: the events are
+        COPYed into staging and the statement moving them into `events` is sent and not
+        waited for (pipeline mode), so the server does the costliest part of the batch
+        while ingest decodes the next one. No row other processes update is locked here
+        (only a copy of an event another process is storing waits for that process).
+        `finish` waits for the move and writes the rest."""
+        if conn is not self._prepared:
+            _create_staging(conn)  # in the caller's transaction: gone again if it rolls back
+        if not batch.events:
+            return None
+        self._copy_events(conn, batch.events)
+        pipeline = conn.pipeline()
+        pipeline.__enter__()
+        try:
+            cursor = conn.cursor()
+            cursor.execute(MOVE_EVENTS_SQL)
+        except BaseException as exc:
+            pipeline.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return Moving(pipeline, cursor, len(batch.events))
+
+    def finish(self, conn: psycopg.Connection, batch: Batch, moving: Moving | None) -> WriteResult:
+        """The rest of `write`, after `begin` in the same transaction.
 
         Rows that other ingest processes update too (rollup counters, per-node sequences)
         come last and are locked in one order: processes then wait for each other only
         for the tail of a transaction, never for a whole batch, and never deadlock."""
-        if conn is not self._prepared:
-            _create_staging(conn)  # in the caller's transaction: gone again if it rolls back
         result = WriteResult()
-        inserted = self._events(conn, batch.events, result) if batch.events else False
+        if moving is not None:
+            moving.wait()
+            result.events_stored = moving.cursor.rowcount
+            result.events_duplicate = moving.events - result.events_stored
         if batch.states:
             self._states(conn, batch.states)
         if batch.health:
@@ -312,7 +368,7 @@ class BatchWriter:
             self._snapshots(conn, batch.snapshots)
         if batch.dead:
             self._dead(conn, batch.dead)
-        if inserted:
+        if result.events_stored:
             if not self.timescale:  # continuous aggregates keep the rollups there
                 self._rollups(conn)
             result.cases_opened, result.cases_merged, result.cases_closed = route_events(conn)
@@ -321,32 +377,21 @@ class BatchWriter:
 
     # ---- events ---------------------------------------------------------------------
 
-    def _events(
-        self,
-        conn: psycopg.Connection,
-        events: list[tuple[DetectionEvent, datetime]],
-        result: WriteResult,
-    ) -> bool:
-        """COPY into staging, then INSERT .. ON CONFLICT DO NOTHING; what was new lands in
-        `events_inserted` for the rollups and sequences. Returns whether anything was new."""
+    def _copy_events(
+        self, conn: psycopg.Connection, events: list[tuple[DetectionEvent, datetime]]
+    ) -> None:
         self.refresh_units(conn)
         units = self._units
-        columns = ", ".join(EVENT_COLUMNS)
-        with conn.cursor() as cur:
-            with cur.copy(f"COPY events_staging ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(EVENT_TYPES)
-                for event, received_at in events:
-                    unit = units.get((event.node_id, event.camera_id), "")
-                    copy.write_row(event_row(event, unit, received_at))
-            cur.execute(
-                f"WITH new AS (INSERT INTO events ({columns}) SELECT {columns} "  # noqa: S608
-                "FROM events_staging ON CONFLICT DO NOTHING RETURNING observed_at, node_id, "
-                "camera_id, unit_code, kind, phase, seq, event_id, thread_id, severity) "
-                "INSERT INTO events_inserted SELECT * FROM new"
-            )
-            result.events_stored = cur.rowcount
-        result.events_duplicate = len(events) - result.events_stored
-        return result.events_stored > 0
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                f"COPY events_staging ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            ) as copy,
+        ):
+            copy.set_types(EVENT_TYPES)
+            for event, received_at in events:
+                unit = units.get((event.node_id, event.camera_id), "")
+                copy.write_row(event_row(event, unit, received_at))
 
     def _rollups(self, conn: psycopg.Connection) -> None:
         """Add the new situations (start messages) to the hourly and daily counts, rows in
