@@ -44,9 +44,10 @@ JPEGs. The machine-readable forms are [`asyncapi.json`](asyncapi.json) (AsyncAPI
   unknown fields, so a node can be upgraded before the cloud. Removing or renaming a field,
   or changing its meaning, is a new topic version (`gw/v2`).
 - **Refused input.** A receiver refuses, naming the field: another `schema_version`; a payload
-  above the channel's size limit; NaN or infinite numbers; a bounding box outside [0, 1]; a
-  timestamp more than the allowed clock skew (default 300 s) in the future; naive timestamps;
-  bytes that are not UTF-8; a `node_id` that differs from the topic's.
+  above the channel's size limit; NaN or infinite numbers; a NUL character (`\\u0000`:
+  PostgreSQL cannot store it in text, and senders refuse to send one); a bounding box outside
+  [0, 1]; a timestamp more than the allowed clock skew (default 300 s) in the future; naive
+  timestamps; bytes that are not UTF-8; a `node_id` that differs from the topic's.
 - **Ids.** Events and telemetry carry a UUIDv7 made on the node, and events a per-node `seq`,
   so the cloud stores each once however often it is delivered, and sees gaps.
 - **Times** are ISO 8601 in UTC (`2026-11-25T08:30:00Z`).
