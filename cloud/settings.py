@@ -102,9 +102,10 @@ class CloudSettings(BaseSettings):
     ingest_batch_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
     ingest_reorder_window_s: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=60.0,
-        description="A sequence gap filled this soon after it was seen is removed, not "
-        "kept as closed: ingest processes on a shared subscription each get part of a "
-        "node's stream, so its seqs commit out of order. 0 keeps every gap.",
+        description="How long seqs may be missing before it is a gap: ingest processes on "
+        "a shared subscription each get part of a node's stream, so its seqs commit out of "
+        "order. Shorter holes stay with the node's row; longer ones become seq_gaps rows, "
+        "detected when first seen. 0 records every gap at once.",
     )
     timezone: str = Field(
         default="Asia/Shanghai",

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 class Gap:
     first: int
     last: int
-    id: int | None = None  # database row, when it has one
+    id: int | None = None  # its seq_gaps row, once it has one
+    seen: float | None = None  # when it was first seen missing (epoch seconds)
 
     @property
     def closed(self) -> bool:
@@ -54,8 +55,9 @@ def _fill(state: NodeSequence, gap: Gap, seq: int) -> None:
     elif gap.last == seq:
         gap.last -= 1
     else:
-        # Split: the gap keeps its row for the lower part; the upper part is a new row.
-        upper = Gap(seq + 1, gap.last)
+        # Split: the gap keeps its row for the lower part; the upper part is a new one,
+        # missing since the same time.
+        upper = Gap(seq + 1, gap.last, seen=gap.seen)
         gap.last = seq - 1
         state.gaps.append(upper)
         state.new_gaps.append(upper)

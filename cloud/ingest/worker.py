@@ -52,6 +52,10 @@ RECEIVE_BATCHES = 3
 SESSION_EXPIRY_S = 86_400  # the broker keeps our messages a day while ingest is away
 
 MAINTAIN_EVERY_S = 3600.0
+# At most how often holes in nodes' sequences that no batch touches are checked against the
+# reorder window (half the window when shorter, at least a second): a node gone quiet after
+# a loss has its gap recorded within the window and this.
+SWEEP_EVERY_S = 10.0
 GC_YOUNG_THRESHOLD = 50_000
 
 
@@ -140,7 +144,8 @@ class IngestWorker:
     def run(self) -> None:
         """Until stopped: batches in, committed, acknowledged."""
         self.subscriber.start()
-        next_maintenance = time.monotonic()
+        next_maintenance = next_sweep = time.monotonic()
+        sweep_every_s = min(SWEEP_EVERY_S, max(1.0, self.settings.ingest_reorder_window_s / 2))
         decoded: Decoded | None = None
         try:
             while not self.stop_event.is_set():
@@ -149,6 +154,9 @@ class IngestWorker:
                     decoded = (messages, decode_batch(messages)) if messages else None
                 if decoded is not None:
                     decoded = self._store(*decoded)
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + sweep_every_s
+                    self._with_database(self._record_stale_holes)
                 if time.monotonic() >= next_maintenance:
                     next_maintenance = time.monotonic() + MAINTAIN_EVERY_S
                     self._with_database(
@@ -323,6 +331,10 @@ class IngestWorker:
                 batch.dead[0].topic,
                 batch.dead[0].reason,
             )
+
+    def _record_stale_holes(self, conn: psycopg.Connection) -> None:
+        with conn.transaction():
+            self.writer.record_stale_holes(conn)
 
     def _pause(self, seconds: float) -> None:
         """Tenacity's sleep between retries, cut short when the worker is stopped."""

