@@ -72,6 +72,13 @@ def test_every_event_is_stored_once_even_when_delivered_twice(
         count(cloud_db, "SELECT count(DISTINCT seq) FROM events WHERE node_id = 'qx-twice'") == 300
     )
     assert count(cloud_db, "SELECT count(*) FROM seq_gaps WHERE node_id = 'qx-twice'") == 0
+    # A copy is not an error: none of them ends as a dead letter.
+    assert (
+        count(
+            cloud_db, "SELECT count(*) FROM ingest_dead_letters WHERE topic LIKE %s", "%/qx-twice/%"
+        )
+        == 0
+    )
     nodes.close()
 
 
