@@ -5,7 +5,8 @@ Run: .venv/bin/python -m bench.cloud_ingest [--backlog 200000]
 
   (a) naive: one INSERT and one commit per message, acknowledged on receipt;
   (b) gridwatch ingest (`gridwatch cloud ingest` processes): batches COPYed into a staging
-      table, moved with INSERT .. ON CONFLICT DO NOTHING, committed, then acknowledged.
+      table, moved into `events` (as all new, or with ON CONFLICT DO NOTHING when a copy was
+      stored before), committed, then acknowledged.
 
 It measures the drain of a broker backlog (a town's link comes back) with 1 and 2 ingest
 processes; the live rate, with a Python publisher on the same box offering 20,000 events/s

@@ -1,7 +1,8 @@
 """Write one batch of decoded messages in one transaction: events through COPY into a
-staging table and INSERT .. ON CONFLICT DO NOTHING (stored once however often delivered),
-then rollups (plain PostgreSQL), sequence gaps, health, state, telemetry, config reports,
-command responses, snapshots and dead letters."""
+staging table and an INSERT into `events` (tried as all new, then with ON CONFLICT DO
+NOTHING when a copy was stored before: each event is stored once however often delivered),
+then rollups (plain PostgreSQL), sequence holes and gaps, health, state, telemetry, config
+reports, command responses, snapshots and dead letters."""
 
 from __future__ import annotations
 
