@@ -69,10 +69,10 @@ def tune_garbage_collector() -> None:
     """Ingest keeps tens of thousands of young objects alive at once (a batch being
     decoded, the messages waiting behind it), and the collector rescans them every time it
     runs: with the default thresholds decoding a batch took twice as long, and with young
-    collections every 50,000 allocations they still cost 5-10 µs of ingest's 46-51 µs an
+    collections every 50,000 allocations they still cost about 7 of ingest's 51-57 µs an
     event. The data holds no reference cycles, so the automatic collector is switched off
-    and the worker collects once per sweep (at most every 10 s), when it waits least; what
-    exists after start-up (modules, settings) is frozen out of the scans."""
+    and the worker collects at each sweep, at most every 10 s, for what other code leaves;
+    what exists after start-up (modules, settings) is frozen out of the scans."""
     gc.collect()
     gc.freeze()
     gc.disable()
