@@ -175,12 +175,15 @@ class IngestWorker:
         """The next batch when it need not wait (full, or its window is over), else none."""
         if not self.pending:
             return []
-        deadline = self.pending[0].received_at + timedelta(
-            milliseconds=self.settings.ingest_batch_ms
-        )
-        if len(self.pending) < self.settings.ingest_batch_max and datetime.now(UTC) < deadline:
+        if len(self.pending) < self.settings.ingest_batch_max and (
+            datetime.now(UTC) < self._deadline()
+        ):
             return []
         return self._take()
+
+    def _deadline(self) -> datetime:
+        """When the oldest waiting message has waited its batch window."""
+        return self.pending[0].received_at + timedelta(milliseconds=self.settings.ingest_batch_ms)
 
     def _collect(self) -> list[Received]:
         """Up to `ingest_batch_max` messages, waiting at most `ingest_batch_ms` after the
@@ -193,9 +196,7 @@ class IngestWorker:
         self.arrived.clear()
         if not self.pending:
             return []  # a signal whose message the previous batch already took
-        deadline = self.pending[0].received_at + timedelta(
-            milliseconds=self.settings.ingest_batch_ms
-        )
+        deadline = self._deadline()
         while len(self.pending) < self.settings.ingest_batch_max:
             remaining = (deadline - datetime.now(UTC)).total_seconds()
             if remaining <= 0:

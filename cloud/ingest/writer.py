@@ -300,6 +300,16 @@ def _create_staging(conn: psycopg.Connection) -> None:
         conn.execute(statement)
 
 
+def _holes(stored: list[list[Any]]) -> list[Gap]:
+    """`node_sequences.holes` ([[first, last, first seen], ...]) as gaps without a row."""
+    return [Gap(first, last, seen=seen) for first, last, seen in stored]
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    """Rows as one list per column: the array parameters of an `unnest(...)` statement."""
+    return tuple(list(column) for column in zip(*rows, strict=True))
+
+
 class BatchWriter:
     def __init__(
         self,
@@ -465,13 +475,12 @@ class BatchWriter:
         changed_rows: list[tuple[int, int, int]] = []
         for node_id in nodes:
             high, holes = known.get(node_id, (None, []))
-            gaps = recorded.get(node_id, []) + [Gap(f, last, seen=seen) for f, last, seen in holes]
+            gaps = recorded.get(node_id, []) + _holes(holes)
             state = advance(NodeSequence(high, gaps), seqs[node_id])
-            kept, promoted = self._age_holes(state.gaps, now)
-            node_rows.append((node_id, state.high, kept))
-            new_rows += [(node_id, g.first, g.last, g.seen or now) for g in promoted]
+            result.gaps_opened += self._age_holes(
+                node_id, state.high, state.gaps, now, node_rows, new_rows
+            )
             changed_rows += [(g.id, g.first, g.last) for g in state.changed_gaps if g.id]
-            result.gaps_opened += len(promoted)
             result.gaps_closed += sum(1 for g in state.changed_gaps if g.closed)
         self._write_sequences(conn, node_rows, new_rows)
         closed = [gap_id for gap_id, first, last in changed_rows if first > last]
@@ -483,7 +492,7 @@ class BatchWriter:
                 "UPDATE seq_gaps g SET first_seq = v.first_seq, last_seq = v.last_seq "
                 "FROM unnest(%s::int8[], %s::int8[], %s::int8[]) AS v(id, first_seq, last_seq) "
                 "WHERE g.id = v.id",
-                tuple(list(column) for column in zip(*shrunk, strict=True)),
+                _columns(shrunk),
             )
         if result.gaps_opened:
             logger.warning(
@@ -493,19 +502,33 @@ class BatchWriter:
                 sorted({n for n, *_ in new_rows})[:10],
             )
 
-    def _age_holes(self, gaps: list[Gap], now: float) -> tuple[list[Gap], list[Gap]]:
-        """A node's holes without a seq_gaps row: (those kept with the node, those missing
-        for the reorder window, to be recorded)."""
+    def _age_holes(
+        self,
+        node_id: str,
+        high: int | None,
+        gaps: list[Gap],
+        now: float,
+        node_rows: list[tuple[str, int | None, list[Gap]]],
+        new_rows: list[tuple[str, int, int, float]],
+    ) -> int:
+        """A node's holes without a seq_gaps row: those missing for the reorder window go to
+        `new_rows` (to be recorded, detected when first seen), the rest stay with the node's
+        row in `node_rows`. Returns how many are recorded."""
         window = self.reorder_window.total_seconds()
         kept: list[Gap] = []
-        promoted: list[Gap] = []
+        recorded = 0
         for gap in gaps:
             if gap.id is not None:
                 continue
-            if gap.seen is None:
-                gap.seen = now
-            (promoted if now - gap.seen >= window else kept).append(gap)
-        return kept, promoted
+            seen = now if gap.seen is None else gap.seen
+            gap.seen = seen
+            if now - seen >= window:
+                new_rows.append((node_id, gap.first, gap.last, seen))
+                recorded += 1
+            else:
+                kept.append(gap)
+        node_rows.append((node_id, high, kept))
+        return recorded
 
     def _write_sequences(
         self,
@@ -537,7 +560,7 @@ class BatchWriter:
                 "INSERT INTO seq_gaps (node_id, first_seq, last_seq, detected_at) "
                 "SELECT n, f, l, to_timestamp(s) "
                 "FROM unnest(%s::text[], %s::int8[], %s::int8[], %s::float8[]) AS v(n, f, l, s)",
-                tuple(list(column) for column in zip(*new_rows, strict=True)),
+                _columns(new_rows),
             )
 
     def record_stale_holes(self, conn: psycopg.Connection) -> int:
@@ -552,10 +575,7 @@ class BatchWriter:
             "WHERE oldest_hole <= now() - %s ORDER BY node_id FOR UPDATE SKIP LOCKED",
             (self.reorder_window,),
         ).fetchall():
-            gaps = [Gap(f, last, seen=seen) for f, last, seen in holes]
-            kept, promoted = self._age_holes(gaps, now)
-            node_rows.append((node_id, high, kept))
-            new_rows += [(node_id, g.first, g.last, g.seen or now) for g in promoted]
+            self._age_holes(node_id, high, _holes(holes), now, node_rows, new_rows)
         if node_rows:
             self._write_sequences(conn, node_rows, new_rows)
         return len(new_rows)
