@@ -36,6 +36,7 @@ from cloud.db import cases as cases_db
 from cloud.db.escalation import escalate_due
 from cloud.db.routing import route_events
 from cloud.db.schema import prepare_database
+from cloud.ingest.fast_events import ingested
 from cloud.ingest.writer import Batch, BatchWriter
 from cloud.org_import import OrgFiles, import_org
 from cloud.settings import CloudSettings
@@ -210,7 +211,7 @@ def main() -> None:
             now = datetime.now(UTC)
             t = time.perf_counter()
             with conn.transaction():
-                writer.write(conn, Batch(events=[(e, now) for e in events]))
+                writer.write(conn, Batch(events=[(ingested(e), now) for e in events]))
             write_s += time.perf_counter() - t
         # The routing statement alone, on batches the writer has staged but not routed.
         for _ in range(args.batches):

@@ -19,7 +19,7 @@ from protocols.geometry import BBox
 from protocols.identifiers import CameraId, NodeId, Sha256, Token, Uuid7
 
 MAX_SNAPSHOT_BYTES = 2 * 1024 * 1024
-_MAX_SEQ = 2**63 - 1
+MAX_SEQ = 2**63 - 1
 
 
 class Snapshot(WireModel):
@@ -41,7 +41,7 @@ class ModelRef(WireModel):
 
 
 # The field each kind must carry on its start message.
-_REQUIRED_ON_START = {
+REQUIRED_ON_START = {
     EventKind.LINE_CROSSING: "direction",
     EventKind.LOITERING: "dwell_s",
     EventKind.CROWD: "count",
@@ -54,7 +54,7 @@ class DetectionEvent(Payload):
 
     event_id: Uuid7 = Field(description="Unique per message; the cloud stores each id once.")
     thread_id: Uuid7 = Field(description="event_id of the thread's start message.")
-    seq: int = Field(ge=0, le=_MAX_SEQ, description="Per-node sequence; gaps mean lost events.")
+    seq: int = Field(ge=0, le=MAX_SEQ, description="Per-node sequence; gaps mean lost events.")
     node_id: NodeId
     camera_id: CameraId
     observed_at: PastDatetime
@@ -65,7 +65,7 @@ class DetectionEvent(Payload):
     label: str | None = Field(default=None, max_length=64, examples=["person"])
     score: float | None = Field(default=None, ge=0.0, le=1.0)
     bbox: BBox | None = None
-    track_id: int | None = Field(default=None, ge=0, le=_MAX_SEQ)
+    track_id: int | None = Field(default=None, ge=0, le=MAX_SEQ)
     zone: str | None = Field(default=None, max_length=64)
     direction: CrossingDirection | None = None
     dwell_s: float | None = Field(default=None, ge=0)
@@ -78,7 +78,7 @@ class DetectionEvent(Payload):
     def _thread_and_kind_fields(self) -> Self:
         if self.phase is EventPhase.START and self.thread_id != self.event_id:
             raise ValueError("a start event must have thread_id equal to event_id")
-        required = _REQUIRED_ON_START.get(self.kind)
+        required = REQUIRED_ON_START.get(self.kind)
         if required and self.phase is EventPhase.START and getattr(self, required) is None:
             raise ValueError(f"kind {self.kind.value!r} needs {required!r} on its start event")
         if len({s.variant for s in self.snapshots}) != len(self.snapshots):

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, Field, model_validator
 from protocols.base import WireModel
 
 # Rounding in the edge's pixel→fraction conversion may put x + w a hair above 1.
-_EDGE_TOLERANCE = 1e-6
+EDGE_TOLERANCE = 1e-6
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0, description="A fraction of the frame, 0..1.")]
 
@@ -24,9 +24,9 @@ class BBox(WireModel):
 
     @model_validator(mode="after")
     def _inside_frame(self) -> Self:
-        if self.x + self.w > 1.0 + _EDGE_TOLERANCE:
+        if self.x + self.w > 1.0 + EDGE_TOLERANCE:
             raise ValueError(f"x + w = {self.x + self.w:g} lies outside the frame [0, 1]")
-        if self.y + self.h > 1.0 + _EDGE_TOLERANCE:
+        if self.y + self.h > 1.0 + EDGE_TOLERANCE:
             raise ValueError(f"y + h = {self.y + self.h:g} lies outside the frame [0, 1]")
         return self
 

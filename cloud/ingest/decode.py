@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cloud.ingest.fast_events import decode_event, ingested
 from cloud.ingest.subscriber import Received
 from cloud.ingest.writer import Batch, DeadLetter
 from protocols import (
@@ -21,6 +22,10 @@ from protocols.topics import NodeTopic
 def decode_batch(messages: list[Received]) -> Batch:
     batch = Batch()
     for message in messages:
+        event = decode_event(message.topic, message.payload, message.received_at)
+        if event is not None:
+            batch.events.append((event, message.received_at))
+            continue
         try:
             parts, decoded = decode_message(message.topic, message.payload, now=message.received_at)
         except InvalidTopic as exc:
@@ -31,8 +36,8 @@ def decode_batch(messages: list[Received]) -> Batch:
             continue
         at = message.received_at
         match decoded:
-            case DetectionEvent():
-                batch.events.append((decoded, at))
+            case DetectionEvent():  # valid, in a form the fast path does not take
+                batch.events.append((ingested(decoded), at))
             case NodeState():
                 batch.states.append((decoded, at))
             case NodeHealth():

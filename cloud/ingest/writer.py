@@ -15,17 +15,18 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
 from cloud.db.routing import route_events
+from cloud.ingest.fast_events import IngestedEvent
 from cloud.ingest.gaps import Gap, NodeSequence, advance
 from cloud.snapshots import SnapshotStore, sha256_hex, storage_key
 from protocols import (
     CommandResponse,
     ConfigReport,
-    DetectionEvent,
     NodeHealth,
     NodeState,
     Telemetry,
@@ -141,7 +142,7 @@ class DeadLetter:
 class Batch:
     """Decoded messages of one batch, by kind, with when each arrived."""
 
-    events: list[tuple[DetectionEvent, datetime]] = field(default_factory=list)
+    events: list[tuple[IngestedEvent, datetime]] = field(default_factory=list)
     states: list[tuple[NodeState, datetime]] = field(default_factory=list)
     health: list[tuple[NodeHealth, bytes, datetime]] = field(default_factory=list)
     telemetry: list[tuple[Telemetry, datetime]] = field(default_factory=list)
@@ -219,7 +220,7 @@ _FROM_STAGED = {
 }
 
 
-def event_row(event: DetectionEvent, unit_code: str, received_at: datetime) -> tuple[Any, ...]:
+def event_row(event: IngestedEvent, unit_code: str, received_at: datetime) -> tuple[Any, ...]:
     """One row for `events_staging` (STAGED order and types)."""
     bbox = event.bbox
     return (
@@ -243,8 +244,8 @@ def event_row(event: DetectionEvent, unit_code: str, received_at: datetime) -> t
         event.dwell_s,
         event.count,
         None if event.tamper is None else event.tamper.value,
-        orjson.dumps([s.__dict__ for s in event.snapshots]).decode() if event.snapshots else None,
-        orjson.dumps(event.model.__dict__).decode() if event.model else None,
+        msgspec.json.encode(event.snapshots).decode() if event.snapshots else None,
+        msgspec.json.encode(event.model).decode() if event.model else None,
         received_at,
     )
 
@@ -412,7 +413,7 @@ class BatchWriter:
     # ---- events ---------------------------------------------------------------------
 
     def _copy_events(
-        self, conn: psycopg.Connection, events: list[tuple[DetectionEvent, datetime]]
+        self, conn: psycopg.Connection, events: list[tuple[IngestedEvent, datetime]]
     ) -> None:
         self.refresh_units(conn)
         units = self._units

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloud.access import Principal, Role
 from cloud.app import create_app
+from cloud.ingest.fast_events import ingested
 from cloud.ingest.writer import Batch, BatchWriter, DeadLetter
 from cloud.org_import import OrgFiles, import_org
 from cloud.settings import CloudSettings
@@ -58,7 +59,7 @@ def populated(
     )
     health = make_node_health(node_id=NODE)
     batch = Batch(
-        events=[(e, NOW) for e in events],
+        events=[(ingested(e), NOW) for e in events],
         states=[(make_node_state(node_id=NODE), NOW)],
         health=[(health, encode(health), NOW)],
         snapshots=[

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from cloud.ingest.fast_events import ingested
 from cloud.ingest.writer import Batch, BatchWriter
 from cloud.snapshots import LocalSnapshotStore
 from tests.factories import make_detection_event
@@ -27,7 +28,7 @@ def writer(tmp_path: Path, window_s: float) -> BatchWriter:
 
 def store(url: str, writer: BatchWriter, node: str, seqs: list[int]) -> None:
     now = datetime.now(UTC)
-    events = [(make_detection_event(node_id=node, seq=s), now) for s in seqs]
+    events = [(ingested(make_detection_event(node_id=node, seq=s)), now) for s in seqs]
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         writer.write(conn, Batch(events=events))
 
