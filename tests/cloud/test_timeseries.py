@@ -391,7 +391,8 @@ def test_free_text_with_tabs_newlines_and_backslashes_survives_copy(
     with psycopg.connect(cloud_db, autocommit=True) as conn:
         write(conn, writer_for(False, tmp_path), [event])
         row = conn.execute(
-            "SELECT label, zone, snapshots, model FROM events WHERE event_id = %s",
+            "SELECT label, zone, snapshots, model_profile, model_sha256 FROM events "
+            "WHERE event_id = %s",
             (event.event_id,),
         ).fetchone()
     assert row is not None
@@ -399,4 +400,4 @@ def test_free_text_with_tabs_newlines_and_backslashes_survives_copy(
     assert row[1] == "zone\\A\r"
     assert row[2] == [s.model_dump(mode="json") for s in event.snapshots]
     assert event.model is not None
-    assert row[3] == event.model.model_dump(mode="json")
+    assert row[3:] == (event.model.profile, event.model.sha256)
