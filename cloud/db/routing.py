@@ -1,7 +1,8 @@
 """Events → cases, set-based, inside ingest's transaction (an event is stored and routed
 together, once, however often it is delivered).
 
-The batch's new events are in the temp table `events_inserted`. A situation's start
+The batch's new events are in a temp table: `events_staging` when the whole batch was new,
+else `events_inserted` (what its ON CONFLICT insert kept). A situation's start
 opens a case for the camera's unit, or merges into the open case of the same camera and
 kind; the case starts at the tier its rule names, with deadlines from the rules. A
 camera-health situation that ends closes its work order by itself.
@@ -23,7 +24,7 @@ WITH root AS (
            e.observed_at, coalesce(u.code, root.code) AS unit_code,
            r.source, r.start_level, r.ack_s, r.resolve_s,
            array_position(ARRAY['low', 'medium', 'high', 'critical'], e.severity) AS rank
-    FROM events_inserted e
+    FROM {new_events} e
     JOIN case_rules r ON r.category = e.kind AND r.severity = e.severity AND r.opens_case
     CROSS JOIN root
     LEFT JOIN org_units u ON u.code = e.unit_code
@@ -103,7 +104,7 @@ AUTO_CLOSE_SQL = CLOSE_SQL.replace(
     "{targets}",
     """
     SELECT DISTINCT c.case_id, c.state
-    FROM events_inserted e
+    FROM {new_events} e
     JOIN case_threads t ON t.thread_id = e.thread_id
     JOIN cases c ON c.case_id = t.case_id
     WHERE e.phase = 'end' AND c.source = 'fleet' AND c.state <> 'closed'
@@ -113,10 +114,19 @@ AUTO_CLOSE_SQL = CLOSE_SQL.replace(
 )
 
 
-def route_events(conn: psycopg.Connection) -> tuple[int, int, int]:
-    """(cases opened, cases merged into, work orders closed) for the batch's new events."""
+# Where a batch's new events may be, and each statement for each.
+NEW_EVENT_TABLES = ("events_staging", "events_inserted")
+_ROUTE = {t: ROUTE_SQL.replace("{new_events}", t) for t in NEW_EVENT_TABLES}
+_AUTO_CLOSE = {t: AUTO_CLOSE_SQL.replace("{new_events}", t) for t in NEW_EVENT_TABLES}
+
+
+def route_events(
+    conn: psycopg.Connection, new_events: str = "events_inserted"
+) -> tuple[int, int, int]:
+    """(cases opened, cases merged into, work orders closed) for the batch's new events,
+    in the temp table `new_events` (one of NEW_EVENT_TABLES)."""
     conn.execute(LOCK_SQL)  # before case rows: the order every alert-raising path shares
-    row = conn.execute(ROUTE_SQL).fetchone()
+    row = conn.execute(_ROUTE[new_events]).fetchone()
     opened, merged = (row[0], row[1]) if row else (0, 0)
-    closed_row = conn.execute(AUTO_CLOSE_SQL, {"reason": "camera back"}).fetchone()
+    closed_row = conn.execute(_AUTO_CLOSE[new_events], {"reason": "camera back"}).fetchone()
     return opened, merged, closed_row[0] if closed_row else 0
