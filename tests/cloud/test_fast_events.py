@@ -258,6 +258,22 @@ def test_edge_forms_of_json_get_the_protocols_verdict(raw: bytes) -> None:
     assert_fast_within_protocol(raw, events_topic("qx-fast"))
 
 
+def test_ignored_fields_are_skipped_but_a_payload_that_is_not_utf8_is_not() -> None:
+    """The one deliberate difference (fast_events' docstring): a number beyond a float's
+    range in a field nobody reads. Bytes that are not UTF-8 refuse the payload on both."""
+    body = orjson.dumps(
+        orjson.loads(encode(make_detection_event(node_id="qx-fast", seq=1, observed_at=NOW)))
+    )[:-1]
+    topic = events_topic("qx-fast")
+    huge = body + b',"newer_field":[1,{"a":1e400}]}'
+    assert decode_event(topic, huge, NOW) is not None
+    assert protocol_verdict(topic, huge) is None
+    for not_utf8 in (b',"newer_field":"\xff\xfe"}', b',"label":"\xc3"}'):
+        raw = body + not_utf8
+        assert decode_event(topic, raw, NOW) is None
+        assert protocol_verdict(topic, raw) is None
+
+
 def test_a_topic_for_another_node_or_channel_is_left_to_the_protocol() -> None:
     event = make_detection_event(node_id="qx-fast", seq=1, observed_at=NOW)
     raw = encode(event)
