@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from cloud.ingest.fast_events import decode_event, ingested
 from cloud.ingest.subscriber import Received
 from cloud.ingest.writer import Batch, DeadLetter
 from protocols import (
@@ -16,13 +15,14 @@ from protocols import (
     Telemetry,
     decode_message,
 )
+from protocols.fast_events import decode_event_fast, to_fast
 from protocols.topics import NodeTopic
 
 
 def decode_batch(messages: list[Received]) -> Batch:
     batch = Batch()
     for message in messages:
-        event = decode_event(message.topic, message.payload, message.received_at)
+        event = decode_event_fast(message.topic, message.payload, message.received_at)
         if event is not None:
             batch.events.append((event, message.received_at))
             continue
@@ -37,7 +37,7 @@ def decode_batch(messages: list[Received]) -> Batch:
         at = message.received_at
         match decoded:
             case DetectionEvent():  # valid, in a form the fast path does not take
-                batch.events.append((ingested(decoded), at))
+                batch.events.append((to_fast(decoded), at))
             case NodeState():
                 batch.states.append((decoded, at))
             case NodeHealth():

@@ -21,7 +21,6 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from cloud.db.routing import NEW_EVENT_TABLES, route_events
-from cloud.ingest.fast_events import IngestedEvent
 from cloud.ingest.gaps import Gap, NodeSequence, advance
 from cloud.snapshots import SnapshotStore, sha256_hex, storage_key
 from protocols import (
@@ -32,6 +31,7 @@ from protocols import (
     Telemetry,
 )
 from protocols.enums import StreamStatus
+from protocols.fast_events import FastDetectionEvent
 from protocols.topics import NodeTopic
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class DeadLetter:
 class Batch:
     """Decoded messages of one batch, by kind, with when each arrived."""
 
-    events: list[tuple[IngestedEvent, datetime]] = field(default_factory=list)
+    events: list[tuple[FastDetectionEvent, datetime]] = field(default_factory=list)
     states: list[tuple[NodeState, datetime]] = field(default_factory=list)
     health: list[tuple[NodeHealth, bytes, datetime]] = field(default_factory=list)
     telemetry: list[tuple[Telemetry, datetime]] = field(default_factory=list)
@@ -221,7 +221,7 @@ _FROM_STAGED = {
 }
 
 
-def event_row(event: IngestedEvent, unit_code: str, received_at: datetime) -> tuple[Any, ...]:
+def event_row(event: FastDetectionEvent, unit_code: str, received_at: datetime) -> tuple[Any, ...]:
     """One row for `events_staging` (STAGED order and types)."""
     bbox = event.bbox
     model = event.model
@@ -458,7 +458,7 @@ class BatchWriter:
     # ---- events ---------------------------------------------------------------------
 
     def _copy_events(
-        self, conn: psycopg.Connection, events: list[tuple[IngestedEvent, datetime]]
+        self, conn: psycopg.Connection, events: list[tuple[FastDetectionEvent, datetime]]
     ) -> None:
         self.refresh_units(conn)
         units = self._units

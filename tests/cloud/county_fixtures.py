@@ -14,13 +14,13 @@ from fastapi.testclient import TestClient
 
 from cloud.access import Principal, Role
 from cloud.db.schema import prepare_database
-from cloud.ingest.fast_events import ingested
 from cloud.ingest.writer import Batch, BatchWriter
 from cloud.org_import import OrgFiles, import_org
 from cloud.settings import CloudSettings
 from cloud.snapshots import LocalSnapshotStore
 from cloud.tiers import Level
 from protocols.events import DetectionEvent
+from protocols.fast_events import to_fast
 from tests.support.county import COUNTY, OTHER_NODE, VILLAGE_NODE, write_small_county
 
 __all__ = ["OTHER_NODE", "VILLAGE_NODE", "County", "app_settings", "county_database", "signed_in"]
@@ -35,7 +35,7 @@ class County:
 
     def write(self, events: list[DetectionEvent], at: datetime) -> None:
         """Store events as ingest does (routing into cases included), in one transaction."""
-        self.write_batch(Batch(events=[(ingested(e), at) for e in events]))
+        self.write_batch(Batch(events=[(to_fast(e), at) for e in events]))
 
     def write_batch(self, batch: Batch) -> None:
         writer = BatchWriter(

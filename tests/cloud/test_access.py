@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloud.app import create_app
-from cloud.ingest.fast_events import ingested
 from cloud.ingest.writer import Batch, BatchWriter
 from cloud.snapshots import LocalSnapshotStore
 from protocols import Channel
 from protocols.enums import SnapshotVariant
+from protocols.fast_events import to_fast
 from protocols.topics import NodeTopic
 from tests.cloud.county_fixtures import (
     OTHER_NODE,
@@ -54,7 +54,7 @@ def scene(county: County, broker: MosquittoBroker) -> Iterator[tuple[TestClient,
     )
     now = datetime.now(UTC)
     with psycopg.connect(county.url, autocommit=True) as conn, conn.transaction():
-        writer.write(conn, Batch(events=[(ingested(event), now)], snapshots=[(topic, JPEG, now)]))
+        writer.write(conn, Batch(events=[(to_fast(event), now)], snapshots=[(topic, JPEG, now)]))
         row = conn.execute(
             "SELECT case_id FROM cases WHERE first_event_id = %s", (event.event_id,)
         ).fetchone()

@@ -17,7 +17,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloud.access import Principal, Role
 from cloud.app import create_app
-from cloud.ingest.fast_events import ingested
 from cloud.ingest.writer import Batch, BatchWriter, DeadLetter
 from cloud.org_import import OrgFiles, import_org
 from cloud.settings import CloudSettings
@@ -26,6 +25,7 @@ from cloud.tiers import Level
 from protocols import Channel, encode
 from protocols.enums import EventKind, EventPhase, NodeStatus, SnapshotVariant, StateReason
 from protocols.events import DetectionEvent
+from protocols.fast_events import to_fast
 from protocols.topics import NodeTopic, events_topic
 from tests.factories import make_detection_event, make_node_health, make_node_state
 from tests.support.county import COUNTY, write_small_county
@@ -59,7 +59,7 @@ def populated(
     )
     health = make_node_health(node_id=NODE)
     batch = Batch(
-        events=[(ingested(e), NOW) for e in events],
+        events=[(to_fast(e), NOW) for e in events],
         states=[(make_node_state(node_id=NODE), NOW)],
         health=[(health, encode(health), NOW)],
         snapshots=[

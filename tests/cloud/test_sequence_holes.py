@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from cloud.ingest.fast_events import ingested
 from cloud.ingest.writer import Batch, BatchWriter
 from cloud.snapshots import LocalSnapshotStore
+from protocols.fast_events import to_fast
 from tests.factories import make_detection_event
 
 
@@ -28,7 +28,7 @@ def writer(tmp_path: Path, window_s: float) -> BatchWriter:
 
 def store(url: str, writer: BatchWriter, node: str, seqs: list[int]) -> None:
     now = datetime.now(UTC)
-    events = [(ingested(make_detection_event(node_id=node, seq=s)), now) for s in seqs]
+    events = [(to_fast(make_detection_event(node_id=node, seq=s)), now) for s in seqs]
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         writer.write(conn, Batch(events=events))
 

@@ -23,13 +23,13 @@ from cloud.db.timeseries import (
     list_partitions,
     policy_jobs,
 )
-from cloud.ingest.fast_events import ingested
 from cloud.ingest.writer import Batch, BatchWriter
 from cloud.settings import CloudSettings, RetentionSettings
 from cloud.snapshots import LocalSnapshotStore
 from protocols import NodeHealth, encode
 from protocols.enums import EventKind, EventPhase, StreamStatus
 from protocols.events import DetectionEvent
+from protocols.fast_events import to_fast
 from protocols.health import CameraHealth
 from tests.factories import make_detection_event, make_node_health, new_uuid7
 
@@ -64,7 +64,7 @@ def situations(node_id: str, start: datetime, hours: int) -> list[DetectionEvent
 
 def write(conn: psycopg.Connection, writer: BatchWriter, events: list[DetectionEvent]) -> int:
     with conn.transaction():
-        return writer.write(conn, Batch(events=[(ingested(e), NOW) for e in events])).events_stored
+        return writer.write(conn, Batch(events=[(to_fast(e), NOW) for e in events])).events_stored
 
 
 def expected_counts(events: list[DetectionEvent], bucket: str) -> Counter[tuple[datetime, str]]:

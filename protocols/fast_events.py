@@ -1,28 +1,29 @@
-"""Detection events decoded in C: the protocol's `DetectionEvent` contract, checked by msgspec.
+"""Detection events decoded in C, for a receiver that takes tens of thousands a second: the
+`DetectionEvent` contract restated for msgspec.
 
-Ingest decodes tens of thousands of events a second. Through the protocol's pydantic model
-an event cost about 12 µs (JSON, validation, four model objects); msgspec parses and checks
-the same fields into slotted structs in about 5, and the structs cost less to keep and to
-free: ingest's CPU per event draining a backlog fell from 30–33 to 19–20 µs.
+Through the pydantic model an event cost the cloud's ingest about 12 µs (JSON, validation,
+four model objects); msgspec parses and checks the same fields into slotted structs in about
+5, and the structs cost less to keep and to free: ingest's CPU per event draining a backlog
+fell from 30–33 to 19–20 µs.
 
-`protocols.DetectionEvent` stays the contract and the only source of error messages. This
-module is a faster way to *accept* what it accepts, nothing more:
+`DetectionEvent` stays the contract and the only source of error messages. This module is
+a faster way to *accept* what it accepts, nothing more:
 
 - A payload the fast path does not take (a failed check, a lax form such as "5" for 5, any
-  `\\u` escape, a topic that is not a node's events) goes through `protocols.decode_message`,
-  which refuses it naming the field, or accepts it; an accepted one is re-encoded in the
-  protocol's canonical form and decoded here (`ingested`).
-- Every constraint of the model is repeated below with the protocol's own constants, and
-  the checks msgspec cannot state (UUID version, time in the past, the model validators)
-  follow the decode. `tests/cloud/test_fast_events.py` holds the two to the same verdicts
-  and values, and compares their JSON Schemas field by field, so a field added to the
-  protocol and not here fails the tests.
+  `\\u` escape, a topic that is not a node's events) is for `decode_message`, which refuses
+  it naming the field, or accepts it; `to_fast` turns an accepted one into this form through
+  the canonical encoding.
+- Every constraint of the model is restated below with the model's own constants, and the
+  checks msgspec cannot state (UUID version, time in the past, the model validators) follow
+  the decode. `tests/protocols/test_fast_events.py` holds the two to the same verdicts and
+  values, and compares their JSON Schemas field by field, so a field added to the model and
+  not here fails the tests.
 
-One difference is deliberate: fields the protocol ignores (a newer edge's additions) are
+One difference is deliberate: fields the model ignores (a newer edge's additions) are
 skipped here without converting their numbers, so a number beyond a float's range in such a
-field does not refuse the event it came with, as the protocol's parser does. Nothing of
-those fields is kept. (Bytes that are not UTF-8 anywhere in a payload do refuse it, as they
-do in the protocol.)
+field does not refuse the event it came with, as the model's parser does. Nothing of those
+fields is kept. (Bytes that are not UTF-8 anywhere in a payload do refuse it, as they do
+there.)
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from protocols import encode
 from protocols.base import DEFAULT_MAX_FUTURE_SKEW_S, SCHEMA_VERSION
 from protocols.catalog import CHANNELS
+from protocols.codec import encode
 from protocols.enums import (
     CrossingDirection,
     EventKind,
@@ -69,14 +70,14 @@ Pixels = Annotated[int, Meta(ge=1, le=16384)]
 Text64 = Annotated[str, Meta(max_length=64)]
 
 
-class IngestedBBox(Struct, frozen=True):
+class FastBBox(Struct, frozen=True):
     x: Fraction
     y: Fraction
     w: Extent
     h: Extent
 
 
-class IngestedSnapshot(Struct, frozen=True):
+class FastSnapshot(Struct, frozen=True):
     variant: SnapshotVariant
     size_bytes: Annotated[int, Meta(ge=1, le=MAX_SNAPSHOT_BYTES)]
     sha256: Sha256
@@ -85,12 +86,12 @@ class IngestedSnapshot(Struct, frozen=True):
     content_type: Annotated[str, Meta(pattern=r"^image/jpeg\Z")] = "image/jpeg"
 
 
-class IngestedModelRef(Struct, frozen=True):
+class FastModelRef(Struct, frozen=True):
     profile: Text64
     sha256: Sha256 | None = None
 
 
-class IngestedEvent(Struct, frozen=True):
+class FastDetectionEvent(Struct, frozen=True):
     """A `DetectionEvent` as ingest stores it: the same fields, names and values."""
 
     event_id: uuid.UUID
@@ -105,19 +106,19 @@ class IngestedEvent(Struct, frozen=True):
     rule_id: Token | None = None
     label: Text64 | None = None
     score: Fraction | None = None
-    bbox: IngestedBBox | None = None
+    bbox: FastBBox | None = None
     track_id: Annotated[int, Meta(ge=0, le=MAX_SEQ)] | None = None
     zone: Text64 | None = None
     direction: CrossingDirection | None = None
     dwell_s: Annotated[float, Meta(ge=0.0)] | None = None
     count: Annotated[int, Meta(ge=0, le=100_000)] | None = None
     tamper: TamperReason | None = None
-    snapshots: Annotated[list[IngestedSnapshot], Meta(max_length=4)] = []
-    model: IngestedModelRef | None = None
+    snapshots: Annotated[list[FastSnapshot], Meta(max_length=4)] = []
+    model: FastModelRef | None = None
     schema_version: Literal[1] = SCHEMA_VERSION
 
 
-_DECODER: Final = msgspec.json.Decoder(IngestedEvent)
+_DECODER: Final = msgspec.json.Decoder(FastDetectionEvent)
 _MAX_BYTES: Final = CHANNELS[Channel.EVENTS].max_bytes
 _SKEW: Final = timedelta(seconds=DEFAULT_MAX_FUTURE_SKEW_S)
 # A time with more than six digits of a second: msgspec rounds it to the microsecond, the
@@ -126,7 +127,7 @@ _SKEW: Final = timedelta(seconds=DEFAULT_MAX_FUTURE_SKEW_S)
 _SUB_MICROSECOND: Final = re.compile(rb":\d\d\.\d{7}")
 
 
-def decode_event(topic: str, raw: bytes, received_at: datetime) -> IngestedEvent | None:
+def decode_event_fast(topic: str, raw: bytes, received_at: datetime) -> FastDetectionEvent | None:
     """The event on a node's `events` topic if it passes every check of `DetectionEvent`
     (with the default clock skew), else None: the caller then decodes it the protocol's
     way, which accepts it or says what is wrong."""
@@ -150,7 +151,7 @@ def decode_event(topic: str, raw: bytes, received_at: datetime) -> IngestedEvent
     return event
 
 
-def _passes_validators(event: IngestedEvent) -> bool:
+def _passes_validators(event: FastDetectionEvent) -> bool:
     """What msgspec's constraints cannot say: the ids' UUID version and the models'
     validators (`DetectionEvent._thread_and_kind_fields`, `BBox._inside_frame`)."""
     if event.event_id.version != 7 or event.thread_id.version != 7:
@@ -170,6 +171,6 @@ def _passes_validators(event: IngestedEvent) -> bool:
     )
 
 
-def ingested(event: DetectionEvent) -> IngestedEvent:
+def to_fast(event: DetectionEvent) -> FastDetectionEvent:
     """A protocol-checked event in ingest's form, through the canonical encoding."""
     return _DECODER.decode(encode(event))

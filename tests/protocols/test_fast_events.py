@@ -15,12 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloud.ingest.decode import decode_batch
-from cloud.ingest.fast_events import IngestedEvent, decode_event, ingested
-from cloud.ingest.subscriber import Received
 from protocols import InvalidPayload, decode_message, encode
 from protocols.enums import EventPhase
 from protocols.events import DetectionEvent
+from protocols.fast_events import FastDetectionEvent, decode_event_fast
 from protocols.topics import events_topic
 from tests.factories import make_detection_event
 from tests.protocols.strategies import detection_events, json_scalars
@@ -73,7 +71,7 @@ def constraints(schema: dict[str, Any]) -> dict[str, Any]:
 
 def test_the_fast_decoder_states_every_constraint_of_the_protocol() -> None:
     protocol = constraints(DetectionEvent.model_json_schema(mode="validation"))
-    fast = constraints(msgspec.json.schema(IngestedEvent))
+    fast = constraints(msgspec.json.schema(FastDetectionEvent))
     assert sorted(fast["properties"]) == sorted(protocol["properties"])
     for name, rule in protocol["properties"].items():
         assert fast["properties"][name] == rule, name
@@ -92,7 +90,7 @@ def protocol_verdict(topic: str, raw: bytes) -> DetectionEvent | None:
     return decoded
 
 
-def same_values(fast: IngestedEvent, protocol: DetectionEvent) -> None:
+def same_values(fast: FastDetectionEvent, protocol: DetectionEvent) -> None:
     """Field by field, as Python values (times compared as instants)."""
     kept = (uuid.UUID, datetime)
     assert msgspec.to_builtins(fast, builtin_types=kept) == protocol.model_dump()
@@ -104,7 +102,7 @@ def test_what_the_protocol_encodes_the_fast_path_takes_with_the_same_values(
     event: DetectionEvent,
 ) -> None:
     topic = events_topic(event.node_id)
-    fast = decode_event(topic, encode(event), NOW)
+    fast = decode_event_fast(topic, encode(event), NOW)
     if b"\\u" in encode(event):
         assert fast is None  # escapes go the protocol's way
         return
@@ -203,7 +201,7 @@ def base_events() -> list[DetectionEvent]:
 
 
 def assert_fast_within_protocol(raw: bytes, topic: str) -> None:
-    fast = decode_event(topic, raw, NOW)
+    fast = decode_event_fast(topic, raw, NOW)
     protocol = protocol_verdict(topic, raw)
     if fast is not None:
         assert protocol is not None, raw
@@ -266,47 +264,25 @@ def test_ignored_fields_are_skipped_but_a_payload_that_is_not_utf8_is_not() -> N
     )[:-1]
     topic = events_topic("qx-fast")
     huge = body + b',"newer_field":[1,{"a":1e400}]}'
-    assert decode_event(topic, huge, NOW) is not None
+    assert decode_event_fast(topic, huge, NOW) is not None
     assert protocol_verdict(topic, huge) is None
     for not_utf8 in (b',"newer_field":"\xff\xfe"}', b',"label":"\xc3"}'):
         raw = body + not_utf8
-        assert decode_event(topic, raw, NOW) is None
+        assert decode_event_fast(topic, raw, NOW) is None
         assert protocol_verdict(topic, raw) is None
 
 
 def test_a_topic_for_another_node_or_channel_is_left_to_the_protocol() -> None:
     event = make_detection_event(node_id="qx-fast", seq=1, observed_at=NOW)
     raw = encode(event)
-    assert decode_event(events_topic("qx-fast"), raw, NOW) is not None
-    assert decode_event(events_topic("qx-other"), raw, NOW) is None
-    assert decode_event("gw/v1/nodes/qx-fast/telemetry", raw, NOW) is None
-    assert decode_event("not/a/topic", raw, NOW) is None
+    assert decode_event_fast(events_topic("qx-fast"), raw, NOW) is not None
+    assert decode_event_fast(events_topic("qx-other"), raw, NOW) is None
+    assert decode_event_fast("gw/v1/nodes/qx-fast/telemetry", raw, NOW) is None
+    assert decode_event_fast("not/a/topic", raw, NOW) is None
 
 
 def test_an_event_too_far_ahead_is_left_to_the_protocol() -> None:
     event = make_detection_event(node_id="qx-fast", seq=1, observed_at=NOW)
     topic = events_topic("qx-fast")
-    assert decode_event(topic, encode(event), NOW - timedelta(seconds=299)) is not None
-    assert decode_event(topic, encode(event), NOW - timedelta(seconds=301)) is None
-
-
-# ---- what ingest makes of it ---------------------------------------------------------------
-
-
-def received(topic: str, raw: bytes) -> Received:
-    return Received(1, 1, topic, raw, NOW)
-
-
-def test_ingest_stores_a_lax_form_the_protocol_accepts_and_dead_letters_a_refusal() -> None:
-    event = make_detection_event(node_id="qx-fast", seq=7, observed_at=NOW)
-    topic = events_topic("qx-fast")
-    lax = orjson.loads(encode(event)) | {"seq": "7", "score": 1}
-    refused = orjson.loads(encode(event)) | {"camera_id": "cam01\n"}
-    assert decode_event(topic, orjson.dumps(lax), NOW) is None
-    batch = decode_batch(
-        [received(topic, orjson.dumps(lax)), received(topic, orjson.dumps(refused))]
-    )
-    assert [e for e, _ in batch.events] == [ingested(event.model_copy(update={"score": 1.0}))]
-    assert [(d.field, d.reason) for d in batch.dead] == [
-        ("camera_id", "String should match pattern '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'")
-    ]
+    assert decode_event_fast(topic, encode(event), NOW - timedelta(seconds=299)) is not None
+    assert decode_event_fast(topic, encode(event), NOW - timedelta(seconds=301)) is None
