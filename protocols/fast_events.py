@@ -60,35 +60,35 @@ def _whole(pattern: str) -> str:
     return pattern.removesuffix("$") + r"\Z"
 
 
-NodeId = Annotated[str, Meta(pattern=_whole(NODE_ID_PATTERN))]
-CameraId = Annotated[str, Meta(pattern=_whole(CAMERA_ID_PATTERN))]
-Token = Annotated[str, Meta(pattern=_whole(TOKEN_PATTERN))]
-Sha256 = Annotated[str, Meta(pattern=_whole(SHA256_PATTERN))]
-Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
-Extent = Annotated[float, Meta(gt=0.0, le=1.0)]
-Pixels = Annotated[int, Meta(ge=1, le=16384)]
-Text64 = Annotated[str, Meta(max_length=64)]
+_NodeId = Annotated[str, Meta(pattern=_whole(NODE_ID_PATTERN))]
+_CameraId = Annotated[str, Meta(pattern=_whole(CAMERA_ID_PATTERN))]
+_Token = Annotated[str, Meta(pattern=_whole(TOKEN_PATTERN))]
+_Sha256 = Annotated[str, Meta(pattern=_whole(SHA256_PATTERN))]
+_Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
+_Extent = Annotated[float, Meta(gt=0.0, le=1.0)]
+_Pixels = Annotated[int, Meta(ge=1, le=16384)]
+_Text64 = Annotated[str, Meta(max_length=64)]
 
 
 class FastBBox(Struct, frozen=True):
-    x: Fraction
-    y: Fraction
-    w: Extent
-    h: Extent
+    x: _Fraction
+    y: _Fraction
+    w: _Extent
+    h: _Extent
 
 
 class FastSnapshot(Struct, frozen=True):
     variant: SnapshotVariant
     size_bytes: Annotated[int, Meta(ge=1, le=MAX_SNAPSHOT_BYTES)]
-    sha256: Sha256
-    width: Pixels
-    height: Pixels
+    sha256: _Sha256
+    width: _Pixels
+    height: _Pixels
     content_type: Annotated[str, Meta(pattern=r"^image/jpeg\Z")] = "image/jpeg"
 
 
 class FastModelRef(Struct, frozen=True):
-    profile: Text64
-    sha256: Sha256 | None = None
+    profile: _Text64
+    sha256: _Sha256 | None = None
 
 
 class FastDetectionEvent(Struct, frozen=True):
@@ -97,18 +97,18 @@ class FastDetectionEvent(Struct, frozen=True):
     event_id: uuid.UUID
     thread_id: uuid.UUID
     seq: Annotated[int, Meta(ge=0, le=MAX_SEQ)]
-    node_id: NodeId
-    camera_id: CameraId
+    node_id: _NodeId
+    camera_id: _CameraId
     observed_at: Annotated[datetime, Meta(tz=True)]
     kind: EventKind
     phase: EventPhase
     severity: Severity = Severity.MEDIUM
-    rule_id: Token | None = None
-    label: Text64 | None = None
-    score: Fraction | None = None
+    rule_id: _Token | None = None
+    label: _Text64 | None = None
+    score: _Fraction | None = None
     bbox: FastBBox | None = None
     track_id: Annotated[int, Meta(ge=0, le=MAX_SEQ)] | None = None
-    zone: Text64 | None = None
+    zone: _Text64 | None = None
     direction: CrossingDirection | None = None
     dwell_s: Annotated[float, Meta(ge=0.0)] | None = None
     count: Annotated[int, Meta(ge=0, le=100_000)] | None = None

@@ -345,6 +345,20 @@ def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
     return tuple(list(column) for column in zip(*rows, strict=True))
 
 
+def _new_seqs(conn: psycopg.Connection, batch: Batch, new_events: str) -> dict[str, list[int]]:
+    """Each node's seqs among the batch's new events: all of the batch's when all of it was
+    new (no need to read them back), else those `events_inserted` holds."""
+    pairs: Iterable[tuple[str, int]]
+    if new_events == "events_staging":
+        pairs = ((event.node_id, event.seq) for event, _ in batch.events)
+    else:
+        pairs = conn.execute("SELECT node_id, seq FROM events_inserted")
+    seqs: dict[str, list[int]] = {}
+    for node_id, seq in pairs:
+        seqs.setdefault(node_id, []).append(seq)
+    return seqs
+
+
 class BatchWriter:
     def __init__(
         self,
@@ -445,14 +459,7 @@ class BatchWriter:
             result.cases_opened, result.cases_merged, result.cases_closed = route_events(
                 conn, new_events
             )
-            seqs: dict[str, list[int]] = {}
-            if new_events == "events_staging":
-                for event, _ in batch.events:
-                    seqs.setdefault(event.node_id, []).append(event.seq)
-            else:
-                for node_id, seq in conn.execute("SELECT node_id, seq FROM events_inserted"):
-                    seqs.setdefault(node_id, []).append(seq)
-            self._sequences(conn, result, seqs)
+            self._sequences(conn, result, _new_seqs(conn, batch, new_events))
         return result
 
     # ---- events ---------------------------------------------------------------------

@@ -149,6 +149,7 @@ _TRICKY: list[Any] = [
     "urn:uuid:01a217fd-1e68-73b7-9ecd-7556224ff6fc",
     "01A217FD-1E68-73B7-9ECD-7556224FF6FC",
     "01a217fd-1e68-43b7-9ecd-7556224ff6fc",
+    "01a217fd-1e68-73b7-cecd-7556224ff6fc",  # version 7, not the RFC 4122 variant
     {"x": 0.9, "y": 0.1, "w": 0.2, "h": 0.1},
     {"x": 0.1, "y": 0.9, "w": 0.1, "h": 0.2},
     {"x": 0.1, "y": 0.1, "w": 0.0, "h": 0.1},
