@@ -207,7 +207,8 @@ def ingest_processes(
         log = (workdir / f"{group}-{i}.log").open("ab")
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "gridwatch", "cloud", "ingest", "--log-level", "WARNING"],
+                # INFO: a line when subscribed (ingest logs nothing per batch at INFO).
+                [sys.executable, "-m", "gridwatch", "cloud", "ingest", "--log-level", "INFO"],
                 cwd=REPO,
                 env=env,
                 stdout=log,
@@ -215,6 +216,16 @@ def ingest_processes(
             )
         )
     return processes
+
+
+def wait_subscribed(workdir: Path, group: str, count: int, timeout_s: float = 60) -> None:
+    """Until each of the group's ingest processes has logged its subscription."""
+    logs = [workdir / f"{group}-{i}.log" for i in range(count)]
+    deadline = time.perf_counter() + timeout_s
+    while not all(b"ingest subscribed" in log.read_bytes() for log in logs):
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"ingest group {group} not subscribed in {timeout_s:.0f} s")
+        time.sleep(0.05)  # polls the logs
 
 
 def machine_busy_s() -> float:
@@ -371,7 +382,7 @@ def at_rate(
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE events, node_sequences, seq_gaps, ingest_progress")
     running = ingest_processes(url, port, processes, group, workdir)
-    time.sleep(3)  # ingest start-up (imports, subscription) before the clock runs
+    wait_subscribed(workdir, group, processes)  # start-up (imports, subscription) off the clock
     count = int(rate * seconds)
     start = time.perf_counter()
     run_publisher(port, count, rate, 0).wait()
