@@ -151,10 +151,16 @@ def decode_event_fast(topic: str, raw: bytes, received_at: datetime) -> FastDete
     return event
 
 
+def _is_uuid7(value: int) -> bool:
+    """UUID.version == 7 (the RFC 4122 variant, version 7) on the integer: the property is
+    Python code, about 0.35 µs a call."""
+    return (value >> 76) & 0xF == 7 and (value >> 62) & 0x3 == 0b10
+
+
 def _passes_validators(event: FastDetectionEvent) -> bool:
     """What msgspec's constraints cannot say: the ids' UUID version and the models'
     validators (`DetectionEvent._thread_and_kind_fields`, `BBox._inside_frame`)."""
-    if event.event_id.version != 7 or event.thread_id.version != 7:
+    if not (_is_uuid7(event.event_id.int) and _is_uuid7(event.thread_id.int)):
         return False
     if event.phase is EventPhase.START:
         if event.thread_id != event.event_id:
