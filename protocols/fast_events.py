@@ -131,19 +131,22 @@ def decode_event_fast(topic: str, raw: bytes, received_at: datetime) -> FastDete
     """The event on a node's `events` topic if it passes every check of `DetectionEvent`
     (with the default clock skew), else None: the caller then decodes it the protocol's
     way, which accepts it or says what is wrong."""
+    try:
+        parts = parse_topic(topic)  # cached: the other channels leave before any scan
+    except InvalidTopic:
+        return None
+    if not isinstance(parts, NodeTopic) or parts.channel is not Channel.EVENTS:
+        return None
     if len(raw) > _MAX_BYTES or b"\\u" in raw or _SUB_MICROSECOND.search(raw):
         return None  # escapes (NUL, lone surrogates) are judged by the protocol's path
     try:
         if not raw.isascii():
             raw.decode()  # msgspec checks only the strings it keeps
-        parts = parse_topic(topic)
         event = _DECODER.decode(raw)
-    except (UnicodeDecodeError, InvalidTopic, msgspec.DecodeError):
+    except (UnicodeDecodeError, msgspec.DecodeError):
         return None
     if not (
-        isinstance(parts, NodeTopic)
-        and parts.channel is Channel.EVENTS
-        and parts.node_id == event.node_id
+        parts.node_id == event.node_id
         and _passes_validators(event)
         and event.observed_at <= received_at + _SKEW
     ):

@@ -271,13 +271,12 @@ STAGING_TABLES = (
 # of an event stored before (a redelivery, a box's retry) fails it, and the batch moves
 # again skipping what is stored, the new events landing in `events_inserted`: each event is
 # stored once however often delivered.
-_INSERT_EVENTS = (
+MOVE_NEW_EVENTS_SQL = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "  # noqa: S608
     f"SELECT {', '.join(_FROM_STAGED.get(c, c) for c in EVENT_COLUMNS)} FROM events_staging"
 )
-MOVE_NEW_EVENTS_SQL = _INSERT_EVENTS
 MOVE_EVENTS_SQL = (
-    f"WITH new AS ({_INSERT_EVENTS} ON CONFLICT DO NOTHING "  # noqa: S608
+    f"WITH new AS ({MOVE_NEW_EVENTS_SQL} ON CONFLICT DO NOTHING "  # noqa: S608
     "RETURNING observed_at, node_id, camera_id, unit_code, kind, phase, seq, event_id, "
     "thread_id, severity) INSERT INTO events_inserted SELECT * FROM new"
 )
