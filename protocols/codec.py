@@ -27,6 +27,7 @@ from protocols.base import (
 )
 from protocols.catalog import CHANNELS
 from protocols.errors import InvalidPayload, InvalidTopic
+from protocols.nesting import exceeds_depth, max_depth
 from protocols.topics import AlertTopic, Channel, NodeTopic, parse_topic
 
 M = TypeVar("M", bound=Payload)
@@ -105,9 +106,15 @@ def decode(
     max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> M:
-    """Decode `raw` into `model` or raise InvalidPayload naming the topic and the field."""
+    """Decode `raw` into `model` or raise InvalidPayload naming the topic and the field.
+
+    Types are as strict as the published JSON Schema: a number is not taken from a string,
+    an integer not from a boolean or a float, a time not from a number."""
     if len(raw) > max_bytes:
         raise InvalidPayload(topic, "$", f"payload of {len(raw)} bytes exceeds {max_bytes}")
+    depth = max_depth(model)
+    if exceeds_depth(raw, depth):  # before any parser, all of which recurse
+        raise InvalidPayload(topic, "$", f"JSON nested deeper than {depth} levels")
     obj = _parse_json(raw, topic)
     if not isinstance(obj, dict):
         raise InvalidPayload(topic, "$", "payload must be a JSON object")
@@ -116,7 +123,8 @@ def decode(
     if b"\\u0000" in raw and (field := _path_where(_has_nul, obj)):
         raise InvalidPayload(topic, field, "NUL characters (\\u0000) are not allowed")
     version = obj.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
+    # `type(...) is int`: true and 1.0 equal 1 in Python, and are not the integer 1.
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise InvalidPayload(
             topic,
             "schema_version",
@@ -124,7 +132,8 @@ def decode(
         )
     context = {CONTEXT_NOW: now or utc_now(), CONTEXT_MAX_FUTURE_SKEW_S: max_future_skew_s}
     try:
-        return model.model_validate(obj, context=context)
+        # Strict JSON mode: pydantic's own parser, the JSON types as the schema states them.
+        return model.model_validate_json(raw, strict=True, context=context)
     except ValidationError as exc:
         problems = [
             (_path(error["loc"], model), _reason(error)) for error in exc.errors(include_url=False)

@@ -16,7 +16,15 @@ from protocols.enums import (
     TamperReason,
 )
 from protocols.geometry import BBox
-from protocols.identifiers import CameraId, NodeId, Sha256, Token, Uuid7
+from protocols.identifiers import (
+    EVENT_ID_TIME_TOLERANCE,
+    CameraId,
+    NodeId,
+    Sha256,
+    Token,
+    Uuid7,
+    uuid7_time,
+)
 
 MAX_SNAPSHOT_BYTES = 2 * 1024 * 1024
 MAX_SEQ = 2**63 - 1
@@ -52,7 +60,10 @@ REQUIRED_ON_START = {
 class DetectionEvent(Payload):
     """One message of one situation's thread (start, updates, end) on `events`."""
 
-    event_id: Uuid7 = Field(description="Unique per message; the cloud stores each id once.")
+    event_id: Uuid7 = Field(
+        description="Unique per message; the cloud stores each id once. Made when the event "
+        "is observed: its time lies within an hour of `observed_at`."
+    )
     thread_id: Uuid7 = Field(description="event_id of the thread's start message.")
     seq: int = Field(ge=0, le=MAX_SEQ, description="Per-node sequence; gaps mean lost events.")
     node_id: NodeId
@@ -83,6 +94,12 @@ class DetectionEvent(Payload):
             raise ValueError(f"kind {self.kind.value!r} needs {required!r} on its start event")
         if len({s.variant for s in self.snapshots}) != len(self.snapshots):
             raise ValueError("snapshots repeat a variant")
+        made = uuid7_time(self.event_id)
+        if abs(made - self.observed_at) > EVENT_ID_TIME_TOLERANCE:
+            raise ValueError(
+                f"event_id was made at {made.isoformat()}, more than "
+                f"{EVENT_ID_TIME_TOLERANCE.total_seconds():g} s from observed_at"
+            )
         return self
 
 

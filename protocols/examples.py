@@ -45,7 +45,7 @@ from protocols.health import CameraHealth, InferenceHealth, NodeHealth, NodeStat
 
 NODE_ID = "qx-tuxi-shuangfeng-01"
 AT = datetime(2026, 11, 25, 8, 30, 0, tzinfo=UTC)
-EVENT_ID = UUID("01a2142b-89b1-7cfb-9c56-2dbaf68e978b")
+EVENT_ID = UUID("01a211d3-73b8-7cfb-9c56-2dbaf68e978b")
 TELEMETRY_ID = UUID("01a2142b-89b2-7072-b645-d7fd38ef15cf")
 REQUEST_ID = UUID("01a2142b-89b3-7126-a8da-02aa657a9f76")
 BOOT_ID = UUID("01a2142b-89b4-76e6-baeb-26dce8813332")

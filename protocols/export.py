@@ -16,6 +16,7 @@ from protocols.base import SCHEMA_VERSION, Payload
 from protocols.catalog import CHANNELS, PAYLOAD_MODELS, ChannelSpec, Direction
 from protocols.codec import encode
 from protocols.examples import EXAMPLES
+from protocols.nesting import max_depth
 from protocols.readme import render_readme
 from protocols.topics import Channel
 
@@ -140,7 +141,12 @@ def asyncapi_document() -> dict[str, Any]:
         channels[key] = {
             "address": spec.address,
             "title": spec.channel.value,
-            "description": f"{spec.summary} Largest payload {spec.max_bytes} bytes.",
+            "description": f"{spec.summary} Largest payload {spec.max_bytes} bytes"
+            + (
+                f", JSON nested at most {max_depth(spec.payload)} levels deep."
+                if spec.payload
+                else "."
+            ),
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
             "parameters": {p: {"description": _PARAMETERS[p]} for p in params},
         }

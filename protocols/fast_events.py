@@ -19,18 +19,18 @@ a faster way to *accept* what it accepts, nothing more:
   values, and compares their JSON Schemas field by field, so a field added to the model and
   not here fails the tests.
 
-One difference is deliberate: fields the model ignores (a newer edge's additions) are
-skipped here without converting their numbers, so a number beyond a float's range in such a
-field does not refuse the event it came with, as the model's parser does. Nothing of those
-fields is kept. (Bytes that are not UTF-8 anywhere in a payload do refuse it, as they do
-there.)
+Fields the model ignores (a newer edge's additions) are not taken here: such an event
+goes the protocol's way. That also bounds how deeply msgspec recurses by the structs' own
+nesting, whatever the bytes hold (skipping an unknown field recursed into it: a few
+kilobytes of nested arrays raised RecursionError), so this path needs no depth check;
+`decode` checks depth before parsing.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -50,7 +50,13 @@ from protocols.enums import (
 from protocols.errors import InvalidTopic
 from protocols.events import MAX_SEQ, MAX_SNAPSHOT_BYTES, REQUIRED_ON_START, DetectionEvent
 from protocols.geometry import EDGE_TOLERANCE
-from protocols.identifiers import CAMERA_ID_PATTERN, NODE_ID_PATTERN, SHA256_PATTERN, TOKEN_PATTERN
+from protocols.identifiers import (
+    CAMERA_ID_PATTERN,
+    EVENT_ID_TIME_TOLERANCE,
+    NODE_ID_PATTERN,
+    SHA256_PATTERN,
+    TOKEN_PATTERN,
+)
 from protocols.topics import Channel, NodeTopic, parse_topic
 
 
@@ -70,14 +76,14 @@ _Pixels = Annotated[int, Meta(ge=1, le=16384)]
 _Text64 = Annotated[str, Meta(max_length=64)]
 
 
-class FastBBox(Struct, frozen=True):
+class FastBBox(Struct, frozen=True, forbid_unknown_fields=True):
     x: _Fraction
     y: _Fraction
     w: _Extent
     h: _Extent
 
 
-class FastSnapshot(Struct, frozen=True):
+class FastSnapshot(Struct, frozen=True, forbid_unknown_fields=True):
     variant: SnapshotVariant
     size_bytes: Annotated[int, Meta(ge=1, le=MAX_SNAPSHOT_BYTES)]
     sha256: _Sha256
@@ -86,12 +92,12 @@ class FastSnapshot(Struct, frozen=True):
     content_type: Annotated[str, Meta(pattern=r"^image/jpeg\Z")] = "image/jpeg"
 
 
-class FastModelRef(Struct, frozen=True):
+class FastModelRef(Struct, frozen=True, forbid_unknown_fields=True):
     profile: _Text64
     sha256: _Sha256 | None = None
 
 
-class FastDetectionEvent(Struct, frozen=True):
+class FastDetectionEvent(Struct, frozen=True, forbid_unknown_fields=True):
     """A `DetectionEvent` as ingest stores it: the same fields, names and values."""
 
     event_id: uuid.UUID
@@ -121,6 +127,9 @@ class FastDetectionEvent(Struct, frozen=True):
 _DECODER: Final = msgspec.json.Decoder(FastDetectionEvent)
 _MAX_BYTES: Final = CHANNELS[Channel.EVENTS].max_bytes
 _SKEW: Final = timedelta(seconds=DEFAULT_MAX_FUTURE_SKEW_S)
+_ID_TOLERANCE_US: Final = EVENT_ID_TIME_TOLERANCE // timedelta(microseconds=1)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
 # A time with more than six digits of a second: msgspec rounds it to the microsecond, the
 # protocol truncates. (A two-digit number with seven decimals after a colon matches too,
 # and only takes the slower path.)
@@ -163,7 +172,12 @@ def _is_uuid7(value: int) -> bool:
 def _passes_validators(event: FastDetectionEvent) -> bool:
     """What msgspec's constraints cannot say: the ids' UUID version and the models'
     validators (`DetectionEvent._thread_and_kind_fields`, `BBox._inside_frame`)."""
-    if not (_is_uuid7(event.event_id.int) and _is_uuid7(event.thread_id.int)):
+    event_id = event.event_id.int
+    if not (_is_uuid7(event_id) and _is_uuid7(event.thread_id.int)):
+        return False
+    # In whole microseconds, as the model counts (a float timestamp rounds).
+    observed_us = (event.observed_at - _EPOCH) // _MICROSECOND
+    if abs((event_id >> 80) * 1000 - observed_us) > _ID_TOLERANCE_US:
         return False
     if event.phase is EventPhase.START:
         if event.thread_id != event.event_id:

@@ -6,8 +6,11 @@ a wildcard or a `$` system prefix to a topic and escape its subtree.
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Final
+from uuid import UUID
 
 from pydantic import UUID7, Field, WithJsonSchema
 
@@ -74,6 +77,26 @@ Uuid7 = Annotated[
     Field(description=_UUID7_DESCRIPTION),
     WithJsonSchema({"type": "string", "format": "uuid", "description": _UUID7_DESCRIPTION}),
 ]
+
+# An event's id is made when the event is observed: its time and `observed_at` lie within
+# this of each other (a box makes both from one clock, milliseconds apart). Receivers rely
+# on it to find a stored event by id in the one or two days its time names.
+EVENT_ID_TIME_TOLERANCE: Final = timedelta(hours=1)
+
+
+def uuid7_time(value: UUID) -> datetime:
+    """When a UUIDv7 was made (its first 48 bits are Unix milliseconds)."""
+    return datetime.fromtimestamp((value.int >> 80) / 1000, UTC)
+
+
+def uuid7_at(when: datetime) -> UUID:
+    """A new UUIDv7 made at `when` (a replayed or simulated observation's own time)."""
+    millis = int(when.timestamp() * 1000)
+    random = int.from_bytes(os.urandom(10))
+    value = (millis << 80) | (0x7 << 76) | ((random >> 62) & 0xFFF) << 64
+    value |= (0b10 << 62) | (random & ((1 << 62) - 1))
+    return UUID(int=value)
+
 
 _CHECKS = {
     "node_id": re.compile(NODE_ID_PATTERN.removeprefix("^").removesuffix("$")),

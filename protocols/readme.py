@@ -10,6 +10,7 @@ from protocols.base import Payload
 from protocols.catalog import CHANNELS, ChannelSpec
 from protocols.enums import SnapshotVariant
 from protocols.identifiers import CAMERA_ID_MAX, NODE_ID_MAX, ORG_CODE_MAX
+from protocols.nesting import max_depth
 from protocols.topics import (
     Channel,
     alert_topic,
@@ -82,10 +83,11 @@ def _section(spec: ChannelSpec, example: Any) -> str:
         "",
         spec.summary,
         "",
-        "| direction | QoS | retain | payload | largest payload |",
-        "| --- | --- | --- | --- | --- |",
+        "| direction | QoS | retain | payload | largest payload | deepest JSON |",
+        "| --- | --- | --- | --- | --- | --- |",
         f"| {spec.direction.value} | {spec.qos} | {'yes' if spec.retain else 'no'} "
-        f"| {payload} | {spec.max_bytes} bytes |",
+        f"| {payload} | {spec.max_bytes} bytes "
+        f"| {f'{max_depth(spec.payload)} levels' if spec.payload else '-'} |",
         "",
         f"Example topic: `{_example_topic(spec)}`",
         "",

@@ -21,6 +21,7 @@ from protocols import (
 )
 from protocols import examples as ex
 from protocols.base import utc_now
+from protocols.identifiers import uuid7_at
 
 
 def new_uuid7() -> UUID:
@@ -38,8 +39,10 @@ def _with(example: Any, overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_detection_event(**overrides: Any) -> DetectionEvent:
-    event_id = overrides.get("event_id", new_uuid7())
-    base = {"event_id": event_id, "thread_id": event_id, "observed_at": recent()}
+    """An event; its id is made at its observed time, as a box makes it."""
+    observed_at = overrides.get("observed_at", recent())
+    event_id = overrides.get("event_id", uuid7_at(observed_at))
+    base = {"event_id": event_id, "thread_id": event_id, "observed_at": observed_at}
     return DetectionEvent(**_with(ex.DETECTION_EVENT, {**base, **overrides}))
 
 

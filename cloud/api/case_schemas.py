@@ -13,7 +13,7 @@ from protocols.enums import CaseState, Severity
 from protocols.identifiers import ORG_CODE_PATTERN
 
 _CASE_EXAMPLE: dict[str, Any] = {
-    "case_id": "01a2142b-89b1-7cfb-9c56-2dbaf68e978b",
+    "case_id": "01a211d3-73b8-7cfb-9c56-2dbaf68e978b",
     "source": "camera",
     "category": "intrusion",
     "severity": "high",

@@ -38,8 +38,8 @@ class EventOut(BaseModel):
         "json_schema_extra": {
             "examples": [
                 {
-                    "event_id": "01a2142b-89b1-7cfb-9c56-2dbaf68e978b",
-                    "thread_id": "01a2142b-89b1-7cfb-9c56-2dbaf68e978b",
+                    "event_id": "01a211d3-73b8-7cfb-9c56-2dbaf68e978b",
+                    "thread_id": "01a211d3-73b8-7cfb-9c56-2dbaf68e978b",
                     "observed_at": "2026-11-25T08:30:00Z",
                     "received_at": "2026-11-25T08:30:00.120Z",
                     "node_id": "qx-tuxi-shuangfeng-01",
@@ -54,7 +54,7 @@ class EventOut(BaseModel):
                     "score": 0.82,
                     "bbox": [0.41, 0.32, 0.08, 0.31],
                     "snapshot_urls": {
-                        "frame": "/api/v1/events/01a2142b-89b1-7cfb-9c56-2dbaf68e978b/snapshots/"
+                        "frame": "/api/v1/events/01a211d3-73b8-7cfb-9c56-2dbaf68e978b/snapshots/"
                         "frame"
                     },
                 }

@@ -37,6 +37,7 @@ from protocols import DetectionEvent, NodeHealth, Telemetry, encode
 from protocols.enums import CrossingDirection, EventKind, EventPhase, Severity, StreamStatus
 from protocols.events import Reading
 from protocols.health import CameraHealth, OutboxHealth
+from protocols.identifiers import uuid7_at
 from protocols.topics import events_topic, health_topic, telemetry_topic
 
 logger = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ def _event(
     thread: UUID | None,
     **fields: Any,
 ) -> DetectionEvent:
-    event_id = uuid7()
+    event_id = uuid7_at(at)  # made when observed, as a box makes it
     return DetectionEvent(
         event_id=event_id,
         thread_id=thread or event_id,

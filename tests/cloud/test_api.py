@@ -162,7 +162,7 @@ def test_event_by_id_links_its_snapshot(
     assert image.headers["content-type"] == "image/jpeg"
     assert image.content == JPEG
     assert client.get(f"/api/v1/events/{first.event_id}/snapshots/crop").status_code == 404
-    missing = client.get("/api/v1/events/01a2142b-89b1-7cfb-9c56-2dbaf68e978b")
+    missing = client.get("/api/v1/events/01a211d3-73b8-7cfb-9c56-2dbaf68e978b")
     assert missing.status_code == 404
 
 

@@ -39,6 +39,7 @@ from protocols.health import (
 )
 from protocols.identifiers import (
     CAMERA_ID_PATTERN,
+    EVENT_ID_TIME_TOLERANCE,
     NODE_ID_PATTERN,
     ORG_CODE_PATTERN,
     SHA256_PATTERN,
@@ -202,8 +203,18 @@ snapshots = st.builds(
 
 
 @st.composite
+def uuid7s_near(draw: st.DrawFn, when: datetime) -> UUID:
+    """A UUIDv7 whose time lies within the event id tolerance of `when`."""
+    limit_ms = int(EVENT_ID_TIME_TOLERANCE.total_seconds() * 1000) - 1
+    millis = int(when.timestamp() * 1000) + draw(st.integers(-limit_ms, limit_ms))
+    value = draw(uuid7s())
+    return UUID(int=(value.int & ((1 << 80) - 1)) | (max(millis, 0) << 80))
+
+
+@st.composite
 def detection_events(draw: st.DrawFn) -> DetectionEvent:
-    event_id = draw(uuid7s())
+    observed_at = draw(past_times)
+    event_id = draw(uuid7s_near(observed_at))
     phase = draw(st.sampled_from(enums.EventPhase))
     thread_id = event_id if phase is enums.EventPhase.START else draw(uuid7s())
     kind = draw(st.sampled_from(enums.EventKind))
@@ -214,7 +225,7 @@ def detection_events(draw: st.DrawFn) -> DetectionEvent:
         seq=draw(counts),
         node_id=draw(node_ids),
         camera_id=draw(camera_ids),
-        observed_at=draw(past_times),
+        observed_at=observed_at,
         kind=kind,
         phase=phase,
         severity=draw(st.sampled_from(enums.Severity)),

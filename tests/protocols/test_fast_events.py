@@ -59,6 +59,9 @@ def constraints(schema: dict[str, Any]) -> dict[str, Any]:
         if out.get("default") == []:  # a default_factory on one side, a literal on the other
             del out["default"]
         if out.get("type") == "object":
+            # The fast path refuses unknown fields (they go the protocol's way, which
+            # ignores them): a deliberate difference, tested below.
+            out.pop("additionalProperties", None)
             out.pop("required", None)
             out["required"] = sorted(node.get("required", []))
         return out
@@ -257,16 +260,20 @@ def test_edge_forms_of_json_get_the_protocols_verdict(raw: bytes) -> None:
     assert_fast_within_protocol(raw, events_topic("qx-fast"))
 
 
-def test_ignored_fields_are_skipped_but_a_payload_that_is_not_utf8_is_not() -> None:
-    """The one deliberate difference (fast_events' docstring): a number beyond a float's
-    range in a field nobody reads. Bytes that are not UTF-8 refuse the payload on both."""
+def test_an_unknown_field_is_left_to_the_protocol_however_deep() -> None:
+    """A newer edge's field: the fast path does not take it (the protocol ignores it, or
+    refuses it when it nests deeper than events may), and never recurses into it."""
     body = orjson.dumps(
         orjson.loads(encode(make_detection_event(node_id="qx-fast", seq=1, observed_at=NOW)))
     )[:-1]
     topic = events_topic("qx-fast")
-    huge = body + b',"newer_field":[1,{"a":1e400}]}'
-    assert decode_event_fast(topic, huge, NOW) is not None
-    assert protocol_verdict(topic, huge) is None
+    newer = body + b',"newer_field":[1,{"a":2}]}'
+    assert decode_event_fast(topic, newer, NOW) is None
+    assert protocol_verdict(topic, newer) is not None
+    for deep in (b"[" * 5000 + b"]" * 5000, b"[" * 100_000, b'{"a":' * 3000 + b"1" + b"}" * 3000):
+        raw = body + b',"newer_field":' + deep + b"}"
+        assert decode_event_fast(topic, raw, NOW) is None
+        assert protocol_verdict(topic, raw) is None
     for not_utf8 in (b',"newer_field":"\xff\xfe"}', b',"label":"\xc3"}'):
         raw = body + not_utf8
         assert decode_event_fast(topic, raw, NOW) is None
