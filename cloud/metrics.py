@@ -27,7 +27,14 @@ INGEST_EVENTS_DUPLICATE = Counter(
     "gridwatch_ingest_events_duplicate_total", "Detection events delivered again, stored once."
 )
 INGEST_DEAD_LETTERS = Counter(
-    "gridwatch_ingest_dead_letters_total", "Messages ingest could not store, kept with reason."
+    "gridwatch_ingest_dead_letters_total",
+    "Messages ingest could not store, kept with reason, by cause (invalid, too_old, "
+    "conflict, crash, error, database).",
+    ["cause"],
+)
+DEAD_LETTER_ROWS = Gauge(
+    "gridwatch_ingest_dead_letter_rows",
+    "Dead letters kept (one row per distinct message, dropped after the retention).",
 )
 INGEST_BATCH_SIZE = Histogram(
     "gridwatch_ingest_batch_size",
@@ -74,13 +81,14 @@ def record_batch(batch: Batch, result: WriteResult, commit_s: float, lag_s: floa
         ("config_reported", batch.reports),
         ("responses", batch.responses),
         ("snapshots", batch.snapshots),
-        ("dead_letters", batch.dead),
+        ("dead_letters", result.dead),
     ):
         if items:
             INGEST_MESSAGES.labels(channel).inc(len(items))
     INGEST_EVENTS_STORED.inc(result.events_stored)
     INGEST_EVENTS_DUPLICATE.inc(result.events_duplicate)
-    INGEST_DEAD_LETTERS.inc(len(batch.dead))
+    for letter in result.dead:
+        INGEST_DEAD_LETTERS.labels(letter.cause.value).inc()
     INGEST_BATCH_SIZE.observe(len(batch))
     INGEST_COMMIT_SECONDS.observe(commit_s)
     if batch.events:
@@ -126,3 +134,10 @@ async def refresh_from_database(
     gaps, missing = await cur.fetchone() or (0, 0)
     SEQ_GAPS_OPEN.set(gaps)
     EVENTS_MISSING.set(missing)
+    # The planner's estimate: exact counts scan the table, and a flood is what this shows.
+    cur = await conn.execute(
+        "SELECT greatest(reltuples, 0)::bigint FROM pg_class "
+        "WHERE oid = 'ingest_dead_letters'::regclass"
+    )
+    row = await cur.fetchone()
+    DEAD_LETTER_ROWS.set(row[0] if row else 0)

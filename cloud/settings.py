@@ -17,6 +17,7 @@ class RetentionSettings(BaseModel):
     telemetry_days: Annotated[int, Field(ge=1, le=3650)] = 365
     rollups_days: Annotated[int, Field(ge=1, le=3650)] = 1095
     compress_after_days: Annotated[int, Field(ge=1, le=365)] = 7
+    dead_letters_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
 
 class S3Settings(BaseModel):
@@ -106,6 +107,10 @@ class CloudSettings(BaseSettings):
         "a shared subscription each get part of a node's stream, so its seqs commit out of "
         "order. Shorter holes stay with the node's row; longer ones become seq_gaps rows, "
         "detected when first seen. 0 records every gap at once.",
+    )
+    ingest_max_event_age_days: Annotated[int, Field(ge=1, le=3650)] = Field(
+        default=30,
+        description="Events observed longer ago than this are dead letters, not stored.",
     )
     timezone: str = Field(
         default="Asia/Shanghai",

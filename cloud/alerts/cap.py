@@ -28,6 +28,7 @@ CATEGORY = {
     "disk_full": "Infra",
     "outbox_backlog": "Infra",
     "config_rejected": "Infra",
+    "camera_unregistered": "Infra",
     "report": "Safety",
 }
 

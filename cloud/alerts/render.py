@@ -32,6 +32,7 @@ KIND_TEXT: dict[str, tuple[str, str]] = {
     "disk_full": ("边缘设备磁盘将满", "edge box disk nearly full"),
     "outbox_backlog": ("边缘设备积压", "edge box backlog"),
     "config_rejected": ("边缘设备配置被拒", "edge box config rejected"),
+    "camera_unregistered": ("边缘设备上报未登记摄像头", "edge box reports unregistered cameras"),
     "report": ("网格员上报", "grid worker's report"),
 }
 REASON_TEXT: dict[str, tuple[str, str]] = {

@@ -103,11 +103,20 @@ class HealthPoint(BaseModel):
 
 class DeadLetterOut(BaseModel):
     id: int
-    received_at: datetime
+    received_at: datetime = Field(description="When the message first came.")
+    last_received_at: datetime = Field(description="When it last came (a redelivery).")
+    deliveries: int = Field(description="How often it came; one row per distinct message.")
     topic: str
+    node_id: str | None
     field: str
     reason: str
-    payload_preview: str = Field(description="The first 200 bytes, as text where possible.")
+    cause: str = Field(
+        description="invalid, too_old, conflict (an event id stored with other content), "
+        "crash (it killed or hung a decoder), error, database."
+    )
+    size_bytes: int
+    sha256: str = Field(description="Of the whole payload, which is not kept.")
+    payload_preview: str = Field(description="The first 256 bytes, as text where possible.")
 
 
 class GapOut(BaseModel):

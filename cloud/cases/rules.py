@@ -38,10 +38,14 @@ NODE_PROBLEMS: dict[str, Severity] = {
     "outbox_backlog": Severity.MEDIUM,
     "config_rejected": Severity.LOW,
 }
+# What ingest finds wrong with a box's events: cameras it does not have in the registry
+# (their events route no higher than the box's own unit).
+CAMERA_UNREGISTERED = "camera_unregistered"
 FLEET_CATEGORIES = (
     EventKind.CAMERA_OFFLINE.value,
     EventKind.CAMERA_TAMPER.value,
     *NODE_PROBLEMS,
+    CAMERA_UNREGISTERED,
 )
 
 

@@ -6,32 +6,52 @@ else `events_inserted` (what its ON CONFLICT insert kept). A situation's start
 opens a case for the camera's unit, or merges into the open case of the same camera and
 kind; the case starts at the tier its rule names, with deadlines from the rules. A
 camera-health situation that ends closes its work order by itself.
+
+A box's word about its cameras goes no further than its own unit: an event of a camera the
+registry does not give that box opens its case at the box's unit and never above, and the
+box gets one technician's work order (a box of a village must not raise county cases by
+naming cameras it does not have). A node the registry does not know opens nothing.
 """
 
 from __future__ import annotations
 
 import psycopg
 
+from cloud.cases.rules import CAMERA_UNREGISTERED
 from cloud.db.alerts import LOCK_SQL
+from protocols.enums import Severity
+
+# One work order per box naming its strange cameras; a technician's, not an emergency.
+STRAY_SEVERITY = Severity.MEDIUM
 
 # Cases of the batch in merge-key order: the lock order every ingest process shares.
 ROUTE_SQL = """
 WITH root AS (
     SELECT code FROM org_units WHERE level = 'county' ORDER BY code LIMIT 1
+), started AS (
+    -- Registered: the camera's unit, read now (ingest's cache may be older); unregistered:
+    -- the box's unit, which ingest staged as the event's unit.
+    SELECT e.*, c.node_id IS NOT NULL AS registered,
+           CASE WHEN c.node_id IS NULL THEN u.code ELSE coalesce(cu.code, root.code) END
+               AS route_unit
+    FROM {new_events} e
+    CROSS JOIN root
+    LEFT JOIN cameras c ON c.node_id = e.node_id AND c.camera_id = e.camera_id
+    LEFT JOIN org_units cu ON cu.code = c.unit_code
+    LEFT JOIN org_units u ON u.code = e.unit_code
+    WHERE e.phase = 'start'
 ), incoming AS (
     SELECT e.node_id || '/' || e.camera_id || '/' || e.kind AS merge_key,
            e.node_id, e.camera_id, e.kind AS category, e.severity, e.event_id, e.thread_id,
-           e.observed_at, coalesce(u.code, root.code) AS unit_code,
+           e.observed_at, e.route_unit AS unit_code, e.registered,
            r.source, r.start_level, r.ack_s, r.resolve_s,
            array_position(ARRAY['low', 'medium', 'high', 'critical'], e.severity) AS rank
-    FROM {new_events} e
+    FROM started e
     JOIN case_rules r ON r.category = e.kind AND r.severity = e.severity AND r.opens_case
-    CROSS JOIN root
-    LEFT JOIN org_units u ON u.code = e.unit_code
-    WHERE e.phase = 'start'
+    WHERE e.route_unit IS NOT NULL
 ), worst AS (
     SELECT DISTINCT ON (merge_key) merge_key, node_id, camera_id, category, severity,
-           unit_code, source, start_level, ack_s, resolve_s,
+           unit_code, registered, source, start_level, ack_s, resolve_s,
            first_value(event_id) OVER w AS first_event_id,
            min(observed_at) OVER w AS first_at, max(observed_at) OVER w AS last_at,
            count(*) OVER w AS n
@@ -46,9 +66,10 @@ WITH root AS (
                        resolve_due_at)
     SELECT gen_random_uuid(), w.source, w.category, w.severity, 'intake',
            w.category || ' · ' || w.node_id || '/' || w.camera_id, w.unit_code,
-           coalesce((SELECT a.code FROM org_units a
-                     WHERE a.level = w.start_level AND starts_with(w.unit_code, a.code)),
-                    w.unit_code),
+           CASE WHEN NOT w.registered THEN w.unit_code
+                ELSE coalesce((SELECT a.code FROM org_units a
+                               WHERE a.level = w.start_level AND starts_with(w.unit_code, a.code)),
+                              w.unit_code) END,
            w.node_id, w.camera_id, w.merge_key, w.first_event_id, w.n, w.first_at, w.last_at,
            now(), now() + make_interval(secs => w.ack_s), now() + make_interval(secs => w.resolve_s)
     FROM worst w
@@ -76,6 +97,35 @@ WITH root AS (
            CASE WHEN u.opened THEN NULL ELSE u.state END, u.state,
            jsonb_build_object('events', u.event_count)
     FROM upserted u
+), strays AS (
+    SELECT s.node_id, s.route_unit AS unit_code,
+           string_agg(DISTINCT s.camera_id, ', ' ORDER BY s.camera_id) AS cameras
+    FROM started s
+    WHERE NOT s.registered AND s.route_unit IS NOT NULL
+    GROUP BY 1, 2
+), stray_orders AS (
+    INSERT INTO cases (case_id, source, category, severity, state, title, unit_code,
+                       responsible_unit_code, node_id, merge_key, event_count, first_event_at,
+                       last_event_at, opened_at, ack_due_at, resolve_due_at)
+    SELECT gen_random_uuid(), 'fleet', r.category, r.severity, 'intake',
+           r.category || ' · ' || s.node_id, s.unit_code,
+           coalesce((SELECT a.code FROM org_units a
+                     WHERE a.level = r.start_level AND starts_with(s.unit_code, a.code)),
+                    s.unit_code),
+           s.node_id, s.node_id || '/-/' || r.category, 1, now(), now(), now(),
+           now() + make_interval(secs => r.ack_s), now() + make_interval(secs => r.resolve_s)
+    FROM strays s
+    JOIN case_rules r ON r.category = %(stray)s AND r.severity = %(stray_severity)s
+                     AND r.opens_case
+    ORDER BY s.node_id
+    ON CONFLICT (merge_key) WHERE state <> 'closed' AND merge_key IS NOT NULL DO NOTHING
+    RETURNING case_id, node_id, state
+), stray_history AS (
+    INSERT INTO case_history (case_id, at, actor, action, from_state, to_state, detail)
+    SELECT o.case_id, now(), 'system', 'open', NULL, o.state,
+           jsonb_build_object('reason', 'events from cameras not registered to this box: '
+                                        || s.cameras)
+    FROM stray_orders o JOIN strays s USING (node_id)
 )
 SELECT count(*) FILTER (WHERE opened), count(*) FILTER (WHERE NOT opened) FROM upserted
 """
@@ -126,7 +176,10 @@ def route_events(
     """(cases opened, cases merged into, work orders closed) for the batch's new events,
     in the temp table `new_events` (one of NEW_EVENT_TABLES)."""
     conn.execute(LOCK_SQL)  # before case rows: the order every alert-raising path shares
-    row = conn.execute(_ROUTE[new_events]).fetchone()
+    row = conn.execute(
+        _ROUTE[new_events],
+        {"stray": CAMERA_UNREGISTERED, "stray_severity": STRAY_SEVERITY.value},
+    ).fetchone()
     opened, merged = (row[0], row[1]) if row else (0, 0)
     closed_row = conn.execute(_AUTO_CLOSE[new_events], {"reason": "camera back"}).fetchone()
     return opened, merged, closed_row[0] if closed_row else 0

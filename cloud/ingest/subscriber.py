@@ -42,7 +42,8 @@ IDLE_AFTER_LOSS_S = 1.0  # a session taken over again and again reconnects once 
 @dataclass(frozen=True, slots=True)
 class Received:
     """One message as it arrived: `connection` tells which connection its packet id
-    belongs to (an acknowledgement on another connection could name another message)."""
+    belongs to (an acknowledgement on another connection could name another message);
+    `duplicate` is the broker's DUP flag: delivered before, and not acknowledged then."""
 
     packet_id: int
     qos: int
@@ -50,6 +51,7 @@ class Received:
     payload: bytes
     received_at: datetime
     connection: int = 0
+    duplicate: bool = False
 
 
 class ConnectionLost(Exception):
@@ -381,6 +383,7 @@ class Subscriber:
                     packet.payload,
                     datetime.now(UTC),
                     connection,
+                    packet.duplicate,
                 )
             )
         elif isinstance(packet, mqtt5.PingRespPacket):

@@ -24,9 +24,18 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from cloud.db.timeseries import maintain
 from cloud.errors import StorageError
-from cloud.ingest.decode import decode_batch
+from cloud.ingest.decode import decode_batch, unexpected
+from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
 from cloud.ingest.subscriber import Received, Subscriber
-from cloud.ingest.writer import Batch, BatchWriter, DeadLetter, Moving, lag_ms
+from cloud.ingest.writer import (
+    Batch,
+    BatchWriter,
+    Cause,
+    DeadLetter,
+    Moving,
+    lag_ms,
+    prune_dead_letters,
+)
 from cloud.metrics import record_batch
 from cloud.settings import CloudSettings
 from cloud.snapshots import snapshot_store
@@ -107,6 +116,8 @@ class IngestWorker:
             timezone=ZoneInfo(settings.timezone),
             reorder_window_s=settings.ingest_reorder_window_s,
         )
+        self.max_age = timedelta(days=settings.ingest_max_event_age_days)
+        self.quarantine = Quarantine()
         self.pending: deque[Received] = deque()
         self.max_pending = RECEIVE_BATCHES * settings.ingest_batch_max
         self.arrived = threading.Event()  # pending went from empty to not empty
@@ -151,7 +162,7 @@ class IngestWorker:
             while not self.stop_event.is_set():
                 if decoded is None:
                     messages = self._collect()
-                    decoded = (messages, decode_batch(messages)) if messages else None
+                    decoded = (messages, self._decode(messages)) if messages else None
                 if decoded is not None:
                     decoded = self._store(*decoded)
                 if time.monotonic() >= next_sweep:
@@ -161,11 +172,7 @@ class IngestWorker:
                         gc.collect()
                 if time.monotonic() >= next_maintenance:
                     next_maintenance = time.monotonic() + MAINTAIN_EVERY_S
-                    self._with_database(
-                        lambda conn: maintain(
-                            conn, timescale=self.timescale, retention=self.settings.retention
-                        )
-                    )
+                    self._with_database(self._maintain)
         finally:
             self.subscriber.stop()
             if self._conn is not None:
@@ -215,6 +222,22 @@ class IngestWorker:
             self.arrived.set()
         return messages
 
+    def _decode(self, messages: list[Received]) -> Batch:
+        """The batch decoded; messages delivered before (the broker's DUP flag: a process
+        may have died on them) are tried in the quarantine first."""
+        suspects = [m for m in messages if m.duplicate]
+        if not suspects:
+            return decode_batch(messages, max_age=self.max_age)
+        try:
+            survivors, dead = self.quarantine.screen(suspects)
+        except QuarantineUnavailable as exc:
+            logger.error("quarantine unavailable (%s): decoding redeliveries here", exc)
+            return decode_batch(messages, max_age=self.max_age)
+        crashed = {id(d) for d in suspects} - {id(s) for s in survivors}
+        batch = decode_batch([m for m in messages if id(m) not in crashed], max_age=self.max_age)
+        batch.dead += dead
+        return batch
+
     def _store(self, messages: list[Received], batch: Batch) -> Decoded | None:
         """Store a decoded batch; returns the next one when it was ready meanwhile.
 
@@ -224,7 +247,7 @@ class IngestWorker:
         started = time.monotonic()
         transaction, moving = self._begin(batch)
         ready = self._ready()
-        following = (ready, decode_batch(ready)) if ready else None
+        following = (ready, self._decode(ready)) if ready else None
         try:
             if transaction is None:
                 raise _Retry
@@ -235,6 +258,11 @@ class IngestWorker:
             if transaction is not None:
                 self._abandon(transaction, moving, exc)
             self._store_retrying(messages, batch)
+        except Exception as exc:  # noqa: BLE001 - one message's doing: found by storing singly
+            if transaction is not None:
+                self._abandon(transaction, moving, exc)
+            logger.error("batch failed (%r); storing one by one", exc)
+            self._store_singly(messages)
         self._acknowledge(messages, batch)
         return following
 
@@ -276,35 +304,34 @@ class IngestWorker:
     def _store_retrying(self, messages: list[Received], batch: Batch) -> None:
         try:
             self._with_database(lambda conn: self._write(conn, batch))
-        except psycopg.Error as exc:
+        except (psycopg.Error, Exception) as exc:  # noqa: BLE001 - see below
             # Not the database being away (that is retried): something in this batch the
-            # database refuses. Store message by message; what still fails is a dead letter,
-            # so one bad message never blocks the stream or loops the process.
-            logger.error("batch refused by the database (%s); storing one by one", exc)
+            # database refuses, or an exception nobody foresaw. Store message by message;
+            # what still fails is a dead letter, so one bad message never blocks the stream
+            # or loops the process.
+            logger.error("batch refused (%r); storing one by one", exc)
             self._store_singly(messages)
 
     def _acknowledge(self, messages: list[Received], batch: Batch) -> None:
         self.subscriber.ack(messages)  # only now: the batch is committed
         self.acked += len(messages)
-        self.dead += len(batch.dead)
 
     def _store_singly(self, messages: list[Received]) -> None:
         for message in messages:
-            single = decode_batch([message])
+            single = self._decode([message])
             try:
                 self._with_database(lambda conn, b=single: self._write(conn, b))  # type: ignore[misc]
             except psycopg.Error as exc:
-                dead = Batch(
-                    dead=[
-                        DeadLetter(
-                            message.topic,
-                            message.payload,
-                            "database",
-                            str(exc)[:2000],
-                        )
-                    ]
+                letter = DeadLetter(
+                    message.topic, message.payload, "database", str(exc)[:2000], Cause.DATABASE
                 )
-                self._with_database(lambda conn, b=dead: self._write(conn, b))  # type: ignore[misc]
+                self._write_dead(letter)
+            except Exception as exc:  # noqa: BLE001 - the message's doing: a dead letter
+                self._write_dead(unexpected(message, exc))
+
+    def _write_dead(self, letter: DeadLetter) -> None:
+        dead = Batch(dead=[letter])
+        self._with_database(lambda conn: self._write(conn, dead))
 
     def _write(self, conn: psycopg.Connection, batch: Batch) -> None:
         started = time.monotonic()
@@ -326,14 +353,23 @@ class IngestWorker:
             (self.settings.ingest_client_id, now, len(batch), lag_ms(batch, now), len(batch)),
         )
         self.stored += result.events_stored
+        self.dead += len(result.dead)
         record_batch(batch, result, time.monotonic() - started, lag_ms(batch, now) / 1000)
-        if batch.dead:
+        if result.dead:
             logger.warning(
                 "dead letters=%d first=%s: %s",
-                len(batch.dead),
-                batch.dead[0].topic,
-                batch.dead[0].reason,
+                len(result.dead),
+                result.dead[0].topic,
+                result.dead[0].reason,
             )
+
+    def _maintain(self, conn: psycopg.Connection) -> None:
+        retention = self.settings.retention
+        maintain(conn, timescale=self.timescale, retention=retention)
+        with conn.transaction():
+            dropped = prune_dead_letters(conn, days=retention.dead_letters_days)
+        if dropped:
+            logger.info("dead letters past retention dropped=%d", dropped)
 
     def _record_stale_holes(self, conn: psycopg.Connection) -> None:
         with conn.transaction():

@@ -12,7 +12,9 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -32,7 +34,11 @@ from protocols import (
 )
 from protocols.enums import StreamStatus
 from protocols.fast_events import FastDetectionEvent
+from protocols.identifiers import EVENT_ID_TIME_TOLERANCE
 from protocols.topics import NodeTopic
+
+if TYPE_CHECKING:
+    from cloud.ingest.subscriber import Received
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +75,9 @@ EVENT_COLUMNS = (
     "received_at",
 )
 UNIT_CACHE_S = 30.0
+CONFLICT_REASON = "conflicting duplicate: an event with this id and other content came first"
+# What a dead letter keeps of its message besides size and sha256: enough to recognise it.
+DEAD_LETTER_PREFIX_BYTES = 256
 
 HEALTH_COLUMNS = (
     "sent_at, node_id, cpu_percent, memory_used_bytes, disk_used_bytes, disk_total_bytes, "
@@ -131,12 +140,27 @@ ON CONFLICT (node_id) DO UPDATE SET
 WHERE node_last_health.sent_at <= excluded.sent_at"""
 
 
+class Cause(StrEnum):
+    """Why a message became a dead letter (the metric's label, the operators' filter)."""
+
+    INVALID = "invalid"  # the protocol refused it: the field and reason say why
+    TOO_OLD = "too_old"  # an event older than CLOUD_INGEST_MAX_EVENT_AGE_DAYS
+    CONFLICT = "conflict"  # an event id stored before with other content
+    CRASH = "crash"  # it killed or hung the decoder it was tried in
+    ERROR = "error"  # an exception nobody foresaw
+    DATABASE = "database"  # the database refused it alone
+
+
 @dataclass
 class DeadLetter:
+    """A message ingest could not store. The payload is kept here only to describe it:
+    the table holds its size, sha256 and first bytes."""
+
     topic: str
     payload: bytes
     field: str
     reason: str
+    cause: Cause = Cause.INVALID
 
 
 @dataclass
@@ -144,6 +168,9 @@ class Batch:
     """Decoded messages of one batch, by kind, with when each arrived."""
 
     events: list[tuple[FastDetectionEvent, datetime]] = field(default_factory=list)
+    # Each event's message, by event id (a conflicting copy becomes a dead letter naming it).
+    sources: dict[UUID, Received] = field(default_factory=dict)
+    duplicates: int = 0  # events the batch held twice, the same both times
     states: list[tuple[NodeState, datetime]] = field(default_factory=list)
     health: list[tuple[NodeHealth, bytes, datetime]] = field(default_factory=list)
     telemetry: list[tuple[Telemetry, datetime]] = field(default_factory=list)
@@ -153,7 +180,8 @@ class Batch:
     dead: list[DeadLetter] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return sum(
+        """Messages the batch decoded, a copy of one of its events included."""
+        return self.duplicates + sum(
             len(v)
             for v in (
                 self.events,
@@ -177,6 +205,7 @@ class WriteResult:
     cases_opened: int = 0
     cases_merged: int = 0
     cases_closed: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)  # the batch's, and conflicts found
 
 
 # The staging table's columns and types. COPY in PostgreSQL's binary format needs no text
@@ -265,6 +294,41 @@ STAGING_TABLES = (
 )
 
 
+# What an event is, as stored: a copy with the same id and these values is the same event
+# delivered again; any other is a conflicting duplicate. (Its unit is the registry's word,
+# which may change between deliveries; received_at and stored_at are ingest's.)
+_CONTENT = [c for c in EVENT_COLUMNS if c not in ("event_id", "unit_code", "received_at")]
+_STAGED_CONTENT = ", ".join(
+    "CASE WHEN s.bbox_x IS NULL THEN NULL ELSE ARRAY[s.bbox_x, s.bbox_y, s.bbox_w, s.bbox_h] END"
+    if c == "bbox"
+    else f"s.{c}"
+    for c in _CONTENT
+)
+_STORED_CONTENT = ", ".join("e.snapshots::text" if c == "snapshots" else f"e.{c}" for c in _CONTENT)
+# Events of the batch stored before, found by id near their own time (the protocol keeps
+# an event's id within EVENT_ID_TIME_TOLERANCE of observed_at, so two copies lie within
+# twice that of each other, in one or two partitions): taken out of the staging table,
+# each with whether it is the stored event again. One index probe per event; a LATERAL
+# subquery, so the probe is per row whatever the planner thinks of the temp table.
+DROP_STORED_SQL = f"""
+WITH stored AS (
+    SELECT s.event_id, s.observed_at,
+           ({_STAGED_CONTENT}) IS NOT DISTINCT FROM ({_STORED_CONTENT}) AS same
+    FROM events_staging s
+    CROSS JOIN LATERAL (
+        SELECT * FROM events e
+        WHERE e.event_id = s.event_id
+          AND e.observed_at >= s.observed_at - %(window)s
+          AND e.observed_at <= s.observed_at + %(window)s
+        LIMIT 1
+    ) e
+)
+DELETE FROM events_staging s USING stored
+WHERE s.event_id = stored.event_id AND s.observed_at = stored.observed_at
+RETURNING s.event_id, stored.same
+"""  # noqa: S608
+STORED_WINDOW = 2 * EVENT_ID_TIME_TOLERANCE
+
 # Staged events into `events`. A batch is tried first as all new: a plain INSERT costs
 # PostgreSQL less than ON CONFLICT's check before each row (measured: 3 µs an event), and
 # the rollups, cases and sequences then read the new events from `events_staging`. A copy
@@ -317,7 +381,8 @@ class Moving:
     yet read."""
 
     pipeline: AbstractContextManager[Any]  # conn.pipeline(), entered
-    cursor: psycopg.Cursor[Any]
+    stored: psycopg.Cursor[Any]  # DROP_STORED_SQL: copies stored before, taken out
+    cursor: psycopg.Cursor[Any]  # the move
     events: int
 
     def wait(self) -> None:
@@ -344,12 +409,35 @@ def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
     return tuple(list(column) for column in zip(*rows, strict=True))
 
 
-def _new_seqs(conn: psycopg.Connection, batch: Batch, new_events: str) -> dict[str, list[int]]:
-    """Each node's seqs among the batch's new events: all of the batch's when all of it was
-    new (no need to read them back), else those `events_inserted` holds."""
+def _conflicts(batch: Batch, stored: dict[UUID, bool]) -> list[DeadLetter]:
+    """A dead letter for each event whose id was stored before with other content."""
+    dead = []
+    for event_id, same in stored.items():
+        if not same:
+            message = batch.sources[event_id]
+            dead.append(
+                DeadLetter(
+                    message.topic,
+                    message.payload,
+                    "event_id",
+                    CONFLICT_REASON,
+                    Cause.CONFLICT,
+                )
+            )
+    return dead
+
+
+def _new_seqs(
+    conn: psycopg.Connection, batch: Batch, new_events: str, stored: dict[UUID, bool]
+) -> dict[str, list[int]]:
+    """Each node's seqs among the batch's new events: the batch's own, but for copies stored
+    before, when it moved as all new (no need to read them back), else those
+    `events_inserted` holds."""
     pairs: Iterable[tuple[str, int]]
     if new_events == "events_staging":
-        pairs = ((event.node_id, event.seq) for event, _ in batch.events)
+        pairs = (
+            (event.node_id, event.seq) for event, _ in batch.events if event.event_id not in stored
+        )
     else:
         pairs = conn.execute("SELECT node_id, seq FROM events_inserted")
     seqs: dict[str, list[int]] = {}
@@ -372,18 +460,20 @@ class BatchWriter:
         self.timezone = timezone
         self.reorder_window = timedelta(seconds=reorder_window_s)
         self._units: dict[tuple[str, str], str] = {}
+        self._node_units: dict[str, str] = {}
         self._units_at = 0.0
         self._prepared: psycopg.Connection | None = None
 
     def refresh_units(self, conn: psycopg.Connection) -> None:
-        """The camera → org unit map, re-read every UNIT_CACHE_S (never during a COPY: the
-        connection is busy then)."""
+        """The camera → org unit and node → org unit maps, re-read every UNIT_CACHE_S (never
+        during a COPY: the connection is busy then)."""
         now = time.monotonic()
         if now - self._units_at > UNIT_CACHE_S:
             rows = conn.execute(
                 "SELECT node_id, camera_id, coalesce(unit_code, '') FROM cameras"
             ).fetchall()
             self._units = {(r[0], r[1]): r[2] for r in rows}
+            self._node_units = dict(conn.execute("SELECT node_id, unit_code FROM nodes").fetchall())
             self._units_at = now
 
     def prepare(self, conn: psycopg.Connection) -> None:
@@ -414,12 +504,14 @@ class BatchWriter:
         pipeline.__enter__()
         try:
             conn.execute("SAVEPOINT events_move")
+            stored = conn.cursor()
+            stored.execute(DROP_STORED_SQL, {"window": STORED_WINDOW})
             cursor = conn.cursor()
             cursor.execute(MOVE_NEW_EVENTS_SQL)
         except BaseException as exc:
             pipeline.__exit__(type(exc), exc, exc.__traceback__)
             raise
-        return Moving(pipeline, cursor, len(batch.events))
+        return Moving(pipeline, stored, cursor, len(batch.events))
 
     def finish(self, conn: psycopg.Connection, batch: Batch, moving: Moving | None) -> WriteResult:
         """The rest of `write`, after `begin` in the same transaction.
@@ -427,17 +519,24 @@ class BatchWriter:
         Rows that other ingest processes update too (rollup counters, per-node sequences)
         come last and are locked in one order: processes then wait for each other only
         for the tail of a transaction, never for a whole batch, and never deadlock."""
-        result = WriteResult()
-        new_events = "events_staging"  # the batch as it was staged, when all of it was new
+        result = WriteResult(events_duplicate=batch.duplicates)
+        new_events = "events_staging"  # the batch as it was staged, bar copies stored before
+        stored: dict[UUID, bool] = {}
         if moving is not None:
             try:
                 moving.wait()
+                stored = dict(moving.stored.fetchall())
             except psycopg.errors.UniqueViolation:
+                # Another process stored a copy since the check, and committed: check again,
+                # and move what is still new skipping anything stored meanwhile.
                 conn.execute("ROLLBACK TO SAVEPOINT events_move")
+                stored = dict(conn.execute(DROP_STORED_SQL, {"window": STORED_WINDOW}).fetchall())
                 moving.cursor = conn.execute(MOVE_EVENTS_SQL)
                 new_events = "events_inserted"
             result.events_stored = moving.cursor.rowcount
-            result.events_duplicate = moving.events - result.events_stored
+            result.events_duplicate += moving.events - result.events_stored - len(stored)
+            result.events_duplicate += sum(stored.values())
+        result.dead = [*batch.dead, *_conflicts(batch, stored)]
         if batch.states:
             self._states(conn, batch.states)
         if batch.health:
@@ -450,15 +549,15 @@ class BatchWriter:
             self._responses(conn, batch.responses)
         if batch.snapshots:
             self._snapshots(conn, batch.snapshots)
-        if batch.dead:
-            self._dead(conn, batch.dead)
+        if result.dead:
+            self._dead(conn, result.dead)
         if result.events_stored:
             if not self.timescale:  # continuous aggregates keep the rollups there
                 self._rollups(conn, new_events)
             result.cases_opened, result.cases_merged, result.cases_closed = route_events(
                 conn, new_events
             )
-            self._sequences(conn, result, _new_seqs(conn, batch, new_events))
+            self._sequences(conn, result, _new_seqs(conn, batch, new_events, stored))
         return result
 
     # ---- events ---------------------------------------------------------------------
@@ -467,7 +566,7 @@ class BatchWriter:
         self, conn: psycopg.Connection, events: list[tuple[FastDetectionEvent, datetime]]
     ) -> None:
         self.refresh_units(conn)
-        units = self._units
+        units, node_units = self._units, self._node_units
         with (
             conn.cursor() as cur,
             cur.copy(
@@ -477,7 +576,9 @@ class BatchWriter:
         ):
             copy.set_types([kind for _, kind in STAGED])
             for event, received_at in events:
-                unit = units.get((event.node_id, event.camera_id), "")
+                unit = units.get((event.node_id, event.camera_id))
+                if unit is None:  # not this box's camera: the box's own unit is the limit
+                    unit = node_units.get(event.node_id, "")
                 copy.write_row(event_row(event, unit, received_at))
 
     def _rollups(self, conn: psycopg.Connection, new_events: str) -> None:
@@ -778,11 +879,59 @@ class BatchWriter:
         )
 
     def _dead(self, conn: psycopg.Connection, dead: Iterable[DeadLetter]) -> None:
-        conn.cursor().executemany(
-            "INSERT INTO ingest_dead_letters (topic, payload, field, reason) "
-            "VALUES (%s, %s, %s, %s)",
-            [(d.topic[:1024], d.payload, d.field[:256], d.reason[:2048]) for d in dead],
+        """One row per distinct message (topic and sha256): a redelivery adds to its count.
+        In key order, as every process locks them."""
+        rows: dict[tuple[str, str], list[Any]] = {}
+        for letter in dead:
+            topic = _text(letter.topic, 1024)
+            digest = sha256_hex(letter.payload)
+            row = rows.get((topic, digest))
+            if row is not None:
+                row[-1] += 1
+                continue
+            rows[(topic, digest)] = [
+                topic,
+                _node_of(topic),
+                len(letter.payload),
+                digest,
+                letter.payload[:DEAD_LETTER_PREFIX_BYTES],
+                _text(letter.field, 256),
+                _text(letter.reason, 2048),
+                letter.cause.value,
+                1,
+            ]
+        conn.execute(
+            "INSERT INTO ingest_dead_letters (topic, node_id, size_bytes, sha256, prefix, "
+            "field, reason, cause, deliveries) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::int4[], %s::text[], "
+            "%s::bytea[], %s::text[], %s::text[], %s::text[], %s::int4[]) ORDER BY 1, 4 "
+            "ON CONFLICT (topic, sha256) DO UPDATE SET "
+            "deliveries = ingest_dead_letters.deliveries + excluded.deliveries, "
+            "last_received_at = now()",
+            _columns([tuple(row) for _, row in sorted(rows.items())]),
         )
+
+
+def prune_dead_letters(conn: psycopg.Connection, *, days: int) -> int:
+    """Drop dead letters not delivered again for `days`; returns how many."""
+    cur = conn.execute(
+        "DELETE FROM ingest_dead_letters "
+        "WHERE last_received_at < now() - make_interval(days => %s)",
+        (days,),
+    )
+    return cur.rowcount
+
+
+def _text(value: str, limit: int) -> str:
+    """Text PostgreSQL takes: no NUL, no lone surrogate (both may come from a payload)."""
+    return value[:limit].replace("\x00", "\\0").encode("utf-8", "backslashreplace").decode()
+
+
+def _node_of(topic: str) -> str | None:
+    parts = topic.split("/", 4)
+    if len(parts) > 3 and parts[:3] == ["gw", "v1", "nodes"]:
+        return _text(parts[3], 64)
+    return None
 
 
 def lag_ms(batch: Batch, now: datetime) -> float:

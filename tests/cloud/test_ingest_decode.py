@@ -3,9 +3,10 @@ refusals as dead letters in the protocol's words."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 
 from cloud.ingest.decode import decode_batch
 from cloud.ingest.subscriber import Received
@@ -21,16 +22,77 @@ def received(topic: str, raw: bytes) -> Received:
     return Received(1, 1, topic, raw, NOW)
 
 
-def test_ingest_stores_a_lax_form_the_protocol_accepts_and_dead_letters_a_refusal() -> None:
+def test_ingest_stores_a_form_the_protocol_accepts_and_dead_letters_a_refusal() -> None:
     event = make_detection_event(node_id="qx-fast", seq=7, observed_at=NOW)
     topic = events_topic("qx-fast")
-    lax = orjson.loads(encode(event)) | {"seq": "7", "score": 1}
+    other_form = orjson.loads(encode(event)) | {"score": 1, "newer_field": [1, 2]}
     refused = orjson.loads(encode(event)) | {"camera_id": "cam01\n"}
-    assert decode_event_fast(topic, orjson.dumps(lax), NOW) is None
+    assert decode_event_fast(topic, orjson.dumps(other_form), NOW) is None
     batch = decode_batch(
-        [received(topic, orjson.dumps(lax)), received(topic, orjson.dumps(refused))]
+        [received(topic, orjson.dumps(other_form)), received(topic, orjson.dumps(refused))]
     )
     assert [e for e, _ in batch.events] == [to_fast(event.model_copy(update={"score": 1.0}))]
     assert [(d.field, d.reason) for d in batch.dead] == [
         ("camera_id", "String should match pattern '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("seq", "7"),
+        ("seq", True),
+        ("seq", 7.0),
+        ("score", "0.8"),
+        ("score", True),
+        ("count", True),
+        ("observed_at", 1764547200),
+        ("schema_version", True),
+        ("schema_version", 1.0),
+    ],
+)
+def test_types_are_as_strict_as_the_published_schema(field: str, value: object) -> None:
+    """No string-to-number, bool-to-int or number-to-time coercion, on either path."""
+    event = make_detection_event(
+        node_id="qx-strict", seq=7, observed_at=NOW, kind="crowd", count=3
+    )
+    raw = orjson.dumps(orjson.loads(encode(event)) | {field: value})
+    topic = events_topic("qx-strict")
+    assert decode_event_fast(topic, raw, NOW) is None
+    batch = decode_batch([received(topic, raw)])
+    assert batch.events == []
+    [dead] = batch.dead
+    assert dead.field == field
+
+
+def test_a_second_copy_in_a_batch_is_counted_and_a_different_one_is_a_dead_letter() -> None:
+    event = make_detection_event(node_id="qx-twice", seq=1, observed_at=NOW)
+    topic = events_topic("qx-twice")
+    other = event.model_copy(update={"label": "someone else"})
+    batch = decode_batch([received(topic, encode(event))] * 3 + [received(topic, encode(other))])
+    assert [e.event_id for e, _ in batch.events] == [event.event_id]
+    assert batch.duplicates == 2
+    [dead] = batch.dead
+    assert (dead.field, dead.cause.value) == ("event_id", "conflict")
+    assert dead.payload == encode(other)
+    assert len(batch) == 4
+
+
+def test_an_event_older_than_the_limit_is_a_dead_letter() -> None:
+    topic = events_topic("qx-old")
+    old = make_detection_event(node_id="qx-old", seq=1, observed_at=NOW - timedelta(days=31))
+    fresh = make_detection_event(node_id="qx-old", seq=2, observed_at=NOW - timedelta(days=29))
+    year_one = orjson.loads(encode(fresh)) | {"observed_at": "0001-01-01T00:00:00Z"}
+    batch = decode_batch(
+        [
+            received(topic, encode(old)),
+            received(topic, encode(fresh)),
+            received(topic, orjson.dumps(year_one)),
+        ],
+        max_age=timedelta(days=30),
+    )
+    assert [e.seq for e, _ in batch.events] == [2]
+    assert [(d.field, d.cause.value) for d in batch.dead] == [
+        ("observed_at", "too_old"),
+        ("DetectionEvent", "invalid"),  # year 1: its id was made in 2026, not then
     ]

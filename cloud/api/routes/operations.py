@@ -17,19 +17,20 @@ router = APIRouter(prefix="/ingest", tags=["ingest"])
 async def dead_letters(
     principal: IngestOperator, conn: Conn, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[DeadLetterOut]:
-    """The newest messages ingest refused, with the field and the reason."""
+    """The messages ingest refused, the latest delivered first, with the field, the
+    reason and what the message was (its size, sha256 and first bytes; not the payload)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "SELECT id, received_at, topic, field, reason, "
-            "substring(payload from 1 for 200) AS head FROM ingest_dead_letters "
-            "ORDER BY id DESC LIMIT %s",
+            "SELECT id, received_at, last_received_at, deliveries, topic, node_id, field, "
+            "reason, cause, size_bytes, sha256, prefix FROM ingest_dead_letters "
+            "ORDER BY last_received_at DESC, id DESC LIMIT %s",
             (limit,),
         )
         rows = await cur.fetchall()
     return [
         DeadLetterOut(
-            **{k: v for k, v in r.items() if k != "head"},
-            payload_preview=bytes(r["head"]).decode("utf-8", "replace"),
+            **{k: v for k, v in r.items() if k != "prefix"},
+            payload_preview=bytes(r["prefix"]).decode("utf-8", "replace"),
         )
         for r in rows
     ]
