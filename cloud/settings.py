@@ -107,6 +107,12 @@ class CloudSettings(BaseSettings):
         "order. Shorter holes stay with the node's row; longer ones become seq_gaps rows, "
         "detected when first seen. 0 records every gap at once.",
     )
+    ingest_snapshot_wait_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        default=600.0,
+        description="How long a snapshot waits for the event (or command answer) of its node "
+        "that lists it; then it is removed, file and row, and counted. Ingest processes on a "
+        "shared subscription may get a snapshot before its event.",
+    )
     timezone: str = Field(
         default="Asia/Shanghai",
         description="The county's time zone: daily buckets start at its midnight.",

@@ -20,10 +20,14 @@ def uuid7_time(value: UUID) -> datetime:
     return datetime.fromtimestamp((value.int >> 80) / 1000, UTC)
 
 
-def storage_key(event_id: UUID, variant: str) -> str:
-    """`2026/11/25/<event_id>_frame.jpg`: dated by the event id, so old days can be pruned."""
+def storage_key(node_id: str, event_id: UUID, variant: str, sha256: str) -> str:
+    """`2026/11/25/<node_id>/<event_id>_frame_<sha256>.jpg`: dated by the event id, so old
+    days can be pruned; under the node that sent it, so no node writes where another's
+    pictures are; named for its bytes, so a file is only ever rewritten with the same bytes
+    (a second upload for one event, a forgery or a glitch, lands beside the first, not on
+    it). Snapshots stored before keep their keys (`<day>/<event_id>_<variant>.jpg`)."""
     day = uuid7_time(event_id)
-    return f"{day:%Y/%m/%d}/{event_id}_{variant}.jpg"
+    return f"{day:%Y/%m/%d}/{node_id}/{event_id}_{variant}_{sha256}.jpg"
 
 
 class SnapshotStore(Protocol):
@@ -32,6 +36,9 @@ class SnapshotStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
 
     def get(self, key: str) -> bytes: ...
+
+    def delete(self, key: str) -> None:
+        """Gone afterwards, whether it was there or not."""
 
 
 class LocalSnapshotStore:
@@ -61,6 +68,12 @@ class LocalSnapshotStore:
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
             raise NotFound(f"snapshot {key} not found") from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete snapshot {key}: {exc}") from exc
 
 
 def sha256_hex(data: bytes) -> str:
@@ -104,6 +117,16 @@ class S3SnapshotStore:
         except BotoCoreError as exc:
             raise StorageError(
                 f"cannot read snapshot {key} from s3://{self.bucket}: {exc}"
+            ) from exc
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:  # S3 answers a missing key's delete with success too
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(
+                f"cannot delete snapshot {key} from s3://{self.bucket}: {exc}"
             ) from exc
 
 

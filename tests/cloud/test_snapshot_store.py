@@ -17,8 +17,9 @@ from moto.server import ThreadedMotoServer
 from cloud.app import create_app
 from cloud.errors import NotFound, StorageError
 from cloud.settings import CloudSettings, S3Settings
-from cloud.snapshots import snapshot_store, storage_key
+from cloud.snapshots import sha256_hex, snapshot_store, storage_key
 from protocols.enums import SnapshotVariant
+from protocols.events import Snapshot
 from tests.conftest import BrokerFactory
 from tests.support.cloud import FakeNodes, IngestProcess, count
 from tests.support.county import TEST_JWT_SECRET, bearer
@@ -121,7 +122,7 @@ def test_ingest_stores_snapshots_in_s3_and_waits_while_the_store_is_away(
     node = "qx-s3-node"
     try:
         ingest.wait_subscribed()
-        nodes.publish(node, [0])
+        nodes.publish(node, [0], snapshots=[listed(JPEG)])
         first = nodes.published[-1]
         nodes.publish_snapshot(node, first.event_id, SnapshotVariant.FRAME, JPEG)
         wait_until(
@@ -131,7 +132,7 @@ def test_ingest_stores_snapshots_in_s3_and_waits_while_the_store_is_away(
         )
 
         s3.stop()  # the object store goes away: ingest must hold, not acknowledge
-        nodes.publish(node, [1])
+        nodes.publish(node, [1], snapshots=[listed(SECOND)])
         second = nodes.published[-1]
         nodes.publish_snapshot(node, second.event_id, SnapshotVariant.FRAME, SECOND)
         wait_until(
@@ -160,8 +161,19 @@ def test_ingest_stores_snapshots_in_s3_and_waits_while_the_store_is_away(
             image = client.get(event["snapshot_urls"]["frame"], headers=bearer())
             assert image.status_code == 200
             assert image.content == SECOND
-            key = storage_key(second.event_id, "frame")
+            key = storage_key(node, second.event_id, "frame", sha256_hex(SECOND))
             assert snapshot_store(settings).get(key) == SECOND
     finally:
         ingest.kill()
         nodes.close()
+
+
+def listed(data: bytes) -> Snapshot:
+    """What an event says of its frame: a snapshot attaches only to an event listing it."""
+    return Snapshot(
+        variant=SnapshotVariant.FRAME,
+        size_bytes=len(data),
+        sha256=sha256_hex(data),
+        width=640,
+        height=360,
+    )
