@@ -4,6 +4,7 @@ S3-compatible store can stand in without touching ingest or the API."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from datetime import UTC, datetime
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
-from cloud.errors import NotFound, StorageError
+from cloud.errors import NotFound, SnapshotMismatch, StorageError
 from cloud.settings import CloudSettings
+
+logger = logging.getLogger(__name__)
 
 
 def uuid7_time(value: UUID) -> datetime:
@@ -78,6 +81,22 @@ class LocalSnapshotStore:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_verified(store: SnapshotStore, key: str, sha256: str) -> bytes:
+    """The stored bytes, only while they hash to the sha256 on record: a file changed in
+    the store (a disk, a bucket, an old key another node could write) is refused, never
+    served as the event's picture."""
+    data = store.get(key)
+    if sha256_hex(data) != sha256:
+        logger.error(
+            "snapshot %s does not match its recorded sha256 %s (read %d bytes): not served",
+            key,
+            sha256,
+            len(data),
+        )
+        raise SnapshotMismatch("snapshot does not match its recorded sha256")
+    return data
 
 
 class S3SnapshotStore:

@@ -7,20 +7,29 @@ services cannot run on this machine); boto3 talks HTTP to it exactly as to MinIO
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import boto3
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from moto.server import ThreadedMotoServer
 
 from cloud.app import create_app
 from cloud.errors import NotFound, StorageError
+from cloud.ingest.writer import Batch, BatchWriter
 from cloud.settings import CloudSettings, S3Settings
 from cloud.snapshots import sha256_hex, snapshot_store, storage_key
+from protocols import Channel
 from protocols.enums import SnapshotVariant
 from protocols.events import Snapshot
+from protocols.fast_events import to_fast
+from protocols.topics import NodeTopic
 from tests.conftest import BrokerFactory
+from tests.factories import make_detection_event
 from tests.support.cloud import FakeNodes, IngestProcess, count
 from tests.support.county import TEST_JWT_SECRET, bearer
 from tests.support.mosquitto import BrokerOptions, MosquittoBroker
@@ -166,6 +175,48 @@ def test_ingest_stores_snapshots_in_s3_and_waits_while_the_store_is_away(
     finally:
         ingest.kill()
         nodes.close()
+
+
+def test_a_snapshot_changed_in_the_object_store_is_refused_when_served(
+    s3: S3Server, cloud_db: str, broker: MosquittoBroker
+) -> None:
+    s3.make_bucket("tamper")
+    settings = settings_for(
+        s3,
+        "s3://tamper/qx",
+        database_url=cloud_db,
+        broker_url=broker.url,
+        jwt_secret=TEST_JWT_SECRET,
+    )
+    store = snapshot_store(settings)
+    node = "qx-s3-tamper"
+    event = make_detection_event(node_id=node, seq=1, snapshots=[listed(JPEG)])
+    topic = NodeTopic(
+        node, Channel.SNAPSHOTS, event_id=event.event_id, variant=SnapshotVariant.FRAME
+    )
+    now = datetime.now(UTC)
+    writer = BatchWriter(timescale=False, store=store, timezone=ZoneInfo("Asia/Shanghai"))
+    with psycopg.connect(cloud_db, autocommit=True) as conn, conn.transaction():
+        writer.write(conn, Batch(events=[(to_fast(event), now)], snapshots=[(topic, JPEG, now)]))
+    key = stored_key(cloud_db, event.event_id)
+    url = f"/api/v1/events/{event.event_id}/snapshots/frame"
+    with TestClient(create_app(settings)) as client:
+        assert client.get(url, headers=bearer()).content == JPEG
+        store.put(key, SECOND)  # someone with write access to the bucket
+        refused = client.get(url, headers=bearer())
+    assert refused.status_code == 500
+    assert refused.json() == {"detail": "snapshot does not match its recorded sha256"}
+
+
+def stored_key(database_url: str, event_id: UUID) -> str:
+    """The storage key the snapshots row of the event's frame names."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT storage_key FROM snapshots WHERE event_id = %s AND variant = 'frame'",
+            (event_id,),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def listed(data: bytes) -> Snapshot:
