@@ -1,7 +1,10 @@
-"""Snapshots belong to their node (issue 19): a JPEG is attached only to an event (or a
-command answer) of the node that sent it, whose listed sha256 its bytes match, in whichever
-order and transaction the two arrive; what no event vouches for is dropped after the wait.
-Written as ingest writes, on a real PostgreSQL."""
+"""Snapshots belong to their node: attached only where its own event vouches for them."""
+
+# Issue 19: a JPEG attaches only to an event (or a command answer) of the node that sent
+# it whose listed sha256 its bytes match, in whichever order and transaction the two
+# arrive; what nothing vouches for is dropped after the wait. First written as ingest's
+# writer writes, on a real PostgreSQL (and TimescaleDB); last through Mosquitto and real
+# ingest processes, served by the API.
 
 from __future__ import annotations
 
@@ -334,7 +337,9 @@ def durable_broker(broker_factory: BrokerFactory) -> MosquittoBroker:
 class Ingest(IngestProcess):
     """An ingest process with its own group, snapshot folder and /metrics port."""
 
-    def __init__(self, tmp_path: Path, url: str, broker: MosquittoBroker, name: str, **env: str):
+    def __init__(
+        self, tmp_path: Path, url: str, broker: MosquittoBroker, name: str, **env: str
+    ) -> None:
         self.metrics_port = free_port()
         self.snapshots = tmp_path / "snapshots"
         super().__init__(

@@ -1,5 +1,7 @@
-"""Serving snapshots: the API answers a JPEG only while its bytes hash to the sha256 on
-record; a file changed on disk is refused with a clear error and a log line, never served."""
+"""The API serves a snapshot only while its bytes hash to the sha256 on record."""
+
+# A file changed on disk is refused with a clear error and a log line, never served (the
+# same on S3: tests/cloud/test_snapshot_store.py).
 
 from __future__ import annotations
 
