@@ -19,6 +19,10 @@ class StorageError(CloudError):
     """The snapshot store cannot read or write."""
 
 
+class SnapshotMismatch(CloudError):
+    """A stored snapshot's bytes no longer hash to the sha256 on record: it is not served."""
+
+
 class ServiceUnavailable(CloudError):
     """A service the process needs cannot be started or reached (says what to do)."""
 

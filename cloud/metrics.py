@@ -36,6 +36,14 @@ DEAD_LETTER_ROWS = Gauge(
     "gridwatch_ingest_dead_letter_rows",
     "Dead letters kept (one row per distinct message, dropped after the retention).",
 )
+INGEST_SNAPSHOTS_DROPPED = Counter(
+    "gridwatch_ingest_snapshots_dropped_total",
+    "Snapshots ingest removed instead of attaching, by reason: no_event (nothing of their "
+    "node vouched for them within the wait), unwritten (their batch never committed), "
+    "other_node (another node's event or command), sha256 (not the bytes the event lists), "
+    "variant (a picture the event does not list).",
+    ["reason"],
+)
 INGEST_BATCH_SIZE = Histogram(
     "gridwatch_ingest_batch_size",
     "Messages per committed batch.",

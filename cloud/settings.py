@@ -112,6 +112,12 @@ class CloudSettings(BaseSettings):
         default=30,
         description="Events observed longer ago than this are dead letters, not stored.",
     )
+    ingest_snapshot_wait_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        default=600.0,
+        description="How long a snapshot waits for the event (or command answer) of its node "
+        "that lists it; then it is removed, file and row, and counted. Ingest processes on a "
+        "shared subscription may get a snapshot before its event.",
+    )
     timezone: str = Field(
         default="Asia/Shanghai",
         description="The county's time zone: daily buckets start at its midnight.",

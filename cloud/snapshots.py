@@ -4,26 +4,28 @@ S3-compatible store can stand in without touching ingest or the API."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
-from cloud.errors import NotFound, StorageError
+from cloud.errors import NotFound, SnapshotMismatch, StorageError
 from cloud.settings import CloudSettings
+from protocols.identifiers import uuid7_time
+
+logger = logging.getLogger(__name__)
 
 
-def uuid7_time(value: UUID) -> datetime:
-    """When a UUIDv7 was made (its first 48 bits are Unix milliseconds)."""
-    return datetime.fromtimestamp((value.int >> 80) / 1000, UTC)
-
-
-def storage_key(event_id: UUID, variant: str) -> str:
-    """`2026/11/25/<event_id>_frame.jpg`: dated by the event id, so old days can be pruned."""
+def storage_key(node_id: str, event_id: UUID, variant: str, sha256: str) -> str:
+    """`2026/11/25/<node_id>/<event_id>_frame_<sha256>.jpg`: dated by the event id, so old
+    days can be pruned; under the node that sent it, so no node writes where another's
+    pictures are; named for its bytes, so a file is only ever rewritten with the same bytes
+    (a second upload for one event, a forgery or a glitch, lands beside the first, not on
+    it). Snapshots stored before keep their keys (`<day>/<event_id>_<variant>.jpg`)."""
     day = uuid7_time(event_id)
-    return f"{day:%Y/%m/%d}/{event_id}_{variant}.jpg"
+    return f"{day:%Y/%m/%d}/{node_id}/{event_id}_{variant}_{sha256}.jpg"
 
 
 class SnapshotStore(Protocol):
@@ -32,6 +34,9 @@ class SnapshotStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
 
     def get(self, key: str) -> bytes: ...
+
+    def delete(self, key: str) -> None:
+        """Gone afterwards, whether it was there or not."""
 
 
 class LocalSnapshotStore:
@@ -62,9 +67,31 @@ class LocalSnapshotStore:
         except FileNotFoundError as exc:
             raise NotFound(f"snapshot {key} not found") from exc
 
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete snapshot {key}: {exc}") from exc
+
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_verified(store: SnapshotStore, key: str, sha256: str) -> bytes:
+    """The stored bytes, only while they hash to the sha256 on record: a file changed in
+    the store (a disk, a bucket, an old key another node could write) is refused, never
+    served as the event's picture."""
+    data = store.get(key)
+    if sha256_hex(data) != sha256:
+        logger.error(
+            "snapshot %s does not match its recorded sha256 %s (read %d bytes): not served",
+            key,
+            sha256,
+            len(data),
+        )
+        raise SnapshotMismatch("snapshot does not match its recorded sha256")
+    return data
 
 
 class S3SnapshotStore:
@@ -104,6 +131,16 @@ class S3SnapshotStore:
         except BotoCoreError as exc:
             raise StorageError(
                 f"cannot read snapshot {key} from s3://{self.bucket}: {exc}"
+            ) from exc
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:  # S3 answers a missing key's delete with success too
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(
+                f"cannot delete snapshot {key} from s3://{self.bucket}: {exc}"
             ) from exc
 
 

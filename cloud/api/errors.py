@@ -11,6 +11,7 @@ from cloud.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    SnapshotMismatch,
     StorageError,
     Unauthorized,
 )
@@ -22,6 +23,7 @@ _STATUS = {
     Unauthorized: 401,
     Forbidden: 403,
     StorageError: 503,
+    SnapshotMismatch: 500,  # the store holds other bytes than were stored: a person must look
     BrokerUnavailable: 503,
 }
 

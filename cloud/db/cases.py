@@ -245,6 +245,7 @@ async def checks(conn: AsyncConnection, case_id: UUID) -> list[dict[str, Any]]:
             "FROM case_checks k "
             "LEFT JOIN command_responses r ON r.request_id = k.request_id "
             "LEFT JOIN snapshots s ON s.event_id = k.request_id AND s.variant = 'frame' "
+            "AND s.node_id = k.node_id "
             "WHERE k.case_id = %s ORDER BY k.requested_at",
             (case_id,),
         )
@@ -260,14 +261,18 @@ async def mark_check_sent(
     )
 
 
-async def check_snapshot_key(conn: AsyncConnection, case_id: UUID, request_id: UUID) -> str | None:
+async def check_snapshot(
+    conn: AsyncConnection, case_id: UUID, request_id: UUID
+) -> tuple[str, str] | None:
+    """(storage key, sha256) of the picture the checked node sent with its answer."""
     cur = await conn.execute(
-        "SELECT s.storage_key FROM case_checks k JOIN snapshots s ON s.event_id = k.request_id "
-        "AND s.variant = 'frame' WHERE k.case_id = %s AND k.request_id = %s",
+        "SELECT s.storage_key, s.sha256 FROM case_checks k JOIN snapshots s "
+        "ON s.event_id = k.request_id AND s.variant = 'frame' AND s.node_id = k.node_id "
+        "WHERE k.case_id = %s AND k.request_id = %s",
         (case_id, request_id),
     )
     row = await cur.fetchone()
-    return None if row is None else str(row[0])
+    return None if row is None else (str(row[0]), str(row[1]))
 
 
 async def add_photo(

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 
 from cloud.database import like_prefix
 from cloud.errors import BadRequest, NotFound
-from cloud.snapshots import uuid7_time
+from protocols.identifiers import uuid7_time
 
 COLUMNS = (
     "event_id, thread_id, observed_at, received_at, node_id, seq, camera_id, unit_code, "
@@ -128,20 +128,24 @@ async def get_event(conn: AsyncConnection, event_id: UUID) -> dict[str, Any]:
     return row
 
 
-async def snapshot_key(conn: AsyncConnection, event_id: UUID, variant: str) -> str:
+async def snapshot_record(
+    conn: AsyncConnection, event_id: UUID, variant: str, node_id: str
+) -> tuple[str, str]:
+    """(storage key, sha256) of the event's snapshot: the one its own node sent."""
     cur = await conn.execute(
-        "SELECT storage_key FROM snapshots WHERE event_id = %s AND variant = %s",
-        (event_id, variant),
+        "SELECT storage_key, sha256 FROM snapshots "
+        "WHERE event_id = %s AND variant = %s AND node_id = %s",
+        (event_id, variant, node_id),
     )
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"no {variant} snapshot for event {event_id}")
-    return str(row[0])
+    return str(row[0]), str(row[1])
 
 
-async def has_snapshot(conn: AsyncConnection, event_id: UUID, variant: str) -> bool:
+async def has_snapshot(conn: AsyncConnection, event_id: UUID, variant: str, node_id: str) -> bool:
     try:
-        await snapshot_key(conn, event_id, variant)
+        await snapshot_record(conn, event_id, variant, node_id)
     except NotFound:
         return False
     return True

@@ -26,6 +26,7 @@ from cloud.db.timeseries import maintain
 from cloud.errors import StorageError
 from cloud.ingest.decode import decode_batch, unexpected
 from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
+from cloud.ingest.snapshot_uploads import report_dropped
 from cloud.ingest.subscriber import Received, Subscriber
 from cloud.ingest.writer import (
     Batch,
@@ -115,6 +116,7 @@ class IngestWorker:
             store=snapshot_store(settings),
             timezone=ZoneInfo(settings.timezone),
             reorder_window_s=settings.ingest_reorder_window_s,
+            snapshot_wait_s=settings.ingest_snapshot_wait_s,
         )
         self.max_age = timedelta(days=settings.ingest_max_event_age_days)
         self.quarantine = Quarantine()
@@ -168,6 +170,7 @@ class IngestWorker:
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + sweep_every_s
                     self._with_database(self._record_stale_holes)
+                    self._with_database(self._sweep_snapshots)
                     if not gc.isenabled():  # see tune_garbage_collector
                         gc.collect()
                 if time.monotonic() >= next_maintenance:
@@ -271,7 +274,9 @@ class IngestWorker:
         (the plain path then retries it)."""
         try:
             conn = self._connection()
-        except psycopg.Error:
+            self.writer.journal_snapshots(conn, batch)  # its own commit, see the method
+        except psycopg.Error as exc:
+            self._drop_broken(exc)
             return None, None
         transaction = conn.transaction()
         try:
@@ -335,6 +340,7 @@ class IngestWorker:
 
     def _write(self, conn: psycopg.Connection, batch: Batch) -> None:
         started = time.monotonic()
+        self.writer.journal_snapshots(conn, batch)  # its own commit, see the method
         with conn.transaction():  # one commit per batch, progress included
             self._finish(conn, batch, self.writer.begin(conn, batch), started)
 
@@ -344,6 +350,7 @@ class IngestWorker:
         """The rest of a batch in its transaction, and the process's progress row."""
         now = datetime.now(UTC)
         result = self.writer.finish(conn, batch, moving)
+        report_dropped(result.snapshots_dropped)
         conn.execute(
             "INSERT INTO ingest_progress (client_id, committed_at, batch_size, lag_ms, "
             "messages) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (client_id) DO UPDATE SET "
@@ -374,6 +381,17 @@ class IngestWorker:
     def _record_stale_holes(self, conn: psycopg.Connection) -> None:
         with conn.transaction():
             self.writer.record_stale_holes(conn)
+
+    def _sweep_snapshots(self, conn: psycopg.Connection) -> None:
+        # The store being away postpones the sweep (rolled back, nothing counted) instead
+        # of holding up the stream as a batch's snapshots must.
+        try:
+            with conn.transaction():
+                dropped = self.writer.sweep_snapshots(conn, datetime.now(UTC))
+        except StorageError as exc:
+            logger.warning("snapshot sweep postponed: %s", exc)
+            return
+        report_dropped(dropped)
 
     def _pause(self, seconds: float) -> None:
         """Tenacity's sleep between retries, cut short when the worker is stopped."""

@@ -24,7 +24,16 @@ from psycopg.types.json import Jsonb
 
 from cloud.db.routing import NEW_EVENT_TABLES, route_events
 from cloud.ingest.gaps import Gap, NodeSequence, advance
-from cloud.snapshots import SnapshotStore, sha256_hex, storage_key
+from cloud.ingest.snapshot_uploads import (
+    Dropped,
+    attach_for_answers,
+    attach_for_events,
+    journal,
+    store_uploads,
+    sweep,
+    uploads_of,
+)
+from cloud.snapshots import SnapshotStore, sha256_hex
 from protocols import (
     CommandResponse,
     ConfigReport,
@@ -206,6 +215,7 @@ class WriteResult:
     cases_merged: int = 0
     cases_closed: int = 0
     dead: list[DeadLetter] = field(default_factory=list)  # the batch's, and conflicts found
+    snapshots_dropped: list[Dropped] = field(default_factory=list)
 
 
 # The staging table's columns and types. COPY in PostgreSQL's binary format needs no text
@@ -454,11 +464,16 @@ class BatchWriter:
         store: SnapshotStore,
         timezone: ZoneInfo,
         reorder_window_s: float = 60.0,
+        snapshot_wait_s: float = 600.0,
     ) -> None:
         self.timescale = timescale
         self.store = store
         self.timezone = timezone
         self.reorder_window = timedelta(seconds=reorder_window_s)
+        self.snapshot_wait = timedelta(seconds=snapshot_wait_s)
+        # Whether uploads may be waiting for events (not known: so at first). The event
+        # path looks for them only then; the sweep, every few seconds, says again.
+        self.snapshots_waiting = True
         self._units: dict[tuple[str, str], str] = {}
         self._node_units: dict[str, str] = {}
         self._units_at = 0.0
@@ -547,8 +562,11 @@ class BatchWriter:
             self._reports(conn, batch.reports)
         if batch.responses:
             self._responses(conn, batch.responses)
+            attach_for_answers(conn, [r.request_id for r, _ in batch.responses])
         if batch.snapshots:
-            self._snapshots(conn, batch.snapshots)
+            result.snapshots_dropped = self._snapshots(conn, batch.snapshots)
+        if result.events_stored and self.snapshots_waiting:
+            attach_for_events(conn, new_events)
         if result.dead:
             self._dead(conn, result.dead)
         if result.events_stored:
@@ -852,31 +870,34 @@ class BatchWriter:
             ],
         )
 
+    # ---- snapshots (cloud/ingest/snapshot_uploads.py) ----------------------------------
+
+    def journal_snapshots(self, conn: psycopg.Connection, batch: Batch) -> None:
+        """Record the batch's snapshots before its transaction, in a commit of their own
+        (ingest calls this outside the transaction): a file whose batch never commits is
+        then still known, and the sweep removes it."""
+        uploads, _ = uploads_of(batch.snapshots)
+        if uploads:
+            journal(conn, [upload for upload, _ in uploads])
+
     def _snapshots(
         self, conn: psycopg.Connection, snapshots: list[tuple[NodeTopic, bytes, datetime]]
-    ) -> None:
-        rows = []
-        for parts, data, received in snapshots:
-            if parts.event_id is None or parts.variant is None:
-                raise ValueError(f"not a snapshot topic: {parts}")
-            key = storage_key(parts.event_id, parts.variant.value)
-            self.store.put(key, data)  # before the commit: a row never points at nothing
-            rows.append(
-                (
-                    parts.event_id,
-                    parts.variant.value,
-                    parts.node_id,
-                    sha256_hex(data),
-                    len(data),
-                    key,
-                    received,
-                )
-            )
-        conn.cursor().executemany(
-            "INSERT INTO snapshots (event_id, variant, node_id, sha256, size_bytes, storage_key, "
-            "received_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            rows,
-        )
+    ) -> list[Dropped]:
+        """Each file written before any row points at it (a row never points at nothing),
+        under its node's key; attached once an event of that node vouches for its bytes."""
+        uploads, dropped = uploads_of(snapshots)
+        if uploads:
+            stored, waiting = store_uploads(conn, self.store, uploads)
+            dropped += stored
+            self.snapshots_waiting |= waiting
+        return dropped
+
+    def sweep_snapshots(self, conn: psycopg.Connection, now: datetime) -> list[Dropped]:
+        """Attach what the snapshot's and the event's batches both missed (they ran at once
+        in two processes), remove what was refused or waited longer than the wait; in the
+        caller's transaction. Returns what was dropped."""
+        dropped, self.snapshots_waiting = sweep(conn, self.store, now=now, wait=self.snapshot_wait)
+        return dropped
 
     def _dead(self, conn: psycopg.Connection, dead: Iterable[DeadLetter]) -> None:
         """One row per distinct message (topic and sha256): a redelivery adds to its count.

@@ -14,9 +14,10 @@ from fastapi.testclient import TestClient
 
 from cloud.app import create_app
 from cloud.ingest.writer import Batch, BatchWriter
-from cloud.snapshots import LocalSnapshotStore
+from cloud.snapshots import LocalSnapshotStore, sha256_hex
 from protocols import Channel
 from protocols.enums import SnapshotVariant
+from protocols.events import Snapshot
 from protocols.fast_events import to_fast
 from protocols.topics import NodeTopic
 from tests.cloud.county_fixtures import (
@@ -45,7 +46,20 @@ def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def scene(county: County, broker: MosquittoBroker) -> Iterator[tuple[TestClient, str, str]]:
     """A client, and one camera event in GRID (with its snapshot) that opened a case."""
-    event = make_detection_event(node_id=VILLAGE_NODE, camera_id="cam01", seq=1)
+    event = make_detection_event(
+        node_id=VILLAGE_NODE,
+        camera_id="cam01",
+        seq=1,
+        snapshots=[
+            Snapshot(
+                variant=SnapshotVariant.FRAME,
+                size_bytes=len(JPEG),
+                sha256=sha256_hex(JPEG),
+                width=640,
+                height=360,
+            )
+        ],
+    )
     writer = BatchWriter(
         timescale=False, store=LocalSnapshotStore(county.snapshots), timezone=ZoneInfo("UTC")
     )

@@ -20,11 +20,11 @@ from cloud.app import create_app
 from cloud.ingest.writer import Batch, BatchWriter, DeadLetter
 from cloud.org_import import OrgFiles, import_org
 from cloud.settings import CloudSettings
-from cloud.snapshots import LocalSnapshotStore
+from cloud.snapshots import LocalSnapshotStore, sha256_hex
 from cloud.tiers import Level
 from protocols import Channel, encode
 from protocols.enums import EventKind, EventPhase, NodeStatus, SnapshotVariant, StateReason
-from protocols.events import DetectionEvent
+from protocols.events import DetectionEvent, Snapshot
 from protocols.fast_events import to_fast
 from protocols.topics import NodeTopic, events_topic
 from tests.factories import make_detection_event, make_node_health, make_node_state
@@ -51,6 +51,18 @@ def populated(
             camera_id="cam01" if i < 15 else "cam02",
             score=0.5 + i / 100,
             phase=EventPhase.START,
+            # The first lists the snapshot below: a picture attaches only to its own event.
+            snapshots=[
+                Snapshot(
+                    variant=SnapshotVariant.FRAME,
+                    size_bytes=len(JPEG),
+                    sha256=sha256_hex(JPEG),
+                    width=640,
+                    height=360,
+                )
+            ]
+            if i == 0
+            else [],
         )
         for i in range(30)
     ]

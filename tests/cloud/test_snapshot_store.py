@@ -7,19 +7,29 @@ services cannot run on this machine); boto3 talks HTTP to it exactly as to MinIO
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import boto3
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from moto.server import ThreadedMotoServer
 
 from cloud.app import create_app
 from cloud.errors import NotFound, StorageError
+from cloud.ingest.writer import Batch, BatchWriter
 from cloud.settings import CloudSettings, S3Settings
-from cloud.snapshots import snapshot_store, storage_key
+from cloud.snapshots import sha256_hex, snapshot_store, storage_key
+from protocols import Channel
 from protocols.enums import SnapshotVariant
+from protocols.events import Snapshot
+from protocols.fast_events import to_fast
+from protocols.topics import NodeTopic
 from tests.conftest import BrokerFactory
+from tests.factories import make_detection_event
 from tests.support.cloud import FakeNodes, IngestProcess, count
 from tests.support.county import TEST_JWT_SECRET, bearer
 from tests.support.mosquitto import BrokerOptions, MosquittoBroker
@@ -121,7 +131,7 @@ def test_ingest_stores_snapshots_in_s3_and_waits_while_the_store_is_away(
     node = "qx-s3-node"
     try:
         ingest.wait_subscribed()
-        nodes.publish(node, [0])
+        nodes.publish(node, [0], snapshots=[listed(JPEG)])
         first = nodes.published[-1]
         nodes.publish_snapshot(node, first.event_id, SnapshotVariant.FRAME, JPEG)
         wait_until(
@@ -131,7 +141,7 @@ def test_ingest_stores_snapshots_in_s3_and_waits_while_the_store_is_away(
         )
 
         s3.stop()  # the object store goes away: ingest must hold, not acknowledge
-        nodes.publish(node, [1])
+        nodes.publish(node, [1], snapshots=[listed(SECOND)])
         second = nodes.published[-1]
         nodes.publish_snapshot(node, second.event_id, SnapshotVariant.FRAME, SECOND)
         wait_until(
@@ -160,8 +170,61 @@ def test_ingest_stores_snapshots_in_s3_and_waits_while_the_store_is_away(
             image = client.get(event["snapshot_urls"]["frame"], headers=bearer())
             assert image.status_code == 200
             assert image.content == SECOND
-            key = storage_key(second.event_id, "frame")
+            key = storage_key(node, second.event_id, "frame", sha256_hex(SECOND))
             assert snapshot_store(settings).get(key) == SECOND
     finally:
         ingest.kill()
         nodes.close()
+
+
+def test_a_snapshot_changed_in_the_object_store_is_refused_when_served(
+    s3: S3Server, cloud_db: str, broker: MosquittoBroker
+) -> None:
+    s3.make_bucket("tamper")
+    settings = settings_for(
+        s3,
+        "s3://tamper/qx",
+        database_url=cloud_db,
+        broker_url=broker.url,
+        jwt_secret=TEST_JWT_SECRET,
+    )
+    store = snapshot_store(settings)
+    node = "qx-s3-tamper"
+    event = make_detection_event(node_id=node, seq=1, snapshots=[listed(JPEG)])
+    topic = NodeTopic(
+        node, Channel.SNAPSHOTS, event_id=event.event_id, variant=SnapshotVariant.FRAME
+    )
+    now = datetime.now(UTC)
+    writer = BatchWriter(timescale=False, store=store, timezone=ZoneInfo("Asia/Shanghai"))
+    with psycopg.connect(cloud_db, autocommit=True) as conn, conn.transaction():
+        writer.write(conn, Batch(events=[(to_fast(event), now)], snapshots=[(topic, JPEG, now)]))
+    key = stored_key(cloud_db, event.event_id)
+    url = f"/api/v1/events/{event.event_id}/snapshots/frame"
+    with TestClient(create_app(settings)) as client:
+        assert client.get(url, headers=bearer()).content == JPEG
+        store.put(key, SECOND)  # someone with write access to the bucket
+        refused = client.get(url, headers=bearer())
+    assert refused.status_code == 500
+    assert refused.json() == {"detail": "snapshot does not match its recorded sha256"}
+
+
+def stored_key(database_url: str, event_id: UUID) -> str:
+    """The storage key the snapshots row of the event's frame names."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT storage_key FROM snapshots WHERE event_id = %s AND variant = 'frame'",
+            (event_id,),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def listed(data: bytes) -> Snapshot:
+    """What an event says of its frame: a snapshot attaches only to an event listing it."""
+    return Snapshot(
+        variant=SnapshotVariant.FRAME,
+        size_bytes=len(data),
+        sha256=sha256_hex(data),
+        width=640,
+        height=360,
+    )

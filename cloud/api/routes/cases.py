@@ -34,8 +34,9 @@ from cloud.db import audit
 from cloud.db import cases as db
 from cloud.db import events as events_db
 from cloud.errors import BadRequest, BrokerUnavailable, Conflict, Forbidden, NotFound
-from cloud.snapshots import sha256_hex, uuid7_time
+from cloud.snapshots import read_verified, sha256_hex
 from protocols.enums import CaseState
+from protocols.identifiers import uuid7_time
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["cases"])
@@ -213,7 +214,7 @@ async def get_case(case_id: UUID, principal: CaseReader, conn: Conn) -> CaseDeta
     ]
     before = None
     if case["first_event_id"] is not None and await events_db.has_snapshot(
-        conn, case["first_event_id"], "frame"
+        conn, case["first_event_id"], "frame", case["node_id"]
     ):
         before = f"/api/v1/events/{case['first_event_id']}/snapshots/frame"
     return CaseDetail(
@@ -326,10 +327,10 @@ async def check_snapshot(
     """What the camera saw when its node rechecked the zone (boxes drawn)."""
     if await db.get_case(conn, principal, case_id) is None:
         raise NotFound("case not found")
-    key = await db.check_snapshot_key(conn, case_id, request_id)
-    if key is None:
+    record = await db.check_snapshot(conn, case_id, request_id)
+    if record is None:
         raise NotFound("no snapshot for this check yet")
-    data = await run_in_threadpool(store.get, key)
+    data = await run_in_threadpool(read_verified, store, *record)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private"})
 
 

@@ -18,6 +18,7 @@ from cloud.api.deps import Conn, EventReader, Store, UnitQuery
 from cloud.api.schemas import CountPoint, EventOut, EventPage
 from cloud.db import events as db
 from cloud.errors import BadRequest, NotFound
+from cloud.snapshots import read_verified
 from protocols.enums import EventKind, EventPhase, SnapshotVariant
 
 router = APIRouter(tags=["events"])
@@ -184,10 +185,12 @@ async def _visible_event(principal: Principal, conn: Conn, event_id: UUID) -> di
 async def get_snapshot(
     principal: EventReader, conn: Conn, store: Store, event_id: UUID, variant: SnapshotVariant
 ) -> Response:
-    """The event's JPEG: `frame` (box drawn) or `crop`."""
-    await _visible_event(principal, conn, event_id)
-    key = await db.snapshot_key(conn, event_id, variant.value)
-    data = await run_in_threadpool(store.get, key)  # an object store may take a while
+    """The event's JPEG: `frame` (box drawn) or `crop`; only while its bytes hash to the
+    sha256 on record (500 otherwise: never another picture)."""
+    event = await _visible_event(principal, conn, event_id)
+    key, sha256 = await db.snapshot_record(conn, event_id, variant.value, event["node_id"])
+    # An object store may take a while.
+    data = await run_in_threadpool(read_verified, store, key, sha256)
     return Response(
         data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
     )

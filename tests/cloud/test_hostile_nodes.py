@@ -1,0 +1,328 @@
+"""Hostile nodes against the real ingest, a real Mosquitto and a real PostgreSQL: whatever a
+box account publishes, ingest stays up, a well-behaved box's events are all stored, and a
+box's word reaches no further than its own unit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from protocols import encode
+from protocols.base import utc_now
+from protocols.enums import EventKind, Severity
+from protocols.topics import events_topic
+from tests.cloud.county_fixtures import VILLAGE_NODE, County, county_database
+from tests.conftest import BrokerFactory
+from tests.factories import make_detection_event
+from tests.support.cloud import FakeNodes, IngestProcess, count
+from tests.support.county import COUNTY, GRID, TOWN, VILLAGE
+from tests.support.mosquitto import BrokerOptions, MosquittoBroker
+from tests.support.mqtt import MqttProbe
+from tests.support.ports import wait_until
+
+GOOD = "qx-good-box"  # a well-behaved box beside the attacker, on the same broker
+
+
+@pytest.fixture(scope="module")
+def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[County]:
+    yield from county_database(postgres_admin_url, tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.fixture(scope="module")
+def broker(broker_factory: BrokerFactory) -> MosquittoBroker:
+    return broker_factory(BrokerOptions(persistence=True))
+
+
+@pytest.fixture(scope="module")
+def ingest(
+    county: County, broker: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[IngestProcess]:
+    process = IngestProcess(
+        tmp_path_factory.mktemp("ingest"), county.url, broker.port, "ingest-hostile"
+    ).start()
+    process.wait_subscribed()
+    yield process
+    process.kill()
+
+
+@pytest.fixture(scope="module")
+def attacker(broker: MosquittoBroker) -> Iterator[MqttProbe]:
+    """A client written from the published contract only, speaking for VILLAGE_NODE."""
+    probe = MqttProbe(broker.port, client_id=f"{VILLAGE_NODE}-attack").connect()
+    yield probe
+    probe.close()
+
+
+@pytest.fixture(scope="module")
+def good_box(broker: MosquittoBroker) -> Iterator[FakeNodes]:
+    nodes = FakeNodes(broker.port)
+    yield nodes
+    nodes.close()
+
+
+class GoodBox:
+    """The well-behaved box's next events, numbered on across the module's tests."""
+
+    seq = 0
+
+    @classmethod
+    def send(cls, nodes: FakeNodes, n: int = 1) -> list[bytes]:
+        seqs = range(cls.seq, cls.seq + n)
+        cls.seq += n
+        return nodes.publish(GOOD, seqs)
+
+
+def stored_ids(url: str, payloads: list[bytes]) -> int:
+    ids = [orjson.loads(p)["event_id"] for p in payloads]
+    return count(url, "SELECT count(*) FROM events WHERE event_id = ANY(%s::uuid[])", ids)
+
+
+def assert_alive(process: IngestProcess) -> None:
+    assert process.process is not None
+    assert process.process.poll() is None, process.log()[-3000:]
+
+
+def send_raw(attacker: MqttProbe, payloads: list[bytes], node: str = VILLAGE_NODE) -> None:
+    for payload in payloads:
+        attacker.publish(events_topic(node), payload)
+
+
+def test_a_deeply_nested_event_is_a_dead_letter_and_the_stream_goes_on(
+    county: County, ingest: IngestProcess, attacker: MqttProbe, good_box: FakeNodes
+) -> None:
+    event = orjson.loads(encode(make_detection_event(node_id=VILLAGE_NODE, seq=1)))
+    nested = orjson.dumps(event)[:-1] + b',"x":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    assert len(nested) < 3000
+    before = GoodBox.send(good_box, 5)
+    send_raw(attacker, [nested])
+    after = GoodBox.send(good_box, 5)
+    wait_until(lambda: stored_ids(county.url, before + after) == 10, 30, "the good box's events")
+    assert_alive(ingest)
+    digest = hashlib.sha256(nested).hexdigest()
+    reason = count(
+        county.url,
+        "SELECT count(*) FROM ingest_dead_letters WHERE sha256 = %s AND "
+        "reason LIKE 'JSON nested deeper than%%'",
+        digest,
+    )
+    assert reason == 1
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=6)
+    ),
+    max_leaves=30,
+)
+_FIELDS = list(orjson.loads(encode(make_detection_event())))
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value).encode()  # integers beyond 64 bits too
+
+
+@st.composite
+def hostile_payloads(draw: st.DrawFn) -> bytes:
+    """Arbitrary bytes, or a valid event with one field replaced by any JSON value, or
+    JSON that is deep, wide or long."""
+    base = orjson.loads(
+        encode(make_detection_event(node_id=VILLAGE_NODE, seq=draw(st.integers(0, 9))))
+    )
+    kind = draw(st.sampled_from(["bytes", "field", "deep", "wide", "long"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=3000))
+    if kind == "field":
+        return _dumps(base | {draw(st.sampled_from(_FIELDS)): draw(_json_values)})
+    if kind == "deep":
+        depth = draw(st.integers(5, 20_000))
+        opening, closing = draw(st.sampled_from([(b"[", b"]"), (b'{"a":', b"}")]))
+        tail = closing * depth if draw(st.booleans()) else b""
+        return (
+            _dumps(base)[:-1]
+            + b',"x":'
+            + opening * depth
+            + b"1" * (opening == b'{"a":')
+            + tail
+            + b"}"
+        )
+    if kind == "wide":
+        return _dumps(base | {"x": [0] * draw(st.integers(1, 5000))})
+    return _dumps(base | {draw(st.sampled_from(_FIELDS)): "x" * draw(st.integers(1, 20_000))})
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(hostile_payloads(), min_size=1, max_size=8))
+def test_no_payload_stops_ingest_or_costs_another_box_an_event(
+    county: County,
+    ingest: IngestProcess,
+    attacker: MqttProbe,
+    good_box: FakeNodes,
+    payloads: list[bytes],
+) -> None:
+    send_raw(attacker, payloads)
+    good = GoodBox.send(good_box)
+    wait_until(lambda: stored_ids(county.url, good) == 1, 30, "the good box's event")
+    assert_alive(ingest)
+
+
+def test_one_event_id_is_one_event_whatever_its_time_or_content(
+    county: County, ingest: IngestProcess, attacker: MqttProbe, good_box: FakeNodes
+) -> None:
+    first = make_detection_event(node_id=VILLAGE_NODE, seq=100, camera_id="cam01")
+    later = orjson.loads(encode(first)) | {
+        "observed_at": (first.observed_at - timedelta(minutes=10)).isoformat()
+    }
+    other = orjson.loads(encode(first)) | {"label": "car", "seq": 101}
+    old = make_detection_event(
+        node_id=VILLAGE_NODE, seq=102, observed_at=utc_now() - timedelta(days=40)
+    )
+    send_raw(attacker, [encode(first)])
+    wait_until(
+        lambda: (
+            count(county.url, "SELECT count(*) FROM events WHERE event_id = %s", first.event_id)
+            == 1
+        ),
+        30,
+        "the first copy",
+    )
+    send_raw(attacker, [encode(first)])  # sent again: a redelivery, not an error
+    send_raw(attacker, [orjson.dumps(later), orjson.dumps(other), encode(old)])
+    good = GoodBox.send(good_box)
+    wait_until(lambda: stored_ids(county.url, good) == 1, 30, "the good box's event")
+    rows = count(county.url, "SELECT count(*) FROM events WHERE event_id = %s", first.event_id)
+    assert rows == 1
+    with psycopg.connect(county.url) as conn:
+        dead = conn.execute(
+            "SELECT sha256, cause, field FROM ingest_dead_letters WHERE sha256 = ANY(%s)",
+            (
+                [
+                    hashlib.sha256(p).hexdigest()
+                    for p in (orjson.dumps(later), orjson.dumps(other), encode(first), encode(old))
+                ],
+            ),
+        ).fetchall()
+    causes = sorted((cause, field) for _, cause, field in dead)
+    # The exact copy is a redelivery, not an error; the others are dead letters.
+    assert causes == [
+        ("conflict", "event_id"),
+        ("conflict", "event_id"),
+        ("too_old", "observed_at"),
+    ]
+    assert count(county.url, "SELECT count(*) FROM events WHERE event_id = %s", old.event_id) == 0
+
+
+def test_a_dead_letter_describes_its_message_once_however_often_it_comes(
+    county: County, ingest: IngestProcess, attacker: MqttProbe, good_box: FakeNodes
+) -> None:
+    junk = b"\x00junk" + bytes(range(256)) * 4000  # about 1 MB
+    for _ in range(3):
+        send_raw(attacker, [junk])
+    good = GoodBox.send(good_box)
+    wait_until(lambda: stored_ids(county.url, good) == 1, 30, "the good box's event")
+    wait_until(
+        lambda: (
+            count(
+                county.url,
+                "SELECT coalesce(max(deliveries), 0) FROM ingest_dead_letters WHERE sha256 = %s",
+                hashlib.sha256(junk).hexdigest(),
+            )
+            == 3
+        ),
+        30,
+        "three deliveries counted",
+    )
+    with psycopg.connect(county.url) as conn:
+        rows = conn.execute(
+            "SELECT size_bytes, length(prefix), node_id FROM ingest_dead_letters WHERE sha256 = %s",
+            (hashlib.sha256(junk).hexdigest(),),
+        ).fetchall()
+        [[table_bytes]] = conn.execute(
+            "SELECT pg_total_relation_size('ingest_dead_letters')"
+        ).fetchall()
+    assert rows == [(len(junk), 256, VILLAGE_NODE)]
+    assert table_bytes < len(junk)
+
+
+def test_a_box_naming_cameras_it_does_not_have_raises_nothing_above_its_unit(
+    county: County, ingest: IngestProcess, attacker: MqttProbe, good_box: FakeNodes
+) -> None:
+    made_up = [f"fake{i:02d}" for i in range(20)]
+    events = [
+        make_detection_event(
+            node_id=VILLAGE_NODE,
+            seq=200 + i,
+            camera_id=camera,
+            kind=EventKind.INTRUSION,
+            severity=Severity.CRITICAL,  # an emergency starts at the town, for a real camera
+        )
+        for i, camera in enumerate(made_up)
+    ]
+    real = make_detection_event(
+        node_id=VILLAGE_NODE,
+        seq=220,
+        camera_id="cam01",
+        kind=EventKind.CROWD,
+        count=9,
+        severity=Severity.CRITICAL,
+    )
+    stranger = make_detection_event(node_id="qx-not-registered", seq=1, camera_id="cam01")
+    send_raw(attacker, [encode(e) for e in [*events, real]])
+    send_raw(attacker, [encode(stranger)], node="qx-not-registered")
+    ids = [e.event_id for e in [*events, real, stranger]]
+    wait_until(
+        lambda: (
+            count(county.url, "SELECT count(*) FROM events WHERE event_id = ANY(%s)", ids) == 22
+        ),
+        30,
+        "every event stored",
+    )
+    with psycopg.connect(county.url) as conn:
+        units = conn.execute(
+            "SELECT DISTINCT unit_code FROM events WHERE node_id = %s AND camera_id LIKE 'fake%%'",
+            (VILLAGE_NODE,),
+        ).fetchall()
+        cases: list[Any] = conn.execute(
+            "SELECT camera_id, unit_code, responsible_unit_code FROM cases "
+            "WHERE node_id = %s AND source = 'camera' AND first_event_id = ANY(%s)",
+            (VILLAGE_NODE, ids),
+        ).fetchall()
+        orders = conn.execute(
+            "SELECT unit_code, state FROM cases WHERE node_id = %s "
+            "AND category = 'camera_unregistered'",
+            (VILLAGE_NODE,),
+        ).fetchall()
+        [[reason]] = conn.execute(
+            "SELECT h.detail->>'reason' FROM case_history h JOIN cases c USING (case_id) "
+            "WHERE c.node_id = %s AND c.category = 'camera_unregistered' AND h.action = 'open'",
+            (VILLAGE_NODE,),
+        ).fetchall()
+        strangers = conn.execute(
+            "SELECT count(*) FROM cases WHERE node_id = 'qx-not-registered'"
+        ).fetchall()
+    assert units == [(VILLAGE,)]
+    by_camera = {camera: (unit, responsible) for camera, unit, responsible in cases}
+    assert {by_camera[c] for c in made_up} == {(VILLAGE, VILLAGE)}
+    assert by_camera["cam01"] == (GRID, TOWN)  # a registered camera's emergency: as before
+    assert not any(COUNTY in (u, r) for u, r in by_camera.values())
+    assert orders == [(VILLAGE, "intake")]  # one work order for the box, however many cameras
+    assert "fake00" in reason
+    assert "fake19" in reason
+    assert strangers == [(0,)]
