@@ -236,6 +236,11 @@ class IngestWorker:
         except QuarantineUnavailable as exc:
             logger.error("quarantine unavailable (%s): decoding redeliveries here", exc)
             return decode_batch(messages, max_age=self.max_age)
+        logger.info(
+            "redelivered messages screened in the quarantine: %d, ended a decoder: %d",
+            len(suspects),
+            len(dead),
+        )
         crashed = {id(d) for d in suspects} - {id(s) for s in survivors}
         batch = decode_batch([m for m in messages if id(m) not in crashed], max_age=self.max_age)
         batch.dead += dead
