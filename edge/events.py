@@ -12,12 +12,12 @@ from uuid import UUID
 import cv2
 import numpy as np
 import numpy.typing as npt
-import uuid6
 
 from edge.rules.observations import EventDraft, PixelBox
 from protocols.config import PublishSettings
 from protocols.enums import EventPhase, SnapshotVariant
 from protocols.events import DetectionEvent, ModelRef, Snapshot
+from protocols.identifiers import uuid7_at
 
 _BOX_COLOUR = (0, 0, 255)  # BGR red
 _CROP_MARGIN = 0.15
@@ -115,24 +115,34 @@ class EventFactory:
         self.to_datetime = to_datetime
         self.publish = publish
         self.model = model
+        # A situation's id on the wire, by its id in the rules: made at the time its start
+        # was observed, as every event id is (the protocol keeps the two within an hour:
+        # media time of a recorded clip is not now).
+        self._threads: dict[UUID, UUID] = {}
 
     def emit(
         self, camera_id: str, draft: EventDraft, frame: npt.NDArray[np.uint8] | None
     ) -> EmittedEvent:
-        event_id = (
-            draft.thread_id if draft.phase is EventPhase.START else UUID(bytes=uuid6.uuid7().bytes)
-        )
+        observed_at = self.to_datetime(draft.t)
+        event_id = uuid7_at(observed_at)
+        if draft.phase is EventPhase.START:
+            self._threads[draft.thread_id] = event_id
+            thread_id = event_id
+        elif draft.phase is EventPhase.END:
+            thread_id = self._threads.pop(draft.thread_id, draft.thread_id)
+        else:
+            thread_id = self._threads.get(draft.thread_id, draft.thread_id)
         obs = draft.observation
         snapshots: dict[SnapshotVariant, tuple[Snapshot, bytes]] = {}
         if draft.phase is EventPhase.START and frame is not None:
             snapshots = render_snapshots(frame, obs.box, self.publish)
         event = DetectionEvent(
             event_id=event_id,
-            thread_id=draft.thread_id,
+            thread_id=thread_id,
             seq=self.next_seq(),
             node_id=self.node_id,
             camera_id=camera_id,
-            observed_at=self.to_datetime(draft.t),
+            observed_at=observed_at,
             kind=draft.kind,
             phase=draft.phase,
             severity=draft.severity,

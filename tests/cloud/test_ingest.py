@@ -5,7 +5,6 @@ dead-lettered; sequence gaps reported and closed."""
 from __future__ import annotations
 
 import hashlib
-
 from collections.abc import Iterator
 from pathlib import Path
 

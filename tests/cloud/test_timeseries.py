@@ -31,7 +31,7 @@ from protocols.enums import EventKind, EventPhase, StreamStatus
 from protocols.events import DetectionEvent
 from protocols.fast_events import to_fast
 from protocols.health import CameraHealth
-from tests.factories import make_detection_event, make_node_health, new_uuid7
+from tests.factories import make_detection_event, make_node_health
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -55,7 +55,6 @@ def situations(node_id: str, start: datetime, hours: int) -> list[DetectionEvent
                     observed_at=at + timedelta(seconds=30),
                     phase=EventPhase.END,
                     thread_id=first.event_id,
-                    event_id=new_uuid7(),
                 )
                 events += [first, last]
                 seq += 2
