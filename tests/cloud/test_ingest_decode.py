@@ -53,9 +53,7 @@ def test_ingest_stores_a_form_the_protocol_accepts_and_dead_letters_a_refusal() 
 )
 def test_types_are_as_strict_as_the_published_schema(field: str, value: object) -> None:
     """No string-to-number, bool-to-int or number-to-time coercion, on either path."""
-    event = make_detection_event(
-        node_id="qx-strict", seq=7, observed_at=NOW, kind="crowd", count=3
-    )
+    event = make_detection_event(node_id="qx-strict", seq=7, observed_at=NOW, kind="crowd", count=3)
     raw = orjson.dumps(orjson.loads(encode(event)) | {field: value})
     topic = events_topic("qx-strict")
     assert decode_event_fast(topic, raw, NOW) is None
