@@ -18,10 +18,15 @@ from cloud.settings import CloudSettings
 logger = logging.getLogger(__name__)
 
 
+def publisher_client_id(settings: CloudSettings) -> str:
+    """The account's name (the county broker binds each account to that client id, so
+    each API instance has its own account); without an account, a random one per process."""
+    return settings.broker_username or f"gridwatch-api-{uuid7().hex[-12:]}"
+
+
 class BrokerPublisher:
     def __init__(self, settings: CloudSettings) -> None:
-        # Its own id per process: several API instances publish side by side.
-        self.client = mqtt_client(settings, f"gridwatch-api-{uuid7().hex[-12:]}")
+        self.client = mqtt_client(settings, publisher_client_id(settings))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.connected = threading.Event()

@@ -1,0 +1,226 @@
+"""Hostile nodes and apps against a county broker configured exactly as `gridwatch cloud
+broker sync` configures one (password file + the dynamic-security plugin), with a real
+ingest storing into a real PostgreSQL: a SUBSCRIBE beyond an account's rights is refused
+when it is made, so nobody drains a share of the ingest group; nobody takes another's
+client id; nothing larger than the protocol allows gets in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cloud.broker_acl import AppAccountRow
+from cloud.ingest.worker import subscriptions
+from cloud.org_files import read_rows
+from cloud.settings import CloudSettings
+from protocols.catalog import max_packet_bytes
+from protocols.enums import SnapshotVariant
+from protocols.events import MAX_SNAPSHOT_BYTES
+from protocols.passwords import hash_password
+from protocols.topics import (
+    Channel,
+    alerts_filter,
+    all_nodes_filter,
+    config_desired_topic,
+    events_topic,
+    node_commands_filter,
+    node_filter,
+    shared,
+    snapshot_topic,
+)
+from tests.cloud.county_fixtures import OTHER_NODE, VILLAGE_NODE, County, county_database
+from tests.factories import make_detection_event
+from tests.support.cloud import FakeNodes, IngestProcess, count
+from tests.support.county import OTHER_TOWN, TOWN
+from tests.support.mosquitto import CountyBroker, county_broker
+from tests.support.mqtt import MqttProbe
+from tests.support.ports import wait_until
+
+NOT_AUTHORIZED = 0x87
+SERVICE_PASSWORD = "the service accounts' password"
+NODE_PASSWORDS = {VILLAGE_NODE: "village-box-password", OTHER_NODE: "hostile-box-password"}
+APP = "app.town-106"
+APP_PASSWORD = "the town app's password"
+# ingest.2 and api.2 run nothing: a process given the wrong one is refused by the broker.
+SERVICES = ["ingest.1", "ingest.2", "api.1", "api.2"]
+
+
+@pytest.fixture(scope="module")
+def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[County]:
+    yield from county_database(postgres_admin_url, tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.fixture(scope="module")
+def broker(county: County, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountyBroker]:
+    with psycopg.connect(county.url, autocommit=True) as conn:
+        for node_id, password in NODE_PASSWORDS.items():
+            conn.execute(
+                "INSERT INTO node_credentials (node_id, password_hash, issued_by) "
+                "VALUES (%s, %s, 'test')",
+                (node_id, hash_password(password)),
+            )
+    directory = tmp_path_factory.mktemp("county-broker")
+    apps = directory / "apps.csv"
+    apps.write_text(f"username,unit_code\n{APP},{TOWN}\n")
+    extra = directory / "app-passwords"
+    extra.write_text(f"{APP}:{hash_password(APP_PASSWORD)}\n")
+    county_broker_ = county_broker(
+        directory / "broker",
+        county.url,
+        SERVICE_PASSWORD,
+        services=SERVICES,
+        apps=_app_rows(apps),
+        extra_passwords=extra,
+    )
+    county_broker_.start()
+    yield county_broker_
+    county_broker_.stop()
+
+
+def _app_rows(apps: Path) -> list[AppAccountRow]:
+    return read_rows(apps.read_text(), AppAccountRow, apps.name)
+
+
+@pytest.fixture(scope="module")
+def ingest(
+    county: County, broker: CountyBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[IngestProcess]:
+    process = IngestProcess(
+        tmp_path_factory.mktemp("ingest"),
+        county.url,
+        broker.port,
+        "ingest.1",
+        CLOUD_BROKER_USERNAME="ingest.1",
+        CLOUD_BROKER_PASSWORD=SERVICE_PASSWORD,
+    ).start()
+    process.wait_subscribed()
+    yield process
+    process.kill()
+
+
+def node(broker: CountyBroker, node_id: str, client_id: str | None = None) -> MqttProbe:
+    return MqttProbe(
+        broker.port,
+        username=node_id,
+        password=NODE_PASSWORDS[node_id],
+        client_id=client_id or node_id,
+    )
+
+
+def app(broker: CountyBroker) -> MqttProbe:
+    return MqttProbe(broker.port, username=APP, password=APP_PASSWORD, client_id=APP)
+
+
+def ingest_group_filters() -> list[str]:
+    return subscriptions(CloudSettings())
+
+
+def test_a_node_may_subscribe_only_to_its_own_config_and_commands(
+    broker: CountyBroker,
+) -> None:
+    hostile = node(broker, OTHER_NODE).connect()
+    try:
+        forbidden = [
+            *ingest_group_filters(),
+            shared(all_nodes_filter(Channel.EVENTS), "mine"),
+            all_nodes_filter(Channel.EVENTS),
+            config_desired_topic(VILLAGE_NODE),
+            node_commands_filter(VILLAGE_NODE),
+            node_filter(VILLAGE_NODE),
+            node_filter(OTHER_NODE),  # its own subtree holds its reports: not to be read
+            alerts_filter("511725"),
+            "#",
+        ]
+        answers = {f: hostile.subscribe(f).value for f in forbidden}
+        assert answers == dict.fromkeys(forbidden, NOT_AUTHORIZED)
+        assert not hostile.subscribe(config_desired_topic(OTHER_NODE)).is_failure
+        assert not hostile.subscribe(node_commands_filter(OTHER_NODE)).is_failure
+    finally:
+        hostile.close()
+
+
+def test_an_app_may_subscribe_only_to_its_jurisdictions_alerts(broker: CountyBroker) -> None:
+    town_app = app(broker).connect()
+    try:
+        forbidden = [
+            *ingest_group_filters(),
+            all_nodes_filter(Channel.EVENTS),
+            config_desired_topic(VILLAGE_NODE),
+            alerts_filter("511725"),
+            alerts_filter("511725", OTHER_TOWN),
+            "#",
+        ]
+        answers = {f: town_app.subscribe(f).value for f in forbidden}
+        assert answers == dict.fromkeys(forbidden, NOT_AUTHORIZED)
+        assert not town_app.subscribe(alerts_filter("511725", TOWN)).is_failure
+    finally:
+        town_app.close()
+
+
+def test_every_event_is_stored_while_a_node_and_an_app_try_to_drain_the_ingest_group(
+    county: County, broker: CountyBroker, ingest: IngestProcess, tmp_path: Path
+) -> None:
+    hostile, town_app = node(broker, OTHER_NODE).connect(), app(broker).connect()
+    nodes = FakeNodes(broker.port, tmp_path, passwords=NODE_PASSWORDS)
+    try:
+        for probe in (hostile, town_app):
+            for topic_filter in [*ingest_group_filters(), all_nodes_filter(Channel.EVENTS)]:
+                probe.subscribe(topic_filter)
+        nodes.publish(VILLAGE_NODE, range(1, 41))
+        wait_until(lambda: stored(county) == 40, 60, "all 40 events stored")
+        assert nodes.delivered()
+        assert hostile.drain() == []
+        assert town_app.drain() == []
+    finally:
+        nodes.close()
+        hostile.close()
+        town_app.close()
+
+
+def stored(county: County) -> int:
+    """The well-behaved node's events 1-40, as ingest stored them."""
+    return count(
+        county.url,
+        "SELECT count(*) FROM events WHERE node_id = %s AND seq BETWEEN 1 AND 40",
+        VILLAGE_NODE,
+    )
+
+
+def test_no_account_can_take_a_nodes_client_id(broker: CountyBroker) -> None:
+    victim = node(broker, VILLAGE_NODE).connect()
+    try:
+        for username, password in [
+            (OTHER_NODE, NODE_PASSWORDS[OTHER_NODE]),
+            (APP, APP_PASSWORD),
+            ("api.2", SERVICE_PASSWORD),
+        ]:
+            thief = MqttProbe(
+                broker.port, username=username, password=password, client_id=VILLAGE_NODE
+            )
+            with pytest.raises(ConnectionRefusedError, match="Not authorized"):
+                thief.connect()
+            thief.client.loop_stop()
+        # A round trip after the attempts: had the victim been thrown off, it would know.
+        assert not victim.publish(events_topic(VILLAGE_NODE), b"{}").is_failure
+        assert victim.disconnects == []
+    finally:
+        victim.close()
+
+
+def test_nothing_larger_than_the_protocol_allows_gets_in(broker: CountyBroker) -> None:
+    box = node(broker, VILLAGE_NODE).connect()
+    try:
+        event_id = make_detection_event(node_id=VILLAGE_NODE).event_id
+        topic = snapshot_topic(VILLAGE_NODE, event_id, SnapshotVariant.FRAME)
+        # The largest snapshot the protocol allows goes through...
+        assert not box.publish(topic, b"\xff" * MAX_SNAPSHOT_BYTES).is_failure
+        assert box.disconnects == []
+        # ...a larger packet than any channel allows ends the connection.
+        box.client.publish(topic, b"\xff" * max_packet_bytes(), qos=1)
+        wait_until(lambda: box.disconnects != [], 10, "the broker to drop the sender")
+        assert f"{VILLAGE_NODE} disconnected due to oversize packet" in broker.log()
+    finally:
+        box.close()
