@@ -49,6 +49,12 @@ ALERT_DELIVERY_SECONDS = Histogram(
     ["path"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
+BROKER_REFUSED = Counter(
+    "gridwatch_broker_refused_total",
+    "Messages the service published that the broker refused (PUBACK reason code 0x80 or "
+    "above: it delivers them to nobody), by channel and reason. They stay unpublished.",
+    ["channel", "reason"],
+)
 CASES_OPEN = Gauge(
     "gridwatch_cases_open", "Cases not closed, by state and source.", ["state", "source"]
 )
@@ -85,6 +91,10 @@ def record_batch(batch: Batch, result: WriteResult, commit_s: float, lag_s: floa
     INGEST_COMMIT_SECONDS.observe(commit_s)
     if batch.events:
         INGEST_LAG_SECONDS.set(lag_s)
+
+
+def record_refusal(channel: str, reason: str) -> None:
+    BROKER_REFUSED.labels(channel, reason).inc()
 
 
 def observe_delivery(path: str, sent_at: datetime) -> None:

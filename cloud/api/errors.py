@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from cloud.errors import (
     BadRequest,
+    BrokerRefused,
     BrokerUnavailable,
     Conflict,
     Forbidden,
@@ -23,6 +24,7 @@ _STATUS = {
     Forbidden: 403,
     StorageError: 503,
     BrokerUnavailable: 503,
+    BrokerRefused: 502,  # the broker answered, and said no: not a passing outage
 }
 
 

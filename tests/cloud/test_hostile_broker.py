@@ -2,16 +2,22 @@
 broker sync` configures one (password file + the dynamic-security plugin), with a real
 ingest storing into a real PostgreSQL: a SUBSCRIBE beyond an account's rights is refused
 when it is made, so nobody drains a share of the ingest group; nobody takes another's
-client id; nothing larger than the protocol allows gets in."""
+client id; nothing larger than the protocol allows gets in; and the service's publishers
+say the truth when the broker refuses them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
 
+from cloud.app import create_app
 from cloud.broker_acl import AppAccountRow
 from cloud.ingest.worker import subscriptions
 from cloud.org_files import read_rows
@@ -224,3 +230,44 @@ def test_nothing_larger_than_the_protocol_allows_gets_in(broker: CountyBroker) -
         assert f"{VILLAGE_NODE} disconnected due to oversize packet" in broker.log()
     finally:
         box.close()
+
+
+def refused_alerts() -> float:
+    value = REGISTRY.get_sample_value(
+        "gridwatch_broker_refused_total", {"channel": "alerts", "reason": "Not authorized"}
+    )
+    return value or 0.0
+
+
+def unpublished_alerts(county: County) -> int:
+    return count(county.url, "SELECT count(*) FROM alerts WHERE mqtt_published_at IS NULL")
+
+
+def test_an_alert_the_broker_refuses_stays_unpublished_and_is_counted(
+    county: County, broker: CountyBroker
+) -> None:
+    county.write(
+        [make_detection_event(node_id=VILLAGE_NODE, camera_id="cam01", seq=1000)],
+        datetime.now(UTC),
+    )
+    assert unpublished_alerts(county) > 0
+    before = refused_alerts()
+
+    def settings(username: str) -> CloudSettings:
+        return CloudSettings(
+            database_url=county.url,
+            broker_url=broker.url,
+            broker_username=username,
+            broker_password=SecretStr(SERVICE_PASSWORD),
+            snapshot_dir=county.snapshots,
+            case_timer_interval_s=600,
+        )
+
+    # An account that may not publish alerts: the broker answers each PUBACK "Not
+    # authorized", and the relay leaves them for later.
+    with TestClient(create_app(settings("ingest.2"))):
+        wait_until(lambda: refused_alerts() > before, 30, "the refusal counted")
+    assert unpublished_alerts(county) > 0
+    # With the API's own account they go out, and are marked.
+    with TestClient(create_app(settings("api.1"))):
+        wait_until(lambda: unpublished_alerts(county) == 0, 30, "the alerts published")
