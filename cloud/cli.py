@@ -109,9 +109,9 @@ def ingest(log_level: LogLevel = "INFO") -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     if settings.ingest_metrics_port is not None:
-        from prometheus_client import start_http_server
+        from cloud.ingest.status import serve_status
 
-        start_http_server(settings.ingest_metrics_port, addr=settings.host)
+        serve_status(worker.subscriber, settings.host, settings.ingest_metrics_port)
     tune_garbage_collector()  # this process is ingest's alone (`serve --ingest` keeps defaults)
     worker.run()
 
@@ -166,7 +166,7 @@ def serve(
             signal.signal(sig, lambda *_: logging.getLogger(__name__).info("stopping"))
         try:
             uvicorn.run(
-                create_app(settings),
+                create_app(settings, ingest=worker.subscriber if worker else None),
                 host=settings.host,
                 port=settings.port,
                 log_level=log_level.lower(),

@@ -55,6 +55,11 @@ BROKER_REFUSED = Counter(
     "above: it delivers them to nobody), by channel and reason. They stay unpublished.",
     ["channel", "reason"],
 )
+INGEST_SUBSCRIBED = Gauge(
+    "gridwatch_ingest_subscribed",
+    "1 while this process's ingest holds every subscription it asked for; 0 while it is "
+    "disconnected or the broker refused one (it retries).",
+)
 CASES_OPEN = Gauge(
     "gridwatch_cases_open", "Cases not closed, by state and source.", ["state", "source"]
 )

@@ -133,8 +133,8 @@ class CloudSettings(BaseSettings):
     )
     ingest_metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
         default=None,
-        description="A separate `gridwatch cloud ingest` serves /metrics on this port (on "
-        "CLOUD_HOST); `serve --ingest` shows ingest's figures on its own /metrics.",
+        description="A separate `gridwatch cloud ingest` serves /metrics and /readyz on this "
+        "port (on CLOUD_HOST); `serve --ingest` shows ingest's on its own /metrics and /readyz.",
     )
     web_vendor_dir: Path | None = Field(
         default=None,

@@ -3,14 +3,15 @@ broker sync` configures one (password file + the dynamic-security plugin), with 
 ingest storing into a real PostgreSQL: a SUBSCRIBE beyond an account's rights is refused
 when it is made, so nobody drains a share of the ingest group; nobody takes another's
 client id; nothing larger than the protocol allows gets in; and the service's publishers
-say the truth when the broker refuses them."""
+and ingest say the truth when the broker refuses them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx2 as httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -18,7 +19,9 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from cloud.app import create_app
-from cloud.broker_acl import AppAccountRow
+from cloud.broker_acl import INGEST_ROLE, AppAccountRow
+from cloud.broker_control import BrokerControl
+from cloud.ingest.subscriber import Subscriber
 from cloud.ingest.worker import subscriptions
 from cloud.org_files import read_rows
 from cloud.settings import CloudSettings
@@ -41,9 +44,9 @@ from tests.cloud.county_fixtures import OTHER_NODE, VILLAGE_NODE, County, county
 from tests.factories import make_detection_event
 from tests.support.cloud import FakeNodes, IngestProcess, count
 from tests.support.county import OTHER_TOWN, TOWN
-from tests.support.mosquitto import CountyBroker, county_broker
+from tests.support.mosquitto import ADMIN_PASSWORD, CountyBroker, county_broker
 from tests.support.mqtt import MqttProbe
-from tests.support.ports import wait_until
+from tests.support.ports import free_port, wait_until
 
 NOT_AUTHORIZED = 0x87
 SERVICE_PASSWORD = "the service accounts' password"
@@ -271,3 +274,81 @@ def test_an_alert_the_broker_refuses_stays_unpublished_and_is_counted(
     # With the API's own account they go out, and are marked.
     with TestClient(create_app(settings("api.1"))):
         wait_until(lambda: unpublished_alerts(county) == 0, 30, "the alerts published")
+
+
+def test_ingest_refused_its_subscriptions_is_not_ready_and_retries(
+    county: County, broker: CountyBroker, tmp_path: Path
+) -> None:
+    port = free_port()
+    process = IngestProcess(
+        tmp_path,
+        county.url,
+        broker.port,
+        "api.2",
+        CLOUD_BROKER_USERNAME="api.2",  # an API account: it may not join the ingest group
+        CLOUD_BROKER_PASSWORD=SERVICE_PASSWORD,
+        CLOUD_INGEST_METRICS_PORT=str(port),
+    ).start()
+    try:
+        wait_until(
+            lambda: "refused ingest's subscriptions" in process.log(), 30, "the refusal logged"
+        )
+
+        def readyz() -> httpx.Response:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+
+        wait_until(lambda: _answers(readyz), 30, "ingest's status server")
+        answer = readyz()
+        assert answer.status_code == 503
+        assert "NOT_AUTHORIZED" in answer.json()["ingest_refused"]
+        # The broker's operator mends the account; ingest, trying again, gets in.
+        with BrokerControl(
+            "127.0.0.1", broker.port, username="sync.admin", password=ADMIN_PASSWORD
+        ) as control:
+            mend = {"command": "addClientRole", "username": "api.2", "rolename": INGEST_ROLE}
+            control.call([mend])
+        process.wait_subscribed(60)
+        assert readyz().status_code == 200
+        assert process.log().count("refused ingest's subscriptions") == 1  # said once
+    finally:
+        process.kill()
+        broker.sync()  # back to the registry's rules: api.2 loses the ingest role
+
+
+def _answers(request: Callable[[], httpx.Response]) -> bool:
+    try:
+        request()
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def test_serve_reports_an_ingest_whose_subscriptions_were_refused(
+    county: County, broker: CountyBroker
+) -> None:
+    settings = CloudSettings(
+        database_url=county.url,
+        broker_url=broker.url,
+        broker_username="api.2",
+        broker_password=SecretStr(SERVICE_PASSWORD),
+        snapshot_dir=county.snapshots,
+    )
+    subscriber = Subscriber(
+        settings,
+        "api.2",
+        subscriptions(settings),
+        on_message=lambda message: None,
+        receive_max=10,
+        session_expiry_s=0,
+    )
+    subscriber.start()
+    try:
+        wait_until(lambda: subscriber.refusal is not None, 30, "the refusal")
+        api = settings.model_copy(update={"broker_username": "api.1"})  # its own client id
+        with TestClient(create_app(api, ingest=subscriber)) as client:
+            answer = client.get("/readyz")
+        assert answer.status_code == 503
+        assert answer.json()["ingest_subscribed"] is False
+        assert "NOT_AUTHORIZED" in answer.json()["ingest_refused"]
+    finally:
+        subscriber.stop()
