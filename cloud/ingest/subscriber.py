@@ -15,7 +15,9 @@ at once); `ack` queues the acknowledgements and wakes it.
 
 A connection counts as up only once the broker granted every subscription: a refused one
 (SUBACK 0x80 or above, e.g. an account without the ingest role) is logged, the subscriber
-is not ready, and it tries again with growing waits."""
+is not ready, and it tries again with growing waits. The keep-alive is the broker's when
+its CONNACK names one; a link that died silently is noticed by the kernel even while
+reading is paused (see `_connect`)."""
 
 from __future__ import annotations
 
@@ -155,6 +157,7 @@ class Subscriber:
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # every filter granted on this connection
         self.refusal: str | None = None  # why the broker last refused a subscription
+        self.keepalive_in_use_s = float(keepalive_s)  # the broker's, when it names one
         self.pings_sent = 0
         self.pings_answered = 0
         self._stopping = threading.Event()
@@ -305,6 +308,17 @@ class Subscriber:
                 raise ConnectionLost(
                     f"the broker refused the connection: {connack.reason_code.name}"
                 )
+            # MQTT 5: a Server Keep Alive in CONNACK replaces ours (the broker closes a
+            # connection silent for 1.5 times it).
+            keepalive = connack.server_keep_alive
+            self.keepalive_in_use_s = float(keepalive if keepalive else self.keepalive_s)
+            # A dead link (a cut cable, a vanished host) acknowledges nothing: the kernel
+            # then gives up on our unacknowledged bytes after this long and the next write
+            # fails. Pings are sent even while reading is paused (when their answers wait
+            # unread behind messages), so a dead link is noticed then too.
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.keepalive_in_use_s * 1500)
+            )
             with self._lock:
                 self._connection += 1
                 self._outgoing.clear()  # acks of the last connection name nothing here
@@ -321,9 +335,10 @@ class Subscriber:
         self._failures.clear()
         self.refusal = None
         logger.info(
-            "ingest connected client_id=%s session_present=%s",
+            "ingest connected client_id=%s session_present=%s keepalive_s=%g",
             self.client_id,
             connack.session_present,
+            self.keepalive_in_use_s,
         )
         logger.info("ingest subscribed client_id=%s filters=%d", self.client_id, len(self.filters))
         self.connected.set()
@@ -372,7 +387,7 @@ class Subscriber:
         connection = self._connection
         for packet in early:
             self._dispatch(packet, connection)
-        keepalive = float(self.keepalive_s)
+        keepalive = self.keepalive_in_use_s
         last_sent = time.monotonic()
         ping_sent_at: float | None = None
         while not self._stopping.is_set():
