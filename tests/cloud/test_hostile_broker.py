@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from cloud.app import create_app
+from cloud.broker import MosquittoConfig
 from cloud.broker_acl import INGEST_ROLE, AppAccountRow
 from cloud.broker_control import BrokerControl
 from cloud.ingest.subscriber import Subscriber
@@ -41,6 +42,7 @@ from protocols.topics import (
     snapshot_topic,
 )
 from tests.cloud.county_fixtures import OTHER_NODE, VILLAGE_NODE, County, county_database
+from tests.conftest import REPO
 from tests.factories import make_detection_event
 from tests.support.cloud import FakeNodes, IngestProcess, count
 from tests.support.county import OTHER_TOWN, TOWN
@@ -352,3 +354,18 @@ def test_serve_reports_an_ingest_whose_subscriptions_were_refused(
         assert "NOT_AUTHORIZED" in answer.json()["ingest_refused"]
     finally:
         subscriber.stop()
+
+
+def test_the_readme_shows_the_county_broker_config_as_rendered(tmp_path: Path) -> None:
+    rendered = MosquittoConfig(
+        directory=tmp_path,
+        port=8883,
+        password_file=Path("/etc/mosquitto/passwd"),
+        dynsec_file=Path("/etc/mosquitto/dynsec.json"),
+    ).render()
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("### The county broker") :].split("```")[1]
+    for line in block.strip().splitlines():
+        if line.split()[0] in ("plugin", "plugin_opt_config_file", "max_packet_size"):
+            assert line in rendered.splitlines(), line
+    assert f"max_packet_size {max_packet_bytes()}" in block
