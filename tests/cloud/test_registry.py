@@ -1,6 +1,6 @@
 """Provisioning's side of the service: a node and its cameras registered through the API, its
-broker account issued, rotated and revoked, and the broker's password and ACL files written
-from the registry and reloaded — checked against a real Mosquitto."""
+broker account issued, rotated and revoked, and the broker's password file and
+dynamic-security plugin kept in step with the registry — checked against a real Mosquitto."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.reasoncodes import ReasonCode
+from typer.testing import CliRunner
 
 from cloud.app import create_app
 from edge.link import Link
 from edge.settings import EdgeSettings
+from gridwatch.cli import app as gridwatch
 from protocols import encode
 from protocols.passwords import hash_password, verify_password
 from protocols.topics import config_desired_topic, events_topic
@@ -25,6 +27,7 @@ from tests.factories import make_detection_event, make_node_config
 from tests.support.county import GRID, GRID_2, OTHER_GRID, TOWN, VILLAGE
 from tests.support.mosquitto import (
     ADMIN_PASSWORD,
+    BrokerOptions,
     CountyBroker,
     MosquittoBroker,
     county_broker,
@@ -326,4 +329,40 @@ def test_broker_sync_follows_every_credential_change(
         wait_until(accepted, 30, "the new password accepted by the broker", interval_s=0.2)
     finally:
         assert follower.stop() == 0, follower.log()
+        broker.stop()
+
+
+def test_sync_init_gives_a_stopped_broker_all_it_needs_to_start(
+    county: County, client: TestClient, tmp_path: Path
+) -> None:
+    """`broker sync --init`, before the broker's first start: it starts with every account
+    bound and confined, nothing left to a first sync."""
+    tech = signed_in(client, county, "tech")
+    password = client.post(f"/api/v1/nodes/{NEW_NODE}/credentials", headers=tech).json()["password"]
+    passwd, dynsec = tmp_path / "passwd", tmp_path / "dynsec.json"
+    args = ["cloud", "broker", "sync", "--password-file", str(passwd), "--init", str(dynsec)]
+    env = {
+        "CLOUD_DATABASE_URL": county.url,
+        "CLOUD_BROKER_PASSWORD": CLOUD_PASSWORD,
+        "CLOUD_BROKER_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    }
+    assert CliRunner().invoke(gridwatch, [*args, "--follow"], env=env).exit_code == 2
+    bad = CliRunner().invoke(gridwatch, [*args, "--service", "cloud"], env=env)
+    assert bad.exit_code == 2
+    assert "--service cloud: not ingest.<name> or api.<name>" in bad.output
+    result = CliRunner().invoke(gridwatch, args, env=env)
+    assert result.exit_code == 0, result.output
+    (tmp_path / "broker").mkdir()
+    broker = MosquittoBroker(
+        tmp_path / "broker", BrokerOptions(password_file=passwd, dynsec_file=dynsec)
+    )
+    broker.start()
+    try:
+        box = MqttProbe(broker.port, username=NEW_NODE, password=password, client_id=NEW_NODE)
+        box.connect()
+        assert box.subscribe(config_desired_topic(NEIGHBOUR)).value == NOT_AUTHORIZED
+        box.close()
+        with pytest.raises(ConnectionRefusedError):
+            MqttProbe(broker.port, username=NEW_NODE, password=password).connect()
+    finally:
         broker.stop()
