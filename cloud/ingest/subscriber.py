@@ -347,28 +347,29 @@ class Subscriber:
         return sock, reader, early
 
     def _until_suback(self, sock: socket.socket, reader: FrameReader) -> list[mqtt5.Packet]:
-        """Read until the SUBACK; what came before it (a resumed session's messages) is
-        returned. A refused filter raises SubscriptionRefused, naming every refused one."""
-        before: list[mqtt5.Packet] = []
-        while True:
+        """Read until the SUBACK; every other packet read meanwhile (a resumed session's
+        messages, before or right after it) is returned in order. A refused filter raises
+        SubscriptionRefused, naming every refused one."""
+        others: list[mqtt5.Packet] = []
+        suback: mqtt5.SubAckPacket | None = None
+        while suback is None:
             data = sock.recv(READ_SIZE)
             if not data:
                 raise ConnectionLost("the broker closed the connection before SUBACK")
             for packet in reader.feed(data):
-                if not isinstance(packet, mqtt5.SubAckPacket):
-                    before.append(packet)
-                    continue
-                refused = [
-                    f"{topic_filter} ({code.name})"
-                    for topic_filter, code in zip(self.filters, packet.reason_codes, strict=False)
-                    if code.value >= 0x80
-                ]
-                if refused:
-                    self.refusal = ", ".join(refused)
-                    raise SubscriptionRefused(
-                        f"the broker refused ingest's subscriptions: {self.refusal}"
-                    )
-                return before
+                if suback is None and isinstance(packet, mqtt5.SubAckPacket):
+                    suback = packet
+                else:
+                    others.append(packet)
+        refused = [
+            f"{topic_filter} ({code.name})"
+            for topic_filter, code in zip(self.filters, suback.reason_codes, strict=False)
+            if code.value >= 0x80
+        ]
+        if refused:
+            self.refusal = ", ".join(refused)
+            raise SubscriptionRefused(f"the broker refused ingest's subscriptions: {self.refusal}")
+        return others
 
     def _first_packets(self, sock: socket.socket, reader: FrameReader) -> list[mqtt5.Packet]:
         """CONNACK and whatever came with it."""

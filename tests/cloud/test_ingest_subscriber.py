@@ -5,8 +5,10 @@ keep-alive while idle or paused, at the broker's pace, and a dead link noticed e
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -259,3 +261,47 @@ def test_a_dead_link_is_noticed_while_paused(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("noticed:"), done.stdout + done.stderr
+
+
+def test_a_message_in_the_same_read_as_the_suback_is_delivered() -> None:
+    """A broker may send a message right behind its SUBACK, in one TCP segment; it must
+    not be lost while the subscriber waits for the SUBACK. Mosquitto cannot be made to do
+    so on cue, so a scripted broker on loopback sends exactly those bytes."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    done = threading.Event()
+
+    def next_packet(conn: socket.socket, reader: FrameReader) -> mqtt5.Packet:
+        packets: list[mqtt5.Packet] = []
+        while not packets:
+            packets = reader.feed(conn.recv(65536))
+        return packets[0]
+
+    def scripted_broker() -> None:
+        conn, _ = server.accept()
+        with conn:
+            reader = FrameReader()
+            assert isinstance(next_packet(conn, reader), mqtt5.ConnectPacket)
+            conn.sendall(mqtt5.ConnAckPacket().write())
+            subscribe = next_packet(conn, reader)
+            assert isinstance(subscribe, mqtt5.SubscribePacket)
+            granted = [mqtt5.SubAckReasonCode.GRANTED_QOS_AT_LEAST_ONCE]
+            conn.sendall(
+                mqtt5.SubAckPacket(subscribe.packet_id, granted).write()
+                + mqtt5.PublishPacket(
+                    TOPIC, b"right behind", qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=1
+                ).write()
+            )
+            done.wait(10)
+
+    thread = threading.Thread(target=scripted_broker, daemon=True)
+    thread.start()
+    inbox = Inbox()
+    sub = subscriber(port, inbox)
+    sub.start()
+    try:
+        wait_until(lambda: inbox.payloads() == [b"right behind"], 10, "the message")
+    finally:
+        done.set()
+        sub.stop()
+        server.close()
