@@ -37,6 +37,7 @@ from cloud.database import database_url
 from cloud.db import org as org_db
 from cloud.fleet.config_relay import ConfigRelay
 from cloud.fleet.monitor import monitor_loop
+from cloud.ingest.subscriber import Subscriber
 from cloud.publisher import BrokerPublisher
 from cloud.settings import CloudSettings
 from cloud.snapshots import snapshot_store
@@ -55,7 +56,9 @@ Times are ISO 8601; lists page with an opaque `cursor` (pass `next_cursor` back)
 """
 
 
-def create_app(settings: CloudSettings) -> FastAPI:
+def create_app(settings: CloudSettings, *, ingest: Subscriber | None = None) -> FastAPI:
+    """The API; `ingest`: the subscriber of an ingest running in this process, whose
+    readiness /readyz reports."""
     pool = AsyncConnectionPool(
         database_url(settings),
         open=False,
@@ -110,6 +113,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
     app = FastAPI(title="gridwatch", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    app.state.ingest = ingest
     app.state.pool = pool
     app.state.snapshots = snapshot_store(settings)
     app.state.publisher = publisher = BrokerPublisher(settings)

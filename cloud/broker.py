@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloud.broker_dynsec import PLUGIN
 from cloud.errors import ServiceUnavailable
+from protocols.catalog import max_packet_bytes
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -33,6 +35,10 @@ class MosquittoConfig:
     port: int
     bind: str = "127.0.0.1"
     password_file: Path | None = None  # None: anonymous clients allowed
+    # The dynamic-security plugin's file (see cloud/broker_dynsec.py): with it, every
+    # account is bound to its client id and a SUBSCRIBE it may not make is refused.
+    dynsec_file: Path | None = None
+    # The older mechanism: it grants every SUBSCRIBE and filters only at delivery.
     acl_file: Path | None = None
     tls_port: int | None = None
     cafile: Path | None = None
@@ -45,6 +51,8 @@ class MosquittoConfig:
     # ingest to a crawl and drop QoS 1 messages queued for a session beyond 1,000.
     max_inflight_messages: int = 10_000
     max_queued_messages: int = 1_000_000
+    # Nothing larger than the protocol allows gets in (the sender is disconnected).
+    max_packet_size: int = field(default_factory=max_packet_bytes)
     log_connections: bool = False
     extra: list[str] = field(default_factory=list)  # more config lines
 
@@ -54,10 +62,12 @@ class MosquittoConfig:
             lines.append("user root")  # else it drops to a user who cannot write the directory
         lines += [
             f"listener {self.port} {self.bind}",
-            f"allow_anonymous {'false' if self.password_file else 'true'}",
+            f"allow_anonymous {'false' if self.password_file or self.dynsec_file else 'true'}",
         ]
         if self.password_file is not None:
             lines.append(f"password_file {self.password_file}")
+        if self.dynsec_file is not None:
+            lines += [f"plugin {PLUGIN}", f"plugin_opt_config_file {self.dynsec_file}"]
         if self.acl_file is not None:
             lines.append(f"acl_file {self.acl_file}")
         if self.tls_port is not None:
@@ -81,6 +91,7 @@ class MosquittoConfig:
         lines += [
             f"max_inflight_messages {self.max_inflight_messages}",
             f"max_queued_messages {self.max_queued_messages}",
+            f"max_packet_size {self.max_packet_size}",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -157,7 +168,7 @@ class MosquittoProcess:
             self.process = None
 
     def reload(self) -> None:
-        """SIGHUP: Mosquitto re-reads its password and ACL files."""
+        """SIGHUP: Mosquitto re-reads its password file (not the plugin's)."""
         assert self.process is not None
         self.process.send_signal(signal.SIGHUP)
 

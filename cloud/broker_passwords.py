@@ -19,6 +19,15 @@ def render_password_file(accounts: Iterable[tuple[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_password_file(path: Path) -> list[tuple[str, str]]:
+    """(username, hash) of each line of a password file; none when there is no file."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    pairs = [line.partition(":") for line in lines if line and not line.startswith("#")]
+    return [(user, hashed) for user, sep, hashed in pairs if sep]
+
+
 def write_atomically(path: Path, text: str, mode: int = 0o640) -> bool:
     """Replace `path` in one rename (the broker never reads half a file); False when the
     content is already the same (no reload needed)."""

@@ -1,6 +1,9 @@
-"""Keep the county broker's password and ACL files in step with the registry, and reload the
-broker (SIGHUP) when they change. Run beside Mosquitto: once, or following every change
-(`gridwatch cloud broker sync --follow`, woken by the database on each credential change)."""
+"""Keep the county broker in step with the registry: its password file (hashes: nodes, the
+service accounts, accounts made by hand) and its dynamic-security plugin (every account
+bound to its client id, and what it may subscribe to and publish). Run beside Mosquitto:
+once with `--init` while it is stopped (the plugin's file is written whole), then once or
+following every change (`gridwatch cloud broker sync --follow`, woken by the database on
+each credential change), talking to the running plugin on its control topic."""
 
 from __future__ import annotations
 
@@ -17,26 +20,39 @@ import psycopg
 from pydantic import SecretStr
 
 from cloud.alerts.render import org_path
-from cloud.broker_acl import AppAccountRow, render_acl
-from cloud.broker_passwords import render_password_file, write_atomically
+from cloud.broker_acl import AppAccountRow, Grants, grants
+from cloud.broker_control import BrokerControl
+from cloud.broker_dynsec import plan, render_config
+from cloud.broker_passwords import read_password_file, render_password_file, write_atomically
 from cloud.db.registry import broker_accounts
-from cloud.errors import InvalidFile
+from cloud.errors import BrokerUnavailable, InvalidFile
+from cloud.mqtt import address_of
 from protocols.alerts import OrgPath
 from protocols.passwords import hash_password, verify_password
+from protocols.topics import SHARED_GROUP_DEFAULT
 
 logger = logging.getLogger(__name__)
 
-# Even without a notice (one lost while the database restarted), files are checked this often.
+# Even without a notice (one lost while the database restarted), the broker is checked this
+# often; after a failed round, sooner.
 RESYNC_S = 60.0
+RETRY_S = 5.0
+ADMIN = "sync.admin"  # a dot: never a node id
 
 
 @dataclass
 class BrokerFiles:
+    """What `broker sync` writes and where the running broker is."""
+
     password_file: Path
-    acl_file: Path
     pid_file: Path | None = None
-    cloud_user: str = "cloud"
-    cloud_password: SecretStr | None = None
+    broker_url: str | None = None  # the broker's listener sync reaches the plugin on
+    ca_file: Path | None = None
+    services: list[str] = field(default_factory=list)  # `ingest.<name>`, `api.<name>`
+    service_password: SecretStr | None = None  # one password for the service accounts
+    admin: str = ADMIN
+    admin_password: SecretStr | None = None
+    ingest_group: str = SHARED_GROUP_DEFAULT
     apps: list[AppAccountRow] = field(default_factory=list)
     apps_file_name: str = "apps.csv"
     # Lines `username:hash` kept as they are (app accounts made with mosquitto_passwd).
@@ -60,18 +76,19 @@ def app_accounts(conn: psycopg.Connection, files: BrokerFiles) -> list[tuple[str
     return [(r.username, org_path(r.unit_code, units)) for r in files.apps]
 
 
-def _cloud_account(files: BrokerFiles) -> list[tuple[str, str]]:
-    """The service's own account; its existing hash is kept while it still matches, so an
+def _service_accounts(files: BrokerFiles) -> list[tuple[str, str]]:
+    """The service accounts; an existing hash is kept while it still matches, so an
     unchanged registry rewrites nothing and reloads nothing."""
-    if files.cloud_password is None:
+    if files.service_password is None:
         return []
-    password = files.cloud_password.get_secret_value()
-    if files.password_file.exists():
-        for line in files.password_file.read_text(encoding="utf-8").splitlines():
-            user, _, hashed = line.partition(":")
-            if user == files.cloud_user and verify_password(password, hashed):
-                return [(user, hashed)]
-    return [(files.cloud_user, hash_password(password))]
+    password = files.service_password.get_secret_value()
+    known = dict(read_password_file(files.password_file))
+    return [
+        (user, known[user])
+        if user in known and verify_password(password, known[user])
+        else (user, hash_password(password))
+        for user in files.services
+    ]
 
 
 def _extra(files: BrokerFiles) -> list[tuple[str, str]]:
@@ -90,25 +107,83 @@ def _extra(files: BrokerFiles) -> list[tuple[str, str]]:
     return out
 
 
-def sync_once(conn: psycopg.Connection, files: BrokerFiles) -> bool:
-    """Write both files when they differ; reload the broker then. Returns whether it did."""
-    accounts = broker_accounts(conn) + _cloud_account(files) + _extra(files)
-    users = [u for u, _ in accounts]
+def wanted(conn: psycopg.Connection, files: BrokerFiles) -> tuple[list[tuple[str, str]], Grants]:
+    """The password file's accounts, and what the plugin must hold for them."""
+    nodes = broker_accounts(conn)
+    extra = _extra(files)
+    accounts = nodes + _service_accounts(files) + extra
+    users = [u for u, _ in accounts] + [files.admin]
     if len(users) != len(set(users)):
         raise InvalidFile(
             f"broker accounts repeat: {sorted({u for u in users if users.count(u) > 1})}"
         )
+    access = grants(
+        [n for n, _ in nodes],
+        files.services if files.service_password is not None else [],
+        app_accounts(conn, files),
+        [u for u, _ in extra],
+        ingest_group=files.ingest_group,
+    )
+    return accounts, access
+
+
+def init_broker(conn: psycopg.Connection, files: BrokerFiles, dynsec_file: Path) -> None:
+    """For a broker that is stopped: the plugin's file whole (with its admin) and the
+    password file. It reads both when it starts."""
+    if files.admin_password is None:
+        raise InvalidFile("the broker's admin password is not set (CLOUD_BROKER_ADMIN_PASSWORD)")
+    accounts, access = wanted(conn, files)
+    admin_hash = hash_password(files.admin_password.get_secret_value())
+    write_atomically(dynsec_file, render_config(access, files.admin, admin_hash), mode=0o600)
+    write_atomically(files.password_file, render_password_file(accounts))
+    logger.info("broker files written for its start: %d accounts", len(accounts))
+
+
+def sync_once(conn: psycopg.Connection, files: BrokerFiles) -> bool:
+    """Bring the running broker's plugin, then its password file, to the registry; reload
+    the broker when the file changed. Returns whether anything changed. When the plugin
+    cannot be reached, the file only loses accounts (a new one would not be bound to its
+    client id yet) and BrokerUnavailable is raised."""
+    if files.admin_password is None:
+        raise InvalidFile("the broker's admin password is not set (CLOUD_BROKER_ADMIN_PASSWORD)")
+    accounts, access = wanted(conn, files)
+    in_file = {user for user, _ in read_password_file(files.password_file)}
+    host, port, tls = address_of(files.broker_url)
+    failure: BrokerUnavailable | None = None
+    commands = []
+    try:
+        with BrokerControl(
+            host,
+            port,
+            username=files.admin,
+            password=files.admin_password.get_secret_value(),
+            tls=tls,
+            ca_file=str(files.ca_file) if files.ca_file else None,
+        ) as control:
+            commands = plan(control.state(), access, admin=files.admin, in_password_file=in_file)
+            if commands:
+                control.call(commands)
+    except BrokerUnavailable as exc:
+        failure = exc
+        accounts = [(user, hashed) for user, hashed in accounts if user in in_file]
     changed = write_atomically(files.password_file, render_password_file(accounts))
-    acl = render_acl(files.cloud_user, app_accounts(conn, files))
-    changed = write_atomically(files.acl_file, acl) or changed
     if changed:
         reload_broker(files.pid_file)
-        logger.info("broker files written: %d accounts", len(accounts))
-    return changed
+    if changed or commands:
+        logger.info(
+            "broker synced: %d accounts, %d plugin commands, password file %s",
+            len(accounts),
+            len(commands),
+            "rewritten" if changed else "unchanged",
+        )
+    if failure is not None:
+        raise failure
+    return changed or bool(commands)
 
 
 def reload_broker(pid_file: Path | None) -> None:
-    """SIGHUP: Mosquitto re-reads its password and ACL files; connected clients stay."""
+    """SIGHUP: Mosquitto re-reads its password file (and disconnects accounts no longer
+    in it); connected clients stay. The plugin's file is not re-read."""
     if pid_file is None:
         return
     try:
@@ -123,14 +198,25 @@ def follow(url: str, files: BrokerFiles, stop: threading.Event) -> None:
     """Sync now, then on every credential change (LISTEN), and every RESYNC_S anyway."""
     with psycopg.connect(url, autocommit=True, application_name="gridwatch-broker-sync") as conn:
         conn.execute("LISTEN gridwatch_credentials")
-        sync_once(conn, files)
-        next_check = time.monotonic() + RESYNC_S
+        failing, first = False, True
+        next_check = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() >= next_check:
+                try:
+                    sync_once(conn, files)
+                except BrokerUnavailable as exc:
+                    if not failing:
+                        logger.warning("broker not synced, retrying: %s", exc)
+                    failing = True
+                    next_check = time.monotonic() + RETRY_S
+                else:
+                    if failing or first:
+                        logger.info("broker in step with the registry; following its changes")
+                    failing = first = False
+                    next_check = time.monotonic() + RESYNC_S
             # Short waits, so a stop request is seen within a second.
             ready, _, _ = select.select([conn.fileno()], [], [], 1.0)
             if ready:
                 for _ in conn.notifies(timeout=0):
                     pass
-            if ready or time.monotonic() >= next_check:
-                sync_once(conn, files)
-                next_check = time.monotonic() + RESYNC_S
+                next_check = time.monotonic()

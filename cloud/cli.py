@@ -92,7 +92,8 @@ def _ingest_worker(settings: CloudSettings) -> IngestWorker:
 @app.command()
 def ingest(log_level: LogLevel = "INFO") -> None:
     """Store what the nodes publish: several ingest processes may run at once (each with
-    its own CLOUD_INGEST_CLIENT_ID) on an MQTT 5 shared subscription."""
+    its own broker account, `ingest.<name>`, which is also its client id) on an MQTT 5
+    shared subscription."""
     _logging(log_level)
     settings = _settings()
     missing = [name for name in ("database_url", "broker_url") if getattr(settings, name) is None]
@@ -108,9 +109,9 @@ def ingest(log_level: LogLevel = "INFO") -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     if settings.ingest_metrics_port is not None:
-        from prometheus_client import start_http_server
+        from cloud.ingest.status import serve_status
 
-        start_http_server(settings.ingest_metrics_port, addr=settings.host)
+        serve_status(worker.subscriber, settings.host, settings.ingest_metrics_port)
     tune_garbage_collector()  # this process is ingest's alone (`serve --ingest` keeps defaults)
     worker.run()
 
@@ -140,6 +141,16 @@ def serve(
 
     with _embedded(_settings()) as (settings, embedded):
         if (with_ingest is None and embedded) or with_ingest:
+            if settings.broker_username:
+                # Ingest and the API's publisher are two connections, and the broker binds
+                # an account to one client id: they would take each other's place.
+                typer.echo(
+                    "error: with a broker account (CLOUD_BROKER_USERNAME), run ingest as its "
+                    "own process (`gridwatch cloud ingest`, with its own account) and serve "
+                    "with --no-ingest",
+                    err=True,
+                )
+                raise typer.Exit(2)
             worker = _ingest_worker(settings)
         else:
             worker = None
@@ -155,7 +166,7 @@ def serve(
             signal.signal(sig, lambda *_: logging.getLogger(__name__).info("stopping"))
         try:
             uvicorn.run(
-                create_app(settings),
+                create_app(settings, ingest=worker.subscriber if worker else None),
                 host=settings.host,
                 port=settings.port,
                 log_level=log_level.lower(),
@@ -311,8 +322,20 @@ def org_passwd(username: str) -> None:
     typer.echo(f"password {username} {password}")
 
 
-broker_app = typer.Typer(help="Files for the county broker.", no_args_is_help=True)
+broker_app = typer.Typer(
+    help="The county broker's accounts, and what each may do.", no_args_is_help=True
+)
 app.add_typer(broker_app, name="broker")
+
+ServiceOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--service",
+        help="A service account, `ingest.<name>` (joins the ingest group) or `api.<name>` "
+        "(publishes configs, commands, alerts); repeat, one per process. Their password: "
+        "CLOUD_BROKER_PASSWORD. Default: ingest.1 and api.1.",
+    ),
+]
 
 
 def _app_rows(apps: Path | None) -> list[AppAccountRow]:
@@ -329,68 +352,120 @@ def _app_rows(apps: Path | None) -> list[AppAccountRow]:
         raise typer.Exit(2) from exc
 
 
+def _services(service: list[str] | None) -> list[str]:
+    import re
+
+    from cloud.broker_acl import SERVICE_USERNAME_PATTERN
+
+    names = service or ["ingest.1", "api.1"]
+    for name in names:
+        if not re.fullmatch(SERVICE_USERNAME_PATTERN, name):
+            typer.echo(f"error: --service {name}: not ingest.<name> or api.<name>", err=True)
+            raise typer.Exit(2)
+    return names
+
+
 @broker_app.command("acl")
 def broker_acl(
     apps: FileOption = None,
-    cloud_user: Annotated[str, typer.Option(help="The service's broker account.")] = "cloud",
+    service: ServiceOption = None,
     out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
 ) -> None:
-    """The Mosquitto ACL file: the service's account, each node confined to its subtree,
-    and each app account (CSV: username,unit_code; usernames `app.<name>`) to the alerts of
-    its unit. Regenerate it when the tree or the apps change, then reload the broker."""
-    from cloud.broker_acl import render_acl
+    """What `broker sync` gives the broker's plugin, as JSON, for review: every account
+    (bound to its client id) with its roles, and each role's rules — each node confined to
+    its subtree, each app account (CSV: username,unit_code; usernames `app.<name>`) to the
+    alerts of its unit, the service accounts to their part."""
+    import json
+
+    from cloud.broker_acl import grants
     from cloud.broker_sync import BrokerFiles, app_accounts
     from cloud.database import connect
+    from cloud.db.registry import broker_accounts
     from cloud.errors import InvalidFile
 
     rows = _app_rows(apps)
-    files = BrokerFiles(Path(), Path(), apps=rows, apps_file_name=apps.name if apps else "")
+    files = BrokerFiles(Path(), apps=rows, apps_file_name=apps.name if apps else "")
     with _embedded(_settings(), broker=False) as (settings, _), connect(settings) as conn:
         try:
-            accounts = app_accounts(conn, files)
+            access = grants(
+                [node_id for node_id, _ in broker_accounts(conn)],
+                _services(service),
+                app_accounts(conn, files),
+                [],
+                ingest_group=settings.ingest_group,
+            )
         except InvalidFile as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
-    text = render_acl(cloud_user, accounts)
+    text = json.dumps(
+        {
+            "clients": {user: sorted(roles) for user, roles in sorted(access.clients.items())},
+            "roles": {
+                name: [{"acltype": acl.value, "topic": topic} for acl, topic in sorted(rules)]
+                for name, rules in sorted(access.roles.items())
+            },
+        },
+        indent=1,
+        ensure_ascii=False,
+    )
     if out is None:
-        typer.echo(text, nl=False)
+        typer.echo(text)
     else:
-        out.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {out} ({len(rows)} app accounts)")
+        out.write_text(text + "\n", encoding="utf-8")
+        typer.echo(f"wrote {out} ({len(access.clients)} accounts)")
 
 
 @broker_app.command("sync")
 def broker_sync(
     password_file: Annotated[Path, typer.Option(help="Mosquitto's password_file.")],
-    acl_file: Annotated[Path, typer.Option(help="Mosquitto's acl_file.")],
     pid_file: Annotated[
         Path | None, typer.Option(help="Mosquitto's pid file: SIGHUP it after a change.")
     ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            "--init",
+            help="The plugin's file (plugin_opt_config_file), for a broker that is stopped: "
+            "write it whole, and the password file, for its start. Without it, the running "
+            "broker's plugin is changed on its control topic (CLOUD_BROKER_URL).",
+        ),
+    ] = None,
+    service: ServiceOption = None,
+    admin: Annotated[
+        str, typer.Option(help="The plugin's admin account (CLOUD_BROKER_ADMIN_PASSWORD).")
+    ] = "sync.admin",
     apps: FileOption = None,
     extra_passwords: FileOption = None,
-    cloud_user: Annotated[str, typer.Option(help="The service's broker account.")] = "cloud",
     follow_changes: Annotated[
         bool, typer.Option("--follow", help="Keep running: sync on every credential change.")
     ] = False,
     log_level: LogLevel = "INFO",
 ) -> None:
-    """Write the broker's password file (every active node's account, the service's own
-    from CLOUD_BROKER_PASSWORD, and `--extra-passwords` lines as they are) and its ACL file
-    from the registry, and reload the broker when either changed."""
+    """Give the broker the registry's accounts: its password file (every active node's
+    account, the service accounts', `--extra-passwords` lines as they are) and its
+    dynamic-security plugin (each account bound to its client id, with what it may
+    subscribe to and publish); reload the broker when the password file changed."""
     import threading
 
-    from cloud.broker_sync import BrokerFiles, follow, sync_once
+    from cloud.broker_sync import BrokerFiles, follow, init_broker, sync_once
     from cloud.database import connect, database_url
-    from cloud.errors import InvalidFile
+    from cloud.errors import BrokerUnavailable, InvalidFile
 
     _logging(log_level)
+    if init is not None and follow_changes:
+        typer.echo("error: --init is for a stopped broker; --follow for a running one", err=True)
+        raise typer.Exit(2)
     settings = _settings()
     files = BrokerFiles(
         password_file=password_file,
-        acl_file=acl_file,
         pid_file=pid_file,
-        cloud_user=cloud_user,
-        cloud_password=settings.broker_password,
+        broker_url=settings.broker_url,
+        ca_file=settings.broker_ca_file,
+        services=_services(service),
+        service_password=settings.broker_password,
+        admin=admin,
+        admin_password=settings.broker_admin_password,
+        ingest_group=settings.ingest_group,
         apps=_app_rows(apps),
         apps_file_name=apps.name if apps else "",
         extra_passwords=extra_passwords,
@@ -401,10 +476,17 @@ def broker_sync(
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
             follow(database_url(settings), files, stop)
+        elif init is not None:
+            with connect(settings) as conn:
+                init_broker(conn, files, init)
+            typer.echo(f"wrote {password_file} {init}")
         else:
             with connect(settings) as conn:
                 changed = sync_once(conn, files)
-            typer.echo(f"{'wrote' if changed else 'unchanged:'} {password_file} {acl_file}")
+            typer.echo(f"{'synced' if changed else 'unchanged:'} {password_file}")
     except InvalidFile as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except BrokerUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc

@@ -10,18 +10,21 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from pydantic import SecretStr
 
 from cloud.broker import MosquittoConfig, MosquittoProcess, is_listening, stop_stale
-from cloud.broker_sync import BrokerFiles, follow, sync_once
+from cloud.broker_sync import BrokerFiles, follow, init_broker
 from cloud.settings import CloudSettings
 from protocols.passwords import new_password
 
 logger = logging.getLogger(__name__)
+
+DEMO_API = "api.1"
+DEMO_INGEST = "ingest.1"
 
 
 def _free_port() -> int:
@@ -66,40 +69,49 @@ def embedded_broker(directory: Path, port: int = 1883) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class SecuredBroker:
+    """Where it listens, and the service accounts: the API's and ingest's (one process each:
+    the broker binds each account to its client id), with their one password."""
+
     url: str
-    username: str
+    api_username: str
+    ingest_username: str
     password: str
     pid_file: Path
 
 
+def _kept_secret(path: Path) -> str:
+    """A password made once and kept in `path` (readable by its owner only)."""
+    if not path.exists():
+        path.write_text(new_password())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 @contextmanager
 def secured_broker(directory: Path, database_url: str, port: int = 0) -> Iterator[SecuredBroker]:
-    """A loopback Mosquitto that takes only accounts of the registry (each node its own,
-    confined by the ACL) and the service's own, whose password is made once and kept in
-    `directory`. Its files follow the registry while it runs (broker sync, following)."""
+    """A loopback Mosquitto configured as `broker sync` configures a county's: only the
+    registry's accounts and the service's (an API and an ingest account), each bound to its
+    client id, each node confined to its own subtree by the dynamic-security plugin. Its
+    passwords are made once and kept in `directory`; its accounts follow the registry while
+    it runs (broker sync, following)."""
     directory.mkdir(parents=True, exist_ok=True)
-    secret = directory / "service-password"
-    if not secret.exists():
-        secret.write_text(new_password())
-        secret.chmod(0o600)
-    password = secret.read_text().strip()
+    password = _kept_secret(directory / "service-password")
     pid_file = directory / "mosquitto.pid"
+    stop_stale(pid_file)  # before a port is chosen: it may hold one
+    port = port or _free_port()
     files = BrokerFiles(
         password_file=directory / "passwd",
-        acl_file=directory / "acl",
         pid_file=pid_file,
-        cloud_user="cloud",
-        cloud_password=SecretStr(password),
+        broker_url=f"mqtt://127.0.0.1:{port}",
+        services=[DEMO_API, DEMO_INGEST],
+        service_password=SecretStr(password),
+        admin_password=SecretStr(_kept_secret(directory / "admin-password")),
     )
-    stop_stale(pid_file)
+    dynsec_file = directory / "dynsec.json"
     with psycopg.connect(database_url) as conn:
-        # Before the broker starts (it reads them at start): nothing to reload yet.
-        sync_once(conn, replace(files, pid_file=None))
+        init_broker(conn, files, dynsec_file)  # the broker is stopped: both files whole
     config = MosquittoConfig(
-        directory=directory,
-        port=port or _free_port(),
-        password_file=files.password_file,
-        acl_file=files.acl_file,
+        directory=directory, port=port, password_file=files.password_file, dynsec_file=dynsec_file
     )
     broker = MosquittoProcess(config)
     broker.start()
@@ -113,7 +125,7 @@ def secured_broker(directory: Path, database_url: str, port: int = 0) -> Iterato
         config.port,
     )
     try:
-        yield SecuredBroker(broker.url, "cloud", password, pid_file)
+        yield SecuredBroker(broker.url, DEMO_API, DEMO_INGEST, password, pid_file)
     finally:
         stop.set()
         follower.join(5)

@@ -45,3 +45,12 @@ class InvalidFile(CloudError):
 
 class BrokerUnavailable(CloudError):
     """The MQTT broker did not take a message the service had to send."""
+
+
+class BrokerRefused(BrokerUnavailable):
+    """The broker answered that it will not take some of the messages (PUBACK reason code
+    0x80 or above, e.g. Not authorized): `refused` maps their place in the batch to why."""
+
+    def __init__(self, message: str, refused: dict[int, str]) -> None:
+        super().__init__(message)
+        self.refused = refused

@@ -64,6 +64,17 @@ ALERT_DELIVERY_SECONDS = Histogram(
     ["path"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
+BROKER_REFUSED = Counter(
+    "gridwatch_broker_refused_total",
+    "Messages the service published that the broker refused (PUBACK reason code 0x80 or "
+    "above: it delivers them to nobody), by channel and reason. They stay unpublished.",
+    ["channel", "reason"],
+)
+INGEST_SUBSCRIBED = Gauge(
+    "gridwatch_ingest_subscribed",
+    "1 while this process's ingest holds every subscription it asked for; 0 while it is "
+    "disconnected or the broker refused one (it retries).",
+)
 CASES_OPEN = Gauge(
     "gridwatch_cases_open", "Cases not closed, by state and source.", ["state", "source"]
 )
@@ -101,6 +112,10 @@ def record_batch(batch: Batch, result: WriteResult, commit_s: float, lag_s: floa
     INGEST_COMMIT_SECONDS.observe(commit_s)
     if batch.events:
         INGEST_LAG_SECONDS.set(lag_s)
+
+
+def record_refusal(channel: str, reason: str) -> None:
+    BROKER_REFUSED.labels(channel, reason).inc()
 
 
 def observe_delivery(path: str, sent_at: datetime) -> None:

@@ -86,6 +86,11 @@ def mqtt_client(settings: CloudSettings, client_id: str) -> mqtt.Client:
 
 def broker_address(settings: CloudSettings) -> tuple[str, int, bool]:
     """(host, port, tls) of the configured broker."""
-    url = urlsplit(settings.broker_url or "mqtt://127.0.0.1:1883")
+    return address_of(settings.broker_url)
+
+
+def address_of(broker_url: str | None) -> tuple[str, int, bool]:
+    """(host, port, tls) of `mqtt://host:port` or `mqtts://host:port`."""
+    url = urlsplit(broker_url or "mqtt://127.0.0.1:1883")
     tls = url.scheme == "mqtts"
     return url.hostname or "127.0.0.1", url.port or (8883 if tls else 1883), tls

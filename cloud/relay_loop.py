@@ -8,12 +8,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 from cloud.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
 
 POLL_S = 5.0
+HOLD_FIRST_S = 5.0
+HOLD_MAX_S = 600.0
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Held(Generic[K]):
+    """What the broker refused, kept out of the relay's claims for a while: a refused
+    message is tried again (its account's rules may be mended) but never blocks the ones
+    behind it in the queue. The wait doubles with each refusal, up to HOLD_MAX_S."""
+
+    def __init__(self, first_s: float = HOLD_FIRST_S, max_s: float = HOLD_MAX_S) -> None:
+        self.first_s, self.max_s = first_s, max_s
+        self._until: dict[K, tuple[float, float]] = {}  # key -> (retry at, last wait)
+
+    def hold(self, key: K) -> None:
+        wait = min(self.max_s, 2 * self._until[key][1]) if key in self._until else self.first_s
+        self._until[key] = (time.monotonic() + wait, wait)
+
+    def release(self, key: K) -> None:
+        self._until.pop(key, None)
+
+    def keys(self) -> list[K]:
+        """The keys still held; those whose wait is over may be claimed again (and keep
+        their doubling should they be refused again)."""
+        now = time.monotonic()
+        return [key for key, (until, _) in self._until.items() if until > now]
 
 
 class RelayLoop:

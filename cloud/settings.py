@@ -74,9 +74,17 @@ class CloudSettings(BaseSettings):
     broker_url: str | None = Field(
         default=None, description="mqtt://host:port; unset: a local broker is started."
     )
-    broker_username: str | None = None
+    broker_username: str | None = Field(
+        default=None,
+        description="This process's broker account; it is also the process's client id, as "
+        "the county broker binds each account to one (`ingest.<name>` or `api.<name>`).",
+    )
     broker_password: SecretStr | None = None
     broker_ca_file: Path | None = None
+    broker_admin_password: SecretStr | None = Field(
+        default=None,
+        description="The broker plugin's admin (`broker sync` only): it changes the accounts.",
+    )
     data_dir: Path = Field(
         default=Path("var/cloud"), description="Embedded database, broker and snapshots."
     )
@@ -92,8 +100,10 @@ class CloudSettings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
-    ingest_client_id: str = Field(
-        default="gridwatch-ingest-1", description="Fixed per ingest process: its broker session."
+    ingest_client_id: str | None = Field(
+        default=None,
+        description="Fixed per ingest process: its broker session. Default: the broker "
+        "username, else gridwatch-ingest-1.",
     )
     ingest_group: str = Field(default="ingest", pattern=r"^[a-z][a-z0-9_]{0,47}$")
     ingest_shared: bool = Field(
@@ -134,8 +144,8 @@ class CloudSettings(BaseSettings):
     )
     ingest_metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
         default=None,
-        description="A separate `gridwatch cloud ingest` serves /metrics on this port (on "
-        "CLOUD_HOST); `serve --ingest` shows ingest's figures on its own /metrics.",
+        description="A separate `gridwatch cloud ingest` serves /metrics and /readyz on this "
+        "port (on CLOUD_HOST); `serve --ingest` shows ingest's on its own /metrics and /readyz.",
     )
     web_vendor_dir: Path | None = Field(
         default=None,
@@ -179,6 +189,11 @@ class CloudSettings(BaseSettings):
         if value is not None and not value.startswith(("mqtt://", "mqtts://")):
             raise ValueError("must be mqtt://host[:port] or mqtts://host[:port]")
         return value
+
+    @property
+    def ingest_client(self) -> str:
+        """Ingest's client id: as set, else its account's name (the broker binds them)."""
+        return self.ingest_client_id or self.broker_username or "gridwatch-ingest-1"
 
     @property
     def snapshots_path(self) -> Path:

@@ -1,5 +1,6 @@
-"""Broker access rules derived from the channel table: what a node, the cloud and an app
-may read and write. Rendered into Mosquitto's ACL format by whoever manages the broker."""
+"""Broker access rules derived from the channel table: what a node, each cloud process and
+an app may read and write. Rendered into the broker's own terms (Mosquitto's dynamic-security
+roles) by whoever manages the broker."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from enum import StrEnum
 from protocols.catalog import CHANNELS, ChannelSpec, Direction
 from protocols.topics import alerts_filter
 
-NODE_PLACEHOLDER = "%u"  # Mosquitto substitutes the client's username
+NODE_PLACEHOLDER = "%u"  # Mosquitto's acl_file substitutes the client's username
 
 
 class Access(StrEnum):
-    READ = "read"
-    WRITE = "write"
+    READ = "read"  # subscribe to the filter and receive what matches it
+    WRITE = "write"  # publish to topics the filter matches
 
 
 def _filter_of(spec: ChannelSpec, node_id: str) -> str:
@@ -24,7 +25,7 @@ def _filter_of(spec: ChannelSpec, node_id: str) -> str:
 
 def node_acl(node_id: str = NODE_PLACEHOLDER) -> list[tuple[Access, str]]:
     """A node writes what it reports and reads its desired config and commands, only under
-    its own id; with the default placeholder these are Mosquitto `pattern` lines."""
+    its own id (the plugin does not substitute placeholders: one set of rules per node)."""
     rules = []
     for spec in CHANNELS.values():
         if spec.direction is Direction.EDGE_TO_CLOUD:
@@ -35,12 +36,23 @@ def node_acl(node_id: str = NODE_PLACEHOLDER) -> list[tuple[Access, str]]:
 
 
 def cloud_acl() -> list[tuple[Access, str]]:
-    """The cloud service reads every node's reports and writes configs, commands, alerts."""
+    """The cloud as a whole reads every node's reports and writes configs, commands, alerts."""
     rules = []
     for spec in CHANNELS.values():
         access = Access.READ if spec.direction is Direction.EDGE_TO_CLOUD else Access.WRITE
         rules.append((access, _filter_of(spec, "+")))
     return rules
+
+
+def ingest_acl() -> list[tuple[Access, str]]:
+    """Ingest reads every node's reports (on the broker, only as a member of its shared
+    subscription group) and writes nothing."""
+    return [(access, topic) for access, topic in cloud_acl() if access is Access.READ]
+
+
+def api_acl() -> list[tuple[Access, str]]:
+    """The API writes desired configs, commands and alerts, and reads nothing."""
+    return [(access, topic) for access, topic in cloud_acl() if access is Access.WRITE]
 
 
 def app_acl(

@@ -15,7 +15,7 @@ from protocols.commands import CommandRequest, CommandResponse
 from protocols.config import ConfigReport, NodeConfig
 from protocols.events import MAX_SNAPSHOT_BYTES, DetectionEvent, Telemetry
 from protocols.health import NodeHealth, NodeState
-from protocols.topics import Channel
+from protocols.topics import MAX_TOPIC_BYTES, Channel
 
 
 class Direction(StrEnum):
@@ -147,3 +147,14 @@ CHANNELS: dict[Channel, ChannelSpec] = {
 PAYLOAD_MODELS: tuple[type[Payload], ...] = tuple(
     spec.payload for spec in CHANNELS.values() if spec.payload is not None
 )
+
+# Around a payload, a PUBLISH carries its fixed header (at most 5 bytes), the topic (2 + up to
+# MAX_TOPIC_BYTES), a packet id (2) and its properties (none are sent today; room is left for
+# a few, such as a message expiry or a correlation id).
+PUBLISH_OVERHEAD_BYTES = 5 + 2 + MAX_TOPIC_BYTES + 2 + 1024
+
+
+def max_packet_bytes() -> int:
+    """The largest MQTT packet the protocol allows: the biggest channel's payload limit with
+    its PUBLISH around it. A broker may refuse anything larger (Mosquitto: max_packet_size)."""
+    return max(spec.max_bytes for spec in CHANNELS.values()) + PUBLISH_OVERHEAD_BYTES

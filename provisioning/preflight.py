@@ -25,6 +25,8 @@ import httpx2 as httpx
 import paho.mqtt.client as mqtt
 from dotenv import dotenv_values
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from firmware_configs.errors import FirmwareConfigError
 from firmware_configs.models import load_model_profile
@@ -35,6 +37,7 @@ from provisioning.flow import CONFIG_FILE, ENV_FILE
 # What the box's decoder takes from a camera.
 CODECS = {"h264", "hevc", "mjpeg"}
 MAX_CLOCK_SKEW_S = 10.0
+SESSION_EXPIRY_S = 7 * 86_400  # as long as the agent keeps its session (its default)
 
 
 @dataclass(frozen=True)
@@ -115,16 +118,23 @@ def check_broker(
     password: str | None,
     *,
     ca_file: Path | None = None,
+    client_id: str | None = None,
     timeout_s: float = 10.0,
 ) -> CheckResult:
     """Connect with the box's own account, as the agent will (MQTT 5; TLS with the host name
-    checked when the URL is mqtts://). A probe client id, so a box already online stays so."""
+    checked when the URL is mqtts://). With the box's own client id, the only one the
+    county broker lets its account use: a box already online gives way for a moment and
+    reconnects. Its session is resumed, not cleared, and kept as long as the agent keeps
+    it, and nothing queued for the box is acknowledged here: the agent gets it all."""
     parts = urlsplit(broker_url)
     tls = parts.scheme == "mqtts"
     host, port = parts.hostname or "", parts.port or (8883 if tls else 1883)
     name = f"broker {host}:{port}" + (" (TLS)" if tls else "")
     client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"{username}-check", protocol=mqtt.MQTTv5
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id or username,
+        protocol=mqtt.MQTTv5,
+        manual_ack=True,
     )
     client.username_pw_set(username, password)
     if tls:
@@ -141,7 +151,9 @@ def check_broker(
     client.on_connect = on_connect
     started = time.monotonic()
     try:
-        client.connect(host, port, keepalive=30)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        client.connect(host, port, keepalive=30, clean_start=False, properties=properties)
     except ssl.SSLCertVerificationError as exc:
         return CheckResult(
             name, False, f"TLS: the broker's certificate is not trusted ({exc.verify_message})"
@@ -249,6 +261,7 @@ def run_checks(
             env.get("EDGE_USERNAME") or node_id,
             env.get("EDGE_PASSWORD"),
             ca_file=ca_file,
+            client_id=node_id,
             timeout_s=timeout_s,
         ),
     ]

@@ -1,5 +1,5 @@
-"""The test services themselves: a real private Mosquitto (plain, passwords + ACL, TLS) and
-a real PostgreSQL. No mocks of either."""
+"""The test services themselves: a real private Mosquitto (plain, passwords + the
+dynamic-security plugin, TLS) and a real PostgreSQL. No mocks of either."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ import psycopg
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cloud.broker_acl import grants
+from cloud.broker_dynsec import render_config
 from protocols import NodeState, decode, encode
-from protocols.acl import cloud_acl, node_acl
+from protocols.acl import node_acl
 from protocols.enums import NodeStatus, StateReason
+from protocols.passwords import hash_password
 from protocols.topics import (
     config_desired_topic,
     events_topic,
@@ -32,20 +35,29 @@ from tests.support.processes import wait_for_line
 NOT_AUTHORIZED = 0x87
 
 
-def acl_text() -> str:
-    lines = ["user cloud"] + [f"topic {a.value} {t}" for a, t in cloud_acl()]
-    lines += [""] + [f"pattern {a.value} {t}" for a, t in node_acl()]
-    return "\n".join(lines) + "\n"
-
-
 @pytest.fixture(scope="module")
-def secured_broker(broker_factory: BrokerFactory) -> MosquittoBroker:
+def secured_broker(
+    broker_factory: BrokerFactory, tmp_path_factory: pytest.TempPathFactory
+) -> MosquittoBroker:
+    """Passwords in a password file, rules in the dynamic-security plugin, as the county's."""
+    dynsec = tmp_path_factory.mktemp("dynsec") / "dynsec.json"
+    access = grants(["node-a", "node-b"], ["ingest.1", "api.1"], [], [], ingest_group="ingest")
+    dynsec.write_text(render_config(access, "sync.admin", hash_password("admin-secret")))
     return broker_factory(
         BrokerOptions(
-            users={"node-a": "secret-a", "node-b": "secret-b", "cloud": "secret-cloud"},
-            acl=acl_text(),
+            users={
+                "node-a": "secret-a",
+                "node-b": "secret-b",
+                "ingest.1": "secret-cloud",
+                "api.1": "secret-cloud",
+            },
+            dynsec_file=dynsec,
         )
     )
+
+
+def service(broker: MosquittoBroker, username: str) -> MqttProbe:
+    return MqttProbe(broker.port, username=username, password="secret-cloud", client_id=username)
 
 
 def test_message_goes_through_the_real_broker(broker: MosquittoBroker) -> None:
@@ -121,12 +133,12 @@ def test_wrong_password_is_refused(secured_broker: MosquittoBroker) -> None:
 def test_acl_denies_publishing_into_another_nodes_subtree(
     secured_broker: MosquittoBroker,
 ) -> None:
-    cloud = MqttProbe(secured_broker.port, username="cloud", password="secret-cloud").connect()
+    cloud = service(secured_broker, "ingest.1").connect()
     node_a = MqttProbe(
         secured_broker.port, username="node-a", password="secret-a", client_id="node-a"
     ).connect()
     try:
-        cloud.subscribe("gw/v1/nodes/+/events")
+        assert not cloud.subscribe("$share/ingest/gw/v1/nodes/+/events").is_failure
         forged = make_detection_event(node_id="node-b")
         reason = node_a.publish(events_topic("node-b"), encode(forged))
         assert isinstance(reason, ReasonCode)
@@ -146,12 +158,12 @@ def test_acl_denies_reading_another_nodes_config(secured_broker: MosquittoBroker
     node_a = MqttProbe(
         secured_broker.port, username="node-a", password="secret-a", client_id="node-a"
     ).connect()
-    cloud = MqttProbe(secured_broker.port, username="cloud", password="secret-cloud").connect()
+    cloud = service(secured_broker, "api.1").connect()
     try:
-        # Mosquitto grants the subscription but never delivers what the ACL does not allow.
-        node_a.subscribe(config_desired_topic("node-b"))
-        node_a.subscribe(node_filter("node-b"))
-        node_a.subscribe(config_desired_topic("node-a"))
+        # Refused when asked for (an acl_file would grant it and filter at delivery).
+        assert node_a.subscribe(config_desired_topic("node-b")).value == NOT_AUTHORIZED
+        assert node_a.subscribe(node_filter("node-b")).value == NOT_AUTHORIZED
+        assert not node_a.subscribe(config_desired_topic("node-a")).is_failure
         cloud.publish(config_desired_topic("node-b"), encode(make_node_config(node_id="node-b")))
         own = make_node_config(node_id="node-a")
         cloud.publish(config_desired_topic("node-a"), encode(own))
@@ -164,7 +176,7 @@ def test_acl_denies_reading_another_nodes_config(secured_broker: MosquittoBroker
 
 
 def test_node_reads_its_own_desired_config(secured_broker: MosquittoBroker) -> None:
-    cloud = MqttProbe(secured_broker.port, username="cloud", password="secret-cloud").connect()
+    cloud = service(secured_broker, "api.1").connect()
     config = make_node_config(node_id="node-a")
     assert not cloud.publish(config_desired_topic("node-a"), encode(config), retain=True).is_failure
     cloud.close()

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from cloud.errors import (
     BadRequest,
+    BrokerRefused,
     BrokerUnavailable,
     Conflict,
     Forbidden,
@@ -25,6 +26,7 @@ _STATUS = {
     StorageError: 503,
     SnapshotMismatch: 500,  # the store holds other bytes than were stored: a person must look
     BrokerUnavailable: 503,
+    BrokerRefused: 502,  # the broker answered, and said no: not a passing outage
 }
 
 

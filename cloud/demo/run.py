@@ -1,10 +1,12 @@
 """`gridwatch demo`: the whole county on one machine, in one command.
 
-It starts an embedded PostgreSQL and a Mosquitto that takes only registry accounts, imports
-a small real county, runs the county service (API, ingest, timers, fleet monitor) as its own
-process, provisions three boxes through the standalone provisioning path (each its own broker
-account and bundle), and runs them as separate `gridwatch edge run` processes on the demo's
-clips. Everything it keeps (database, broker, boxes' outboxes, logs) is under `--dir`, so a
+It starts an embedded PostgreSQL and a Mosquitto configured as `broker sync` configures a
+county's (registry accounts only, each bound to its client id, subscriptions checked when
+they are made), imports a small real county, runs the county service (API, timers, fleet
+monitor) and ingest as processes of their own with their own broker accounts, provisions
+three boxes through the standalone provisioning path (each its own broker account and
+bundle), and runs them as separate `gridwatch edge run` processes on the demo's clips.
+Everything it keeps (database, broker, boxes' outboxes, logs) is under `--dir`, so a
 second run keeps its history. Ctrl-C stops everything.
 """
 
@@ -296,22 +298,25 @@ def _county(directory: Path, port: int, assets: DemoAssets) -> Iterator[tuple[st
         rules.write_text(DEMO_RULES)
         service_url = f"http://127.0.0.1:{port}"
         stack.callback(processes.stop)
+        cloud_env = {
+            "CLOUD_DATABASE_URL": database,
+            "CLOUD_BROKER_URL": broker.url,
+            "CLOUD_BROKER_PASSWORD": broker.password,
+            "CLOUD_DATA_DIR": str(directory / "cloud"),
+            "CLOUD_PORT": str(port),
+            "CLOUD_PUBLIC_URL": service_url,
+            "CLOUD_JWT_SECRET": jwt_secret,
+            "CLOUD_CASE_RULES_FILE": str(rules),
+        }
+        # As in a county: the API and ingest are processes of their own, each with its own
+        # broker account (the broker binds an account to one client id).
         serve = processes.start(
             "cloud",
-            ["cloud", "serve", "--ingest"],
-            {
-                "CLOUD_DATABASE_URL": database,
-                "CLOUD_BROKER_URL": broker.url,
-                "CLOUD_BROKER_USERNAME": broker.username,
-                "CLOUD_BROKER_PASSWORD": broker.password,
-                "CLOUD_DATA_DIR": str(directory / "cloud"),
-                "CLOUD_PORT": str(port),
-                "CLOUD_PUBLIC_URL": service_url,
-                "CLOUD_JWT_SECRET": jwt_secret,
-                "CLOUD_CASE_RULES_FILE": str(rules),
-                "CLOUD_INGEST_CLIENT_ID": "demo-ingest",
-            },
+            ["cloud", "serve", "--no-ingest"],
+            {**cloud_env, "CLOUD_BROKER_USERNAME": broker.api_username},
         )
+        ingest_env = {**cloud_env, "CLOUD_BROKER_USERNAME": broker.ingest_username}
+        processes.start("ingest", ["cloud", "ingest"], ingest_env)
         _wait_healthy(service_url, serve)
         rtsp_port = _cameras(processes, assets, directory)
         bundles = _provision(directory, service_url, broker, jwt_secret, assets, rtsp_port)
@@ -369,9 +374,12 @@ def demo(
             while not stop.wait(1.0):
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                if "cloud" not in processes.alive():
+                stopped = {"cloud", "ingest"} - set(processes.alive())
+                if stopped:
                     typer.echo(
-                        "the county service stopped: see its log in the demo folder", err=True
+                        f"the county's {' and '.join(sorted(stopped))} stopped: see the logs "
+                        "in the demo folder",
+                        err=True,
                     )
                     break
             typer.echo("stopping the county…")

@@ -4,7 +4,9 @@
 broker away it answers 503 and the version stays unpublished. This relay (one per API
 instance; SKIP LOCKED shares the work) publishes each node's newest unpublished version
 once the broker is back, and marks it published after the broker's acknowledgement. A
-version a newer one replaced is never sent: the node only ever needs the newest."""
+version a newer one replaced is never sent: the node only ever needs the newest. A version
+the broker refuses stays unpublished, and its node is held back from the next rounds for a
+while, so it blocks no other."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
+from cloud.errors import BrokerRefused
 from cloud.publisher import BrokerPublisher
-from cloud.relay_loop import RelayLoop
+from cloud.relay_loop import Held, RelayLoop
 from protocols import NodeConfig, encode
 from protocols.topics import config_desired_topic
 
@@ -25,6 +28,7 @@ logger = logging.getLogger(__name__)
 CLAIM_SQL = """
 SELECT c.node_id, c.version, c.config FROM node_configs c
 WHERE c.published_at IS NULL AND c.issued_at < now() - make_interval(secs => %(grace)s)
+  AND c.node_id <> ALL(%(held)s)
   AND NOT EXISTS (SELECT 1 FROM node_configs n
                   WHERE n.node_id = c.node_id AND n.version > c.version)
   AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.node_id = c.node_id
@@ -49,11 +53,15 @@ class ConfigRelay(RelayLoop):
         self.pool = pool
         self.publisher = publisher
         self.retry_after_s = retry_after_s
+        self.held: Held[str] = Held()
 
     async def relay_once(self) -> int:
         async with self.pool.connection() as conn, conn.transaction():
             async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(CLAIM_SQL, {"grace": self.retry_after_s, "batch": self.batch})
+                await cur.execute(
+                    CLAIM_SQL,
+                    {"grace": self.retry_after_s, "batch": self.batch, "held": self.held.keys()},
+                )
                 rows = await cur.fetchall()
             if not rows:
                 return 0
@@ -72,10 +80,17 @@ class ConfigRelay(RelayLoop):
                 messages.append((config_desired_topic(row["node_id"]), encode(config)))
                 sent.append(row)
             if messages:
-                await asyncio.to_thread(self.publisher.publish, messages, retain=True)
+                refused: dict[int, str] = {}
+                try:
+                    await asyncio.to_thread(self.publisher.publish, messages, retain=True)
+                except BrokerRefused as exc:
+                    refused = exc.refused
+                for index, row in enumerate(sent):
+                    (self.held.hold if index in refused else self.held.release)(row["node_id"])
+                published = [row for index, row in enumerate(sent) if index not in refused]
                 await conn.execute(
                     "UPDATE node_configs SET published_at = now() "
                     "WHERE (node_id, version) IN (SELECT * FROM unnest(%s::text[], %s::int[]))",
-                    ([r["node_id"] for r in sent], [r["version"] for r in sent]),
+                    ([r["node_id"] for r in published], [r["version"] for r in published]),
                 )
         return len(sent)

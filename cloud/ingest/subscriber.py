@@ -11,7 +11,13 @@ and one write of every acknowledgement of a batch. Ingest now spends 18–22 µs
 draining a backlog, about 6 of them here (a third of its samples, in this thread).
 
 One thread does all socket I/O (an SSL object must not be read and written by two threads
-at once); `ack` queues the acknowledgements and wakes it."""
+at once); `ack` queues the acknowledgements and wakes it.
+
+A connection counts as up only once the broker granted every subscription: a refused one
+(SUBACK 0x80 or above, e.g. an account without the ingest role) is logged, the subscriber
+is not ready, and it tries again with growing waits. The keep-alive is the broker's when
+its CONNACK names one; a link that died silently is noticed by the kernel even while
+reading is paused (see `_connect`)."""
 
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from datetime import UTC, datetime
 import mqtt5
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
+from cloud.metrics import INGEST_SUBSCRIBED
 from cloud.mqtt import FailureLog, broker_address
 from cloud.settings import CloudSettings
 
@@ -60,6 +67,10 @@ class ConnectionLost(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class SubscriptionRefused(ConnectionLost):
+    """The broker refused a subscription: the connection is dropped and tried again."""
 
 
 class FrameReader:
@@ -146,6 +157,9 @@ class Subscriber:
             else None
         )
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # every filter granted on this connection
+        self.refusal: str | None = None  # why the broker last refused a subscription
+        self.keepalive_in_use_s = float(keepalive_s)  # the broker's, when it names one
         self.pings_sent = 0
         self.pings_answered = 0
         self._stopping = threading.Event()
@@ -177,6 +191,11 @@ class Subscriber:
                 return  # still connecting (bounded by its timeout): it ends on its own
         self._wake_read.close()
         self._wake_write.close()
+
+    @property
+    def ready(self) -> bool:
+        """Connected, with every subscription granted."""
+        return self.subscribed.is_set()
 
     @property
     def running(self) -> bool:
@@ -231,6 +250,8 @@ class Subscriber:
                 logger.exception("ingest's MQTT connection failed; reconnecting")
             finally:
                 self.connected.clear()
+                self.subscribed.clear()
+                INGEST_SUBSCRIBED.set(0)
                 sock.close()
             self._stopping.wait(IDLE_AFTER_LOSS_S)
 
@@ -289,6 +310,17 @@ class Subscriber:
                 raise ConnectionLost(
                     f"the broker refused the connection: {connack.reason_code.name}"
                 )
+            # MQTT 5: a Server Keep Alive in CONNACK replaces ours (the broker closes a
+            # connection silent for 1.5 times it).
+            keepalive = connack.server_keep_alive
+            self.keepalive_in_use_s = float(keepalive if keepalive else self.keepalive_s)
+            # A dead link (a cut cable, a vanished host) acknowledges nothing: the kernel
+            # then gives up on our unacknowledged bytes after this long and the next write
+            # fails. Pings are sent even while reading is paused (when their answers wait
+            # unread behind messages), so a dead link is noticed then too.
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.keepalive_in_use_s * 1500)
+            )
             with self._lock:
                 self._connection += 1
                 self._outgoing.clear()  # acks of the last connection name nothing here
@@ -298,17 +330,48 @@ class Subscriber:
                     [mqtt5.TopicFilter(f, max_qos=mqtt5.QoS.AT_LEAST_ONCE) for f in self.filters],
                 ).write()
             )
+            early += self._until_suback(sock, reader)
         except BaseException:
             sock.close()
             raise
         self._failures.clear()
+        self.refusal = None
         logger.info(
-            "ingest connected client_id=%s session_present=%s",
+            "ingest connected client_id=%s session_present=%s keepalive_s=%g",
             self.client_id,
             connack.session_present,
+            self.keepalive_in_use_s,
         )
+        logger.info("ingest subscribed client_id=%s filters=%d", self.client_id, len(self.filters))
         self.connected.set()
+        self.subscribed.set()
+        INGEST_SUBSCRIBED.set(1)
         return sock, reader, early
+
+    def _until_suback(self, sock: socket.socket, reader: FrameReader) -> list[mqtt5.Packet]:
+        """Read until the SUBACK; every other packet read meanwhile (a resumed session's
+        messages, before or right after it) is returned in order. A refused filter raises
+        SubscriptionRefused, naming every refused one."""
+        others: list[mqtt5.Packet] = []
+        suback: mqtt5.SubAckPacket | None = None
+        while suback is None:
+            data = sock.recv(READ_SIZE)
+            if not data:
+                raise ConnectionLost("the broker closed the connection before SUBACK")
+            for packet in reader.feed(data):
+                if suback is None and isinstance(packet, mqtt5.SubAckPacket):
+                    suback = packet
+                else:
+                    others.append(packet)
+        refused = [
+            f"{topic_filter} ({code.name})"
+            for topic_filter, code in zip(self.filters, suback.reason_codes, strict=False)
+            if code.value >= 0x80
+        ]
+        if refused:
+            self.refusal = ", ".join(refused)
+            raise SubscriptionRefused(f"the broker refused ingest's subscriptions: {self.refusal}")
+        return others
 
     def _first_packets(self, sock: socket.socket, reader: FrameReader) -> list[mqtt5.Packet]:
         """CONNACK and whatever came with it."""
@@ -327,7 +390,7 @@ class Subscriber:
         connection = self._connection
         for packet in early:
             self._dispatch(packet, connection)
-        keepalive = float(self.keepalive_s)
+        keepalive = self.keepalive_in_use_s
         last_sent = time.monotonic()
         ping_sent_at: float | None = None
         while not self._stopping.is_set():
@@ -389,22 +452,6 @@ class Subscriber:
         elif isinstance(packet, mqtt5.PingRespPacket):
             self.pings_answered += 1
             return True
-        elif isinstance(packet, mqtt5.SubAckPacket):
-            refused = [
-                f"{topic_filter} ({code.name})"
-                for topic_filter, code in zip(self.filters, packet.reason_codes, strict=False)
-                if code.value >= 0x80
-            ]
-            if refused:
-                logger.error(
-                    "broker refused ingest subscriptions client_id=%s: %s",
-                    self.client_id,
-                    ", ".join(refused),
-                )
-            else:
-                logger.info(
-                    "ingest subscribed client_id=%s filters=%d", self.client_id, len(self.filters)
-                )
         elif isinstance(packet, mqtt5.DisconnectPacket):
             why = f": {packet.reason_str}" if packet.reason_str else ""
             raise ConnectionLost(f"the broker disconnected us: {packet.reason_code.name}{why}")

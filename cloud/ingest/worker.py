@@ -131,7 +131,7 @@ class IngestWorker:
         self._conn: psycopg.Connection | None = None
         self.subscriber = Subscriber(
             settings,
-            settings.ingest_client_id,
+            settings.ingest_client,
             subscriptions(settings),
             on_message=self._on_message,
             receive_max=min(65_535, self.max_pending),
@@ -362,7 +362,7 @@ class IngestWorker:
             "committed_at = excluded.committed_at, batch_size = excluded.batch_size, "
             "lag_ms = excluded.lag_ms, "
             "messages = ingest_progress.messages + excluded.messages",
-            (self.settings.ingest_client_id, now, len(batch), lag_ms(batch, now), len(batch)),
+            (self.settings.ingest_client, now, len(batch), lag_ms(batch, now), len(batch)),
         )
         self.stored += result.events_stored
         self.dead += len(result.dead)

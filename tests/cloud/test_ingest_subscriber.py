@@ -1,11 +1,16 @@
 """Ingest's MQTT 5 subscriber against a real Mosquitto: packets whole however the bytes
 arrive, nothing acknowledged until asked, what was not acknowledged delivered again on the
 persistent session, acknowledgements never sent on a connection they do not belong to,
-keep-alive while idle or paused."""
+keep-alive while idle or paused, at the broker's pace, and a dead link noticed even then."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import mqtt5
 import pytest
@@ -14,7 +19,7 @@ from hypothesis import strategies as st
 
 from cloud.ingest.subscriber import ConnectionLost, FrameReader, Received, Subscriber
 from cloud.settings import CloudSettings
-from tests.conftest import BrokerFactory
+from tests.conftest import REPO, BrokerFactory
 from tests.support.mosquitto import BrokerOptions, MosquittoBroker
 from tests.support.mqtt import MqttProbe
 from tests.support.ports import free_port, wait_until
@@ -227,3 +232,76 @@ def test_stop_while_the_broker_is_away_ends_the_thread(caplog: pytest.LogCapture
     assert sub.running
     sub.stop()
     assert not sub.running
+
+
+def test_the_brokers_keep_alive_is_honoured(broker_factory: BrokerFactory) -> None:
+    """A broker allowing at most 10 s (Mosquitto's least) names it in CONNACK; keeping our
+    own 30 s, the subscriber would be silent 15 s, and closed at 15 s."""
+    broker = broker_factory(BrokerOptions(extra=["max_keepalive 10"]))
+    sub = subscribed(subscriber(broker.port, Inbox(), keepalive_s=30))
+    answered = sub.pings_answered
+    wait_until(lambda: sub.pings_answered >= answered + 3, 30, "three pings answered")
+    # One connection throughout: the broker never closed it for silence.
+    assert broker.log().count("as ingest-sub-test") == 1, broker.log()
+    assert sub.keepalive_in_use_s == 10
+    sub.stop()
+
+
+def test_a_dead_link_is_noticed_while_paused(tmp_path: Path) -> None:
+    """Paused, the subscriber does not read, so a ping's answer is never seen; a cut link
+    must still end the connection (the kernel's TCP_USER_TIMEOUT on our pings). Run in a
+    network namespace of its own, whose loopback the helper takes down."""
+    done = subprocess.run(
+        ["unshare", "-rn", sys.executable, "-m", "tests.support.dead_link", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("noticed:"), done.stdout + done.stderr
+
+
+def test_a_message_in_the_same_read_as_the_suback_is_delivered() -> None:
+    """A broker may send a message right behind its SUBACK, in one TCP segment; it must
+    not be lost while the subscriber waits for the SUBACK. Mosquitto cannot be made to do
+    so on cue, so a scripted broker on loopback sends exactly those bytes."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    done = threading.Event()
+
+    def next_packet(conn: socket.socket, reader: FrameReader) -> mqtt5.Packet:
+        packets: list[mqtt5.Packet] = []
+        while not packets:
+            packets = reader.feed(conn.recv(65536))
+        return packets[0]
+
+    def scripted_broker() -> None:
+        conn, _ = server.accept()
+        with conn:
+            reader = FrameReader()
+            assert isinstance(next_packet(conn, reader), mqtt5.ConnectPacket)
+            conn.sendall(mqtt5.ConnAckPacket().write())
+            subscribe = next_packet(conn, reader)
+            assert isinstance(subscribe, mqtt5.SubscribePacket)
+            granted = [mqtt5.SubAckReasonCode.GRANTED_QOS_AT_LEAST_ONCE]
+            conn.sendall(
+                mqtt5.SubAckPacket(subscribe.packet_id, granted).write()
+                + mqtt5.PublishPacket(
+                    TOPIC, b"right behind", qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=1
+                ).write()
+            )
+            done.wait(10)
+
+    thread = threading.Thread(target=scripted_broker, daemon=True)
+    thread.start()
+    inbox = Inbox()
+    sub = subscriber(port, inbox)
+    sub.start()
+    try:
+        wait_until(lambda: inbox.payloads() == [b"right behind"], 10, "the message")
+    finally:
+        done.set()
+        sub.stop()
+        server.close()

@@ -1,6 +1,6 @@
 """Provisioning's side of the service: a node and its cameras registered through the API, its
-broker account issued, rotated and revoked, and the broker's password and ACL files written
-from the registry and reloaded — checked against a real Mosquitto."""
+broker account issued, rotated and revoked, and the broker's password file and
+dynamic-security plugin kept in step with the registry — checked against a real Mosquitto."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.reasoncodes import ReasonCode
+from typer.testing import CliRunner
 
 from cloud.app import create_app
 from edge.link import Link
 from edge.settings import EdgeSettings
+from gridwatch.cli import app as gridwatch
 from protocols import encode
 from protocols.passwords import hash_password, verify_password
 from protocols.topics import config_desired_topic, events_topic
@@ -24,10 +26,12 @@ from tests.cloud.county_fixtures import County, app_settings, county_database, s
 from tests.factories import make_detection_event, make_node_config
 from tests.support.county import GRID, GRID_2, OTHER_GRID, TOWN, VILLAGE
 from tests.support.mosquitto import (
+    ADMIN_PASSWORD,
+    BrokerOptions,
+    CountyBroker,
     MosquittoBroker,
-    registry_broker,
-    registry_files,
-    sync_registry,
+    county_broker,
+    county_files,
 )
 from tests.support.mqtt import MqttProbe
 from tests.support.ports import wait_until
@@ -51,17 +55,19 @@ def client(county: County, broker: MosquittoBroker) -> Iterator[TestClient]:
 
 
 @pytest.fixture(scope="module")
-def county_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    """The county's broker with a password file and an ACL file that only `broker sync`
-    writes (they start with a placeholder account)."""
-    broker = registry_broker(tmp_path_factory.mktemp("county-broker"))
+def registry_broker(
+    county: County, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CountyBroker]:
+    """The county's broker, configured by `broker sync` alone (its `--init` before it
+    starts, then sync on the plugin's control topic)."""
+    broker = county_broker(tmp_path_factory.mktemp("county-broker"), county.url, CLOUD_PASSWORD)
     broker.start()
     yield broker
     broker.stop()
 
 
-def sync(county: County, broker: MosquittoBroker) -> bool:
-    return sync_registry(county.url, broker, CLOUD_PASSWORD)
+def sync(county: County, broker: CountyBroker) -> bool:
+    return broker.sync()
 
 
 def registration(unit: str = VILLAGE, **overrides: Any) -> dict[str, Any]:
@@ -128,7 +134,7 @@ def test_a_technician_registers_a_box_within_the_town_and_nowhere_else(
 
 
 def test_broker_accounts_follow_the_registry(
-    county: County, client: TestClient, county_broker: MosquittoBroker
+    county: County, client: TestClient, registry_broker: CountyBroker
 ) -> None:
     tech = signed_in(client, county, "tech")
     assert client.put(
@@ -139,17 +145,19 @@ def test_broker_accounts_follow_the_registry(
         response = client.post(f"/api/v1/nodes/{node_id}/credentials", headers=tech)
         assert response.status_code == 201, response.text
         issued[node_id] = response.json()["password"]
-    assert sync(county, county_broker)
-    assert not sync(county, county_broker)  # nothing changed: nothing rewritten or reloaded
-    text = county_broker.config.password_file.read_text()  # type: ignore[union-attr]
+    assert sync(county, registry_broker)
+    assert not sync(county, registry_broker)  # nothing changed: nothing rewritten or reloaded
+    text = registry_broker.config.password_file.read_text()  # type: ignore[union-attr]
     assert issued[NEW_NODE] not in text  # hashes only
 
-    port = county_broker.port
-    cloud = MqttProbe(port, username="cloud", password=CLOUD_PASSWORD).connect()
+    port = registry_broker.port
+    ingest = MqttProbe(port, username="ingest.1", password=CLOUD_PASSWORD, client_id="ingest.1")
+    api = MqttProbe(port, username="api.1", password=CLOUD_PASSWORD, client_id="api.1")
     node = MqttProbe(port, username=NEW_NODE, password=issued[NEW_NODE], client_id=NEW_NODE)
-    node.connect()
+    for probe in (ingest, api, node):
+        probe.connect()
     try:
-        cloud.subscribe("gw/v1/nodes/+/events")
+        assert not ingest.subscribe("$share/ingest/gw/v1/nodes/+/events").is_failure
         # Into the neighbour's subtree: refused; its own: delivered.
         forged = node.publish(
             events_topic(NEIGHBOUR), encode(make_detection_event(node_id=NEIGHBOUR))
@@ -159,44 +167,44 @@ def test_broker_accounts_follow_the_registry(
         assert not node.publish(
             events_topic(NEW_NODE), encode(make_detection_event(node_id=NEW_NODE))
         ).is_failure
-        assert cloud.expect().topic == events_topic(NEW_NODE)
-        # The neighbour's config never reaches it; its own does.
-        node.subscribe(config_desired_topic(NEIGHBOUR))
-        node.subscribe(config_desired_topic(NEW_NODE))
-        cloud.publish(config_desired_topic(NEIGHBOUR), encode(make_node_config(node_id=NEIGHBOUR)))
-        cloud.publish(config_desired_topic(NEW_NODE), encode(make_node_config(node_id=NEW_NODE)))
+        assert ingest.expect().topic == events_topic(NEW_NODE)
+        # The neighbour's config: refused when asked for; its own: delivered.
+        assert node.subscribe(config_desired_topic(NEIGHBOUR)).value == NOT_AUTHORIZED
+        assert not node.subscribe(config_desired_topic(NEW_NODE)).is_failure
+        api.publish(config_desired_topic(NEIGHBOUR), encode(make_node_config(node_id=NEIGHBOUR)))
+        api.publish(config_desired_topic(NEW_NODE), encode(make_node_config(node_id=NEW_NODE)))
         assert node.expect().topic == config_desired_topic(NEW_NODE)
         assert node.drain() == []
     finally:
-        node.close()
-        cloud.close()
+        for probe in (node, api, ingest):
+            probe.close()
     with pytest.raises(ConnectionRefusedError):
         MqttProbe(port, username=NEW_NODE, password="guessed", client_id=NEW_NODE).connect()
 
 
 def test_a_rotation_lets_a_box_in_service_switch_without_a_visit(
-    county: County, client: TestClient, county_broker: MosquittoBroker, tmp_path: Path
+    county: County, client: TestClient, registry_broker: CountyBroker, tmp_path: Path
 ) -> None:
     tech = signed_in(client, county, "tech")
     current = client.post(f"/api/v1/nodes/{NEW_NODE}/credentials", headers=tech).json()
-    sync(county, county_broker)
+    sync(county, registry_broker)
     rotation = client.post(f"/api/v1/nodes/{NEW_NODE}/credentials?rotate=true", headers=tech)
     assert rotation.status_code == 201
     assert rotation.json()["pending"] is True
     next_password = rotation.json()["password"]
     # Delivered to the box (its variables) beside the current one; nothing changes yet.
-    assert not sync(county, county_broker)
+    assert not sync(county, registry_broker)
 
     settings = EdgeSettings(
         node_id=NEW_NODE,
-        broker_url=f"mqtt://127.0.0.1:{county_broker.port}",
+        broker_url=f"mqtt://127.0.0.1:{registry_broker.port}",
         password=current["password"],
         password_next=next_password,
         data_dir=tmp_path,
         metrics_port=0,
     )  # type: ignore[call-arg]
     assert client.post(f"/api/v1/nodes/{NEW_NODE}/credentials/activate", headers=tech).is_success
-    assert sync(county, county_broker)
+    assert sync(county, registry_broker)
     # The box starts (or reconnects) with its old password first: refused, then the next.
     link = Link(settings, boot_id=None, on_published=lambda mid, rc: None, subscriptions=[])
     link.client.reconnect_delay_set(0.1, 0.5)
@@ -208,25 +216,37 @@ def test_a_rotation_lets_a_box_in_service_switch_without_a_visit(
         link.stop()
     with pytest.raises(ConnectionRefusedError):
         MqttProbe(
-            county_broker.port, username=NEW_NODE, password=current["password"], client_id=NEW_NODE
+            registry_broker.port,
+            username=NEW_NODE,
+            password=current["password"],
+            client_id=NEW_NODE,
         ).connect()
     again = client.post(f"/api/v1/nodes/{NEW_NODE}/credentials/activate", headers=tech)
     assert again.status_code == 409
 
 
 def test_a_retired_box_loses_its_account_and_keeps_its_history(
-    county: County, client: TestClient, county_broker: MosquittoBroker
+    county: County, client: TestClient, registry_broker: CountyBroker
 ) -> None:
     tech = signed_in(client, county, "tech")
     password = client.post(f"/api/v1/nodes/{NEIGHBOUR}/credentials", headers=tech).json()[
         "password"
     ]
-    sync(county, county_broker)
-    MqttProbe(county_broker.port, username=NEIGHBOUR, password=password).connect().close()
+    sync(county, registry_broker)
+    box = MqttProbe(
+        registry_broker.port, username=NEIGHBOUR, password=password, client_id=NEIGHBOUR
+    ).connect()
     assert client.delete(f"/api/v1/fleet/nodes/{NEIGHBOUR}", headers=tech).status_code == 204
-    assert sync(county, county_broker)
+    assert sync(county, registry_broker)
+    wait_until(lambda: box.disconnects != [], 10, "the retired box disconnected")
+    box.client.loop_stop()  # paho would try again, refused each time
     with pytest.raises(ConnectionRefusedError):
-        MqttProbe(county_broker.port, username=NEIGHBOUR, password=password).connect()
+        MqttProbe(
+            registry_broker.port, username=NEIGHBOUR, password=password, client_id=NEIGHBOUR
+        ).connect()
+    # The next round deletes the account the first one disabled.
+    assert sync(county, registry_broker)
+    assert NEIGHBOUR not in registry_broker.files.password_file.read_text()
     nodes = client.get("/api/v1/fleet/nodes", headers=tech).json()
     assert NEIGHBOUR not in [n["node_id"] for n in nodes]
     assert client.post(f"/api/v1/nodes/{NEIGHBOUR}/credentials", headers=tech).status_code == 404
@@ -267,10 +287,9 @@ def test_broker_sync_follows_every_credential_change(
 ) -> None:
     """`gridwatch cloud broker sync --follow` as it runs beside a county broker: a password
     issued through the API works at the broker moments later, with nobody running sync."""
-    (tmp_path / "broker").mkdir()
-    broker = registry_broker(tmp_path / "broker")
+    files = county_files(tmp_path / "broker", CLOUD_PASSWORD)
+    broker = CountyBroker(tmp_path / "broker", county.url, files)
     broker.start()
-    files = registry_files(broker, CLOUD_PASSWORD)
     follower = GridwatchProcess(
         [
             "cloud",
@@ -278,8 +297,6 @@ def test_broker_sync_follows_every_credential_change(
             "sync",
             "--password-file",
             str(files.password_file),
-            "--acl-file",
-            str(files.acl_file),
             "--pid-file",
             str(files.pid_file),
             "--follow",
@@ -288,11 +305,13 @@ def test_broker_sync_follows_every_credential_change(
         {
             **os.environ,
             "CLOUD_DATABASE_URL": county.url,
+            "CLOUD_BROKER_URL": broker.url,
             "CLOUD_BROKER_PASSWORD": CLOUD_PASSWORD,
+            "CLOUD_BROKER_ADMIN_PASSWORD": ADMIN_PASSWORD,
         },
     ).start()
     try:
-        wait_until(lambda: "broker files written" in follower.log(), 30, "the first sync")
+        wait_until(lambda: "following its changes" in follower.log(), 30, "the first sync")
         tech = signed_in(client, county, "tech")
         password = client.post(f"/api/v1/nodes/{NEW_NODE}/credentials", headers=tech).json()[
             "password"
@@ -300,7 +319,9 @@ def test_broker_sync_follows_every_credential_change(
 
         def accepted() -> bool:
             try:
-                MqttProbe(broker.port, username=NEW_NODE, password=password).connect().close()
+                MqttProbe(
+                    broker.port, username=NEW_NODE, password=password, client_id=NEW_NODE
+                ).connect().close()
             except ConnectionRefusedError:
                 return False
             return True
@@ -308,4 +329,40 @@ def test_broker_sync_follows_every_credential_change(
         wait_until(accepted, 30, "the new password accepted by the broker", interval_s=0.2)
     finally:
         assert follower.stop() == 0, follower.log()
+        broker.stop()
+
+
+def test_sync_init_gives_a_stopped_broker_all_it_needs_to_start(
+    county: County, client: TestClient, tmp_path: Path
+) -> None:
+    """`broker sync --init`, before the broker's first start: it starts with every account
+    bound and confined, nothing left to a first sync."""
+    tech = signed_in(client, county, "tech")
+    password = client.post(f"/api/v1/nodes/{NEW_NODE}/credentials", headers=tech).json()["password"]
+    passwd, dynsec = tmp_path / "passwd", tmp_path / "dynsec.json"
+    args = ["cloud", "broker", "sync", "--password-file", str(passwd), "--init", str(dynsec)]
+    env = {
+        "CLOUD_DATABASE_URL": county.url,
+        "CLOUD_BROKER_PASSWORD": CLOUD_PASSWORD,
+        "CLOUD_BROKER_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    }
+    assert CliRunner().invoke(gridwatch, [*args, "--follow"], env=env).exit_code == 2
+    bad = CliRunner().invoke(gridwatch, [*args, "--service", "cloud"], env=env)
+    assert bad.exit_code == 2
+    assert "--service cloud: not ingest.<name> or api.<name>" in bad.output
+    result = CliRunner().invoke(gridwatch, args, env=env)
+    assert result.exit_code == 0, result.output
+    (tmp_path / "broker").mkdir()
+    broker = MosquittoBroker(
+        tmp_path / "broker", BrokerOptions(password_file=passwd, dynsec_file=dynsec)
+    )
+    broker.start()
+    try:
+        box = MqttProbe(broker.port, username=NEW_NODE, password=password, client_id=NEW_NODE)
+        box.connect()
+        assert box.subscribe(config_desired_topic(NEIGHBOUR)).value == NOT_AUTHORIZED
+        box.close()
+        with pytest.raises(ConnectionRefusedError):
+            MqttProbe(broker.port, username=NEW_NODE, password=password).connect()
+    finally:
         broker.stop()

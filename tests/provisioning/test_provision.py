@@ -24,7 +24,7 @@ from provisioning.settings import ProvisionSettings
 from tests.cloud.county_fixtures import County, county_database
 from tests.support.agent import AgentProcess
 from tests.support.balena_double import BalenaApiDouble, BalenaDouble
-from tests.support.cloud import ServeProcess, count
+from tests.support.cloud import IngestProcess, ServeProcess, count
 from tests.support.county import (
     GRID,
     GRID_2,
@@ -35,7 +35,8 @@ from tests.support.county import (
     VILLAGE,
     VILLAGE_2,
 )
-from tests.support.mosquitto import MosquittoBroker, registry_broker, sync_registry
+from tests.support.mosquitto import CountyBroker
+from tests.support.mosquitto import county_broker as registry_broker
 from tests.support.ports import wait_until
 
 FLEET = "qu-county/village-boxes"
@@ -105,36 +106,44 @@ def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def county_broker(
     county: County, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[MosquittoBroker]:
-    broker = registry_broker(tmp_path_factory.mktemp("county-broker"))
+) -> Iterator[CountyBroker]:
+    broker = registry_broker(tmp_path_factory.mktemp("county-broker"), county.url, CLOUD_PASSWORD)
     broker.start()
-    sync(county, broker)
     yield broker
     broker.stop()
 
 
-def sync(county: County, broker: MosquittoBroker) -> None:
+def sync(county: County, broker: CountyBroker) -> None:
     """`gridwatch cloud broker sync`, once; waits for the broker's reload when it wrote."""
-    sync_registry(county.url, broker, CLOUD_PASSWORD)
+    broker.sync()
 
 
 @pytest.fixture(scope="module")
 def service(
-    county: County, county_broker: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory
+    county: County, county_broker: CountyBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServeProcess]:
+    """The API and ingest, each a process with its own broker account, as in a county."""
+    ingest = IngestProcess(
+        tmp_path_factory.mktemp("ingest"),
+        county.url,
+        county_broker.port,
+        "ingest.1",
+        CLOUD_BROKER_USERNAME="ingest.1",
+        CLOUD_BROKER_PASSWORD=CLOUD_PASSWORD,
+    ).start()
     process = ServeProcess(
         tmp_path_factory.mktemp("serve"),
         county.url,
         county_broker.url,
-        ingest=True,
+        ingest=False,
         CLOUD_JWT_SECRET=TEST_JWT_SECRET,
-        CLOUD_BROKER_USERNAME="cloud",
+        CLOUD_BROKER_USERNAME="api.1",
         CLOUD_BROKER_PASSWORD=CLOUD_PASSWORD,
-        CLOUD_INGEST_SHARED="false",
-        CLOUD_INGEST_CLIENT_ID="ingest-provision",
     ).start_listening()
+    ingest.wait_subscribed()
     yield process
     process.stop()
+    ingest.stop()
 
 
 @pytest.fixture
@@ -368,7 +377,7 @@ def test_balena_refusals_are_said_clearly(
 
 
 def test_an_offline_box_boots_from_its_bundle_and_joins_once_pushed(
-    county: County, service: ServeProcess, county_broker: MosquittoBroker, tmp_path: Path
+    county: County, service: ServeProcess, county_broker: CountyBroker, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
     online_env = env_for(service, county, None, state, PROVISION_BROKER_URL=county_broker.url)

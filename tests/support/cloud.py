@@ -101,8 +101,14 @@ class FakeNodes:
     """Publishes events as edge nodes do: through the edge's own outbox, link and publisher
     (so a PUBACK of "no matching subscribers" is retried, as on a real box)."""
 
-    def __init__(self, broker_port: int, directory: Path | None = None) -> None:
+    def __init__(
+        self,
+        broker_port: int,
+        directory: Path | None = None,
+        passwords: dict[str, str] | None = None,
+    ) -> None:
         self.port = broker_port
+        self.passwords = passwords or {}  # node id -> its broker password (none: anonymous)
         self.directory = (
             Path(tempfile.mkdtemp(prefix="fake-nodes-")) if directory is None else directory
         )
@@ -114,6 +120,7 @@ class FakeNodes:
             settings = EdgeSettings(
                 node_id=node_id,
                 broker_url=f"mqtt://127.0.0.1:{self.port}",
+                password=self.passwords.get(node_id),
                 data_dir=self.directory / node_id,
                 metrics_port=0,
             )  # type: ignore[call-arg]

@@ -6,12 +6,14 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from pydantic import SecretStr
 
 from cloud.broker import MosquittoConfig, MosquittoProcess
-from cloud.broker_sync import BrokerFiles, sync_once
+from cloud.broker_sync import BrokerFiles, init_broker, sync_once
+from cloud.mqtt import address_of
 from tests.support.ports import free_port, wait_until
 from tests.support.tls import CertPair, TestCA
 
@@ -24,6 +26,10 @@ class BrokerOptions:
 
     users: dict[str, str] = field(default_factory=dict)  # username -> password
     acl: str | None = None  # Mosquitto ACL file text
+    port: int | None = None  # default: a free one
+    # Files written beforehand (by `broker sync --init`), used as they are.
+    password_file: Path | None = None
+    dynsec_file: Path | None = None
     tls: bool = False  # a TLS listener (CA + server cert generated) besides plain TCP
     require_certificate: bool = False  # clients on the TLS listener need a CA-signed cert
     persistence: bool = False  # keep sessions and queued messages across restarts
@@ -48,7 +54,9 @@ class MosquittoBroker(MosquittoProcess):
         )
         config = MosquittoConfig(
             directory=directory,
-            port=free_port(),
+            port=opts.port or free_port(),
+            password_file=opts.password_file,
+            dynsec_file=opts.dynsec_file,
             persistence=opts.persistence,
             autosave_interval_s=1,
             max_inflight_messages=opts.max_inflight_messages,
@@ -89,33 +97,57 @@ class MosquittoBroker(MosquittoProcess):
         self.start()
 
 
-def registry_broker(directory: Path) -> MosquittoBroker:
-    """A county broker whose password and ACL files only `broker sync` writes (a placeholder
-    account until the first sync)."""
-    return MosquittoBroker(
-        directory, BrokerOptions(users={"placeholder": "unused"}, acl="# empty\n")
-    )
+ADMIN_PASSWORD = "the broker admin's password"
+SERVICES = ["ingest.1", "api.1"]
 
 
-def registry_files(broker: MosquittoBroker, cloud_password: str) -> BrokerFiles:
-    """What `gridwatch cloud broker sync` writes for `broker`, and where its pid is."""
-    assert broker.config.password_file is not None
-    assert broker.config.acl_file is not None
-    return BrokerFiles(
-        password_file=broker.config.password_file,
-        acl_file=broker.config.acl_file,
-        pid_file=broker.config.directory / "mosquitto.pid",
-        cloud_password=SecretStr(cloud_password),
-    )
+class CountyBroker(MosquittoBroker):
+    """A county broker configured exactly as `gridwatch cloud broker sync` configures one:
+    `--init` wrote its password file and plugin file before it started; `sync` brings it to
+    the registry afterwards, on the plugin's control topic."""
 
-
-def sync_registry(database_url: str, broker: MosquittoBroker, cloud_password: str) -> bool:
-    """`broker sync` once; when it wrote, wait until the broker has reloaded the files."""
-    reloads = broker.log().count("Reloading config")
-    with psycopg.connect(database_url) as conn:
-        changed = sync_once(conn, registry_files(broker, cloud_password))
-    if changed:
-        wait_until(
-            lambda: broker.log().count("Reloading config") > reloads, 10, "the broker's reload"
+    def __init__(self, directory: Path, database_url: str, files: BrokerFiles) -> None:
+        self.files = files
+        self.database_url = database_url
+        dynsec_file = directory / "dynsec.json"
+        with psycopg.connect(database_url) as conn:
+            init_broker(conn, files, dynsec_file)
+        _, port, _ = address_of(files.broker_url)
+        super().__init__(
+            directory,
+            BrokerOptions(port=port, password_file=files.password_file, dynsec_file=dynsec_file),
         )
-    return changed
+
+    def sync(self) -> bool:
+        """`broker sync` once; when it rewrote the password file, wait until the broker has
+        reloaded it (the plugin's changes are made by the time sync returns)."""
+        before = self.files.password_file.read_text()
+        reloads = self.log().count("Reloading config")
+        with psycopg.connect(self.database_url) as conn:
+            changed = sync_once(conn, self.files)
+        if self.files.password_file.read_text() != before:
+            wait_until(
+                lambda: self.log().count("Reloading config") > reloads, 10, "the broker's reload"
+            )
+        return changed
+
+
+def county_files(directory: Path, cloud_password: str, **fields: Any) -> BrokerFiles:
+    """What `broker sync` is told for a county broker that will listen on a free port."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fields.setdefault("services", list(SERVICES))
+    return BrokerFiles(
+        password_file=directory / "passwd",
+        pid_file=directory / "mosquitto.pid",
+        broker_url=f"mqtt://127.0.0.1:{free_port()}",
+        service_password=SecretStr(cloud_password),
+        admin_password=SecretStr(ADMIN_PASSWORD),
+        **fields,
+    )
+
+
+def county_broker(
+    directory: Path, database_url: str, cloud_password: str, **fields: Any
+) -> CountyBroker:
+    """A county broker for the registry in `database_url` (not started)."""
+    return CountyBroker(directory, database_url, county_files(directory, cloud_password, **fields))

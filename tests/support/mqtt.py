@@ -59,6 +59,7 @@ class MqttProbe:
         self.messages: queue.Queue[Received] = queue.Queue()
         self._connected = threading.Event()
         self.connect_reason: ReasonCode | None = None
+        self.disconnects: list[ReasonCode] = []  # why the broker ended a connection
         self._subacks: dict[int, list[ReasonCode]] = {}
         self._pubacks: dict[int, ReasonCode] = {}
         self._acked = threading.Condition()
@@ -66,6 +67,7 @@ class MqttProbe:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.client.on_publish = self._on_publish
+        self.client.on_disconnect = self._on_disconnect
         self.port = port
 
     # paho callbacks: record and signal, nothing else
@@ -79,6 +81,16 @@ class MqttProbe:
     ) -> None:
         self.connect_reason = reason
         self._connected.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        self.disconnects.append(reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.messages.put(Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))

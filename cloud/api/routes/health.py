@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cloud.errors import Unauthorized
+from cloud.ingest.status import ingest_status
 from cloud.metrics import refresh_from_database
 
 router = APIRouter(tags=["service"])
@@ -39,7 +40,8 @@ async def _broker_reachable(url: str | None) -> bool:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Database and broker reachable, and how far behind ingest is (503 when not ready)."""
+    """Database and broker reachable, an ingest in this process subscribed, and how far
+    behind every ingest is (503 when not ready)."""
     body: dict[str, Any] = {"database": False, "broker": False, "ingest": []}
     try:
         async with request.app.state.pool.connection(timeout=2) as conn:
@@ -61,6 +63,10 @@ async def readyz(request: Request) -> JSONResponse:
         body["database"] = False
     body["broker"] = await _broker_reachable(request.app.state.settings.broker_url)
     ready = body["database"] and body["broker"]
+    subscriber = request.app.state.ingest
+    if subscriber is not None:
+        body.update(ingest_status(subscriber))
+        ready = ready and subscriber.ready
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

@@ -29,7 +29,7 @@ from cloud.commands import make_command, send_command
 from cloud.database import like_prefix
 from cloud.db import audit
 from cloud.db import nodes as db
-from cloud.errors import BrokerUnavailable, NotFound
+from cloud.errors import BrokerRefused, BrokerUnavailable, NotFound
 from cloud.tiers import Level
 from protocols import NodeConfig, encode
 from protocols.identifiers import NODE_ID_PATTERN
@@ -209,6 +209,11 @@ async def put_desired_config(
         await run_in_threadpool(
             publisher.publish, [(config_desired_topic(node_id), encode(config))], retain=True
         )
+    except BrokerRefused as exc:
+        raise BrokerRefused(
+            f"{exc}; config version {version} is kept, unpublished, and tried again later",
+            exc.refused,
+        ) from exc
     except BrokerUnavailable as exc:
         raise BrokerUnavailable(
             f"{exc}; config version {version} is kept and will be published to the node "
