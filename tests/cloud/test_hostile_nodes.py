@@ -1,6 +1,8 @@
-"""Hostile nodes against the real ingest, a real Mosquitto and a real PostgreSQL: whatever a
-box account publishes, ingest stays up, a well-behaved box's events are all stored, and a
-box's word reaches no further than its own unit."""
+"""Hostile nodes against the real ingest and a real PostgreSQL, on a county broker configured
+exactly as `gridwatch cloud broker sync` configures one: whatever a box account publishes on
+its own topics, ingest stays up, a well-behaved box's events are all stored, and a box's
+word reaches no further than its own unit. (What the broker itself refuses is in
+test_hostile_broker.py.)"""
 
 from __future__ import annotations
 
@@ -19,35 +21,57 @@ from hypothesis import strategies as st
 from protocols import encode
 from protocols.base import utc_now
 from protocols.enums import EventKind, Severity
+from protocols.passwords import hash_password
 from protocols.topics import events_topic
-from tests.cloud.county_fixtures import VILLAGE_NODE, County, county_database
-from tests.conftest import BrokerFactory
+from tests.cloud.county_fixtures import OTHER_NODE, VILLAGE_NODE, County, county_database
 from tests.factories import make_detection_event
 from tests.support.cloud import FakeNodes, IngestProcess, count
 from tests.support.county import COUNTY, GRID, TOWN, VILLAGE
-from tests.support.mosquitto import BrokerOptions, MosquittoBroker
+from tests.support.mosquitto import CountyBroker, county_broker
 from tests.support.mqtt import MqttProbe
 from tests.support.ports import wait_until
 
-GOOD = "qx-good-box"  # a well-behaved box beside the attacker, on the same broker
+# The attacker holds the village box's account (its password read off the box's disk);
+# the well-behaved box of another town publishes beside it, on the same county broker.
+ATTACKER, GOOD = VILLAGE_NODE, OTHER_NODE
+PASSWORDS = {ATTACKER: "read off the village box's disk", GOOD: "the good box's password"}
+SERVICE_PASSWORD = "the service accounts' password"
 
 
 @pytest.fixture(scope="module")
 def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[County]:
-    yield from county_database(postgres_admin_url, tmp_path_factory.mktemp("hostile"))
+    for county_ in county_database(postgres_admin_url, tmp_path_factory.mktemp("hostile")):
+        with psycopg.connect(county_.url, autocommit=True) as conn:
+            for node_id, password in PASSWORDS.items():
+                conn.execute(
+                    "INSERT INTO node_credentials (node_id, password_hash, issued_by) "
+                    "VALUES (%s, %s, 'test')",
+                    (node_id, hash_password(password)),
+                )
+        yield county_
 
 
 @pytest.fixture(scope="module")
-def broker(broker_factory: BrokerFactory) -> MosquittoBroker:
-    return broker_factory(BrokerOptions(persistence=True))
+def broker(county: County, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountyBroker]:
+    """Configured exactly as `gridwatch cloud broker sync` configures the county's."""
+    broker_ = county_broker(
+        tmp_path_factory.mktemp("county-broker"), county.url, SERVICE_PASSWORD
+    ).start()
+    yield broker_
+    broker_.stop()
 
 
 @pytest.fixture(scope="module")
 def ingest(
-    county: County, broker: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory
+    county: County, broker: CountyBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[IngestProcess]:
     process = IngestProcess(
-        tmp_path_factory.mktemp("ingest"), county.url, broker.port, "ingest-hostile"
+        tmp_path_factory.mktemp("ingest"),
+        county.url,
+        broker.port,
+        "ingest.1",
+        CLOUD_BROKER_USERNAME="ingest.1",
+        CLOUD_BROKER_PASSWORD=SERVICE_PASSWORD,
     ).start()
     process.wait_subscribed()
     yield process
@@ -55,16 +79,18 @@ def ingest(
 
 
 @pytest.fixture(scope="module")
-def attacker(broker: MosquittoBroker) -> Iterator[MqttProbe]:
-    """A client written from the published contract only, speaking for VILLAGE_NODE."""
-    probe = MqttProbe(broker.port, client_id=f"{VILLAGE_NODE}-attack").connect()
+def attacker(broker: CountyBroker) -> Iterator[MqttProbe]:
+    """A client written from the published contract only, with the village box's account."""
+    probe = MqttProbe(
+        broker.port, username=ATTACKER, password=PASSWORDS[ATTACKER], client_id=ATTACKER
+    ).connect()
     yield probe
     probe.close()
 
 
 @pytest.fixture(scope="module")
-def good_box(broker: MosquittoBroker) -> Iterator[FakeNodes]:
-    nodes = FakeNodes(broker.port)
+def good_box(broker: CountyBroker) -> Iterator[FakeNodes]:
+    nodes = FakeNodes(broker.port, passwords={GOOD: PASSWORDS[GOOD]})
     yield nodes
     nodes.close()
 
@@ -91,9 +117,12 @@ def assert_alive(process: IngestProcess) -> None:
     assert process.process.poll() is None, process.log()[-3000:]
 
 
-def send_raw(attacker: MqttProbe, payloads: list[bytes], node: str = VILLAGE_NODE) -> None:
+def send_raw(attacker: MqttProbe, payloads: list[bytes]) -> None:
+    """On the attacker's own events topic, each acknowledged by the broker."""
     for payload in payloads:
-        attacker.publish(events_topic(node), payload)
+        reason = attacker.publish(events_topic(ATTACKER), payload)
+        assert reason is not None
+        assert not reason.is_failure, reason
 
 
 def test_a_deeply_nested_event_is_a_dead_letter_and_the_stream_goes_on(
@@ -283,13 +312,11 @@ def test_a_box_naming_cameras_it_does_not_have_raises_nothing_above_its_unit(
         count=9,
         severity=Severity.CRITICAL,
     )
-    stranger = make_detection_event(node_id="qx-not-registered", seq=1, camera_id="cam01")
     send_raw(attacker, [encode(e) for e in [*events, real]])
-    send_raw(attacker, [encode(stranger)], node="qx-not-registered")
-    ids = [e.event_id for e in [*events, real, stranger]]
+    ids = [e.event_id for e in [*events, real]]
     wait_until(
         lambda: (
-            count(county.url, "SELECT count(*) FROM events WHERE event_id = ANY(%s)", ids) == 22
+            count(county.url, "SELECT count(*) FROM events WHERE event_id = ANY(%s)", ids) == 21
         ),
         30,
         "every event stored",
@@ -314,9 +341,6 @@ def test_a_box_naming_cameras_it_does_not_have_raises_nothing_above_its_unit(
             "WHERE c.node_id = %s AND c.category = 'camera_unregistered' AND h.action = 'open'",
             (VILLAGE_NODE,),
         ).fetchall()
-        strangers = conn.execute(
-            "SELECT count(*) FROM cases WHERE node_id = 'qx-not-registered'"
-        ).fetchall()
     assert units == [(VILLAGE,)]
     by_camera = {camera: (unit, responsible) for camera, unit, responsible in cases}
     assert {by_camera[c] for c in made_up} == {(VILLAGE, VILLAGE)}
@@ -325,4 +349,14 @@ def test_a_box_naming_cameras_it_does_not_have_raises_nothing_above_its_unit(
     assert orders == [(VILLAGE, "intake")]  # one work order for the box, however many cameras
     assert "fake00" in reason
     assert "fake19" in reason
-    assert strangers == [(0,)]
+
+
+def test_a_node_the_registry_does_not_know_opens_no_case(county: County) -> None:
+    """On a broker that takes anonymous clients (the laptop's), any node id can publish:
+    its events are kept, and route nowhere."""
+    stranger = make_detection_event(
+        node_id="qx-not-registered", seq=1, camera_id="cam01", severity=Severity.CRITICAL
+    )
+    county.write([stranger], utc_now())
+    assert count(county.url, "SELECT count(*) FROM events WHERE node_id = 'qx-not-registered'") == 1
+    assert count(county.url, "SELECT count(*) FROM cases WHERE node_id = 'qx-not-registered'") == 0
