@@ -11,6 +11,7 @@ its own role."""
 
 from __future__ import annotations
 
+import glob
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,7 +19,14 @@ from typing import Any
 
 from cloud.broker_acl import AclType, Grants, Rule
 
-PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+
+def _plugin_path() -> str:
+    """Where Debian's mosquitto package puts the plugin, on this machine's architecture."""
+    found = sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so"))
+    return found[0] if found else "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+
+
+PLUGIN = _plugin_path()
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 ADMIN_ROLE = "service/admin"
 ADMIN_RULES: frozenset[Rule] = frozenset(

@@ -37,6 +37,11 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
+# The camera of `situations`: the counts compared are this camera's, whatever other test
+# modules wrote into the one TimescaleDB endpoint of the session.
+CAMERA = "rollup-cam"
+
+
 def situations(node_id: str, start: datetime, hours: int) -> list[DetectionEvent]:
     """A varying number of event threads per hour and kind, each a start and an end."""
     events = []
@@ -46,11 +51,17 @@ def situations(node_id: str, start: datetime, hours: int) -> list[DetectionEvent
             for i in range(per_hour):
                 at = start + timedelta(hours=hour, minutes=7 * i + 1)
                 first = make_detection_event(
-                    node_id=node_id, seq=seq, kind=kind, observed_at=at, phase=EventPhase.START
+                    node_id=node_id,
+                    seq=seq,
+                    camera_id=CAMERA,
+                    kind=kind,
+                    observed_at=at,
+                    phase=EventPhase.START,
                 )
                 last = make_detection_event(
                     node_id=node_id,
                     seq=seq + 1,
+                    camera_id=CAMERA,
                     kind=kind,
                     observed_at=at + timedelta(seconds=30),
                     phase=EventPhase.END,
@@ -88,7 +99,7 @@ def counts_from_api_query(
     async def run() -> list[dict[str, object]]:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             return await event_queries.count_events(
-                conn, bucket=bucket, start=start, end=end, unit=None, kind=None, camera_id=None
+                conn, bucket=bucket, start=start, end=end, unit=None, kind=None, camera_id=CAMERA
             )
 
     return Counter(
