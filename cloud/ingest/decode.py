@@ -9,8 +9,9 @@ import logging
 from datetime import timedelta
 from uuid import UUID
 
+from cloud.ingest.dead_letters import CONFLICT_REASON, Cause, DeadLetter
 from cloud.ingest.subscriber import Received
-from cloud.ingest.writer import CONFLICT_REASON, Batch, Cause, DeadLetter
+from cloud.ingest.writer import Batch
 from protocols import (
     CommandResponse,
     ConfigReport,

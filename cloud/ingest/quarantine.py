@@ -24,9 +24,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
+from cloud.ingest.dead_letters import Cause, DeadLetter
 from cloud.ingest.decode import decode_batch
 from cloud.ingest.subscriber import Received
-from cloud.ingest.writer import Cause, DeadLetter
 
 logger = logging.getLogger(__name__)
 

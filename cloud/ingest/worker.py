@@ -24,19 +24,12 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from cloud.db.timeseries import maintain
 from cloud.errors import StorageError
+from cloud.ingest.dead_letters import Cause, DeadLetter, prune_dead_letters
 from cloud.ingest.decode import decode_batch, unexpected
 from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
 from cloud.ingest.snapshot_uploads import report_dropped
 from cloud.ingest.subscriber import Received, Subscriber
-from cloud.ingest.writer import (
-    Batch,
-    BatchWriter,
-    Cause,
-    DeadLetter,
-    Moving,
-    lag_ms,
-    prune_dead_letters,
-)
+from cloud.ingest.writer import Batch, BatchWriter, Moving, lag_ms
 from cloud.metrics import record_batch
 from cloud.settings import CloudSettings
 from cloud.snapshots import snapshot_store

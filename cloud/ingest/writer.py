@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -23,6 +22,12 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from cloud.db.routing import NEW_EVENT_TABLES, route_events
+from cloud.ingest.dead_letters import (
+    CONFLICT_REASON,
+    Cause,
+    DeadLetter,
+    write_dead_letters,
+)
 from cloud.ingest.gaps import Gap, NodeSequence, advance
 from cloud.ingest.snapshot_uploads import (
     Dropped,
@@ -33,7 +38,7 @@ from cloud.ingest.snapshot_uploads import (
     sweep,
     uploads_of,
 )
-from cloud.snapshots import SnapshotStore, sha256_hex
+from cloud.snapshots import SnapshotStore
 from protocols import (
     CommandResponse,
     ConfigReport,
@@ -84,10 +89,6 @@ EVENT_COLUMNS = (
     "received_at",
 )
 UNIT_CACHE_S = 30.0
-CONFLICT_REASON = "conflicting duplicate: an event with this id and other content came first"
-# What a dead letter keeps of its message besides size and sha256: enough to recognise it.
-DEAD_LETTER_PREFIX_BYTES = 256
-
 HEALTH_COLUMNS = (
     "sent_at, node_id, cpu_percent, memory_used_bytes, disk_used_bytes, disk_total_bytes, "
     "temperature_c, outbox_depth, outbox_oldest_age_s, dropped_events, dropped_snapshots, "
@@ -147,29 +148,6 @@ ON CONFLICT (node_id) DO UPDATE SET
     inference_p95_ms = excluded.inference_p95_ms, agent_version = excluded.agent_version,
     config_version = excluded.config_version
 WHERE node_last_health.sent_at <= excluded.sent_at"""
-
-
-class Cause(StrEnum):
-    """Why a message became a dead letter (the metric's label, the operators' filter)."""
-
-    INVALID = "invalid"  # the protocol refused it: the field and reason say why
-    TOO_OLD = "too_old"  # an event older than CLOUD_INGEST_MAX_EVENT_AGE_DAYS
-    CONFLICT = "conflict"  # an event id stored before with other content
-    CRASH = "crash"  # it killed or hung the decoder it was tried in
-    ERROR = "error"  # an exception nobody foresaw
-    DATABASE = "database"  # the database refused it alone
-
-
-@dataclass
-class DeadLetter:
-    """A message ingest could not store. The payload is kept here only to describe it:
-    the table holds its size, sha256 and first bytes."""
-
-    topic: str
-    payload: bytes
-    field: str
-    reason: str
-    cause: Cause = Cause.INVALID
 
 
 @dataclass
@@ -580,7 +558,7 @@ class BatchWriter:
         if result.events_stored and self.snapshots_waiting:
             attach_for_events(conn, new_events)
         if result.dead:
-            self._dead(conn, result.dead)
+            write_dead_letters(conn, result.dead)
         if result.events_stored:
             if not self.timescale:  # continuous aggregates keep the rollups there
                 self._rollups(conn, new_events)
@@ -910,61 +888,6 @@ class BatchWriter:
         caller's transaction. Returns what was dropped."""
         dropped, self.snapshots_waiting = sweep(conn, self.store, now=now, wait=self.snapshot_wait)
         return dropped
-
-    def _dead(self, conn: psycopg.Connection, dead: Iterable[DeadLetter]) -> None:
-        """One row per distinct message (topic and sha256): a redelivery adds to its count.
-        In key order, as every process locks them."""
-        rows: dict[tuple[str, str], list[Any]] = {}
-        for letter in dead:
-            topic = _text(letter.topic, 1024)
-            digest = sha256_hex(letter.payload)
-            row = rows.get((topic, digest))
-            if row is not None:
-                row[-1] += 1
-                continue
-            rows[(topic, digest)] = [
-                topic,
-                _node_of(topic),
-                len(letter.payload),
-                digest,
-                letter.payload[:DEAD_LETTER_PREFIX_BYTES],
-                _text(letter.field, 256),
-                _text(letter.reason, 2048),
-                letter.cause.value,
-                1,
-            ]
-        conn.execute(
-            "INSERT INTO ingest_dead_letters (topic, node_id, size_bytes, sha256, prefix, "
-            "field, reason, cause, deliveries) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::int4[], %s::text[], "
-            "%s::bytea[], %s::text[], %s::text[], %s::text[], %s::int4[]) ORDER BY 1, 4 "
-            "ON CONFLICT (topic, sha256) DO UPDATE SET "
-            "deliveries = ingest_dead_letters.deliveries + excluded.deliveries, "
-            "last_received_at = now()",
-            _columns([tuple(row) for _, row in sorted(rows.items())]),
-        )
-
-
-def prune_dead_letters(conn: psycopg.Connection, *, days: int) -> int:
-    """Drop dead letters not delivered again for `days`; returns how many."""
-    cur = conn.execute(
-        "DELETE FROM ingest_dead_letters "
-        "WHERE last_received_at < now() - make_interval(days => %s)",
-        (days,),
-    )
-    return cur.rowcount
-
-
-def _text(value: str, limit: int) -> str:
-    """Text PostgreSQL takes: no NUL, no lone surrogate (both may come from a payload)."""
-    return value[:limit].replace("\x00", "\\0").encode("utf-8", "backslashreplace").decode()
-
-
-def _node_of(topic: str) -> str | None:
-    parts = topic.split("/", 4)
-    if len(parts) > 3 and parts[:3] == ["gw", "v1", "nodes"]:
-        return _text(parts[3], 64)
-    return None
 
 
 def lag_ms(batch: Batch, now: datetime) -> float:

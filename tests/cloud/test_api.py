@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloud.access import Principal, Role
 from cloud.app import create_app
-from cloud.ingest.writer import Batch, BatchWriter, DeadLetter
+from cloud.ingest.dead_letters import DeadLetter
+from cloud.ingest.writer import Batch, BatchWriter
 from cloud.org_import import OrgFiles, import_org
 from cloud.settings import CloudSettings
 from cloud.snapshots import LocalSnapshotStore, sha256_hex
