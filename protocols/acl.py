@@ -58,5 +58,10 @@ def api_acl() -> list[tuple[Access, str]]:
 def app_acl(
     county: str, town: str | None = None, village: str | None = None, grid: str | None = None
 ) -> list[tuple[Access, str]]:
-    """A grid app or integration reads the alerts of its jurisdiction and nothing else."""
-    return [(Access.READ, alerts_filter(county, town, village, grid))]
+    """A grid app or integration reads the alerts of its jurisdiction and nothing else. The
+    rule ends in `#` so that both forms of following a jurisdiction are allowed: the broker
+    checks a SUBSCRIBE filter against the rule as if it were a topic, and `.../+/+/+` names
+    no topic that `.../#` (as a filter) does not match, while the reverse does not hold."""
+    levels = alerts_filter(county, town, village, grid).split("/")
+    fixed = [level for level in levels[:-1] if level != "+"]
+    return [(Access.READ, "/".join([*fixed, "#"]))]

@@ -184,4 +184,4 @@ def test_node_acl_lets_a_node_write_only_its_reports_and_read_only_its_orders() 
 def test_cloud_and_app_acls() -> None:
     assert (Access.WRITE, "gw/v1/alerts/+/+/+/+/+") in cloud_acl()
     assert (Access.READ, "gw/v1/nodes/+/events") in cloud_acl()
-    assert app_acl("511725", "511725106") == [(Access.READ, "gw/v1/alerts/511725/511725106/+/+/+")]
+    assert app_acl("511725", "511725106") == [(Access.READ, "gw/v1/alerts/511725/511725106/#")]
