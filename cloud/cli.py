@@ -79,18 +79,32 @@ def migrate(log_level: LogLevel = "INFO") -> None:
     typer.echo(f"database ready ({'TimescaleDB' if timescale else 'plain PostgreSQL'})")
 
 
-def _ingest_worker(settings: CloudSettings) -> IngestWorker:
+def _ingest_worker(settings: CloudSettings, *, leaving: bool = False) -> IngestWorker:
     from cloud.database import connect
     from cloud.db.schema import prepare_database
     from cloud.ingest.worker import IngestWorker
 
     with connect(settings) as conn:
         timescale = prepare_database(conn, settings)
-    return IngestWorker(settings, connect=lambda: connect(settings), timescale=timescale)
+    return IngestWorker(
+        settings, connect=lambda: connect(settings), timescale=timescale, leaving=leaving
+    )
 
 
 @app.command()
-def ingest(log_level: LogLevel = "INFO") -> None:
+def ingest(
+    log_level: LogLevel = "INFO",
+    retire: Annotated[
+        bool,
+        typer.Option(
+            "--retire",
+            help="Leave the ingest group for good: store what the broker still holds for "
+            "this process's session, then end the session and exit. Run it before its "
+            "account goes (`broker sync` without it): a session left behind keeps taking "
+            "its share of every box's events.",
+        ),
+    ] = False,
+) -> None:
     """Store what the nodes publish: several ingest processes may run at once (each with
     its own broker account, `ingest.<name>`, which is also its client id) on an MQTT 5
     shared subscription."""
@@ -105,7 +119,7 @@ def ingest(log_level: LogLevel = "INFO") -> None:
         raise typer.Exit(2)
     from cloud.ingest.worker import tune_garbage_collector
 
-    worker = _ingest_worker(settings)
+    worker = _ingest_worker(settings, leaving=retire)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     if settings.ingest_metrics_port is not None:
@@ -456,6 +470,19 @@ def broker_sync(
         typer.echo("error: --init is for a stopped broker; --follow for a running one", err=True)
         raise typer.Exit(2)
     settings = _settings()
+    missing = [
+        name
+        for name, value in (
+            ("CLOUD_BROKER_PASSWORD", settings.broker_password),  # the service accounts'
+            ("CLOUD_BROKER_ADMIN_PASSWORD", settings.broker_admin_password),
+        )
+        if value is None
+    ]
+    if missing:
+        # Without them the service accounts, or the plugin's admin, would silently be
+        # left out, and ingest and serve refused at their next connect.
+        typer.echo(f"error: {' and '.join(missing)} not set", err=True)
+        raise typer.Exit(2)
     files = BrokerFiles(
         password_file=password_file,
         pid_file=pid_file,

@@ -140,8 +140,14 @@ class Subscriber:
         receive_max: int,
         session_expiry_s: int,
         keepalive_s: int = 30,
+        leaving: bool = False,
     ) -> None:
         self.settings = settings
+        # Leaving the group for good: unsubscribe on connect, take what the session still
+        # holds, and end the session with the last DISCONNECT (see `gridwatch cloud ingest
+        # --retire`).
+        self.leaving = leaving
+        self.last_message_at = time.monotonic()
         self.client_id = client_id
         self.filters = filters
         self.on_message = on_message
@@ -324,13 +330,22 @@ class Subscriber:
             with self._lock:
                 self._connection += 1
                 self._outgoing.clear()  # acks of the last connection name nothing here
-            sock.sendall(
-                mqtt5.SubscribePacket(
-                    1,
-                    [mqtt5.TopicFilter(f, max_qos=mqtt5.QoS.AT_LEAST_ONCE) for f in self.filters],
-                ).write()
-            )
-            early += self._until_suback(sock, reader)
+            if self.leaving:
+                # The broker stops giving this session a share of the stream; what it
+                # queued for the session before still comes.
+                sock.sendall(mqtt5.UnsubscribePacket(1, list(self.filters)).write())
+                early += self._until(sock, reader, mqtt5.UnsubAckPacket)
+            else:
+                sock.sendall(
+                    mqtt5.SubscribePacket(
+                        1,
+                        [
+                            mqtt5.TopicFilter(f, max_qos=mqtt5.QoS.AT_LEAST_ONCE)
+                            for f in self.filters
+                        ],
+                    ).write()
+                )
+                early += self._until_suback(sock, reader)
         except BaseException:
             sock.close()
             raise
@@ -342,7 +357,12 @@ class Subscriber:
             connack.session_present,
             self.keepalive_in_use_s,
         )
-        logger.info("ingest subscribed client_id=%s filters=%d", self.client_id, len(self.filters))
+        logger.info(
+            "ingest %s client_id=%s filters=%d",
+            "unsubscribed, leaving the group" if self.leaving else "subscribed",
+            self.client_id,
+            len(self.filters),
+        )
         self.connected.set()
         self.subscribed.set()
         INGEST_SUBSCRIBED.set(1)
@@ -372,6 +392,21 @@ class Subscriber:
             self.refusal = ", ".join(refused)
             raise SubscriptionRefused(f"the broker refused ingest's subscriptions: {self.refusal}")
         return others
+
+    def _until(
+        self, sock: socket.socket, reader: FrameReader, kind: type[mqtt5.Packet]
+    ) -> list[mqtt5.Packet]:
+        """Read until a packet of `kind`; the others read meanwhile, in order."""
+        others: list[mqtt5.Packet] = []
+        while True:
+            data = sock.recv(READ_SIZE)
+            if not data:
+                raise ConnectionLost(f"the broker closed the connection before {kind.__name__}")
+            packets = reader.feed(data)
+            for index, packet in enumerate(packets):
+                if isinstance(packet, kind):
+                    return others + packets[:index] + packets[index + 1 :]
+            others += packets
 
     def _first_packets(self, sock: socket.socket, reader: FrameReader) -> list[mqtt5.Packet]:
         """CONNACK and whatever came with it."""
@@ -438,6 +473,7 @@ class Subscriber:
     def _dispatch(self, packet: mqtt5.Packet, connection: int) -> bool:
         """Handle one packet; True when it answers our ping."""
         if isinstance(packet, mqtt5.PublishPacket):
+            self.last_message_at = time.monotonic()
             self.on_message(
                 Received(
                     packet.packet_id or 0,
@@ -465,8 +501,14 @@ class Subscriber:
                 pass
 
     def _goodbye(self, sock: socket.socket) -> None:
-        """Send what is left to acknowledge, then DISCONNECT (normal: the session stays)."""
+        """Send what is left to acknowledge, then DISCONNECT: normally the session stays;
+        when leaving, it ends with this connection (session expiry 0)."""
         with self._lock:
             outgoing, self._outgoing = self._outgoing, []
+        goodbye = (
+            mqtt5.DisconnectPacket(session_expiry_interval=0)
+            if self.leaving
+            else mqtt5.DisconnectPacket()
+        )
         with contextlib.suppress(OSError):  # gone already: it keeps the session either way
-            sock.sendall(b"".join(outgoing) + mqtt5.DisconnectPacket().write())
+            sock.sendall(b"".join(outgoing) + goodbye.write())

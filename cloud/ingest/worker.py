@@ -53,6 +53,9 @@ CHANNELS = (
 # queue enough for a session that is away (max_queued_messages).
 RECEIVE_BATCHES = 3
 SESSION_EXPIRY_S = 86_400  # the broker keeps our messages a day while ingest is away
+# Leaving the group: once unsubscribed, this long without a message means the session's
+# queue is empty (the broker sends what it holds at once, up to the receive maximum).
+LEAVE_QUIET_S = 5.0
 
 MAINTAIN_EVERY_S = 3600.0
 # At most how often holes in nodes' sequences that no batch touches are checked against the
@@ -99,9 +102,15 @@ def _log_retry(state: RetryCallState) -> None:
 
 class IngestWorker:
     def __init__(
-        self, settings: CloudSettings, *, connect: Callable[[], psycopg.Connection], timescale: bool
+        self,
+        settings: CloudSettings,
+        *,
+        connect: Callable[[], psycopg.Connection],
+        timescale: bool,
+        leaving: bool = False,
     ) -> None:
         self.settings = settings
+        self.leaving = leaving
         self.connect = connect
         self.timescale = timescale
         self.writer = BatchWriter(
@@ -129,6 +138,7 @@ class IngestWorker:
             on_message=self._on_message,
             receive_max=min(65_535, self.max_pending),
             session_expiry_s=SESSION_EXPIRY_S,
+            leaving=leaving,
         )
 
     def _on_message(self, message: Received) -> None:
@@ -160,6 +170,8 @@ class IngestWorker:
                     decoded = (messages, self._decode(messages)) if messages else None
                 if decoded is not None:
                     decoded = self._store(*decoded)
+                elif self.leaving and self._left():
+                    break
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + sweep_every_s
                     self._with_database(self._record_stale_holes)
@@ -173,6 +185,17 @@ class IngestWorker:
             self.subscriber.stop()
             if self._conn is not None:
                 self._conn.close()
+
+    def _left(self) -> bool:
+        """Leaving the group: everything the session held is stored and acknowledged."""
+        quiet_s = time.monotonic() - self.subscriber.last_message_at
+        if self.subscriber.ready and not self.pending and quiet_s >= LEAVE_QUIET_S:
+            logger.info(
+                "ingest left the group client_id=%s: its session ends with this connection",
+                self.settings.ingest_client,
+            )
+            return True
+        return False
 
     def _ready(self) -> list[Received]:
         """The next batch when it need not wait (full, or its window is over), else none."""

@@ -166,7 +166,14 @@ def test_an_app_may_subscribe_only_to_its_jurisdictions_alerts(broker: CountyBro
         ]
         answers = {f: town_app.subscribe(f).value for f in forbidden}
         assert answers == dict.fromkeys(forbidden, NOT_AUTHORIZED)
-        assert not town_app.subscribe(alerts_filter("511725", TOWN)).is_failure
+        # Both forms the protocol README shows for following a jurisdiction, and a narrower
+        # filter inside it.
+        allowed = [
+            alerts_filter("511725", TOWN),
+            f"gw/v1/alerts/511725/{TOWN}/#",
+            f"gw/v1/alerts/511725/{TOWN}/+/+/fire",
+        ]
+        assert [town_app.subscribe(f).is_failure for f in allowed] == [False] * len(allowed)
     finally:
         town_app.close()
 
@@ -362,12 +369,19 @@ def test_the_readme_shows_the_county_broker_config_as_rendered(tmp_path: Path) -
     rendered = MosquittoConfig(
         directory=tmp_path,
         port=8883,
-        password_file=Path("/etc/mosquitto/passwd"),
-        dynsec_file=Path("/etc/mosquitto/dynsec.json"),
+        password_file=Path("/var/lib/mosquitto/gridwatch/passwd"),
+        dynsec_file=Path("/var/lib/mosquitto/gridwatch/dynsec.json"),
     ).render()
     readme = (REPO / "README.md").read_text()
     block = readme[readme.index("### The county broker") :].split("```")[1]
     for line in block.strip().splitlines():
-        if line.split()[0] in ("plugin", "plugin_opt_config_file", "max_packet_size"):
+        if line.split()[0] in (
+            "plugin",
+            "plugin_opt_config_file",
+            "password_file",
+            "max_packet_size",
+            "max_inflight_messages",
+            "max_queued_messages",
+        ):
             assert line in rendered.splitlines(), line
     assert f"max_packet_size {max_packet_bytes()}" in block

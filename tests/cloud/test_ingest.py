@@ -124,6 +124,46 @@ def test_two_ingest_processes_share_the_stream(
         nodes.close()
 
 
+def test_a_retired_ingest_takes_its_share_along_and_leaves_none_behind(
+    cloud_db: str,
+    durable_broker: MosquittoBroker,
+    tmp_path: Path,
+) -> None:
+    """A process stopped for good leaves a persistent session that keeps being queued its
+    share of every box's events: `ingest --retire` stores what is queued, then ends it."""
+
+    def ingest(client_id: str, *args: str) -> IngestProcess:
+        process = IngestProcess(
+            tmp_path, cloud_db, durable_broker.port, client_id, CLOUD_INGEST_GROUP="retiring"
+        )
+        process.args = [*process.args, *args]
+        return process.start()
+
+    def stored() -> int:
+        return count(cloud_db, "SELECT count(*) FROM events WHERE node_id = 'qx-retire'")
+
+    staying, going = ingest("ingest-stays"), ingest("ingest-goes")
+    nodes = FakeNodes(durable_broker.port)
+    try:
+        staying.wait_subscribed()
+        going.wait_subscribed()
+        going.kill()  # stopped for good: its session stays, queued its share
+        nodes.publish("qx-retire", range(40))
+        wait_until(lambda: stored() >= 10, 30, "the staying process's share")
+        assert stored() < 40  # the rest waits in the gone process's session
+        leaving = ingest("ingest-goes", "--retire")
+        assert leaving.process is not None
+        assert leaving.process.wait(60) == 0
+        assert stored() == 40
+        nodes.publish("qx-retire", range(40, 80))  # the group is the staying process alone
+        wait_until(lambda: stored() == 80, 30, "every later event, by the staying process")
+        assert "left the group" in leaving.log()
+    finally:
+        staying.kill()
+        going.kill()
+        nodes.close()
+
+
 def test_bad_payloads_become_dead_letters_and_the_stream_goes_on(
     cloud_db: str,
     durable_broker: MosquittoBroker,
