@@ -4,9 +4,13 @@ nothing but the file."""
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def render_password_file(accounts: Iterable[tuple[str, str]]) -> str:
@@ -30,11 +34,21 @@ def read_password_file(path: Path) -> list[tuple[str, str]]:
 
 def write_atomically(path: Path, text: str, mode: int = 0o640) -> bool:
     """Replace `path` in one rename (the broker never reads half a file); False when the
-    content is already the same (no reload needed)."""
-    if path.exists() and path.read_text(encoding="utf-8") == text:
+    content is already the same (no reload needed).
+
+    The new file keeps the old one's owner, group and mode, so that a run as root does not
+    take the file away from the broker's user (Debian's Mosquitto drops to `mosquitto`); a
+    first file gets `mode` and its directory's group."""
+    old = path.stat() if path.exists() else None
+    if old is not None and path.read_text(encoding="utf-8") == text:
         return False
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, mode)
+    owner = (old.st_uid, old.st_gid) if old else (os.geteuid(), path.parent.stat().st_gid)
+    try:
+        os.chown(tmp, *owner)
+    except PermissionError:
+        logger.warning("%s: cannot keep its owner %d:%d (run as the broker's user)", path, *owner)
+    os.chmod(tmp, stat.S_IMODE(old.st_mode) if old else mode)
     os.replace(tmp, path)
     return True

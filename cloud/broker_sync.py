@@ -134,7 +134,9 @@ def init_broker(conn: psycopg.Connection, files: BrokerFiles, dynsec_file: Path)
         raise InvalidFile("the broker's admin password is not set (CLOUD_BROKER_ADMIN_PASSWORD)")
     accounts, access = wanted(conn, files)
     admin_hash = hash_password(files.admin_password.get_secret_value())
-    write_atomically(dynsec_file, render_config(access, files.admin, admin_hash), mode=0o600)
+    # The broker reads the plugin's file at start and writes it after every change: its
+    # user needs both (the group of the file's directory, or the broker's own user).
+    write_atomically(dynsec_file, render_config(access, files.admin, admin_hash), mode=0o660)
     write_atomically(files.password_file, render_password_file(accounts))
     logger.info("broker files written for its start: %d accounts", len(accounts))
 
@@ -194,13 +196,25 @@ def reload_broker(pid_file: Path | None) -> None:
     os.kill(pid, signal.SIGHUP)
 
 
+def _broker_pid(files: BrokerFiles) -> str | None:
+    try:
+        return files.pid_file.read_text().strip() if files.pid_file else None
+    except OSError:
+        return None
+
+
 def follow(url: str, files: BrokerFiles, stop: threading.Event) -> None:
-    """Sync now, then on every credential change (LISTEN), and every RESYNC_S anyway."""
+    """Sync now, then on every credential change (LISTEN), when the broker restarts (its
+    pid changes: it started from its plugin file, which may be older than the password
+    file), and every RESYNC_S anyway."""
     with psycopg.connect(url, autocommit=True, application_name="gridwatch-broker-sync") as conn:
         conn.execute("LISTEN gridwatch_credentials")
         failing, first = False, True
         next_check = time.monotonic()
+        broker_pid = _broker_pid(files)
         while not stop.is_set():
+            if (pid := _broker_pid(files)) != broker_pid:
+                broker_pid, next_check = pid, time.monotonic()
             if time.monotonic() >= next_check:
                 try:
                     sync_once(conn, files)

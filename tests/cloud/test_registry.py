@@ -347,6 +347,13 @@ def test_sync_init_gives_a_stopped_broker_all_it_needs_to_start(
         "CLOUD_BROKER_ADMIN_PASSWORD": ADMIN_PASSWORD,
     }
     assert CliRunner().invoke(gridwatch, [*args, "--follow"], env=env).exit_code == 2
+    without = CliRunner().invoke(
+        gridwatch,
+        args,
+        env={**env, "CLOUD_BROKER_PASSWORD": None},  # type: ignore[dict-item]
+    )
+    assert without.exit_code == 2  # the service accounts would be left out silently
+    assert "CLOUD_BROKER_PASSWORD not set" in without.output
     bad = CliRunner().invoke(gridwatch, [*args, "--service", "cloud"], env=env)
     assert bad.exit_code == 2
     assert "--service cloud: not ingest.<name> or api.<name>" in bad.output
