@@ -92,6 +92,16 @@ def _service(settings: ProvisionSettings, username: str | None) -> CountyService
         raise _fail(str(exc)) from exc
 
 
+def _where_passwords_go(settings: ProvisionSettings, bundle: Path | None, flag: str) -> None:
+    """A standalone box's password is made here and shown nowhere but its bundle: without
+    one it would be issued and lost, and the box could never connect."""
+    if settings.backend == "standalone" and bundle is None:
+        raise _fail(
+            f"a standalone box gets its broker password only in its bundle: add {flag} DIR "
+            "(or PROVISION_BACKEND=balena, which puts it in the device's variables)"
+        )
+
+
 def _registrar(settings: ProvisionSettings) -> Registrar:
     if settings.backend == "standalone":
         return Standalone()
@@ -245,6 +255,8 @@ def bulk(
     earlier run with the same result file are skipped."""
     settings = _settings()
     lines = _read_boxes(boxes)
+    if lines[0]:  # a sheet of no boxes only fetches the org tree, for working offline later
+        _where_passwords_go(settings, bundles, "--bundles")
     service = _service(settings, username)
     plans = _plans(lines, cameras, _org(settings, service), boxes.name)
     work = Provisioner(settings, service, _registrar(settings), bundles)
@@ -268,6 +280,7 @@ def node(
 ) -> None:
     """Provision one box (its cameras: the rows of the camera sheet for this unit and index)."""
     settings = _settings()
+    _where_passwords_go(settings, bundle, "--bundle")
     service = _service(settings, username)
     plans = _plans(
         _one_box(unit, index, tier, profile),

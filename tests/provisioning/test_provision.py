@@ -552,3 +552,17 @@ def test_rotation_reaches_a_box_in_service_through_its_variables(
     refused = run(standalone, "rotate", node_id)
     assert refused.exit_code == 2
     assert "PROVISION_BACKEND=balena" in refused.output
+
+
+def test_a_standalone_box_is_not_provisioned_without_a_bundle_for_its_password(
+    county: County, service: ServeProcess, tmp_path: Path
+) -> None:
+    """Its password exists only in its bundle: without one it would be issued and lost."""
+    env = env_for(service, county, None, tmp_path / "state")
+    cameras = write_csv(tmp_path / "cameras.csv", CAMERAS)
+    refused = run(env, "node", "--unit", VILLAGE, "--index", "3", "--cameras", cameras)
+    assert refused.exit_code == 2
+    assert "--bundle DIR" in " ".join(refused.output.split())
+    assert f"gw-{VILLAGE}-03" not in registered(county)
+    boxes = write_csv(tmp_path / "boxes.csv", [("unit_code", "index"), (VILLAGE, "3")])
+    assert run(env, "bulk", boxes, "--cameras", cameras).exit_code == 2
