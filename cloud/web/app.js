@@ -50,6 +50,12 @@ async function api(path, options = {}) {
   return body;
 }
 
+// What the user's role may read decides what a screen asks for (a technician reads the
+// fleet and its work orders, not the events): the other panels stay empty.
+function ifAllowed(permission, path) {
+  return session.me.permissions.includes(permission) ? api(path) : Promise.resolve(null);
+}
+
 // ---- sign in and out ------------------------------------------------------------------
 
 async function signIn(event) {
@@ -144,19 +150,21 @@ async function renderOverview(unit) {
     api(`/fleet/overview?${q}`),
     api(`/fleet/units?${q}`),
     api(`/fleet/map?${q}`),
-    api(`/stats/cases?${q}&from=${encodeURIComponent(twoWeeksAgo)}`),
-    api(`/stats/events?${q}&bucket=hour&from=${encodeURIComponent(dayAgo)}`),
+    ifAllowed("read_cases", `/stats/cases?${q}&from=${encodeURIComponent(twoWeeksAgo)}`),
+    ifAllowed("read_events", `/stats/events?${q}&bucket=hour&from=${encodeURIComponent(dayAgo)}`),
   ]);
   renderFleet(fleet);
   renderUnits(units);
   if (map.features.length) gridMap("map", map, (child) => { location.hash = `#/unit/${child}`; });
-  $("kpi-open").textContent = stats.open;
-  $("kpi-overdue").textContent = stats.overdue;
-  $("kpi-tta").textContent = duration(stats.acknowledged_p50_s);
-  $("kpi-ttr").textContent = duration(stats.resolved_p50_s);
-  caseStates("chart-states", stats.by_state, STATE_ORDER);
-  caseTimes("chart-times", stats.daily);
-  eventTrends("chart-events", events);
+  if (stats) {
+    $("kpi-open").textContent = stats.open;
+    $("kpi-overdue").textContent = stats.overdue;
+    $("kpi-tta").textContent = duration(stats.acknowledged_p50_s);
+    $("kpi-ttr").textContent = duration(stats.resolved_p50_s);
+    caseStates("chart-states", stats.by_state, STATE_ORDER);
+    caseTimes("chart-times", stats.daily);
+  }
+  if (events) eventTrends("chart-events", events);
 }
 
 function percent(part, whole) {

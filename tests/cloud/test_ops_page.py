@@ -163,3 +163,23 @@ def test_a_village_operator_cannot_drill_out_of_the_village(
     page.goto(f"http://127.0.0.1:{serve.port}/ops/#/unit/511725100")  # another town
     expect(page.locator("#crumbs")).to_have_text("双凤村")
     expect(page.locator("#units tbody tr")).to_have_count(2)  # its two grids
+
+
+def test_a_technician_sees_the_fleet_and_a_box_naming_cameras_it_does_not_have(
+    page: Page, serve: ServeProcess, county: County, broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The technician reads the fleet and its work orders, not events: the overview draws
+    what the role may read (before, one refused request left every figure empty)."""
+    nodes = FakeNodes(broker.port, tmp_path / "nodes")
+    try:
+        sign_in(page, serve, county, "tech")
+        expect(page.locator("#crumbs")).to_have_text("土溪镇")
+        expect(page.locator("#kpi-nodes-online")).not_to_have_text("–")
+        nodes.publish(VILLAGE_NODE, [7], camera_id="cam99", severity=Severity.HIGH)
+        expect(page.locator("#alert-feed li").first).to_contain_text("未登记摄像头", timeout=30_000)
+        expect(page.locator("#kpi-problems")).to_have_text("1")
+        page.click(f"#worst-nodes a[href='#/node/{VILLAGE_NODE}']")
+        expect(page.locator("#node-page")).to_contain_text("未登记摄像头")
+        shot(page, "technician-unregistered-camera")
+    finally:
+        nodes.close()

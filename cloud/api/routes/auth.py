@@ -12,7 +12,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from uuid6 import uuid7
 
-from cloud.access import ROLE_LEVELS, Principal, Role
+from cloud.access import PERMISSIONS, ROLE_LEVELS, Permission, Principal, Role
 from cloud.api.deps import Caller, Conn, OrgManager, Settings
 from cloud.auth import issue_access_token, new_api_token, verify_password
 from cloud.db import audit
@@ -39,6 +39,9 @@ class MeOut(BaseModel):
     unit_code: str
     level: Level
     department_code: str | None
+    permissions: list[Permission] = Field(
+        description="What the caller's role may do: screens offer only these."
+    )
 
 
 @router.post("/auth/token", response_model=TokenOut)
@@ -84,6 +87,7 @@ async def me(principal: Caller) -> MeOut:
         unit_code=principal.unit_code,
         level=principal.level,
         department_code=principal.department_code,
+        permissions=sorted(PERMISSIONS[principal.role]),
     )
 
 
