@@ -104,11 +104,15 @@ WITH root AS (
     WHERE NOT s.registered AND s.route_unit IS NOT NULL
     GROUP BY 1, 2
 ), stray_orders AS (
-    INSERT INTO cases (case_id, source, category, severity, state, title, unit_code,
-                       responsible_unit_code, node_id, merge_key, event_count, first_event_at,
-                       last_event_at, opened_at, ack_due_at, resolve_due_at)
+    INSERT INTO cases (case_id, source, category, severity, state, title, description,
+                       unit_code, responsible_unit_code, node_id, merge_key, event_count,
+                       first_event_at, last_event_at, opened_at, ack_due_at, resolve_due_at)
     SELECT gen_random_uuid(), 'fleet', r.category, r.severity, 'intake',
-           r.category || ' · ' || s.node_id, s.unit_code,
+           left(r.category || ' · ' || s.node_id || ' (' || s.cameras || ')', 200),
+           left('events from cameras not registered to this box: ' || s.cameras
+                || '. Register them (gridwatch provision) or remove them from the box''s '
+                || 'config.', 2000),
+           s.unit_code,
            coalesce((SELECT a.code FROM org_units a
                      WHERE a.level = r.start_level AND starts_with(s.unit_code, a.code)),
                     s.unit_code),
