@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class EventOut(BaseModel):
@@ -126,3 +126,29 @@ class GapOut(BaseModel):
     last_seq: int
     detected_at: datetime
     closed_at: datetime | None
+    written_off_by: str | None = Field(description="Who closed it by hand, if anyone did.")
+    write_off_reason: str | None
+
+
+class GapWriteOffIn(BaseModel):
+    reason: str = Field(
+        min_length=4,
+        max_length=500,
+        examples=["box firmware 2.3.1 reset its sequence counter; events before it are lost"],
+    )
+
+    @field_validator("reason")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        # PostgreSQL text holds neither NUL nor a lone surrogate.
+        if "\x00" in value or _unencodable(value):
+            raise ValueError("must be text without NUL characters or lone surrogates")
+        return value
+
+
+def _unencodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloud.access import Principal, Role
 from cloud.app import create_app
-from cloud.ingest.dead_letters import DeadLetter
+from cloud.ingest.dead_letters import Cause, DeadLetter, write_dead_letters
 from cloud.ingest.writer import Batch, BatchWriter
 from cloud.org_import import OrgFiles, import_org
 from cloud.settings import CloudSettings
@@ -209,6 +209,71 @@ def test_operators_see_dead_letters_and_gaps(client: TestClient) -> None:
     assert dead[0]["payload_preview"] == "{not json"
     gaps = client.get("/api/v1/ingest/gaps", params={"node_id": NODE}).json()
     assert [(g["first_seq"], g["last_seq"]) for g in gaps] == [(40, 41)]
+
+
+def test_dead_letters_filter_by_node_and_cause_and_page_by_id(
+    client: TestClient, populated: tuple[str, Path, list[DetectionEvent]]
+) -> None:
+    other = "qx-flooder"
+    letters = [
+        DeadLetter(events_topic(other), f"{{bad {i}".encode(), "$", "not valid JSON")
+        for i in range(5)
+    ] + [DeadLetter(events_topic(other), b'{"old": 1}', "observed_at", "too old", Cause.TOO_OLD)]
+    with psycopg.connect(populated[0], autocommit=True) as conn:
+        write_dead_letters(conn, letters)
+    url = "/api/v1/ingest/dead-letters"
+    mine = client.get(url, params={"node_id": other}).json()
+    assert len(mine) == 6
+    assert [
+        d["cause"] for d in client.get(url, params={"node_id": other, "cause": "too_old"}).json()
+    ] == ["too_old"]
+    first = client.get(url, params={"node_id": other, "limit": 4}).json()
+    rest = client.get(
+        url, params={"node_id": other, "limit": 4, "before_id": first[-1]["id"]}
+    ).json()
+    assert [d["id"] for d in first + rest] == [d["id"] for d in mine]
+    assert client.get(url, params={"since": "2999-01-01T00:00:00Z"}).json() == []
+    assert client.get(url, params={"cause": "nonsense"}).status_code == 422
+    # Counted exactly although the table was never analysed (the estimate would say -1).
+    with psycopg.connect(populated[0]) as conn:
+        (kept,) = conn.execute("SELECT count(*) FROM ingest_dead_letters").fetchone() or (0,)
+    scraped = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+    }
+    assert scraped["gridwatch_ingest_dead_letter_rows"] == kept
+
+
+def test_an_operator_writes_off_a_gap_no_event_will_fill(
+    client: TestClient, populated: tuple[str, Path, list[DetectionEvent]]
+) -> None:
+    with psycopg.connect(populated[0], autocommit=True) as conn:
+        (gap_id,) = conn.execute(  # a box whose seq jumped
+            "INSERT INTO seq_gaps (node_id, first_seq, last_seq) "
+            "VALUES ('qx-jumped', 12, 4611686018427387903) RETURNING id"
+        ).fetchone() or (0,)
+    url = f"/api/v1/ingest/gaps/{gap_id}/write-off"
+    assert client.post(url, json={"reason": "a"}).status_code == 422
+    assert client.post(url, json={"reason": "bad\u0000byte"}).status_code == 422
+    reason = "firmware 2.3.1 jumped its sequence counter"
+    gap = client.post(url, json={"reason": reason}).json()
+    assert (gap["written_off_by"], gap["write_off_reason"]) == ("county-op", reason)
+    assert gap["closed_at"] is not None
+    assert client.post(url, json={"reason": reason}).status_code == 409
+    assert (
+        client.post("/api/v1/ingest/gaps/999999999/write-off", json={"reason": reason}).status_code
+        == 404
+    )
+    open_gaps = client.get("/api/v1/ingest/gaps", params={"node_id": "qx-jumped"}).json()
+    assert open_gaps == []
+    with psycopg.connect(populated[0]) as conn:
+        audited = conn.execute(
+            "SELECT actor, action, detail->>'reason' FROM audit_log "
+            "WHERE target_type = 'seq_gap' AND target_id = %s",
+            (str(gap_id),),
+        ).fetchall()
+    assert audited == [("county-op", "gap.write_off", reason)]
 
 
 def test_gaps_open_longer_than_the_reorder_window_are_scraped(

@@ -2,29 +2,54 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from psycopg.rows import class_row, dict_row
 
 from cloud.api.deps import Conn, IngestOperator
-from cloud.api.schemas import DeadLetterOut, GapOut
+from cloud.api.schemas import DeadLetterOut, GapOut, GapWriteOffIn
+from cloud.db import audit
+from cloud.errors import Conflict, NotFound
+from cloud.ingest.dead_letters import Cause
 
 router = APIRouter(prefix="/ingest", tags=["ingest"])
 
 
 @router.get("/dead-letters", response_model=list[DeadLetterOut])
 async def dead_letters(
-    principal: IngestOperator, conn: Conn, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    principal: IngestOperator,
+    conn: Conn,
+    node_id: Annotated[str | None, Query(max_length=64)] = None,
+    cause: Cause | None = None,
+    since: Annotated[
+        datetime | None, Query(description="Only those delivered at or after this time.")
+    ] = None,
+    before_id: Annotated[
+        int | None,
+        Query(ge=1, description="The next page: the smallest `id` of the page before it."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterOut]:
-    """The messages ingest refused, the latest delivered first, with the field, the
-    reason and what the message was (its size, sha256 and first bytes; not the payload)."""
+    """The messages ingest refused, newest first (by `id`), with the field, the reason and
+    what the message was (its size, sha256 and first bytes; not the payload)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "SELECT id, received_at, last_received_at, deliveries, topic, node_id, field, "
             "reason, cause, size_bytes, sha256, prefix FROM ingest_dead_letters "
-            "ORDER BY last_received_at DESC, id DESC LIMIT %s",
-            (limit,),
+            "WHERE (%(node)s::text IS NULL OR node_id = %(node)s) "
+            "AND (%(cause)s::text IS NULL OR cause = %(cause)s) "
+            "AND (%(since)s::timestamptz IS NULL OR last_received_at >= %(since)s) "
+            "AND (%(before)s::bigint IS NULL OR id < %(before)s) "
+            "ORDER BY id DESC LIMIT %(limit)s",
+            {
+                "node": node_id,
+                "cause": None if cause is None else cause.value,
+                "since": since,
+                "before": before_id,
+                "limit": limit,
+            },
         )
         rows = await cur.fetchall()
     return [
@@ -44,12 +69,55 @@ async def gaps(
     open_only: bool = True,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[GapOut]:
-    """Ranges of event seqs a node sent but ingest has not seen (open), or saw late."""
+    """Ranges of event seqs a node sent but ingest has not seen (open), or saw late, or an
+    operator wrote off."""
     async with conn.cursor(row_factory=class_row(GapOut)) as cur:
         await cur.execute(
-            "SELECT id, node_id, first_seq, last_seq, detected_at, closed_at FROM seq_gaps "
+            "SELECT id, node_id, first_seq, last_seq, detected_at, closed_at, written_off_by, "
+            "write_off_reason FROM seq_gaps "
             "WHERE (%s::text IS NULL OR node_id = %s) AND (NOT %s OR closed_at IS NULL) "
             "ORDER BY id DESC LIMIT %s",
             (node_id, node_id, open_only, limit),
         )
         return await cur.fetchall()
+
+
+@router.post("/gaps/{gap_id}/write-off", response_model=GapOut)
+async def write_off_gap(
+    principal: IngestOperator,
+    conn: Conn,
+    gap_id: Annotated[int, Path(ge=1)],
+    body: GapWriteOffIn,
+) -> GapOut:
+    """Close an open gap no event will fill (a box's seq jumped, its outbox was wiped on
+    site): it leaves `gridwatch_events_missing`, keeps who and why, and is audited. Events
+    of the range that still come are stored as any others."""
+    async with conn.transaction():
+        async with conn.cursor(row_factory=class_row(GapOut)) as cur:
+            await cur.execute(
+                "UPDATE seq_gaps SET closed_at = now(), written_off_by = %s, "
+                "write_off_reason = %s WHERE id = %s AND closed_at IS NULL RETURNING id, "
+                "node_id, first_seq, last_seq, detected_at, closed_at, written_off_by, "
+                "write_off_reason",
+                (principal.subject, body.reason, gap_id),
+            )
+            gap = await cur.fetchone()
+        if gap is None:
+            found = await conn.execute("SELECT closed_at FROM seq_gaps WHERE id = %s", (gap_id,))
+            if await found.fetchone() is None:
+                raise NotFound(f"gap {gap_id} not found")
+            raise Conflict(f"gap {gap_id} is closed already")
+        await audit.record(
+            conn,
+            principal,
+            "gap.write_off",
+            target_type="seq_gap",
+            target_id=str(gap_id),
+            detail={
+                "node_id": gap.node_id,
+                "first_seq": gap.first_seq,
+                "last_seq": gap.last_seq,
+                "reason": body.reason,
+            },
+        )
+    return gap
