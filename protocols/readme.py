@@ -9,7 +9,12 @@ from protocols import examples as ex
 from protocols.base import Payload
 from protocols.catalog import CHANNELS, ChannelSpec
 from protocols.enums import SnapshotVariant
-from protocols.identifiers import CAMERA_ID_MAX, NODE_ID_MAX, ORG_CODE_MAX
+from protocols.identifiers import (
+    CAMERA_ID_MAX,
+    EVENT_ID_TIME_TOLERANCE,
+    NODE_ID_MAX,
+    ORG_CODE_MAX,
+)
 from protocols.nesting import max_depth
 from protocols.topics import (
     Channel,
@@ -19,6 +24,8 @@ from protocols.topics import (
     response_topic,
     snapshot_topic,
 )
+
+_ID_TOLERANCE_H = EVENT_ID_TIME_TOLERANCE.total_seconds() / 3600
 
 _INTRO = f"""\
 # protocols — the gridwatch wire contract
@@ -33,8 +40,8 @@ JPEGs. The machine-readable forms are [`asyncapi.json`](asyncapi.json) (AsyncAPI
 
 ## Rules every sender and receiver follows
 
-- **Topics.** Node topics are `gw/v1/nodes/<node_id>/...`, so a broker ACL with `%u` confines
-  each node to its own subtree. Alert topics are
+- **Topics.** Node topics are `gw/v1/nodes/<node_id>/...`, so the broker confines each node
+  to its own subtree (a subscription outside it is refused, reason code 0x87). Alert topics are
   `gw/v1/alerts/<county>/<town>/<village>/<grid>/<kind>`; an alert above grid level puts `-`
   in the levels below it, so an app follows its jurisdiction with one filter such as
   `gw/v1/alerts/511725/511725106/#`.
@@ -50,7 +57,10 @@ JPEGs. The machine-readable forms are [`asyncapi.json`](asyncapi.json) (AsyncAPI
   [0, 1]; a timestamp more than the allowed clock skew (default 300 s) in the future; naive
   timestamps; bytes that are not UTF-8; a `node_id` that differs from the topic's.
 - **Ids.** Events and telemetry carry a UUIDv7 made on the node, and events a per-node `seq`,
-  so the cloud stores each once however often it is delivered, and sees gaps.
+  so the cloud stores each once however often it is delivered, and sees gaps. An event's id
+  is minted at its `observed_at`: the time in the id may differ from it by at most
+  {_ID_TOLERANCE_H:g} h (a node that replays old events keeps their ids), and an id the cloud
+  holds already is never stored again, whatever the time beside it.
 - **Times** are ISO 8601 in UTC (`2026-11-25T08:30:00Z`).
 """
 

@@ -385,9 +385,11 @@ class IngestWorker:
         record_batch(batch, result, time.monotonic() - started, lag_ms(batch, now) / 1000)
         if result.dead:
             logger.warning(
-                "dead letters=%d first=%s: %s",
+                "dead letters=%d first=%s field=%s cause=%s: %s",
                 len(result.dead),
                 result.dead[0].topic,
+                result.dead[0].field,
+                result.dead[0].cause.value,
                 result.dead[0].reason,
             )
 
