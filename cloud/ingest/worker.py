@@ -29,7 +29,7 @@ from cloud.ingest.decode import decode_batch, unexpected
 from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
 from cloud.ingest.snapshot_uploads import report_dropped
 from cloud.ingest.subscriber import Received, Subscriber
-from cloud.ingest.writer import Batch, BatchWriter, Moving, lag_ms
+from cloud.ingest.writer import Batch, BatchWriter, Moving, lag_ms, prune_event_ids
 from cloud.metrics import record_batch
 from cloud.settings import CloudSettings
 from cloud.snapshots import snapshot_store
@@ -398,8 +398,13 @@ class IngestWorker:
         maintain(conn, timescale=self.timescale, retention=retention)
         with conn.transaction():
             dropped = prune_dead_letters(conn, days=retention.dead_letters_days)
-        if dropped:
-            logger.info("dead letters past retention dropped=%d", dropped)
+            claims = prune_event_ids(conn, max_age=self.max_age, now=datetime.now(UTC))
+        if dropped or claims:
+            logger.info(
+                "past retention: dead letters dropped=%d, event id claims dropped=%d",
+                dropped,
+                claims,
+            )
 
     def _record_stale_holes(self, conn: psycopg.Connection) -> None:
         with conn.transaction():

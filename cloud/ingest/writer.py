@@ -274,6 +274,7 @@ def event_row(event: FastDetectionEvent, unit_code: str, received_at: datetime) 
 STAGING_TABLES = (
     "CREATE TEMP TABLE IF NOT EXISTS events_staging "
     f"({', '.join(f'{name} {kind}' for name, kind in STAGED)}) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS events_copies (LIKE events_staging) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE IF NOT EXISTS events_inserted (observed_at timestamptz, "
     "node_id text, camera_id text, unit_code text, kind text, phase text, seq bigint, "
     "event_id uuid, thread_id uuid, severity text) ON COMMIT DELETE ROWS",
@@ -293,35 +294,39 @@ _STAGED_CONTENT = ", ".join(
     for c in _CONTENT
 )
 _STORED_CONTENT = ", ".join("e.snapshots::text" if c == "snapshots" else f"e.{c}" for c in _CONTENT)
-# Events of the batch stored before, found by id near their own time (the protocol keeps
-# an event's id within EVENT_ID_TIME_TOLERANCE of observed_at, so two copies lie within
-# twice that of each other): taken out of the staging table, each with whether it is the
-# stored event again. The ids go to the index as one array, and the batch's time range
-# (bounds from ingest) leaves only the partitions or chunks it can touch: measured against
-# a probe per staged row (a LATERAL subquery, each row's Append pruned again), half the
-# time; against a DELETE joining staging to the matches, a third.
-DROP_STORED_SQL = f"""
-WITH found AS MATERIALIZED (
-    SELECT s.event_id, ({_STAGED_CONTENT}) IS NOT DISTINCT FROM ({_STORED_CONTENT}) AS same
-    FROM events e
-    JOIN events_staging s ON s.event_id = e.event_id
-         AND e.observed_at >= s.observed_at - %(window)s
-         AND e.observed_at <= s.observed_at + %(window)s
-    WHERE e.event_id = ANY(ARRAY(SELECT event_id FROM events_staging))
-      AND e.observed_at >= %(from)s AND e.observed_at <= %(to)s
-), dropped AS (
-    DELETE FROM events_staging s WHERE s.event_id IN (SELECT event_id FROM found)
+# Each staged event claims its id (in id order, the order every process locks them in);
+# those whose claim conflicts are copies of events stored before: they leave the staging
+# table for `events_copies`, and the statement says how many. A claim another process
+# holds uncommitted waits for it: the copy is then compared once that process is done.
+CLAIM_IDS_SQL = """
+WITH claimed AS (
+    INSERT INTO event_ids (event_id, observed_at)
+    SELECT event_id, observed_at FROM events_staging ORDER BY event_id
+    ON CONFLICT DO NOTHING RETURNING event_id
+), copies AS (
+    DELETE FROM events_staging s
+    WHERE NOT EXISTS (SELECT 1 FROM claimed c WHERE c.event_id = s.event_id)
+    RETURNING s.*
+), kept AS (
+    INSERT INTO events_copies SELECT * FROM copies RETURNING 1
 )
-SELECT event_id, same FROM found
+SELECT count(*) FROM kept
+"""
+# Each copy, with whether it is the stored event again (a stored event gone before its
+# claim, by a shorter retention, counts as the same).
+COMPARE_COPIES_SQL = f"""
+SELECT s.event_id,
+       e.event_id IS NULL OR ({_STAGED_CONTENT}) IS NOT DISTINCT FROM ({_STORED_CONTENT})
+FROM events_copies s
+JOIN event_ids i ON i.event_id = s.event_id
+LEFT JOIN events e ON e.observed_at = i.observed_at AND e.event_id = i.event_id
 """  # noqa: S608
-STORED_WINDOW = 2 * EVENT_ID_TIME_TOLERANCE
 
-# Staged events into `events`. A batch is tried first as all new: a plain INSERT costs
+# Staged events into `events`. Once claimed, a batch is all new: a plain INSERT costs
 # PostgreSQL less than ON CONFLICT's check before each row (measured: 3 µs an event), and
-# the rollups, cases and sequences then read the new events from `events_staging`. A copy
-# of an event stored before (a redelivery, a box's retry) fails it, and the batch moves
-# again skipping what is stored, the new events landing in `events_inserted`: each event is
-# stored once however often delivered.
+# the rollups, cases and sequences then read the new events from `events_staging`. An event
+# stored without a claim (before claims were kept) fails it, and the batch moves again
+# skipping what is stored, the new events landing in `events_inserted`.
 MOVE_NEW_EVENTS_SQL = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "  # noqa: S608
     f"SELECT {', '.join(_FROM_STAGED.get(c, c) for c in EVENT_COLUMNS)} FROM events_staging"
@@ -368,7 +373,7 @@ class Moving:
     yet read."""
 
     pipeline: AbstractContextManager[Any]  # conn.pipeline(), entered
-    stored: psycopg.Cursor[Any]  # DROP_STORED_SQL: copies stored before, taken out
+    claims: psycopg.Cursor[Any]  # CLAIM_IDS_SQL: how many were copies, set aside
     cursor: psycopg.Cursor[Any]  # the move
     events: int
 
@@ -396,14 +401,21 @@ def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
     return tuple(list(column) for column in zip(*rows, strict=True))
 
 
-def _stored_bounds(events: list[tuple[FastDetectionEvent, datetime]]) -> dict[str, Any]:
-    """DROP_STORED_SQL's parameters: where stored copies of the batch's events can lie."""
-    times = [event.observed_at for event, _ in events]
-    return {
-        "window": STORED_WINDOW,
-        "from": min(times) - STORED_WINDOW,
-        "to": max(times) + STORED_WINDOW,
-    }
+def prune_event_ids(conn: psycopg.Connection, *, max_age: timedelta, now: datetime) -> int:
+    """Drop the claims no copy can need any more: a copy older than `max_age` is a dead
+    letter, and its id (the claim's) lies within EVENT_ID_TIME_TOLERANCE of its time; a day
+    more for clocks and backlogs. By id, whose first bits are its time: the key's own order."""
+    floor = now - max_age - EVENT_ID_TIME_TOLERANCE - timedelta(days=1)
+    cur = conn.execute(
+        "DELETE FROM event_ids WHERE event_id < %s",
+        (UUID(int=int(floor.timestamp() * 1000) << 80),),
+    )
+    return cur.rowcount
+
+
+def _count(cursor: psycopg.Cursor[Any]) -> int:
+    row = cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _conflicts(batch: Batch, stored: dict[UUID, bool]) -> list[DeadLetter]:
@@ -502,19 +514,18 @@ class BatchWriter:
         if not batch.events:
             return None
         self._copy_events(conn, batch.events)
-        stored_bounds = _stored_bounds(batch.events)
         pipeline = conn.pipeline()
         pipeline.__enter__()
         try:
             conn.execute("SAVEPOINT events_move")
-            stored = conn.cursor()
-            stored.execute(DROP_STORED_SQL, stored_bounds)
+            claims = conn.cursor()
+            claims.execute(CLAIM_IDS_SQL)
             cursor = conn.cursor()
             cursor.execute(MOVE_NEW_EVENTS_SQL)
         except BaseException as exc:
             pipeline.__exit__(type(exc), exc, exc.__traceback__)
             raise
-        return Moving(pipeline, stored, cursor, len(batch.events))
+        return Moving(pipeline, claims, cursor, len(batch.events))
 
     def finish(self, conn: psycopg.Connection, batch: Batch, moving: Moving | None) -> WriteResult:
         """The rest of `write`, after `begin` in the same transaction.
@@ -528,16 +539,16 @@ class BatchWriter:
         if moving is not None:
             try:
                 moving.wait()
-                stored = dict(moving.stored.fetchall())
+                copies = _count(moving.claims)
             except psycopg.errors.UniqueViolation:
-                # Another process stored a copy since the check, and committed: check again,
-                # and move what is still new skipping anything stored meanwhile.
+                # An event stored without a claim (before claims were kept, or since its
+                # claim aged out): move again, skipping anything stored.
                 conn.execute("ROLLBACK TO SAVEPOINT events_move")
-                stored = dict(
-                    conn.execute(DROP_STORED_SQL, _stored_bounds(batch.events)).fetchall()
-                )
+                copies = _count(conn.execute(CLAIM_IDS_SQL))
                 moving.cursor = conn.execute(MOVE_EVENTS_SQL)
                 new_events = "events_inserted"
+            if copies:
+                stored = dict(conn.execute(COMPARE_COPIES_SQL).fetchall())
             result.events_stored = moving.cursor.rowcount
             result.events_duplicate += moving.events - result.events_stored - len(stored)
             result.events_duplicate += sum(stored.values())
