@@ -122,8 +122,8 @@ def test_the_rules_confine_nodes_and_apps(county: County, tmp_path: Path) -> Non
     assert rules["clients"]["app.town-106"] == ["app/app.town-106"]
     assert rules["clients"]["ingest.1"] == ["service/ingest"]
     assert rules["roles"]["app/app.town-106"] == [
-        {"acltype": "publishClientReceive", "topic": f"gw/v1/alerts/511725/{TOWN}/+/+/+"},
-        {"acltype": "subscribePattern", "topic": f"gw/v1/alerts/511725/{TOWN}/+/+/+"},
+        {"acltype": "publishClientReceive", "topic": f"gw/v1/alerts/511725/{TOWN}/#"},
+        {"acltype": "subscribePattern", "topic": f"gw/v1/alerts/511725/{TOWN}/#"},
     ]
     assert {"acltype": "subscribePattern", "topic": "$share/ingest/gw/v1/nodes/+/events"} in (
         rules["roles"]["service/ingest"]
