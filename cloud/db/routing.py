@@ -98,10 +98,15 @@ WITH root AS (
            jsonb_build_object('events', u.event_count)
     FROM upserted u
 ), strays AS (
+    -- Per box, its unregistered cameras not yet named on its open work order.
     SELECT s.node_id, s.route_unit AS unit_code,
-           string_agg(DISTINCT s.camera_id, ', ' ORDER BY s.camera_id) AS cameras
+           string_agg(DISTINCT s.camera_id, ', ' ORDER BY s.camera_id) AS cameras,
+           jsonb_agg(DISTINCT s.camera_id) AS camera_list
     FROM started s
+    LEFT JOIN cases o ON o.merge_key = s.node_id || '/-/' || %(stray)s AND o.state <> 'closed'
     WHERE NOT s.registered AND s.route_unit IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM case_history h
+                      WHERE h.case_id = o.case_id AND h.detail->'cameras' ? s.camera_id)
     GROUP BY 1, 2
 ), stray_orders AS (
     INSERT INTO cases (case_id, source, category, severity, state, title, description,
@@ -122,13 +127,22 @@ WITH root AS (
     JOIN case_rules r ON r.category = %(stray)s AND r.severity = %(stray_severity)s
                      AND r.opens_case
     ORDER BY s.node_id
-    ON CONFLICT (merge_key) WHERE state <> 'closed' AND merge_key IS NOT NULL DO NOTHING
-    RETURNING case_id, node_id, state
+    -- Cameras that turn up later are added to the order, each once.
+    ON CONFLICT (merge_key) WHERE state <> 'closed' AND merge_key IS NOT NULL DO UPDATE SET
+        description = left(cases.description || ' Since also: '
+                           || (SELECT s.cameras FROM strays s WHERE s.node_id = cases.node_id)
+                           || '.', 2000),
+        event_count = cases.event_count + 1,
+        last_event_at = now(),
+        updated_at = now(),
+        version = cases.version + 1
+    RETURNING case_id, node_id, state, (xmax = 0) AS opened
 ), stray_history AS (
     INSERT INTO case_history (case_id, at, actor, action, from_state, to_state, detail)
-    SELECT o.case_id, now(), 'system', 'open', NULL, o.state,
+    SELECT o.case_id, now(), 'system', CASE WHEN o.opened THEN 'open' ELSE 'merge' END,
+           CASE WHEN o.opened THEN NULL ELSE o.state END, o.state,
            jsonb_build_object('reason', 'events from cameras not registered to this box: '
-                                        || s.cameras)
+                                        || s.cameras, 'cameras', s.camera_list)
     FROM stray_orders o JOIN strays s USING (node_id)
 )
 SELECT count(*) FILTER (WHERE opened), count(*) FILTER (WHERE NOT opened) FROM upserted

@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 
 from protocols import encode
 from protocols.base import utc_now
+from protocols.catalog import CHANNELS
 from protocols.enums import EventKind, Severity
 from protocols.passwords import hash_password
-from protocols.topics import events_topic
+from protocols.topics import Channel, events_topic, health_topic
 from tests.cloud.county_fixtures import OTHER_NODE, VILLAGE_NODE, County, county_database
 from tests.factories import make_detection_event
 from tests.support.cloud import FakeNodes, IngestProcess, count
@@ -144,6 +145,33 @@ def test_a_deeply_nested_event_is_a_dead_letter_and_the_stream_goes_on(
         digest,
     )
     assert reason == 1
+
+
+def test_a_string_never_closed_full_of_escaped_quotes_holds_nothing_up(
+    county: County, ingest: IngestProcess, attacker: MqttProbe, good_box: FakeNodes
+) -> None:
+    # At each channel's size limit: the depth check once took minutes over such a health
+    # report, and ingest committed nothing meanwhile.
+    hostile = {
+        topic: b"[" * 10 + b'"' + b'\\"' * ((CHANNELS[channel].max_bytes - 11) // 2)
+        for channel, topic in (
+            (Channel.EVENTS, events_topic(ATTACKER)),
+            (Channel.HEALTH, health_topic(ATTACKER)),
+        )
+    }
+    before = GoodBox.send(good_box, 5)
+    for topic, payload in hostile.items():
+        reason = attacker.publish(topic, payload)
+        assert reason is not None
+        assert not reason.is_failure, reason
+    after = GoodBox.send(good_box, 5)
+    wait_until(lambda: stored_ids(county.url, before + after) == 10, 30, "the good box's events")
+    assert_alive(ingest)
+    digests = [hashlib.sha256(p).hexdigest() for p in hostile.values()]
+    dead = count(
+        county.url, "SELECT count(*) FROM ingest_dead_letters WHERE sha256 = ANY(%s)", digests
+    )
+    assert dead == 2
 
 
 _json_values = st.recursive(
@@ -336,9 +364,12 @@ def test_a_box_naming_cameras_it_does_not_have_raises_nothing_above_its_unit(
             "AND category = 'camera_unregistered'",
             (VILLAGE_NODE,),
         ).fetchall()
-        [[reason]] = conn.execute(
-            "SELECT h.detail->>'reason' FROM case_history h JOIN cases c USING (case_id) "
-            "WHERE c.node_id = %s AND c.category = 'camera_unregistered' AND h.action = 'open'",
+        # Named once each, on the order's opening or when they first turned up after it.
+        [[reason, named]] = conn.execute(
+            "SELECT string_agg(h.detail->>'reason', ' '), "
+            "jsonb_agg(c2) FROM case_history h JOIN cases c USING (case_id), "
+            "jsonb_array_elements_text(h.detail->'cameras') c2 "
+            "WHERE c.node_id = %s AND c.category = 'camera_unregistered'",
             (VILLAGE_NODE,),
         ).fetchall()
     assert units == [(VILLAGE,)]
@@ -349,6 +380,7 @@ def test_a_box_naming_cameras_it_does_not_have_raises_nothing_above_its_unit(
     assert orders == [(VILLAGE, "intake")]  # one work order for the box, however many cameras
     assert "fake00" in reason
     assert "fake19" in reason
+    assert sorted(named) == sorted(set(named))
 
 
 def test_a_node_the_registry_does_not_know_opens_no_case(county: County) -> None:
