@@ -167,7 +167,7 @@ SELECT count(*) FROM closed
 """
 
 # A camera that is back (its offline or tamper situation ended) closes its work order,
-# when the ended situation is the case's latest one.
+# when the ended situation is the case's latest one and its own box says so.
 AUTO_CLOSE_SQL = CLOSE_SQL.replace(
     "{targets}",
     """
@@ -176,6 +176,7 @@ AUTO_CLOSE_SQL = CLOSE_SQL.replace(
     JOIN case_threads t ON t.thread_id = e.thread_id
     JOIN cases c ON c.case_id = t.case_id
     WHERE e.phase = 'end' AND c.source = 'fleet' AND c.state <> 'closed'
+      AND c.node_id = e.node_id  -- a thread id is public (alerts carry it): only its box ends it
       AND t.observed_at = (SELECT max(observed_at) FROM case_threads l
                            WHERE l.case_id = c.case_id)
     ORDER BY c.case_id""",
