@@ -88,7 +88,7 @@ def _decode(batch: Batch, message: Received, max_age: timedelta) -> None:
         case ConfigReport():
             batch.reports.append((decoded, at))
         case CommandResponse():
-            batch.responses.append((decoded, at))
+            batch.responses.append((decoded, message.payload, at))
         case bytes() if isinstance(parts, NodeTopic):
             batch.snapshots.append((parts, decoded, at))
         case _:

@@ -49,7 +49,7 @@ from protocols import (
 from protocols.enums import StreamStatus
 from protocols.fast_events import FastDetectionEvent
 from protocols.identifiers import EVENT_ID_TIME_TOLERANCE
-from protocols.topics import NodeTopic
+from protocols.topics import NodeTopic, response_topic
 
 if TYPE_CHECKING:
     from cloud.ingest.subscriber import Received
@@ -162,7 +162,7 @@ class Batch:
     health: list[tuple[NodeHealth, bytes, datetime]] = field(default_factory=list)
     telemetry: list[tuple[Telemetry, datetime]] = field(default_factory=list)
     reports: list[tuple[ConfigReport, datetime]] = field(default_factory=list)
-    responses: list[tuple[CommandResponse, datetime]] = field(default_factory=list)
+    responses: list[tuple[CommandResponse, bytes, datetime]] = field(default_factory=list)
     snapshots: list[tuple[NodeTopic, bytes, datetime]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
 
@@ -562,8 +562,9 @@ class BatchWriter:
         if batch.reports:
             self._reports(conn, batch.reports)
         if batch.responses:
-            self._responses(conn, batch.responses)
-            attach_for_answers(conn, [r.request_id for r, _ in batch.responses])
+            refused = self._responses(conn, batch.responses)
+            result.dead += refused
+            attach_for_answers(conn, [r.request_id for r, _, _ in batch.responses])
         if batch.snapshots:
             result.snapshots_dropped = self._snapshots(conn, batch.snapshots)
         if result.events_stored and self.snapshots_waiting:
@@ -851,25 +852,51 @@ class BatchWriter:
         )
 
     def _responses(
-        self, conn: psycopg.Connection, responses: list[tuple[CommandResponse, datetime]]
-    ) -> None:
-        conn.cursor().executemany(
-            "INSERT INTO command_responses (request_id, node_id, status, data, error, "
-            "responded_at, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            [
-                (
-                    r.request_id,
-                    r.node_id,
-                    r.status.value,
-                    None if r.data is None else _json(r.data),
-                    r.error,
-                    r.responded_at,
-                    received,
-                )
-                for r, received in responses
-            ],
-        )
+        self,
+        conn: psycopg.Connection,
+        responses: list[tuple[CommandResponse, bytes, datetime]],
+    ) -> list[DeadLetter]:
+        """Store the answers to requests sent to the node that answers (a command, or a
+        case's recheck); any other is a dead letter: a box answering another's request
+        would otherwise stand in for its answer. A repeated answer is kept once."""
+        rows = conn.execute(
+            "WITH v AS (SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::jsonb[], "
+            "  %s::text[], %s::timestamptz[], %s::timestamptz[]) "
+            "  AS v(request_id, node_id, status, data, error, responded_at, received_at)), "
+            "ours AS (SELECT v.* FROM v WHERE EXISTS (SELECT 1 FROM commands c "
+            "    WHERE c.request_id = v.request_id AND c.node_id = v.node_id) "
+            "  OR EXISTS (SELECT 1 FROM case_checks k "
+            "    WHERE k.request_id = v.request_id AND k.node_id = v.node_id)), "
+            "stored AS (INSERT INTO command_responses (request_id, node_id, status, data, "
+            "  error, responded_at, received_at) SELECT * FROM ours ORDER BY request_id "
+            "  ON CONFLICT DO NOTHING) "
+            "SELECT request_id FROM ours",
+            _columns(
+                [
+                    (
+                        r.request_id,
+                        r.node_id,
+                        r.status.value,
+                        None if r.data is None else _json(r.data),
+                        r.error,
+                        r.responded_at,
+                        received,
+                    )
+                    for r, _, received in responses
+                ]
+            ),
+        ).fetchall()
+        ours = {row[0] for row in rows}
+        return [
+            DeadLetter(
+                response_topic(r.node_id, r.request_id),
+                payload,
+                "request_id",
+                "no request of this id was sent to this node",
+            )
+            for r, payload, _ in responses
+            if r.request_id not in ours
+        ]
 
     # ---- snapshots (cloud/ingest/snapshot_uploads.py) ----------------------------------
 

@@ -27,7 +27,7 @@ from cloud.db.schema import prepare_database
 from cloud.ingest.writer import Batch, BatchWriter, WriteResult
 from cloud.settings import CloudSettings
 from cloud.snapshots import LocalSnapshotStore, sha256_hex
-from protocols import Channel
+from protocols import Channel, encode
 from protocols.enums import ReplyStatus, SnapshotVariant
 from protocols.events import DetectionEvent, Snapshot
 from protocols.fast_events import to_fast
@@ -264,7 +264,7 @@ def test_a_recheck_snapshot_belongs_to_the_node_the_command_went_to(
             "size_bytes": len(picture),
         },
     )
-    write(cloud_db, writer, Batch(responses=[(answer, now)]))
+    write(cloud_db, writer, Batch(responses=[(answer, encode(answer), now)]))
     # Another node's picture for the same request is refused.
     refused = write(cloud_db, writer, Batch(snapshots=[upload(OTHER, request_id, hostile, now)]))
     row = attached(cloud_db, NODE, request_id)
@@ -442,3 +442,32 @@ def test_a_snapshot_whose_event_never_comes_is_dropped_after_the_wait_and_counte
         assert f"event_id={event_id}" in ingest.log()
     finally:
         ingest.kill()
+
+
+def test_an_answer_belongs_to_the_node_the_command_went_to(
+    cloud_db: str, store: LocalSnapshotStore
+) -> None:
+    writer = make_writer(store)
+    now = datetime.now(UTC)
+    request_id = uuid7()
+    with psycopg.connect(cloud_db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO commands (request_id, node_id, command, args, issued_at, expires_at, "
+            "issued_by) VALUES (%s, %s, 'identify', %s, %s, %s, 'test')",
+            (request_id, NODE, Jsonb({}), now, now + timedelta(minutes=5)),
+        )
+    forged = make_command_response(request_id=request_id, node_id=OTHER, status=ReplyStatus.OK)
+    real = make_command_response(request_id=request_id, node_id=NODE, status=ReplyStatus.OK)
+    refused = write(cloud_db, writer, Batch(responses=[(forged, encode(forged), now)]))
+    kept = write(
+        cloud_db, writer, Batch(responses=[(real, encode(real), now), (real, encode(real), now)])
+    )
+    assert [(d.field, d.topic) for d in refused.dead] == [
+        ("request_id", f"gw/v1/nodes/{OTHER}/responses/{request_id}")
+    ]
+    assert kept.dead == []
+    with psycopg.connect(cloud_db) as conn:
+        answers = conn.execute(
+            "SELECT node_id FROM command_responses WHERE request_id = %s", (request_id,)
+        ).fetchall()
+    assert answers == [(NODE,)]
