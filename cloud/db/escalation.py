@@ -24,11 +24,17 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 ), target AS (
     SELECT c.case_id, c.state, c.responsible_unit_code AS from_unit,
-           coalesce((SELECT a.code FROM org_units a
-                     WHERE a.level = CASE WHEN r.level IN ('grid', 'village') THEN 'town'
-                                          ELSE 'county' END
-                       AND starts_with(c.responsible_unit_code, a.code)),
-                    c.responsible_unit_code) AS to_unit,
+           CASE WHEN c.source = 'camera' AND NOT EXISTS (
+                    SELECT 1 FROM cameras k
+                    WHERE k.node_id = c.node_id AND k.camera_id = c.camera_id)
+                -- A camera not registered to its box: the box's unit is the limit (its
+                -- supervision still rises), so a box cannot push made-up cases up the tiers.
+                THEN c.responsible_unit_code
+                ELSE coalesce((SELECT a.code FROM org_units a
+                               WHERE a.level = CASE WHEN r.level IN ('grid', 'village')
+                                                    THEN 'town' ELSE 'county' END
+                                 AND starts_with(c.responsible_unit_code, a.code)),
+                              c.responsible_unit_code) END AS to_unit,
            coalesce(rule.ack_s, 1800) AS ack_s
     FROM due
     JOIN cases c USING (case_id)

@@ -6,6 +6,7 @@ test_hostile_broker.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloud.db.escalation import escalate_due
 from protocols import encode
 from protocols.base import utc_now
 from protocols.catalog import CHANNELS
@@ -381,6 +383,26 @@ def test_a_box_naming_cameras_it_does_not_have_raises_nothing_above_its_unit(
     assert "fake00" in reason
     assert "fake19" in reason
     assert sorted(named) == sorted(set(named))
+
+    # Nobody acknowledges them: the made-up cameras' cases stay at the village (their
+    # supervision rises), the registered camera's goes up a tier.
+    async def escalate() -> None:
+        async with await psycopg.AsyncConnection.connect(county.url, autocommit=True) as conn:
+            for day in (1, 2, 3):
+                await escalate_due(conn, now=utc_now() + timedelta(days=day))
+
+    asyncio.run(escalate())
+    with psycopg.connect(county.url) as conn:
+        after = {
+            camera: (responsible, level)
+            for camera, responsible, level in conn.execute(
+                "SELECT camera_id, responsible_unit_code, supervision_level FROM cases "
+                "WHERE node_id = %s AND source = 'camera' AND first_event_id = ANY(%s)",
+                (VILLAGE_NODE, ids),
+            ).fetchall()
+        }
+    assert {after[c] for c in made_up} == {(VILLAGE, 3)}
+    assert after["cam01"][0] == COUNTY
 
 
 def test_a_node_the_registry_does_not_know_opens_no_case(county: County) -> None:
