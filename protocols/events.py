@@ -28,6 +28,7 @@ from protocols.identifiers import (
 
 MAX_SNAPSHOT_BYTES = 2 * 1024 * 1024
 MAX_SEQ = 2**63 - 1
+MAX_DWELL_S = 365 * 86_400
 
 
 class Snapshot(WireModel):
@@ -79,7 +80,8 @@ class DetectionEvent(Payload):
     track_id: int | None = Field(default=None, ge=0, le=MAX_SEQ)
     zone: str | None = Field(default=None, max_length=64)
     direction: CrossingDirection | None = None
-    dwell_s: float | None = Field(default=None, ge=0)
+    # At most a year: the stored value is a 4-byte float, which holds no more than 3.4e38.
+    dwell_s: float | None = Field(default=None, ge=0, le=MAX_DWELL_S)
     count: int | None = Field(default=None, ge=0, le=100_000)
     tamper: TamperReason | None = None
     snapshots: list[Snapshot] = Field(default_factory=list, max_length=4)

@@ -48,7 +48,13 @@ from protocols.enums import (
     TamperReason,
 )
 from protocols.errors import InvalidTopic
-from protocols.events import MAX_SEQ, MAX_SNAPSHOT_BYTES, REQUIRED_ON_START, DetectionEvent
+from protocols.events import (
+    MAX_DWELL_S,
+    MAX_SEQ,
+    MAX_SNAPSHOT_BYTES,
+    REQUIRED_ON_START,
+    DetectionEvent,
+)
 from protocols.geometry import EDGE_TOLERANCE
 from protocols.identifiers import (
     CAMERA_ID_PATTERN,
@@ -116,7 +122,7 @@ class FastDetectionEvent(Struct, frozen=True, forbid_unknown_fields=True):
     track_id: Annotated[int, Meta(ge=0, le=MAX_SEQ)] | None = None
     zone: _Text64 | None = None
     direction: CrossingDirection | None = None
-    dwell_s: Annotated[float, Meta(ge=0.0)] | None = None
+    dwell_s: Annotated[float, Meta(ge=0.0, le=MAX_DWELL_S)] | None = None
     count: Annotated[int, Meta(ge=0, le=100_000)] | None = None
     tamper: TamperReason | None = None
     snapshots: Annotated[list[FastSnapshot], Meta(max_length=4)] = []

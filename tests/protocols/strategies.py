@@ -27,7 +27,14 @@ from protocols.config import (
     PublishSettings,
     TimeWindow,
 )
-from protocols.events import DetectionEvent, ModelRef, Reading, Snapshot, Telemetry
+from protocols.events import (
+    MAX_DWELL_S,
+    DetectionEvent,
+    ModelRef,
+    Reading,
+    Snapshot,
+    Telemetry,
+)
 from protocols.geometry import BBox
 from protocols.health import (
     CameraHealth,
@@ -236,7 +243,7 @@ def detection_events(draw: st.DrawFn) -> DetectionEvent:
         track_id=draw(st.none() | counts),
         zone=draw(st.none() | short_text),
         direction=draw(st.sampled_from(enums.CrossingDirection)),
-        dwell_s=draw(non_negative),
+        dwell_s=draw(st.floats(min_value=0.0, max_value=MAX_DWELL_S)),
         count=draw(st.integers(0, 100_000)),
         tamper=draw(st.sampled_from(enums.TamperReason)),
         snapshots=snaps,
