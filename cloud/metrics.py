@@ -36,6 +36,11 @@ DEAD_LETTER_ROWS = Gauge(
     "gridwatch_ingest_dead_letter_rows",
     "Dead letters kept (one row per distinct message, dropped after the retention).",
 )
+INGEST_RETAINED_CLEARED = Counter(
+    "gridwatch_ingest_retained_cleared_total",
+    "Messages a box published retained on a topic the protocol never retains, whose "
+    "retained copy ingest removed from the broker (stored as any other).",
+)
 INGEST_SNAPSHOTS_DROPPED = Counter(
     "gridwatch_ingest_snapshots_dropped_total",
     "Snapshots ingest removed instead of attaching, by reason: no_event (nothing of their "

@@ -46,8 +46,13 @@ def cloud_acl() -> list[tuple[Access, str]]:
 
 def ingest_acl() -> list[tuple[Access, str]]:
     """Ingest reads every node's reports (on the broker, only as a member of its shared
-    subscription group) and writes nothing."""
-    return [(access, topic) for access, topic in cloud_acl() if access is Access.READ]
+    subscription group), and writes only where the protocol retains nothing: to remove a
+    retained copy a box left there (an empty retained message)."""
+    rules: list[tuple[Access, str]] = [r for r in cloud_acl() if r[0] is Access.READ]
+    for spec in CHANNELS.values():
+        if spec.direction is Direction.EDGE_TO_CLOUD and not spec.retain:
+            rules.append((Access.WRITE, _filter_of(spec, "+")))
+    return rules
 
 
 def api_acl() -> list[tuple[Access, str]]:

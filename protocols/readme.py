@@ -61,6 +61,10 @@ JPEGs. The machine-readable forms are [`asyncapi.json`](asyncapi.json) (AsyncAPI
   is minted at its `observed_at`: the time in the id may differ from it by at most
   {_ID_TOLERANCE_H:g} h (a node that replays old events keeps their ids), and an id the cloud
   holds already is never stored again, whatever the time beside it.
+- **Retained** messages are a node's `state` and `config/reported` and the cloud's
+  `config/desired`, one per node each. A message published retained on any other topic is
+  taken as sent, and its retained copy is removed (the cloud publishes an empty retained
+  message on its topic, which receivers skip).
 - **Times** are ISO 8601 in UTC (`2026-11-25T08:30:00Z`).
 """
 

@@ -258,3 +258,15 @@ def parse_topic(topic: str) -> NodeTopic | AlertTopic:
     if segments[0] == "alerts":
         return _parse_alert_topic(topic, segments[1:])
     raise InvalidTopic(topic, f"unknown branch {segments[0]!r}")
+
+
+def may_be_retained(topic: str) -> bool:
+    """Whether the protocol keeps a retained message on `topic` (a node's state, its
+    configs); a message retained anywhere else holds broker memory for nothing."""
+    from protocols.catalog import CHANNELS  # the catalog builds on this module
+
+    try:
+        parts = parse_topic(topic)
+    except InvalidTopic:
+        return False
+    return isinstance(parts, NodeTopic) and CHANNELS[parts.channel].retain

@@ -35,9 +35,10 @@ from datetime import UTC, datetime
 import mqtt5
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
-from cloud.metrics import INGEST_SUBSCRIBED
+from cloud.metrics import INGEST_RETAINED_CLEARED, INGEST_SUBSCRIBED
 from cloud.mqtt import FailureLog, broker_address
 from cloud.settings import CloudSettings
+from protocols.topics import may_be_retained
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class Subscriber:
         # --retire`).
         self.leaving = leaving
         self.last_message_at = time.monotonic()
+        self._retaining: set[str] = set()
         self.client_id = client_id
         self.filters = filters
         self.on_message = on_message
@@ -474,6 +476,12 @@ class Subscriber:
         """Handle one packet; True when it answers our ping."""
         if isinstance(packet, mqtt5.PublishPacket):
             self.last_message_at = time.monotonic()
+            # The retain flag comes as published (the subscription asks for it).
+            if packet.retain:
+                if not packet.payload and packet.qos is mqtt5.QoS.AT_MOST_ONCE:
+                    return False  # a retained copy being removed: nothing in it to store
+                if not may_be_retained(packet.topic):
+                    self._clear_retained(packet.topic)
             self.on_message(
                 Received(
                     packet.packet_id or 0,
@@ -494,6 +502,20 @@ class Subscriber:
         else:
             raise ConnectionLost(f"unexpected {type(packet).__name__} from the broker")
         return False
+
+    def _clear_retained(self, topic: str) -> None:
+        """Remove a retained copy the protocol has no use for (an empty retained message on
+        its topic): a box could otherwise fill the broker's memory with retained
+        snapshots. The message itself is stored as any other."""
+        with self._lock:
+            self._outgoing.append(
+                mqtt5.PublishPacket(topic, b"", qos=mqtt5.QoS.AT_MOST_ONCE, retain=True).write()
+            )
+        INGEST_RETAINED_CLEARED.inc()
+        node = topic.split("/", 4)[3] if topic.count("/") >= 4 else topic
+        if node not in self._retaining:
+            self._retaining.add(node)  # one line per box, however many it sends
+            logger.warning("a box publishes retained where nothing is kept: %s", topic)
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(BlockingIOError):

@@ -36,8 +36,10 @@ from protocols.topics import (
     all_nodes_filter,
     config_desired_topic,
     events_topic,
+    health_topic,
     node_commands_filter,
     node_filter,
+    node_topic,
     shared,
     snapshot_topic,
 )
@@ -205,6 +207,22 @@ def stored(county: County) -> int:
         "SELECT count(*) FROM events WHERE node_id = %s AND seq BETWEEN 1 AND 40",
         VILLAGE_NODE,
     )
+
+
+def test_ingest_may_remove_a_retained_copy_only_where_the_protocol_keeps_none(
+    broker: CountyBroker,
+) -> None:
+    second = MqttProbe(
+        broker.port, username="ingest.2", password=SERVICE_PASSWORD, client_id="ingest.2"
+    ).connect()
+    try:
+        allowed = [events_topic(VILLAGE_NODE), health_topic(OTHER_NODE)]
+        kept = [node_topic(VILLAGE_NODE, Channel.STATE), config_desired_topic(VILLAGE_NODE)]
+        answers = {t: second.publish(t, b"", retain=True) for t in allowed + kept}
+        assert {t: answers[t].is_failure for t in allowed} == dict.fromkeys(allowed, False)
+        assert {t: answers[t].value for t in kept} == dict.fromkeys(kept, NOT_AUTHORIZED)
+    finally:
+        second.close()
 
 
 def test_no_account_can_take_a_nodes_client_id(broker: CountyBroker) -> None:

@@ -15,11 +15,12 @@ import pytest
 from cloud.db.schema import prepare_database
 from cloud.settings import CloudSettings
 from protocols import encode
-from protocols.topics import events_topic
+from protocols.topics import Channel, events_topic, node_topic
 from tests.conftest import BrokerFactory
-from tests.factories import make_detection_event
+from tests.factories import make_detection_event, make_node_state
 from tests.support.cloud import FakeNodes, IngestProcess, count
 from tests.support.mosquitto import BrokerOptions, MosquittoBroker
+from tests.support.mqtt import MqttProbe
 from tests.support.ports import wait_until
 from tests.support.tls import TestCA
 
@@ -204,6 +205,35 @@ def test_bad_payloads_become_dead_letters_and_the_stream_goes_on(
         (hashlib.sha256(raw).hexdigest(), len(raw), raw[:256]) for raw in cases.values()
     }
     probe.close()
+
+
+def test_what_a_box_retains_where_nothing_is_kept_is_stored_and_leaves_the_broker(
+    cloud_db: str, durable_broker: MosquittoBroker, ingest: IngestProcess
+) -> None:
+    node = "qx-retains"
+    event = make_detection_event(node_id=node, seq=0)
+    box = MqttProbe(durable_broker.port, client_id=node).connect()
+    watcher = MqttProbe(durable_broker.port, client_id="qx-watcher").connect()
+    reader = MqttProbe(durable_broker.port, client_id="qx-reader").connect()
+    try:
+        assert not watcher.subscribe(events_topic(node)).is_failure
+        state = encode(make_node_state(node_id=node))
+        assert box.publish(node_topic(node, Channel.STATE), state, retain=True) == 0
+        assert box.publish(events_topic(node), encode(event), retain=True) == 0
+        # The event as sent, then ingest's removal of its retained copy (an empty one).
+        assert watcher.expect(timeout_s=30).payload == encode(event)
+        assert watcher.expect(timeout_s=30).payload == b""
+        wait_until(lambda: stored(cloud_db, node) == 1, 30, "the event stored")
+        # A new subscriber gets what is retained at once, before anything published after
+        # its subscription: the state (the protocol keeps it), and no event.
+        assert not reader.subscribe(f"gw/v1/nodes/{node}/#").is_failure
+        assert box.publish(events_topic(node), b"marker") == 0
+        received = [reader.expect(timeout_s=10).payload for _ in range(2)]
+        assert received == [state, b"marker"]
+    finally:
+        box.close()
+        watcher.close()
+        reader.close()
 
 
 def test_an_event_the_database_refuses_is_a_dead_letter_and_its_batch_is_stored(
