@@ -46,7 +46,8 @@ INGEST_SNAPSHOTS_DROPPED = Counter(
     "Snapshots ingest removed instead of attaching, by reason: no_event (nothing of their "
     "node vouched for them within the wait), unwritten (their batch never committed), "
     "other_node (another node's event or command), sha256 (not the bytes the event lists), "
-    "variant (a picture the event does not list).",
+    "variant (a picture the event does not list), quota (its box had "
+    "CLOUD_INGEST_SNAPSHOT_WAITING_MAX_MB waiting already).",
     ["reason"],
 )
 INGEST_BATCH_SIZE = Histogram(

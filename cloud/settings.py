@@ -128,6 +128,12 @@ class CloudSettings(BaseSettings):
         "that lists it; then it is removed, file and row, and counted. Ingest processes on a "
         "shared subscription may get a snapshot before its event.",
     )
+    ingest_snapshot_waiting_max_mb: Annotated[int, Field(ge=4, le=1_000_000)] = Field(
+        default=64,
+        description="Bytes of a box's snapshots that may wait for their events at once (a "
+        "few hundred pictures); more are dropped unwritten and counted (reason quota): a "
+        "box sending pictures nothing vouches for cannot fill the county's disk.",
+    )
     timezone: str = Field(
         default="Asia/Shanghai",
         description="The county's time zone: daily buckets start at its midnight.",

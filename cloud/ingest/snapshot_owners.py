@@ -20,6 +20,7 @@ class Verdict(StrEnum):
     VARIANT = "variant"  # its owner lists no such variant
     NO_EVENT = "no_event"  # nothing of its node vouched for it within the wait
     UNWRITTEN = "unwritten"  # recorded, maybe written, but its batch never committed
+    QUOTA = "quota"  # its node had enough waiting already: not written
 
     @property
     def dropped(self) -> bool:

@@ -149,6 +149,33 @@ def store_uploads(
     return dropped, any(v is Verdict.WAIT for _, v in verdicts)
 
 
+def within_quota(
+    conn: psycopg.Connection, received: Sequence[tuple[Upload, bytes]], quota_bytes: int
+) -> tuple[list[tuple[Upload, bytes]], list[Dropped]]:
+    """The batch's uploads that fit in their node's quota of waiting bytes (counting what
+    already waits, in any process), and the rest dropped before a file is written, their
+    journal rows removed."""
+    keys = [upload.storage_key for upload, _ in received]
+    waiting: dict[str, int] = dict(
+        conn.execute(
+            "SELECT node_id, sum(size_bytes) FROM snapshot_uploads "
+            "WHERE node_id = ANY(%s) AND NOT storage_key = ANY(%s) GROUP BY node_id",
+            (sorted({upload.node_id for upload, _ in received}), keys),
+        ).fetchall()
+    )
+    kept: list[tuple[Upload, bytes]] = []
+    over: list[Upload] = []
+    for upload, data in received:
+        used = waiting.get(upload.node_id, 0) + upload.size_bytes
+        if used > quota_bytes:
+            over.append(upload)
+            continue
+        waiting[upload.node_id] = used
+        kept.append((upload, data))
+    _forget(conn, [u.storage_key for u in over])
+    return kept, [Dropped(u.node_id, u.event_id, u.variant, u.sha256, Verdict.QUOTA) for u in over]
+
+
 def attach_for_events(conn: psycopg.Connection, new_events: str) -> int:
     """Attach waiting snapshots of the batch's new events (in the temp table `new_events`),
     in the batch's transaction; returns how many. Only what is attached here: a snapshot

@@ -119,6 +119,7 @@ class IngestWorker:
             timezone=ZoneInfo(settings.timezone),
             reorder_window_s=settings.ingest_reorder_window_s,
             snapshot_wait_s=settings.ingest_snapshot_wait_s,
+            snapshot_quota_bytes=settings.ingest_snapshot_waiting_max_mb * 1024 * 1024,
         )
         self.max_age = timedelta(days=settings.ingest_max_event_age_days)
         self.quarantine = Quarantine()

@@ -37,6 +37,7 @@ from cloud.ingest.snapshot_uploads import (
     store_uploads,
     sweep,
     uploads_of,
+    within_quota,
 )
 from cloud.snapshots import SnapshotStore
 from protocols import (
@@ -464,12 +465,14 @@ class BatchWriter:
         timezone: ZoneInfo,
         reorder_window_s: float = 60.0,
         snapshot_wait_s: float = 600.0,
+        snapshot_quota_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.timescale = timescale
         self.store = store
         self.timezone = timezone
         self.reorder_window = timedelta(seconds=reorder_window_s)
         self.snapshot_wait = timedelta(seconds=snapshot_wait_s)
+        self.snapshot_quota_bytes = snapshot_quota_bytes
         # Whether uploads may be waiting for events (not known: so at first). The event
         # path looks for them only then; the sweep, every few seconds, says again.
         self.snapshots_waiting = True
@@ -914,6 +917,9 @@ class BatchWriter:
         """Each file written before any row points at it (a row never points at nothing),
         under its node's key; attached once an event of that node vouches for its bytes."""
         uploads, dropped = uploads_of(snapshots)
+        if uploads:
+            uploads, over = within_quota(conn, uploads, self.snapshot_quota_bytes)
+            dropped += over
         if uploads:
             stored, waiting = store_uploads(conn, self.store, uploads)
             dropped += stored

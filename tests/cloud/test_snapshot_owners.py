@@ -471,3 +471,31 @@ def test_an_answer_belongs_to_the_node_the_command_went_to(
             "SELECT node_id FROM command_responses WHERE request_id = %s", (request_id,)
         ).fetchall()
     assert answers == [(NODE,)]
+
+
+def test_a_box_has_a_quota_of_pictures_waiting_and_others_are_not_held_by_it(
+    cloud_db: str, store: LocalSnapshotStore
+) -> None:
+    flooder, other = "qx-quota-a", "qx-quota-b"
+    pictures = [jpeg(b"flood%d" % i) for i in range(5)]
+    quota = 3 * len(pictures[0])
+    writer = BatchWriter(
+        timescale=False,
+        store=store,
+        timezone=ZoneInfo("Asia/Shanghai"),
+        snapshot_quota_bytes=quota,
+    )
+    now = datetime.now(UTC)
+    first = event_with(pictures[0], node_id=flooder, seq=1)
+    flood = [upload(flooder, first.event_id, pictures[0], now)] + [
+        upload(flooder, uuid7(), p, now) for p in pictures[1:]
+    ]
+    theirs = jpeg(b"theirs")
+    result = write(cloud_db, writer, Batch(snapshots=[*flood, upload(other, uuid7(), theirs, now)]))
+    assert dropped(result) == ["quota", "quota"]
+    assert files(store) == {*pictures[:3], theirs}
+    # Its event attaches the first: the box has room for one more.
+    write(cloud_db, writer, Batch(events=[(to_fast(first), now)]))
+    assert attached(cloud_db, flooder, first.event_id) is not None
+    again = write(cloud_db, writer, Batch(snapshots=[upload(flooder, uuid7(), pictures[3], now)]))
+    assert dropped(again) == []
