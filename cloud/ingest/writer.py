@@ -295,10 +295,16 @@ _STAGED_CONTENT = ", ".join(
     for c in _CONTENT
 )
 _STORED_CONTENT = ", ".join("e.snapshots::text" if c == "snapshots" else f"e.{c}" for c in _CONTENT)
-# Each staged event claims its id (in id order, the order every process locks them in);
-# those whose claim conflicts are copies of events stored before: they leave the staging
-# table for `events_copies`, and the statement says how many. A claim another process
-# holds uncommitted waits for it: the copy is then compared once that process is done.
+# Each staged event claims its id (in id order, the order every process locks them in; a
+# claim another process holds uncommitted waits for it). A batch claims as all new first:
+# a plain INSERT costs PostgreSQL 2.8 µs an event, ON CONFLICT's check 6.8 (measured here).
+CLAIM_NEW_IDS_SQL = (
+    "INSERT INTO event_ids (event_id, observed_at) "
+    "SELECT event_id, observed_at FROM events_staging ORDER BY event_id"
+)
+# When that fails, a copy of an event stored before is in the batch: those whose claim
+# conflicts leave the staging table for `events_copies`, and the statement says how many
+# (each then compared, once the process that stored it is done).
 CLAIM_IDS_SQL = """
 WITH claimed AS (
     INSERT INTO event_ids (event_id, observed_at)
@@ -325,13 +331,14 @@ LEFT JOIN events e ON e.observed_at = i.observed_at AND e.event_id = i.event_id
 
 # Staged events into `events`. Once claimed, a batch is all new: a plain INSERT costs
 # PostgreSQL less than ON CONFLICT's check before each row (measured: 3 µs an event), and
-# the rollups, cases and sequences then read the new events from `events_staging`. An event
-# stored without a claim (before claims were kept) fails it, and the batch moves again
-# skipping what is stored, the new events landing in `events_inserted`.
+# the rollups, cases and sequences then read the new events from `events_staging`. After a
+# failed claim the batch moves skipping what is stored, the new events landing in
+# `events_inserted`.
 MOVE_NEW_EVENTS_SQL = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "  # noqa: S608
     f"SELECT {', '.join(_FROM_STAGED.get(c, c) for c in EVENT_COLUMNS)} FROM events_staging"
 )
+CLAIM_AND_MOVE_NEW_SQL = f"WITH claims AS ({CLAIM_NEW_IDS_SQL}) {MOVE_NEW_EVENTS_SQL}"
 MOVE_EVENTS_SQL = (
     f"WITH new AS ({MOVE_NEW_EVENTS_SQL} ON CONFLICT DO NOTHING "  # noqa: S608
     "RETURNING observed_at, node_id, camera_id, unit_code, kind, phase, seq, event_id, "
@@ -374,7 +381,6 @@ class Moving:
     yet read."""
 
     pipeline: AbstractContextManager[Any]  # conn.pipeline(), entered
-    claims: psycopg.Cursor[Any]  # CLAIM_IDS_SQL: how many were copies, set aside
     cursor: psycopg.Cursor[Any]  # the move
     events: int
 
@@ -521,14 +527,14 @@ class BatchWriter:
         pipeline.__enter__()
         try:
             conn.execute("SAVEPOINT events_move")
-            claims = conn.cursor()
-            claims.execute(CLAIM_IDS_SQL)
+            # One statement: its failure (a copy) can only surface when `finish` waits,
+            # never while this one is being sent.
             cursor = conn.cursor()
-            cursor.execute(MOVE_NEW_EVENTS_SQL)
+            cursor.execute(CLAIM_AND_MOVE_NEW_SQL)
         except BaseException as exc:
             pipeline.__exit__(type(exc), exc, exc.__traceback__)
             raise
-        return Moving(pipeline, claims, cursor, len(batch.events))
+        return Moving(pipeline, cursor, len(batch.events))
 
     def finish(self, conn: psycopg.Connection, batch: Batch, moving: Moving | None) -> WriteResult:
         """The rest of `write`, after `begin` in the same transaction.
@@ -540,12 +546,13 @@ class BatchWriter:
         new_events = "events_staging"  # the batch as it was staged, bar copies stored before
         stored: dict[UUID, bool] = {}
         if moving is not None:
+            copies = 0
             try:
                 moving.wait()
-                copies = _count(moving.claims)
             except psycopg.errors.UniqueViolation:
-                # An event stored without a claim (before claims were kept, or since its
-                # claim aged out): move again, skipping anything stored.
+                # A copy of an event stored before (a redelivery, a box's retry, an id sent
+                # again): claim again setting copies aside, and move skipping anything
+                # stored (an event stored before claims were kept has none).
                 conn.execute("ROLLBACK TO SAVEPOINT events_move")
                 copies = _count(conn.execute(CLAIM_IDS_SQL))
                 moving.cursor = conn.execute(MOVE_EVENTS_SQL)
