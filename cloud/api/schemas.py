@@ -130,6 +130,11 @@ class GapOut(BaseModel):
     write_off_reason: str | None
 
 
+class GapsWrittenOff(BaseModel):
+    gaps: int = Field(description="Gaps closed.")
+    events: int = Field(description="Events they held: no longer counted as missing.")
+
+
 class GapWriteOffIn(BaseModel):
     reason: str = Field(
         min_length=4,

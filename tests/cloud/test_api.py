@@ -276,6 +276,32 @@ def test_an_operator_writes_off_a_gap_no_event_will_fill(
     assert audited == [("county-op", "gap.write_off", reason)]
 
 
+def test_an_operator_writes_off_every_gap_of_a_box_at_once(
+    client: TestClient, populated: tuple[str, Path, list[DetectionEvent]]
+) -> None:
+    node = "qx-every-other"
+    with psycopg.connect(populated[0], autocommit=True) as conn:
+        conn.execute(  # a box that skipped every other seq: one gap per event
+            "INSERT INTO seq_gaps (node_id, first_seq, last_seq) "
+            "SELECT %s, s, s FROM generate_series(1, 2001, 2) AS s",
+            (node,),
+        )
+    url = f"/api/v1/ingest/nodes/{node}/gaps/write-off"
+    reason = "box counted its seq twice per event; fixed in firmware 2.3.2"
+    assert client.post(url, json={"reason": reason}).json() == {"gaps": 1001, "events": 1001}
+    assert client.post(url, json={"reason": reason}).json() == {"gaps": 0, "events": 0}
+    assert client.get("/api/v1/ingest/gaps", params={"node_id": node}).json() == []
+    bad = client.post("/api/v1/ingest/nodes/not a node/gaps/write-off", json={"reason": reason})
+    assert bad.status_code == 422
+    with psycopg.connect(populated[0]) as conn:
+        audited = conn.execute(
+            "SELECT detail->>'gaps' FROM audit_log WHERE target_type = 'node' "
+            "AND target_id = %s AND action = 'gap.write_off'",
+            (node,),
+        ).fetchall()
+    assert audited == [("1001",)]
+
+
 def test_gaps_open_longer_than_the_reorder_window_are_scraped(
     client: TestClient, populated: tuple[str, Path, list[DetectionEvent]]
 ) -> None:

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Path, Query
 from psycopg.rows import class_row, dict_row
 
 from cloud.api.deps import Conn, IngestOperator
-from cloud.api.schemas import DeadLetterOut, GapOut, GapWriteOffIn
+from cloud.api.schemas import DeadLetterOut, GapOut, GapsWrittenOff, GapWriteOffIn
 from cloud.db import audit
 from cloud.errors import Conflict, NotFound
 from cloud.ingest.dead_letters import Cause
+from protocols.identifiers import NODE_ID_PATTERN
 
 router = APIRouter(prefix="/ingest", tags=["ingest"])
 
@@ -121,3 +122,34 @@ async def write_off_gap(
             },
         )
     return gap
+
+
+@router.post("/nodes/{node_id}/gaps/write-off", response_model=GapsWrittenOff)
+async def write_off_node_gaps(
+    principal: IngestOperator,
+    conn: Conn,
+    node_id: Annotated[str, Path(pattern=NODE_ID_PATTERN)],
+    body: GapWriteOffIn,
+) -> GapsWrittenOff:
+    """Close every open gap of a box at once (a box that skipped every other seq leaves
+    thousands), as one audited write-off. Holes younger than the reorder window are not
+    gaps yet and stay."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "WITH closed AS (UPDATE seq_gaps SET closed_at = now(), written_off_by = %s, "
+            "write_off_reason = %s WHERE node_id = %s AND closed_at IS NULL "
+            "RETURNING last_seq - first_seq + 1 AS events) "
+            "SELECT count(*), coalesce(sum(events), 0) FROM closed",
+            (principal.subject, body.reason, node_id),
+        )
+        gaps, events = await cur.fetchone() or (0, 0)
+        if gaps:
+            await audit.record(
+                conn,
+                principal,
+                "gap.write_off",
+                target_type="node",
+                target_id=node_id,
+                detail={"gaps": gaps, "events": int(events), "reason": body.reason},
+            )
+    return GapsWrittenOff(gaps=gaps, events=int(events))
