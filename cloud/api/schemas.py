@@ -148,7 +148,9 @@ class GapWriteOffIn(BaseModel):
         # PostgreSQL text holds neither NUL nor a lone surrogate.
         if "\x00" in value or _unencodable(value):
             raise ValueError("must be text without NUL characters or lone surrogates")
-        return value
+        if len(value.strip()) < 4:
+            raise ValueError("must say why, in at least 4 characters besides spaces")
+        return value.strip()
 
 
 def _unencodable(value: str) -> bool:

@@ -880,7 +880,7 @@ class BatchWriter:
             "stored AS (INSERT INTO command_responses (request_id, node_id, status, data, "
             "  error, responded_at, received_at) SELECT * FROM ours ORDER BY request_id "
             "  ON CONFLICT DO NOTHING) "
-            "SELECT request_id FROM ours",
+            "SELECT request_id, node_id FROM ours",
             _columns(
                 [
                     (
@@ -896,7 +896,7 @@ class BatchWriter:
                 ]
             ),
         ).fetchall()
-        ours = {row[0] for row in rows}
+        ours = {(row[0], row[1]) for row in rows}  # an answer and a forgery may share a batch
         return [
             DeadLetter(
                 response_topic(r.node_id, r.request_id),
@@ -905,7 +905,7 @@ class BatchWriter:
                 "no request of this id was sent to this node",
             )
             for r, payload, _ in responses
-            if r.request_id not in ours
+            if (r.request_id, r.node_id) not in ours
         ]
 
     # ---- snapshots (cloud/ingest/snapshot_uploads.py) ----------------------------------

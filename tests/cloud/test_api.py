@@ -255,6 +255,7 @@ def test_an_operator_writes_off_a_gap_no_event_will_fill(
         ).fetchone() or (0,)
     url = f"/api/v1/ingest/gaps/{gap_id}/write-off"
     assert client.post(url, json={"reason": "a"}).status_code == 422
+    assert client.post(url, json={"reason": "      "}).status_code == 422
     assert client.post(url, json={"reason": "bad\u0000byte"}).status_code == 422
     reason = "firmware 2.3.1 jumped its sequence counter"
     gap = client.post(url, json={"reason": reason}).json()

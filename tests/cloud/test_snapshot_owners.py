@@ -459,12 +459,18 @@ def test_an_answer_belongs_to_the_node_the_command_went_to(
     forged = make_command_response(request_id=request_id, node_id=OTHER, status=ReplyStatus.OK)
     real = make_command_response(request_id=request_id, node_id=NODE, status=ReplyStatus.OK)
     refused = write(cloud_db, writer, Batch(responses=[(forged, encode(forged), now)]))
+    # The forgery in the answer's own batch too: refused all the same.
+    together = write(
+        cloud_db,
+        writer,
+        Batch(responses=[(real, encode(real), now), (forged, encode(forged), now)]),
+    )
     kept = write(
         cloud_db, writer, Batch(responses=[(real, encode(real), now), (real, encode(real), now)])
     )
-    assert [(d.field, d.topic) for d in refused.dead] == [
-        ("request_id", f"gw/v1/nodes/{OTHER}/responses/{request_id}")
-    ]
+    forgery = [("request_id", f"gw/v1/nodes/{OTHER}/responses/{request_id}")]
+    assert [(d.field, d.topic) for d in refused.dead] == forgery
+    assert [(d.field, d.topic) for d in together.dead] == forgery
     assert kept.dead == []
     with psycopg.connect(cloud_db) as conn:
         answers = conn.execute(
