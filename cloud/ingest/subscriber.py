@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import mqtt5
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
@@ -41,6 +42,8 @@ from cloud.settings import CloudSettings
 from protocols.topics import may_be_retained
 
 logger = logging.getLogger(__name__)
+
+_P = TypeVar("_P", bound=mqtt5.Packet)
 
 CONNECT_TIMEOUT_S = 10.0
 READ_SIZE = 256 * 1024
@@ -336,7 +339,7 @@ class Subscriber:
                 # The broker stops giving this session a share of the stream; what it
                 # queued for the session before still comes.
                 sock.sendall(mqtt5.UnsubscribePacket(1, list(self.filters)).write())
-                early += self._until(sock, reader, mqtt5.UnsubAckPacket)
+                early += self._until(sock, reader, mqtt5.UnsubAckPacket)[1]
             else:
                 sock.sendall(
                     mqtt5.SubscribePacket(
@@ -374,17 +377,7 @@ class Subscriber:
         """Read until the SUBACK; every other packet read meanwhile (a resumed session's
         messages, before or right after it) is returned in order. A refused filter raises
         SubscriptionRefused, naming every refused one."""
-        others: list[mqtt5.Packet] = []
-        suback: mqtt5.SubAckPacket | None = None
-        while suback is None:
-            data = sock.recv(READ_SIZE)
-            if not data:
-                raise ConnectionLost("the broker closed the connection before SUBACK")
-            for packet in reader.feed(data):
-                if suback is None and isinstance(packet, mqtt5.SubAckPacket):
-                    suback = packet
-                else:
-                    others.append(packet)
+        suback, others = self._until(sock, reader, mqtt5.SubAckPacket)
         refused = [
             f"{topic_filter} ({code.name})"
             for topic_filter, code in zip(self.filters, suback.reason_codes, strict=False)
@@ -396,9 +389,9 @@ class Subscriber:
         return others
 
     def _until(
-        self, sock: socket.socket, reader: FrameReader, kind: type[mqtt5.Packet]
-    ) -> list[mqtt5.Packet]:
-        """Read until a packet of `kind`; the others read meanwhile, in order."""
+        self, sock: socket.socket, reader: FrameReader, kind: type[_P]
+    ) -> tuple[_P, list[mqtt5.Packet]]:
+        """Read until a packet of `kind`: it, and the others read meanwhile, in order."""
         others: list[mqtt5.Packet] = []
         while True:
             data = sock.recv(READ_SIZE)
@@ -407,7 +400,7 @@ class Subscriber:
             packets = reader.feed(data)
             for index, packet in enumerate(packets):
                 if isinstance(packet, kind):
-                    return others + packets[:index] + packets[index + 1 :]
+                    return packet, others + packets[:index] + packets[index + 1 :]
             others += packets
 
     def _first_packets(self, sock: socket.socket, reader: FrameReader) -> list[mqtt5.Packet]:
