@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from psycopg import sql
 from psycopg.rows import class_row, dict_row
 
 from cloud.api.deps import Conn, IngestOperator
@@ -16,6 +17,9 @@ from cloud.ingest.dead_letters import Cause
 from protocols.identifiers import NODE_ID_PATTERN
 
 router = APIRouter(prefix="/ingest", tags=["ingest"])
+
+# A gap as the API shows it: the columns of GapOut, listed and returned alike.
+_GAP = sql.SQL(", ").join(sql.Identifier(name) for name in GapOut.model_fields)
 
 
 @router.get("/dead-letters", response_model=list[DeadLetterOut])
@@ -74,10 +78,11 @@ async def gaps(
     operator wrote off."""
     async with conn.cursor(row_factory=class_row(GapOut)) as cur:
         await cur.execute(
-            "SELECT id, node_id, first_seq, last_seq, detected_at, closed_at, written_off_by, "
-            "write_off_reason FROM seq_gaps "
-            "WHERE (%s::text IS NULL OR node_id = %s) AND (NOT %s OR closed_at IS NULL) "
-            "ORDER BY id DESC LIMIT %s",
+            sql.SQL(
+                "SELECT {} FROM seq_gaps "
+                "WHERE (%s::text IS NULL OR node_id = %s) AND (NOT %s OR closed_at IS NULL) "
+                "ORDER BY id DESC LIMIT %s"
+            ).format(_GAP),
             (node_id, node_id, open_only, limit),
         )
         return await cur.fetchall()
@@ -96,10 +101,10 @@ async def write_off_gap(
     async with conn.transaction():
         async with conn.cursor(row_factory=class_row(GapOut)) as cur:
             await cur.execute(
-                "UPDATE seq_gaps SET closed_at = now(), written_off_by = %s, "
-                "write_off_reason = %s WHERE id = %s AND closed_at IS NULL RETURNING id, "
-                "node_id, first_seq, last_seq, detected_at, closed_at, written_off_by, "
-                "write_off_reason",
+                sql.SQL(
+                    "UPDATE seq_gaps SET closed_at = now(), written_off_by = %s, "
+                    "write_off_reason = %s WHERE id = %s AND closed_at IS NULL RETURNING {}"
+                ).format(_GAP),
                 (principal.subject, body.reason, gap_id),
             )
             gap = await cur.fetchone()
