@@ -27,7 +27,7 @@ from protocols.base import (
 )
 from protocols.catalog import CHANNELS
 from protocols.errors import InvalidPayload, InvalidTopic
-from protocols.nesting import exceeds_depth, max_depth
+from protocols.nesting import exceeds_depth, exceeds_values, max_depth, max_values
 from protocols.topics import AlertTopic, Channel, NodeTopic, parse_topic
 
 M = TypeVar("M", bound=Payload)
@@ -115,6 +115,9 @@ def decode(
     depth = max_depth(model)
     if exceeds_depth(raw, depth):  # before any parser, all of which recurse
         raise InvalidPayload(topic, "$", f"JSON nested deeper than {depth} levels")
+    most = max_values(model)
+    if most is not None and exceeds_values(raw, most):  # each value costs the parsers
+        raise InvalidPayload(topic, "$", f"JSON holds more than {most} values")
     obj = _parse_json(raw, topic)
     if not isinstance(obj, dict):
         raise InvalidPayload(topic, "$", "payload must be a JSON object")

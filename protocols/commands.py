@@ -38,7 +38,7 @@ class CommandResponse(Payload):
     request_id: UUID
     node_id: NodeId
     status: ReplyStatus
-    data: dict[str, JsonValue] | None = None
+    data: dict[str, JsonValue] | None = Field(default=None, max_length=64)
     error: str | None = Field(default=None, min_length=1, max_length=1024)
     responded_at: PastDatetime
 

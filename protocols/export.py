@@ -16,7 +16,7 @@ from protocols.base import SCHEMA_VERSION, Payload
 from protocols.catalog import CHANNELS, PAYLOAD_MODELS, ChannelSpec, Direction
 from protocols.codec import encode
 from protocols.examples import EXAMPLES
-from protocols.nesting import max_depth
+from protocols.nesting import max_depth, max_values
 from protocols.readme import render_readme
 from protocols.topics import Channel
 
@@ -143,7 +143,8 @@ def asyncapi_document() -> dict[str, Any]:
             "title": spec.channel.value,
             "description": f"{spec.summary} Largest payload {spec.max_bytes} bytes"
             + (
-                f", JSON nested at most {max_depth(spec.payload)} levels deep."
+                f", JSON nested at most {max_depth(spec.payload)} levels deep"
+                + (f", at most {most} values." if (most := max_values(spec.payload)) else ".")
                 if spec.payload
                 else "."
             ),

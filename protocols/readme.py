@@ -15,7 +15,7 @@ from protocols.identifiers import (
     NODE_ID_MAX,
     ORG_CODE_MAX,
 )
-from protocols.nesting import max_depth
+from protocols.nesting import max_depth, max_values
 from protocols.topics import (
     Channel,
     alert_topic,
@@ -52,7 +52,9 @@ JPEGs. The machine-readable forms are [`asyncapi.json`](asyncapi.json) (AsyncAPI
   unknown fields, so a node can be upgraded before the cloud. Removing or renaming a field,
   or changing its meaning, is a new topic version (`gw/v2`).
 - **Refused input.** A receiver refuses, naming the field: another `schema_version`; a payload
-  above the channel's size limit; NaN or infinite numbers; a NUL character (`\\u0000`:
+  above the channel's size limit, or nested deeper or holding more JSON values than its
+  channel's table says (counted before parsing: each object and array, each comma between
+  values); NaN or infinite numbers; a NUL character (`\\u0000`:
   PostgreSQL cannot store it in text, and senders refuse to send one); a bounding box outside
   [0, 1]; a timestamp more than the allowed clock skew (default 300 s) in the future; naive
   timestamps; bytes that are not UTF-8; a `node_id` that differs from the topic's.
@@ -97,11 +99,12 @@ def _section(spec: ChannelSpec, example: Any) -> str:
         "",
         spec.summary,
         "",
-        "| direction | QoS | retain | payload | largest payload | deepest JSON |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| direction | QoS | retain | payload | largest payload | deepest JSON | most values |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
         f"| {spec.direction.value} | {spec.qos} | {'yes' if spec.retain else 'no'} "
         f"| {payload} | {spec.max_bytes} bytes "
-        f"| {f'{max_depth(spec.payload)} levels' if spec.payload else '-'} |",
+        f"| {f'{max_depth(spec.payload)} levels' if spec.payload else '-'} "
+        f"| {(max_values(spec.payload) or '-') if spec.payload else '-'} |",
         "",
         f"Example topic: `{_example_topic(spec)}`",
         "",

@@ -1,20 +1,28 @@
-"""The depth check that runs before any JSON parser: exact on real JSON, never recursing,
-and limits just above what each payload defines."""
+"""The depth and value checks that run before any JSON parser: exact on real JSON, never
+recursing, and limits just above what each payload defines."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel, Field, JsonValue
 
-from protocols import CHANNELS, InvalidPayload, decode_message
+from protocols import CHANNELS, DetectionEvent, InvalidPayload, decode_message
 from protocols.codec import encode
 from protocols.examples import EXAMPLES
-from protocols.nesting import exceeds_depth, max_depth
-from protocols.topics import events_topic, health_topic
+from protocols.nesting import (
+    NEWER_FIELD_VALUES,
+    exceeds_depth,
+    exceeds_values,
+    max_depth,
+    max_values,
+)
+from protocols.topics import Channel, events_topic, health_topic
 from tests.factories import make_detection_event
 
 # Strings full of what the check must not mistake for structure.
@@ -32,6 +40,31 @@ def depth_of(value: Any) -> int:
     if isinstance(value, dict):
         return 1 + max((depth_of(v) for v in value.values()), default=0)
     return 0
+
+
+def values_of(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + sum(values_of(v) for v in value)
+    if isinstance(value, dict):
+        return 1 + sum(values_of(v) for v in value.values())
+    return 1
+
+
+def marks_of(value: Any) -> int:
+    """What `exceeds_values` counts: containers opened and commas between values."""
+    if isinstance(value, list | dict):
+        inner = list(value.values()) if isinstance(value, dict) else value
+        return 1 + max(len(inner) - 1, 0) + sum(marks_of(v) for v in inner)
+    return 0
+
+
+@given(json_values, st.integers(0, 60), st.booleans())
+def test_the_value_count_agrees_with_a_parser_on_any_json(
+    value: Any, limit: int, ascii: bool
+) -> None:
+    raw = json.dumps(value, ensure_ascii=ascii).encode()
+    assert exceeds_values(raw, limit) == (marks_of(value) > limit)
+    assert marks_of(value) <= 2 * values_of(value)  # what max_values allows for
 
 
 @given(json_values, st.integers(0, 8), st.booleans())
@@ -81,3 +114,39 @@ def test_a_payload_nested_too_deep_is_refused_naming_the_limit() -> None:
     assert "nested deeper than 4 levels" in error.value.reason
     with pytest.raises(InvalidPayload, match="nested deeper"):
         decode_message(health_topic("qx-deep"), b"[" * 3000 + b"]" * 3000)
+
+
+def test_each_example_at_its_largest_fits_its_values_and_a_flood_does_not() -> None:
+    """The health report of a box with the most cameras passes; the same report with an
+    unknown field of empty arrays up to the size limit is refused before parsing."""
+    health = CHANNELS[Channel.HEALTH]
+    assert health.payload is not None
+    example = EXAMPLES[health.payload].model_dump(mode="json")
+    camera = example["cameras"][0]
+    cameras = [dict(camera, camera_id=f"cam{i:03d}") for i in range(256)]  # the model's most
+    raw = orjson.dumps({**example, "cameras": cameras})
+    decode_message(health_topic(example["node_id"]), raw)
+    flood = raw[:-1] + b',"newer":[' + b"[]," * 25_000 + b"[]]}"
+    assert len(flood) < health.max_bytes
+    with pytest.raises(InvalidPayload, match=f"more than {max_values(health.payload)} values"):
+        decode_message(health_topic(example["node_id"]), flood)
+
+
+def test_strings_full_of_commas_are_text() -> None:
+    body = encode(make_detection_event(node_id="qx-commas"))[:-1]
+    limit = max_values(DetectionEvent)
+    assert limit is not None
+    raw = body + b',"note":"' + b",[{" * limit + b'\\"' + b'"}'
+    decode_message(events_topic("qx-commas"), raw)
+
+
+def test_an_unbounded_map_has_no_value_limit_and_a_bounded_one_does() -> None:
+    class Free(BaseModel):
+        data: dict[str, JsonValue]
+
+    class Bounded(BaseModel):
+        data: dict[str, int] = Field(max_length=3)
+        items: list[bool] = Field(max_length=2)
+
+    assert max_values(Free) is None
+    assert max_values(Bounded) == 3 * (1 + (1 + 3) + (1 + 2)) + NEWER_FIELD_VALUES
