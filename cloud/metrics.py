@@ -47,7 +47,8 @@ INGEST_SNAPSHOTS_DROPPED = Counter(
     "node vouched for them within the wait), unwritten (their batch never committed), "
     "other_node (another node's event or command), sha256 (not the bytes the event lists), "
     "variant (a picture the event does not list), quota (its box had "
-    "CLOUD_INGEST_SNAPSHOT_WAITING_MAX_MB waiting already).",
+    "CLOUD_INGEST_SNAPSHOT_WAITING_MAX_MB waiting already), day_quota (its box had sent "
+    "CLOUD_INGEST_SNAPSHOT_DAILY_MAX_MB in the last 24 hours).",
     ["reason"],
 )
 INGEST_BATCH_SIZE = Histogram(

@@ -134,6 +134,12 @@ class CloudSettings(BaseSettings):
         "few hundred pictures); more are dropped unwritten and counted (reason quota): a "
         "box sending pictures nothing vouches for cannot fill the county's disk.",
     )
+    ingest_snapshot_daily_max_mb: Annotated[int, Field(ge=4, le=1_000_000)] = Field(
+        default=1024,
+        description="Bytes of snapshots one box may send in 24 hours (thousands of pictures; "
+        "its own events can vouch for any it sends); more are dropped unwritten and counted "
+        "(reason day_quota).",
+    )
     timezone: str = Field(
         default="Asia/Shanghai",
         description="The county's time zone: daily buckets start at its midnight.",

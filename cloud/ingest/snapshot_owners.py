@@ -21,6 +21,7 @@ class Verdict(StrEnum):
     NO_EVENT = "no_event"  # nothing of its node vouched for it within the wait
     UNWRITTEN = "unwritten"  # recorded, maybe written, but its batch never committed
     QUOTA = "quota"  # its node had enough waiting already: not written
+    DAY_QUOTA = "day_quota"  # its node had sent its day's bytes already: not written
 
     @property
     def dropped(self) -> bool:

@@ -149,31 +149,53 @@ def store_uploads(
     return dropped, any(v is Verdict.WAIT for _, v in verdicts)
 
 
+@dataclass(frozen=True)
+class Quota:
+    """What one box's snapshots may take: bytes waiting for their events at once, and bytes
+    received in a day (attached or waiting)."""
+
+    waiting_bytes: int = 64 * 1024 * 1024
+    daily_bytes: int = 1024 * 1024 * 1024
+
+
+DEFAULT_QUOTA = Quota()
+
+
 def within_quota(
-    conn: psycopg.Connection, received: Sequence[tuple[Upload, bytes]], quota_bytes: int
+    conn: psycopg.Connection, received: Sequence[tuple[Upload, bytes]], quota: Quota
 ) -> tuple[list[tuple[Upload, bytes]], list[Dropped]]:
-    """The batch's uploads that fit in their node's quota of waiting bytes (counting what
-    already waits, in any process), and the rest dropped before a file is written, their
-    journal rows removed."""
+    """The batch's uploads that fit in their node's quota (counting what other batches, in
+    any process, have waiting or attached), and the rest dropped before a file is written,
+    their journal rows removed. A box's own events can vouch for any picture it sends: only
+    a quota stops one that lists megabytes of them in event after event."""
     keys = [upload.storage_key for upload, _ in received]
-    waiting: dict[str, int] = dict(
-        conn.execute(
-            "SELECT node_id, sum(size_bytes) FROM snapshot_uploads "
-            "WHERE node_id = ANY(%s) AND NOT storage_key = ANY(%s) GROUP BY node_id",
-            (sorted({upload.node_id for upload, _ in received}), keys),
-        ).fetchall()
-    )
+    nodes = sorted({upload.node_id for upload, _ in received})
+    rows = conn.execute(
+        "SELECT node_id, sum(size_bytes), sum(size_bytes) FILTER (WHERE waiting) FROM ("
+        "  SELECT node_id, size_bytes, true AS waiting FROM snapshot_uploads "
+        "  WHERE node_id = ANY(%s) AND NOT storage_key = ANY(%s) "
+        "  UNION ALL "
+        "  SELECT node_id, size_bytes, false FROM snapshots "
+        "  WHERE node_id = ANY(%s) AND received_at > now() - interval '1 day') AS used "
+        "GROUP BY node_id",
+        (nodes, keys, nodes),
+    ).fetchall()
+    day = {node: int(total) for node, total, _ in rows}
+    waiting = {node: int(part or 0) for node, _, part in rows}
     kept: list[tuple[Upload, bytes]] = []
-    over: list[Upload] = []
+    over: list[tuple[Upload, Verdict]] = []
     for upload, data in received:
-        used = waiting.get(upload.node_id, 0) + upload.size_bytes
-        if used > quota_bytes:
-            over.append(upload)
-            continue
-        waiting[upload.node_id] = used
-        kept.append((upload, data))
-    _forget(conn, [u.storage_key for u in over])
-    return kept, [Dropped(u.node_id, u.event_id, u.variant, u.sha256, Verdict.QUOTA) for u in over]
+        node, size = upload.node_id, upload.size_bytes
+        if day.get(node, 0) + size > quota.daily_bytes:
+            over.append((upload, Verdict.DAY_QUOTA))
+        elif waiting.get(node, 0) + size > quota.waiting_bytes:
+            over.append((upload, Verdict.QUOTA))
+        else:
+            day[node] = day.get(node, 0) + size
+            waiting[node] = waiting.get(node, 0) + size
+            kept.append((upload, data))
+    _forget(conn, [u.storage_key for u, _ in over])
+    return kept, [Dropped(u.node_id, u.event_id, u.variant, u.sha256, v) for u, v in over]
 
 
 def attach_for_events(conn: psycopg.Connection, new_events: str) -> int:

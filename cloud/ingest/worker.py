@@ -27,7 +27,7 @@ from cloud.errors import StorageError
 from cloud.ingest.dead_letters import Cause, DeadLetter, prune_dead_letters
 from cloud.ingest.decode import decode_batch, unexpected
 from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
-from cloud.ingest.snapshot_uploads import report_dropped
+from cloud.ingest.snapshot_uploads import Quota, report_dropped
 from cloud.ingest.subscriber import Received, Subscriber
 from cloud.ingest.writer import Batch, BatchWriter, Moving, lag_ms, prune_event_ids
 from cloud.metrics import record_batch
@@ -119,7 +119,10 @@ class IngestWorker:
             timezone=ZoneInfo(settings.timezone),
             reorder_window_s=settings.ingest_reorder_window_s,
             snapshot_wait_s=settings.ingest_snapshot_wait_s,
-            snapshot_quota_bytes=settings.ingest_snapshot_waiting_max_mb * 1024 * 1024,
+            snapshot_quota=Quota(
+                waiting_bytes=settings.ingest_snapshot_waiting_max_mb * 1024 * 1024,
+                daily_bytes=settings.ingest_snapshot_daily_max_mb * 1024 * 1024,
+            ),
         )
         self.max_age = timedelta(days=settings.ingest_max_event_age_days)
         self.quarantine = Quarantine()

@@ -30,7 +30,9 @@ from cloud.ingest.dead_letters import (
 )
 from cloud.ingest.gaps import Gap, NodeSequence, advance
 from cloud.ingest.snapshot_uploads import (
+    DEFAULT_QUOTA,
     Dropped,
+    Quota,
     attach_for_answers,
     attach_for_events,
     journal,
@@ -471,14 +473,14 @@ class BatchWriter:
         timezone: ZoneInfo,
         reorder_window_s: float = 60.0,
         snapshot_wait_s: float = 600.0,
-        snapshot_quota_bytes: int = 64 * 1024 * 1024,
+        snapshot_quota: Quota = DEFAULT_QUOTA,
     ) -> None:
         self.timescale = timescale
         self.store = store
         self.timezone = timezone
         self.reorder_window = timedelta(seconds=reorder_window_s)
         self.snapshot_wait = timedelta(seconds=snapshot_wait_s)
-        self.snapshot_quota_bytes = snapshot_quota_bytes
+        self.snapshot_quota = snapshot_quota
         # Whether uploads may be waiting for events (not known: so at first). The event
         # path looks for them only then; the sweep, every few seconds, says again.
         self.snapshots_waiting = True
@@ -925,7 +927,7 @@ class BatchWriter:
         under its node's key; attached once an event of that node vouches for its bytes."""
         uploads, dropped = uploads_of(snapshots)
         if uploads:
-            uploads, over = within_quota(conn, uploads, self.snapshot_quota_bytes)
+            uploads, over = within_quota(conn, uploads, self.snapshot_quota)
             dropped += over
         if uploads:
             stored, waiting = store_uploads(conn, self.store, uploads)

@@ -24,6 +24,7 @@ from uuid6 import uuid7
 
 from cloud.app import create_app
 from cloud.db.schema import prepare_database
+from cloud.ingest.snapshot_uploads import Quota
 from cloud.ingest.writer import Batch, BatchWriter, WriteResult
 from cloud.settings import CloudSettings
 from cloud.snapshots import LocalSnapshotStore, sha256_hex
@@ -489,7 +490,7 @@ def test_a_box_has_a_quota_of_pictures_waiting_and_others_are_not_held_by_it(
         timescale=False,
         store=store,
         timezone=ZoneInfo("Asia/Shanghai"),
-        snapshot_quota_bytes=quota,
+        snapshot_quota=Quota(waiting_bytes=quota),
     )
     now = datetime.now(UTC)
     first = event_with(pictures[0], node_id=flooder, seq=1)
@@ -505,3 +506,59 @@ def test_a_box_has_a_quota_of_pictures_waiting_and_others_are_not_held_by_it(
     assert attached(cloud_db, flooder, first.event_id) is not None
     again = write(cloud_db, writer, Batch(snapshots=[upload(flooder, uuid7(), pictures[3], now)]))
     assert dropped(again) == []
+
+
+def test_a_box_that_vouches_for_its_own_pictures_has_a_day_quota(
+    cloud_db: str, store: LocalSnapshotStore
+) -> None:
+    """Its events list every picture it sends, so each would attach: the day's quota stops
+    it, pictures older than a day do not count, and another box is not held by it."""
+    flooder, other = "qx-day-a", "qx-day-b"
+    pictures = [jpeg(b"day%d" % i) for i in range(4)]
+    writer = BatchWriter(
+        timescale=False,
+        store=store,
+        timezone=ZoneInfo("Asia/Shanghai"),
+        snapshot_quota=Quota(daily_bytes=2 * len(pictures[0])),
+    )
+    now = datetime.now(UTC)
+    with psycopg.connect(cloud_db, autocommit=True) as conn:  # yesterday's pictures
+        conn.execute(
+            "INSERT INTO snapshots (event_id, variant, node_id, sha256, size_bytes, "
+            "storage_key, received_at) VALUES (%s, 'frame', %s, 'x', 1000000, 'old', %s)",
+            (uuid7(), flooder, now - timedelta(days=1, minutes=1)),
+        )
+    events = [event_with(p, node_id=flooder, seq=i + 1) for i, p in enumerate(pictures)]
+    write(cloud_db, writer, Batch(events=[(to_fast(e), now) for e in events]))
+    theirs = event_with(jpeg(b"theirs"), node_id=other)
+    write(cloud_db, writer, Batch(events=[(to_fast(theirs), now)]))
+    first = write(
+        cloud_db,
+        writer,
+        Batch(
+            snapshots=[
+                upload(flooder, e.event_id, p, now)
+                for e, p in zip(events[:3], pictures[:3], strict=True)
+            ]
+        ),
+    )
+    later = write(
+        cloud_db,
+        writer,
+        Batch(
+            snapshots=[
+                upload(flooder, events[3].event_id, pictures[3], now),
+                upload(other, theirs.event_id, jpeg(b"theirs"), now),
+            ]
+        ),
+    )
+    assert dropped(first) == ["day_quota"]
+    assert dropped(later) == ["day_quota"]
+    assert [attached(cloud_db, flooder, e.event_id) is not None for e in events] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert attached(cloud_db, other, theirs.event_id) is not None
+    assert files(store) == {*pictures[:2], jpeg(b"theirs")}
