@@ -8,9 +8,10 @@ kind; the case starts at the tier its rule names, with deadlines from the rules.
 camera-health situation that ends closes its work order by itself.
 
 A box's word about its cameras goes no further than its own unit: an event of a camera the
-registry does not give that box opens its case at the box's unit and never above, and the
-box gets one technician's work order (a box of a village must not raise county cases by
-naming cameras it does not have). A node the registry does not know opens nothing.
+registry does not give that box opens its case at the box's unit and never above, one
+case per kind for all such cameras of the box, and the box gets one technician's work order
+(a box of a village must not raise county cases, or hundreds of village ones, by naming
+cameras it does not have). A node the registry does not know opens nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from protocols.enums import Severity
 
 # One work order per box naming its strange cameras; a technician's, not an emergency.
 STRAY_SEVERITY = Severity.MEDIUM
+# The most cameras one work order names (each in its history): enough to see what a box
+# is doing, not a place a box can write without end.
+STRAY_CAMERAS_NAMED = 64
 
 # Cases of the batch in merge-key order: the lock order every ingest process shares.
 ROUTE_SQL = """
@@ -41,7 +45,10 @@ WITH root AS (
     LEFT JOIN org_units u ON u.code = e.unit_code
     WHERE e.phase = 'start'
 ), incoming AS (
-    SELECT e.node_id || '/' || e.camera_id || '/' || e.kind AS merge_key,
+    -- A box's unregistered cameras share one case per kind: naming 300 made-up cameras
+    -- opens one case, not 300.
+    SELECT CASE WHEN e.registered THEN e.node_id || '/' || e.camera_id || '/' || e.kind
+                ELSE e.node_id || '/?/' || e.kind END AS merge_key,
            e.node_id, e.camera_id, e.kind AS category, e.severity, e.event_id, e.thread_id,
            e.observed_at, e.route_unit AS unit_code, e.registered,
            r.source, r.start_level, r.ack_s, r.resolve_s,
@@ -65,7 +72,9 @@ WITH root AS (
                        event_count, first_event_at, last_event_at, opened_at, ack_due_at,
                        resolve_due_at)
     SELECT gen_random_uuid(), w.source, w.category, w.severity, 'intake',
-           w.category || ' · ' || w.node_id || '/' || w.camera_id, w.unit_code,
+           w.category || ' · ' || w.node_id
+               || CASE WHEN w.registered THEN '/' || w.camera_id ELSE ' (unregistered cameras)' END,
+           w.unit_code,
            CASE WHEN NOT w.registered THEN w.unit_code
                 ELSE coalesce((SELECT a.code FROM org_units a
                                WHERE a.level = w.start_level AND starts_with(w.unit_code, a.code)),
@@ -97,17 +106,25 @@ WITH root AS (
            CASE WHEN u.opened THEN NULL ELSE u.state END, u.state,
            jsonb_build_object('events', u.event_count)
     FROM upserted u
-), strays AS (
-    -- Per box, its unregistered cameras not yet named on its open work order.
+), stray_new AS (
+    -- Per box, its unregistered cameras not yet named on its open work order, up to
+    -- STRAY_CAMERAS_NAMED on one order (a box could make up cameras without end).
     SELECT s.node_id, s.route_unit AS unit_code,
-           string_agg(DISTINCT s.camera_id, ', ' ORDER BY s.camera_id) AS cameras,
-           jsonb_agg(DISTINCT s.camera_id) AS camera_list
+           (array_agg(DISTINCT s.camera_id ORDER BY s.camera_id))
+               [1:%(stray_named)s - coalesce(max(n.named), 0)] AS names
     FROM started s
     LEFT JOIN cases o ON o.merge_key = s.node_id || '/-/' || %(stray)s AND o.state <> 'closed'
+    LEFT JOIN LATERAL (SELECT count(*) AS named
+                       FROM case_history h, jsonb_array_elements(h.detail->'cameras') x
+                       WHERE h.case_id = o.case_id) n ON true
     WHERE NOT s.registered AND s.route_unit IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM case_history h
                       WHERE h.case_id = o.case_id AND h.detail->'cameras' ? s.camera_id)
     GROUP BY 1, 2
+), strays AS (
+    SELECT node_id, unit_code, array_to_string(names, ', ') AS cameras,
+           to_jsonb(names) AS camera_list
+    FROM stray_new WHERE cardinality(names) > 0
 ), stray_orders AS (
     INSERT INTO cases (case_id, source, category, severity, state, title, description,
                        unit_code, responsible_unit_code, node_id, merge_key, event_count,
@@ -197,7 +214,11 @@ def route_events(
     conn.execute(LOCK_SQL)  # before case rows: the order every alert-raising path shares
     row = conn.execute(
         _ROUTE[new_events],
-        {"stray": CAMERA_UNREGISTERED, "stray_severity": STRAY_SEVERITY.value},
+        {
+            "stray": CAMERA_UNREGISTERED,
+            "stray_severity": STRAY_SEVERITY.value,
+            "stray_named": STRAY_CAMERAS_NAMED,
+        },
     ).fetchone()
     opened, merged = (row[0], row[1]) if row else (0, 0)
     closed_row = conn.execute(_AUTO_CLOSE[new_events], {"reason": "camera back"}).fetchone()

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloud.db.escalation import escalate_due
+from cloud.db.routing import STRAY_CAMERAS_NAMED
 from protocols import encode
 from protocols.base import utc_now
 from protocols.catalog import CHANNELS
@@ -323,11 +324,11 @@ def test_a_dead_letter_describes_its_message_once_however_often_it_comes(
 def test_a_box_naming_cameras_it_does_not_have_raises_nothing_above_its_unit(
     county: County, ingest: IngestProcess, attacker: MqttProbe, good_box: FakeNodes
 ) -> None:
-    made_up = [f"fake{i:02d}" for i in range(20)]
+    made_up = [f"fake{i:03d}" for i in range(STRAY_CAMERAS_NAMED + 36)]
     events = [
         make_detection_event(
             node_id=VILLAGE_NODE,
-            seq=200 + i,
+            seq=1000 + i,
             camera_id=camera,
             kind=EventKind.INTRUSION,
             severity=Severity.CRITICAL,  # an emergency starts at the town, for a real camera
@@ -336,7 +337,7 @@ def test_a_box_naming_cameras_it_does_not_have_raises_nothing_above_its_unit(
     ]
     real = make_detection_event(
         node_id=VILLAGE_NODE,
-        seq=220,
+        seq=1000 + len(made_up),
         camera_id="cam01",
         kind=EventKind.CROWD,
         count=9,
@@ -346,7 +347,8 @@ def test_a_box_naming_cameras_it_does_not_have_raises_nothing_above_its_unit(
     ids = [e.event_id for e in [*events, real]]
     wait_until(
         lambda: (
-            count(county.url, "SELECT count(*) FROM events WHERE event_id = ANY(%s)", ids) == 21
+            count(county.url, "SELECT count(*) FROM events WHERE event_id = ANY(%s)", ids)
+            == len(ids)
         ),
         30,
         "every event stored",
@@ -357,7 +359,7 @@ def test_a_box_naming_cameras_it_does_not_have_raises_nothing_above_its_unit(
             (VILLAGE_NODE,),
         ).fetchall()
         cases: list[Any] = conn.execute(
-            "SELECT camera_id, unit_code, responsible_unit_code FROM cases "
+            "SELECT camera_id, unit_code, responsible_unit_code, event_count FROM cases "
             "WHERE node_id = %s AND source = 'camera' AND first_event_id = ANY(%s)",
             (VILLAGE_NODE, ids),
         ).fetchall()
@@ -375,14 +377,16 @@ def test_a_box_naming_cameras_it_does_not_have_raises_nothing_above_its_unit(
             (VILLAGE_NODE,),
         ).fetchall()
     assert units == [(VILLAGE,)]
-    by_camera = {camera: (unit, responsible) for camera, unit, responsible in cases}
-    assert {by_camera[c] for c in made_up} == {(VILLAGE, VILLAGE)}
-    assert by_camera["cam01"] == (GRID, TOWN)  # a registered camera's emergency: as before
-    assert not any(COUNTY in (u, r) for u, r in by_camera.values())
+    by_camera = {camera: (unit, responsible, n) for camera, unit, responsible, n in cases}
+    # One case for all of them, not one a camera: a box cannot make up hundreds of cases.
+    assert sorted(by_camera) == ["cam01", "fake000"]
+    assert by_camera["fake000"] == (VILLAGE, VILLAGE, len(made_up))
+    assert by_camera["cam01"] == (GRID, TOWN, 1)  # a registered camera's emergency: as before
+    assert not any(COUNTY in (u, r) for u, r, _ in by_camera.values())
     assert orders == [(VILLAGE, "intake")]  # one work order for the box, however many cameras
-    assert "fake00" in reason
-    assert "fake19" in reason
-    assert sorted(named) == sorted(set(named))
+    assert "fake000" in reason
+    # Named once each, and no more than an order names: the box writes no more there.
+    assert sorted(named) == made_up[:STRAY_CAMERAS_NAMED]
 
     # Nobody acknowledges them: the made-up cameras' cases stay at the village (their
     # supervision rises), the registered camera's goes up a tier.
@@ -401,7 +405,7 @@ def test_a_box_naming_cameras_it_does_not_have_raises_nothing_above_its_unit(
                 (VILLAGE_NODE, ids),
             ).fetchall()
         }
-    assert {after[c] for c in made_up} == {(VILLAGE, 3)}
+    assert after["fake000"] == (VILLAGE, 3)
     assert after["cam01"][0] == COUNTY
 
 
