@@ -1,11 +1,16 @@
 """Dead letters: what ingest could not store, described (topic, node, size, sha256, first
 bytes, field, reason, cause), one row per distinct message with its delivery count, and
-dropped after the retention. A box could send megabytes of junk: none of it is kept."""
+dropped after the retention. A box could send megabytes of junk: none of it is kept.
+
+Nor can it write rows without end: a node has at most DEAD_LETTERS_PER_NODE distinct ones
+(50,000 tiny junk messages took 26 MB); past that, its new ones are counted on one row per
+cause, `gw/v1/nodes/<node>/#` with the sha256 `overflow:<cause>`, which keeps the last
+one's size, first bytes, field, topic and reason."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
@@ -16,6 +21,8 @@ from cloud.snapshots import sha256_hex
 CONFLICT_REASON = "conflicting duplicate: an event with this id and other content came first"
 # What a dead letter keeps of its message besides size and sha256: enough to recognise it.
 DEAD_LETTER_PREFIX_BYTES = 256
+DEAD_LETTERS_PER_NODE = 1000
+OVERFLOW_SHA256 = "overflow"
 
 
 class Cause(StrEnum):
@@ -41,18 +48,39 @@ class DeadLetter:
     cause: Cause = Cause.INVALID
 
 
-def write_dead_letters(conn: psycopg.Connection, dead: Iterable[DeadLetter]) -> None:
-    """One row per distinct message (topic and sha256): a redelivery adds to its count.
-    In key order, as every process locks them."""
-    rows: dict[tuple[str, str], list[Any]] = {}
+@dataclass
+class _Row:
+    """A dead letter as its table holds it."""
+
+    topic: str
+    node_id: str | None
+    size_bytes: int
+    sha256: str
+    prefix: bytes
+    field: str
+    reason: str
+    cause: str
+    deliveries: int = 1
+
+    def values(self) -> list[Any]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+def write_dead_letters(
+    conn: psycopg.Connection, dead: Iterable[DeadLetter], *, per_node: int = DEAD_LETTERS_PER_NODE
+) -> None:
+    """One row per distinct message (topic and sha256): a redelivery adds to its count;
+    a node's new ones past `per_node` rows are counted on its overflow rows. In key order,
+    as every process locks them."""
+    rows: dict[tuple[str, str], _Row] = {}
     for letter in dead:
         topic = _text(letter.topic, 1024)
         digest = sha256_hex(letter.payload)
         row = rows.get((topic, digest))
         if row is not None:
-            row[-1] += 1
+            row.deliveries += 1
             continue
-        rows[(topic, digest)] = [
+        rows[(topic, digest)] = _Row(
             topic,
             _node_of(topic),
             len(letter.payload),
@@ -61,8 +89,10 @@ def write_dead_letters(conn: psycopg.Connection, dead: Iterable[DeadLetter]) -> 
             _text(letter.field, 256),
             _text(letter.reason, 2048),
             letter.cause.value,
-            1,
-        ]
+        )
+    if not rows:
+        return
+    rows = _within_node_limits(conn, rows, per_node)
     conn.execute(
         "INSERT INTO ingest_dead_letters (topic, node_id, size_bytes, sha256, prefix, "
         "field, reason, cause, deliveries) "
@@ -70,9 +100,65 @@ def write_dead_letters(conn: psycopg.Connection, dead: Iterable[DeadLetter]) -> 
         "%s::bytea[], %s::text[], %s::text[], %s::text[], %s::int4[]) ORDER BY 1, 4 "
         "ON CONFLICT (topic, sha256) DO UPDATE SET "
         "deliveries = ingest_dead_letters.deliveries + excluded.deliveries, "
-        "last_received_at = now()",
-        [list(column) for column in zip(*(row for _, row in sorted(rows.items())), strict=True)],
+        "size_bytes = excluded.size_bytes, prefix = excluded.prefix, field = excluded.field, "
+        "reason = excluded.reason, last_received_at = now()",
+        [
+            list(column)
+            for column in zip(*(row.values() for _, row in sorted(rows.items())), strict=True)
+        ],
     )
+
+
+def _within_node_limits(
+    conn: psycopg.Connection, rows: dict[tuple[str, str], _Row], per_node: int
+) -> dict[tuple[str, str], _Row]:
+    """`rows`, with each new message of a node that has `per_node` rows already counted on
+    that node's overflow row for its cause instead. (Two processes at once may each fill a
+    node's last room: it then has a few more rows, still bounded.)"""
+    nodes = sorted({row.node_id for row in rows.values() if row.node_id is not None})
+    used: dict[str, int] = dict(
+        conn.execute(
+            "SELECT node_id, count(*) FROM ingest_dead_letters "
+            "WHERE node_id = ANY(%s) AND NOT starts_with(sha256, %s) GROUP BY node_id",
+            (nodes, OVERFLOW_SHA256),
+        ).fetchall()
+    )
+    if all(used.get(node, 0) + len(rows) <= per_node for node in nodes):
+        return rows
+    keys = sorted(rows)
+    known = set(
+        conn.execute(
+            "SELECT topic, sha256 FROM ingest_dead_letters "
+            "WHERE (topic, sha256) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            ([topic for topic, _ in keys], [digest for _, digest in keys]),
+        ).fetchall()
+    )
+    kept: dict[tuple[str, str], _Row] = {}
+    for key in keys:
+        row, node = rows[key], rows[key].node_id
+        if node is None or key in known:
+            kept[key] = row
+        elif used.get(node, 0) < per_node:
+            used[node] = used.get(node, 0) + 1
+            kept[key] = row
+        else:
+            overflow = (f"gw/v1/nodes/{node}/#", f"{OVERFLOW_SHA256}:{row.cause}")
+            earlier = kept.get(overflow)
+            kept[overflow] = _Row(
+                overflow[0],
+                node,
+                row.size_bytes,
+                overflow[1],
+                row.prefix,
+                row.field,
+                (
+                    f"more than {per_node} distinct dead letters from this node: the rest "
+                    f"are counted here; the last one: {row.topic}: {row.field}: {row.reason}"
+                )[:2048],
+                row.cause,
+                row.deliveries + (earlier.deliveries if earlier else 0),
+            )
+    return kept
 
 
 def prune_dead_letters(conn: psycopg.Connection, *, days: int) -> int:
