@@ -4,8 +4,8 @@ dropped after the retention. A box could send megabytes of junk: none of it is k
 
 Nor can it write rows without end: a node has at most DEAD_LETTERS_PER_NODE distinct ones
 (50,000 tiny junk messages took 26 MB); past that, its new ones are counted on one row per
-cause, `gw/v1/nodes/<node>/#` with the sha256 `overflow:<cause>`, which keeps the last
-one's size, first bytes, field, topic and reason."""
+cause, topic the node's whole subtree (`<nodes>/<node>/#`) and sha256 `overflow:<cause>`,
+which keeps the last one's size, first bytes, field, topic and reason."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from cloud.snapshots import sha256_hex
+from protocols.topics import NODES
 
 CONFLICT_REASON = "conflicting duplicate: an event with this id and other content came first"
 # What a dead letter keeps of its message besides size and sha256: enough to recognise it.
@@ -142,7 +143,7 @@ def _within_node_limits(
             used[node] = used.get(node, 0) + 1
             kept[key] = row
         else:
-            overflow = (f"gw/v1/nodes/{node}/#", f"{OVERFLOW_SHA256}:{row.cause}")
+            overflow = (f"{NODES}/{node}/#", f"{OVERFLOW_SHA256}:{row.cause}")
             earlier = kept.get(overflow)
             kept[overflow] = _Row(
                 overflow[0],
