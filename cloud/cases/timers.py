@@ -42,7 +42,8 @@ async def run_timers(
         reminded = await remind_due(conn, now=now, fraction=remind_fraction)
     for step in escalated:
         logger.info(
-            "case escalated case_id=%s from=%s to=%s supervision_level=%s",
+            "case %s case_id=%s from=%s to=%s supervision_level=%s",
+            "escalated" if step.from_unit != step.to_unit else "pressed at its top tier",
             step.case_id,
             step.from_unit,
             step.to_unit,

@@ -341,8 +341,9 @@ async def case_stats(
         "SELECT count(*) AS cases, count(*) FILTER (WHERE c.state <> 'closed') AS open, "
         "count(*) FILTER (WHERE c.escalations > 0) AS escalated, "
         "count(*) FILTER (WHERE c.false_alarm) AS false_alarms, "
-        "count(*) FILTER (WHERE c.state <> 'closed' AND (c.resolve_due_at < now() OR "
-        "(c.acknowledged_at IS NULL AND c.ack_due_at < now()))) AS overdue, "
+        "count(*) FILTER (WHERE c.state <> 'closed' AND (c.deadlines_missed > 0 OR "
+        "c.resolve_due_at < now() OR (c.acknowledged_at IS NULL AND c.ack_due_at < now()))) "
+        "AS overdue, "
         "{times}, avg(c.satisfaction)::float AS satisfaction_avg FROM cases c WHERE {condition}"
     ).format(times=times, condition=condition)
     async with conn.cursor(row_factory=dict_row) as cur:

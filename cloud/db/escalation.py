@@ -15,7 +15,10 @@ from cloud.db.alerts import LOCK_SQL
 BATCH = 500
 
 # Not acknowledged in time: one tier up (grid/village → town → county), supervision +1,
-# a new acknowledgement deadline from now.
+# a new acknowledgement deadline from now. A case already at the top of its tiers (the
+# county, or the box's unit for a camera not registered to its box) is not escalated again:
+# its supervision rises (督办) and the next deadline is as far off as the case is old, a
+# day at most, so an unanswered case is pressed ever less often rather than every minute.
 ESCALATE_SQL = """
 WITH due AS (
     SELECT case_id FROM cases
@@ -43,16 +46,27 @@ WITH due AS (
 ), moved AS (
     UPDATE cases c SET responsible_unit_code = t.to_unit,
                        supervision_level = c.supervision_level + 1,
-                       escalations = c.escalations + 1,
-                       ack_due_at = %(now)s + make_interval(secs => t.ack_s),
+                       escalations = c.escalations + (t.to_unit <> t.from_unit)::int,
+                       deadlines_missed = c.deadlines_missed + 1,
+                       ack_due_at = %(now)s + make_interval(secs => CASE
+                           WHEN t.to_unit <> t.from_unit THEN t.ack_s
+                           ELSE least(greatest(t.ack_s,
+                                               extract(epoch FROM %(now)s - c.opened_at)),
+                                      86400) END),
                        reminded_at = NULL, updated_at = %(now)s, version = c.version + 1
     FROM target t WHERE c.case_id = t.case_id
     RETURNING c.case_id, c.unit_code, t.state, t.from_unit, t.to_unit, c.supervision_level
 ), history AS (
     INSERT INTO case_history (case_id, at, actor, action, from_state, to_state, detail)
-    SELECT case_id, %(now)s, 'system', 'escalate', state, state,
-           jsonb_build_object('reason', 'not acknowledged in time', 'from_unit', from_unit,
-                              'to_unit', to_unit, 'supervision_level', supervision_level)
+    SELECT case_id, %(now)s, 'system',
+           CASE WHEN to_unit <> from_unit THEN 'escalate' ELSE 'supervise' END, state, state,
+           CASE WHEN to_unit <> from_unit
+                THEN jsonb_build_object('reason', 'not acknowledged in time',
+                                        'from_unit', from_unit, 'to_unit', to_unit,
+                                        'supervision_level', supervision_level)
+                ELSE jsonb_build_object('reason', 'not acknowledged in time, at the top '
+                                                  'of its tiers',
+                                        'supervision_level', supervision_level) END
     FROM moved
 )
 SELECT case_id, unit_code, from_unit, to_unit, supervision_level FROM moved
@@ -68,6 +82,7 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 ), moved AS (
     UPDATE cases c SET supervision_level = c.supervision_level + 1,
+                       deadlines_missed = c.deadlines_missed + 1,
                        resolve_due_at = %(now)s + make_interval(secs => coalesce(
                            (SELECT rule.resolve_s FROM case_rules rule
                             WHERE rule.category = c.category AND rule.severity = c.severity),

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg.rows import dict_row
 from uuid6 import uuid7
 
 from cloud.app import create_app
@@ -27,7 +28,7 @@ from tests.cloud.county_fixtures import (
 )
 from tests.factories import make_detection_event
 from tests.support.cloud import FakeNodes, IngestProcess, count
-from tests.support.county import GRID, GRID_2, OTHER_GRID, TOWN
+from tests.support.county import COUNTY, GRID, GRID_2, OTHER_GRID, TOWN
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import wait_until
 
@@ -438,3 +439,73 @@ def test_the_loops_times_are_measured_per_unit(county: County, client: TestClien
         ).fetchone()
     assert row is not None
     assert stats["cases"] == row[0]
+
+
+def test_a_case_at_the_county_is_pressed_ever_less_often_not_escalated_again(
+    county: County, client: TestClient
+) -> None:
+    """At the top tier a missed deadline raises supervision, not another escalation (nor
+    another "escalated" alert), the next press waits as long as the case is old, and the
+    case counts as overdue throughout."""
+    event = make_detection_event(
+        node_id=VILLAGE_NODE,
+        camera_id="cam02",
+        seq=5000,
+        kind=EventKind.OBJECT,
+        label="car",
+        severity=Severity.MEDIUM,
+    )
+    county.write([event], datetime.now(UTC))
+
+    def case() -> dict[str, Any]:
+        with psycopg.connect(county.url) as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                "SELECT * FROM cases WHERE first_event_id = %s", (event.event_id,)
+            ).fetchone()
+        assert row is not None
+        return row
+
+    def alerts() -> int:
+        return count(
+            county.url, "SELECT count(*) FROM alerts WHERE case_id = %s", case()["case_id"]
+        )
+
+    opened = case()["opened_at"]
+    for _ in range(2):  # village → town → county
+        timers(county.url, "escalate", case()["ack_due_at"] + timedelta(seconds=1))
+    assert (case()["responsible_unit_code"], case()["escalations"]) == (COUNTY, 2)
+    raised = alerts()
+    waits = []
+    for _ in range(4):
+        now = case()["ack_due_at"] + timedelta(seconds=1)
+        [step] = [s for s in timers(county.url, "escalate", now) if s.case_id == case()["case_id"]]
+        assert step.from_unit == step.to_unit == COUNTY
+        waits.append((case()["ack_due_at"] - now, now - opened))
+    after = case()
+    assert (after["escalations"], after["supervision_level"], after["deadlines_missed"]) == (
+        2,
+        6,
+        6,
+    )
+    assert [w for w, _ in waits] == [min(age, timedelta(days=1)) for _, age in waits]
+    assert waits[-1][0] > 4 * waits[0][0]  # ever less often
+    assert alerts() == raised
+    history = [h for h in case_history(county.url, after["case_id"]) if h != "remind"]
+    assert history == ["open", "escalate", "escalate", *["supervise"] * 4]
+    stats = client.get(
+        "/api/v1/stats/cases",
+        params={"category": "object"},
+        headers=signed_in(client, county, "county-op"),
+    )
+    assert stats.status_code == 200, stats.text
+    assert stats.json()["overdue"] == 1
+
+
+def case_history(url: str, case_id: object) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [
+            action
+            for (action,) in conn.execute(
+                "SELECT action FROM case_history WHERE case_id = %s ORDER BY at, id", (case_id,)
+            ).fetchall()
+        ]

@@ -172,7 +172,10 @@ class CaseStats(BaseModel):
     resolved_p50_s: float | None = Field(description="Opened → resolved, median.")
     resolved_p90_s: float | None
     satisfaction_avg: float | None
-    overdue: int = Field(description="Open cases past their deadline to acknowledge or resolve.")
+    overdue: int = Field(
+        description="Open cases that missed a deadline to acknowledge or resolve (escalated or "
+        "pressed since count as well: their new deadline does not make them on time)."
+    )
     by_state: dict[str, int]
     daily: list[CaseDay] = Field(description="Per day (county time) of opening.")
 
