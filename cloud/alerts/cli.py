@@ -104,13 +104,30 @@ async def follow(
                     alert = json.loads(raw)["alert"]
                     typer.echo(json.dumps(alert, ensure_ascii=False) if as_json else line(alert))
                     if ack and alert["msg_type"] == "alert" and alert.get("case_state") == "intake":
-                        case = await asyncio.to_thread(acknowledge, url, token, alert["alert_id"])
-                        typer.echo(f"  acknowledged case {case['case_id']} -> {case['state']}")
+                        await _acknowledge(url, token, alert["alert_id"])
                     _remember(state_file, alert["alert_id"])  # after handling: at least once
                     printed += 1
                     if stop_after is not None and printed >= stop_after:
                         return printed
     return printed
+
+
+async def _acknowledge(url: str, token: str, alert_id: str) -> None:
+    """Acknowledge the alert's case and say so. A case someone else moved on meanwhile
+    (409), or that this user may no longer act on, is said and passed: the stream goes on.
+    (An HTTP error is an OSError, which the stream's retry took for a lost link: it
+    reconnected from the same alert and tried again, forever.)"""
+    try:
+        case = await asyncio.to_thread(acknowledge, url, token, alert_id)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401 or exc.code >= 500:
+            # Expired (the reconnect signs in again) or the service's trouble: take the
+            # stream up again from this alert, after a wait.
+            raise ConnectionRefusedError(f"acknowledging answered {exc.code}") from None
+        detail = exc.read().decode(errors="replace")[:300]
+        typer.echo(f"  not acknowledged ({exc.code}): {detail}")
+        return
+    typer.echo(f"  acknowledged case {case['case_id']} -> {case['state']}")
 
 
 def _last(state_file: Path) -> str | None:

@@ -273,3 +273,62 @@ def test_the_reference_client_resumes_where_it_stopped_and_acknowledges(
     assert (new["kind"], new["msg_type"]) == ("line_crossing", "alert")
     assert (acknowledged["msg_type"], acknowledged["case_state"]) == ("update", "triage")
     assert acknowledged["references"] == [new["alert_id"]]
+
+
+def test_the_reference_client_passes_a_case_someone_else_acknowledged_first(
+    county: County, service: Service, nodes: FakeNodes, tmp_path: Path
+) -> None:
+    """Its alert still says "intake" when the client reads it: the acknowledgement is
+    refused (409), said, and the stream goes on (it retried that alert forever)."""
+    state = tmp_path / "tail.last"
+    headers = {"Authorization": f"Bearer {service.token(county, 'worker')}"}
+    known = httpx.get(f"{service.base}/alerts", headers=headers, timeout=10).json()["items"]
+    state.write_text(known[-1]["alert_id"])  # resume after the newest
+    nodes.publish(
+        VILLAGE_NODE,
+        [300],
+        camera_id="cam01",
+        kind=EventKind.OBJECT,
+        severity=Severity.HIGH,
+        label="bag",
+    )
+
+    def opened() -> list[dict[str, Any]]:
+        items = httpx.get(
+            f"{service.base}/alerts",
+            params={"after": known[-1]["alert_id"]},
+            headers=headers,
+            timeout=10,
+        ).json()["items"]
+        return [a for a in items if a["kind"] == "object" and a["msg_type"] == "alert"]
+
+    wait_until(lambda: bool(opened()), 30, "the new case's alert")
+    [alert] = opened()
+    first = httpx.post(f"{service.base}/alerts/{alert['alert_id']}/ack", headers=headers)
+    assert first.status_code == 200, first.text
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gridwatch",
+            "alerts",
+            "tail",
+            "--url",
+            f"http://127.0.0.1:{service.port}",
+            "--username",
+            "worker",
+            "--state-file",
+            str(state),
+            "--ack",
+            "--count",
+            "2",
+        ],
+        env={**os.environ, "GRIDWATCH_PASSWORD": county.passwords["worker"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "not acknowledged (409)" in result.stdout
+    assert "update" in result.stdout.splitlines()[-1]  # went on to the next alert
