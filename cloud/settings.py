@@ -110,6 +110,12 @@ class CloudSettings(BaseSettings):
         default=True, description="MQTT 5 shared subscription; off for brokers without it."
     )
     ingest_batch_max: Annotated[int, Field(ge=1, le=50_000)] = 5000
+    ingest_batch_max_mb: Annotated[int, Field(ge=4, le=512)] = Field(
+        default=64,
+        description="Bytes of payload in one batch, at most (and three batches' worth "
+        "waiting): PostgreSQL takes no statement over 1 GB, and a batch of large messages "
+        "(2 MiB snapshots, 256 KB answers) reaches that long before its message count.",
+    )
     ingest_batch_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
     ingest_reorder_window_s: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=60.0,

@@ -128,6 +128,13 @@ class IngestWorker:
         self.quarantine = Quarantine()
         self.pending: deque[Received] = deque()
         self.max_pending = RECEIVE_BATCHES * settings.ingest_batch_max
+        # Bytes as well as messages: 5,000 forged 250 KB answers made a 1.25 GB batch that
+        # PostgreSQL refuses ("invalid message length"), retried forever. Each counter has
+        # one writer (the subscriber's thread, the writer's), so no lock.
+        self.batch_max_bytes = settings.ingest_batch_max_mb * 1024 * 1024
+        self.max_pending_bytes = RECEIVE_BATCHES * self.batch_max_bytes
+        self.received_bytes = 0
+        self.taken_bytes = 0
         self.arrived = threading.Event()  # pending went from empty to not empty
 
         self.stop_event = threading.Event()
@@ -149,9 +156,10 @@ class IngestWorker:
         # A deque append is atomic and costs no lock or wake-up per message (a Queue did,
         # for each of tens of thousands a second); the writer takes whole runs at once.
         self.pending.append(message)
+        self.received_bytes += len(message.payload)
         if len(self.pending) == 1:
             self.arrived.set()
-        if len(self.pending) > self.max_pending:
+        if self._overfull():
             # Unacknowledged messages are bounded by the Receive Maximum; QoS 0 ones are
             # not. Stop reading until the writer catches up; the broker keeps the rest.
             self.subscriber.pause()
@@ -205,11 +213,25 @@ class IngestWorker:
         """The next batch when it need not wait (full, or its window is over), else none."""
         if not self.pending:
             return []
-        if len(self.pending) < self.settings.ingest_batch_max and (
-            datetime.now(UTC) < self._deadline()
-        ):
+        if not self._full() and datetime.now(UTC) < self._deadline():
             return []
         return self._take()
+
+    def _pending_bytes(self) -> int:
+        return self.received_bytes - self.taken_bytes
+
+    def _overfull(self) -> bool:
+        """Whether reading must pause until the writer has taken some (see _on_message)."""
+        return (
+            len(self.pending) > self.max_pending or self._pending_bytes() > self.max_pending_bytes
+        )
+
+    def _full(self) -> bool:
+        """Whether what waits makes a whole batch (messages or bytes)."""
+        return (
+            len(self.pending) >= self.settings.ingest_batch_max
+            or self._pending_bytes() >= self.batch_max_bytes
+        )
 
     def _deadline(self) -> datetime:
         """When the oldest waiting message has waited its batch window."""
@@ -227,7 +249,7 @@ class IngestWorker:
         if not self.pending:
             return []  # a signal whose message the previous batch already took
         deadline = self._deadline()
-        while len(self.pending) < self.settings.ingest_batch_max:
+        while not self._full():
             remaining = (deadline - datetime.now(UTC)).total_seconds()
             if remaining <= 0:
                 break
@@ -235,11 +257,21 @@ class IngestWorker:
         return self._take()
 
     def _take(self) -> list[Received]:
-        messages = []
-        take = min(len(self.pending), self.settings.ingest_batch_max)
-        for _ in range(take):
+        """The next batch: up to `ingest_batch_max` messages and `ingest_batch_max_mb`
+        bytes (one message at least, whatever its size)."""
+        messages: list[Received] = []
+        size = 0
+        while self.pending and len(messages) < self.settings.ingest_batch_max:
+            more = len(self.pending[0].payload)
+            if messages and size + more > self.batch_max_bytes:
+                break
             messages.append(self.pending.popleft())
-        if len(self.pending) <= self.max_pending:
+            size += more
+        self.taken_bytes += size
+        if (
+            len(self.pending) <= self.max_pending
+            and self._pending_bytes() <= self.max_pending_bytes
+        ):
             self.subscriber.resume()
         if self.pending:
             self.arrived.set()

@@ -1,5 +1,6 @@
 """How ingest cuts the stream into batches: a batch waits for more messages at most one
-window after its oldest message arrived, and a full batch goes at once."""
+window after its oldest message arrived, a full batch (in messages or in bytes) goes at
+once, and reading pauses while too much waits."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from cloud.settings import CloudSettings
 WINDOW_MS = 10_000  # the largest window the settings allow
 
 
-def worker(tmp_path: Path, batch_max: int = 100) -> IngestWorker:
+def worker(tmp_path: Path, batch_max: int = 100, batch_max_mb: int = 64) -> IngestWorker:
     settings = CloudSettings(
         database_url="postgresql://127.0.0.1:1/unused",
         data_dir=tmp_path,
         ingest_batch_ms=WINDOW_MS,
         ingest_batch_max=batch_max,
+        ingest_batch_max_mb=batch_max_mb,
     )
 
     def never() -> psycopg.Connection:
@@ -30,8 +32,8 @@ def worker(tmp_path: Path, batch_max: int = 100) -> IngestWorker:
     return IngestWorker(settings, connect=never, timescale=False)
 
 
-def message(mid: int, age: timedelta) -> Received:
-    return Received(mid, 1, "gw/v1/nodes/qx-a/events", b"{}", datetime.now(UTC) - age)
+def message(mid: int, age: timedelta, payload: bytes = b"{}") -> Received:
+    return Received(mid, 1, "gw/v1/nodes/qx-a/events", payload, datetime.now(UTC) - age)
 
 
 def collect_within(ingest: IngestWorker, timeout_s: float) -> list[Received] | None:
@@ -81,3 +83,25 @@ def test_a_stale_signal_with_nothing_pending_gives_an_empty_batch(tmp_path: Path
     ingest = worker(tmp_path)
     ingest.arrived.set()
     assert collect_within(ingest, timeout_s=5) == []
+
+
+def test_a_batch_is_bounded_in_bytes_and_reading_pauses_on_bytes_waiting(tmp_path: Path) -> None:
+    """5,000 answers of 250 KB made one 1.25 GB batch, which PostgreSQL refused, forever."""
+    mib = 1024 * 1024
+    ingest = worker(tmp_path, batch_max=5000, batch_max_mb=4)
+    big = b"x" * (3 * mib // 2)
+    for mid in range(9):
+        ingest._on_message(message(mid, timedelta(0), big))
+    assert not ingest.subscriber._reading.is_set()  # 13.5 MiB waiting: over three batches
+    ingest._on_message(message(9, timedelta(0), b"x" * (5 * mib)))  # alone above the limit
+    batches = [collect_within(ingest, timeout_s=5) for _ in range(6)]
+    assert [[m.packet_id for m in b or []] for b in batches] == [
+        [0, 1],
+        [2, 3],
+        [4, 5],
+        [6, 7],
+        [8],
+        [9],
+    ]
+    assert ingest.subscriber._reading.is_set()
+    assert ingest._pending_bytes() == 0
