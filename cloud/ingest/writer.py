@@ -28,7 +28,7 @@ from cloud.ingest.dead_letters import (
     DeadLetter,
     write_dead_letters,
 )
-from cloud.ingest.gaps import Gap, NodeSequence, advance
+from cloud.ingest.gaps import MAX_OPEN_GAPS, Gap, NodeSequence, advance, oldest_beyond
 from cloud.ingest.snapshot_uploads import (
     DEFAULT_QUOTA,
     Dropped,
@@ -643,10 +643,13 @@ class BatchWriter:
         node_rows: list[tuple[str, int | None, list[Gap]]] = []
         new_rows: list[tuple[str, int, int, float]] = []
         changed_rows: list[tuple[int, int, int]] = []
+        written_off: list[tuple[str, list[Gap]]] = []
         for node_id in nodes:
             high, holes = known.get(node_id, (None, []))
             gaps = recorded.get(node_id, []) + _holes(holes)
             state = advance(NodeSequence(high, gaps), seqs[node_id])
+            if excess := oldest_beyond(state):
+                written_off.append((node_id, excess))
             result.gaps_opened += self._age_holes(
                 node_id, state.high, state.gaps, now, node_rows, new_rows
             )
@@ -664,12 +667,47 @@ class BatchWriter:
                 "WHERE g.id = v.id",
                 _columns(shrunk),
             )
+        if written_off:
+            self._write_off(conn, written_off)
         if result.gaps_opened:
             logger.warning(
                 "sequence gaps missing for %gs: %d, nodes=%s",
                 self.reorder_window.total_seconds(),
                 result.gaps_opened,
                 sorted({n for n, *_ in new_rows})[:10],
+            )
+
+    def _write_off(self, conn: psycopg.Connection, excess: list[tuple[str, list[Gap]]]) -> None:
+        """Close a node's gaps beyond MAX_OPEN_GAPS, written off by ingest: recorded ones
+        each, young holes as one row per node spanning them (a row each would be the
+        growth the limit stops)."""
+        reason = f"more than {MAX_OPEN_GAPS} gaps open for this box: the oldest written off"
+        recorded = [g.id for _, gaps in excess for g in gaps if g.id is not None]
+        if recorded:
+            conn.execute(
+                "UPDATE seq_gaps SET closed_at = now(), written_off_by = 'ingest', "
+                "write_off_reason = %s WHERE id = ANY(%s) AND closed_at IS NULL",
+                (reason, recorded),
+            )
+        spans = [
+            (node_id, min(g.first for g in holes), max(g.last for g in holes), len(holes))
+            for node_id, gaps in excess
+            if (holes := [g for g in gaps if g.id is None])
+        ]
+        if spans:
+            conn.execute(
+                "INSERT INTO seq_gaps (node_id, first_seq, last_seq, detected_at, closed_at, "
+                "written_off_by, write_off_reason) "
+                "SELECT n, f, l, now(), now(), 'ingest', %s || ' (' || c || ' gaps here)' "
+                "FROM unnest(%s::text[], %s::int8[], %s::int8[], %s::int4[]) AS v(n, f, l, c)",
+                (reason, *_columns(spans)),
+            )
+        for node_id, gaps in excess:
+            logger.warning(
+                "node_id=%s has more than %d sequence gaps open: %d oldest written off",
+                node_id,
+                MAX_OPEN_GAPS,
+                len(gaps),
             )
 
     def _age_holes(

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from cloud.ingest.gaps import MAX_OPEN_GAPS
 from cloud.ingest.writer import Batch, BatchWriter
 from cloud.snapshots import LocalSnapshotStore
 from protocols.fast_events import to_fast
@@ -116,3 +117,32 @@ def test_the_sweep_records_the_holes_of_a_node_gone_quiet(cloud_db: str, tmp_pat
     with psycopg.connect(cloud_db, autocommit=True) as conn, conn.transaction():
         assert w.record_stale_holes(conn) == 1
     assert (holes(cloud_db, node), gaps(cloud_db, node)) == ([], [(1, 2, False)])
+
+
+def test_a_node_skipping_seqs_without_end_keeps_a_bounded_number_open(
+    cloud_db: str, tmp_path: Path
+) -> None:
+    """A hole after every event: the oldest beyond MAX_OPEN_GAPS are written off (recorded
+    gaps each, young holes as one spanning row), and the newest stay exact."""
+    node = "qx-holey"
+    recorded = writer(tmp_path, 0)  # every hole recorded at once
+    store(cloud_db, recorded, node, list(range(0, 2 * (MAX_OPEN_GAPS + 10) + 1, 2)))
+    young = writer(tmp_path, 60)
+    start = 2 * (MAX_OPEN_GAPS + 10) + 2
+    store(cloud_db, young, node, list(range(start, start + 2 * 100 + 1, 2)))
+    open_rows = [g for g in gaps(cloud_db, node) if not g[2]]
+    kept_holes = holes(cloud_db, node)
+    assert len(open_rows) + len(kept_holes) == MAX_OPEN_GAPS
+    assert len(kept_holes) == 101  # the newest, all of them (530 to 532 left one too)
+    with psycopg.connect(cloud_db) as conn:
+        written_off = conn.execute(
+            "SELECT count(*), min(first_seq) FROM seq_gaps "
+            "WHERE node_id = %s AND written_off_by = 'ingest'",
+            (node,),
+        ).fetchone()
+    # The first batch's 10 lowest holes as one spanning row, then 101 recorded gaps each.
+    assert written_off == (1 + 101, 1)
+    # A late event still closes its (kept) gap.
+    late = open_rows[-1][0]
+    store(cloud_db, young, node, [late])
+    assert (late, late, True) in gaps(cloud_db, node)
