@@ -167,10 +167,13 @@ class MosquittoProcess:
             self.process.wait(10)
             self.process = None
 
-    def reload(self) -> None:
-        """SIGHUP: Mosquitto re-reads its password file (not the plugin's)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGHUP)
+    def restart(self) -> None:
+        """Stop (its persistence saved) and start again: Mosquitto reads its password file
+        only at start. (Not SIGHUP: Mosquitto 2.0.11 re-checks every session on a reload,
+        adds an offline one to its session-expiry list a second time, and crashes on the
+        freed entry once that client returns (upstream PR #3341).)"""
+        self.stop()
+        self.start()
 
 
 def stop_stale(pid_file: Path) -> None:
@@ -184,5 +187,14 @@ def stop_stale(pid_file: Path) -> None:
     if b"mosquitto" in cmdline and str(pid_file.parent).encode() in cmdline:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)  # waiting for it to save and exit, bounded by the deadline
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, exited but not reaped by its parent, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status

@@ -8,11 +8,11 @@ each credential change), talking to the running plugin on its control topic."""
 from __future__ import annotations
 
 import logging
-import os
 import select
-import signal
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from cloud.broker_control import BrokerControl
 from cloud.broker_dynsec import plan, render_config
 from cloud.broker_passwords import read_password_file, render_password_file, write_atomically
 from cloud.db.registry import broker_accounts
-from cloud.errors import BrokerUnavailable, InvalidFile
+from cloud.errors import BrokerUnavailable, InvalidFile, ServiceUnavailable
 from cloud.mqtt import address_of
 from protocols.alerts import OrgPath
 from protocols.passwords import hash_password, verify_password
@@ -57,6 +57,8 @@ class BrokerFiles:
     apps_file_name: str = "apps.csv"
     # Lines `username:hash` kept as they are (app accounts made with mosquitto_passwd).
     extra_passwords: Path | None = None
+    # Restarts the running broker after its password file changed (see restart_broker).
+    restart: Callable[[], None] | None = None
 
 
 def app_accounts(conn: psycopg.Connection, files: BrokerFiles) -> list[tuple[str, OrgPath]]:
@@ -170,7 +172,7 @@ def sync_once(conn: psycopg.Connection, files: BrokerFiles) -> bool:
         accounts = [(user, hashed) for user, hashed in accounts if user in in_file]
     changed = write_atomically(files.password_file, render_password_file(accounts))
     if changed:
-        reload_broker(files.pid_file)
+        restart_broker(files)
     if changed or commands:
         logger.info(
             "broker synced: %d accounts, %d plugin commands, password file %s",
@@ -183,17 +185,21 @@ def sync_once(conn: psycopg.Connection, files: BrokerFiles) -> bool:
     return changed or bool(commands)
 
 
-def reload_broker(pid_file: Path | None) -> None:
-    """SIGHUP: Mosquitto re-reads its password file (and disconnects accounts no longer
-    in it); connected clients stay. The plugin's file is not re-read."""
-    if pid_file is None:
+def restart_broker(files: BrokerFiles) -> None:
+    """Have the broker read its new password file: Mosquitto reads it only at start, and a
+    reload (SIGHUP) crashes Mosquitto 2.0.11 once a box whose session it re-checked comes
+    back (a use-after-free in its session-expiry list, fixed upstream in PR #3341). So the
+    broker is restarted (`files.restart`, e.g. `systemctl restart mosquitto`); its sessions
+    and queued messages are kept in its persistence file, and every client reconnects."""
+    if files.restart is None:
+        logger.warning(
+            "the password file changed: restart the broker to apply it (no restart command)"
+        )
         return
     try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError) as exc:
-        logger.warning("broker not reloaded: cannot read its pid from %s: %s", pid_file, exc)
-        return
-    os.kill(pid, signal.SIGHUP)
+        files.restart()
+    except (OSError, subprocess.CalledProcessError, ServiceUnavailable) as exc:
+        logger.error("the broker could not be restarted to read its password file: %s", exc)
 
 
 def _broker_pid(files: BrokerFiles) -> str | None:
@@ -201,6 +207,9 @@ def _broker_pid(files: BrokerFiles) -> str | None:
         return files.pid_file.read_text().strip() if files.pid_file else None
     except OSError:
         return None
+
+
+COALESCE_S = 1.0
 
 
 def follow(url: str, files: BrokerFiles, stop: threading.Event) -> None:
@@ -233,4 +242,6 @@ def follow(url: str, files: BrokerFiles, stop: threading.Event) -> None:
             if ready:
                 for _ in conn.notifies(timeout=0):
                     pass
-                next_check = time.monotonic()
+                # A second for the burst to end (bulk provisioning issues many): one sync,
+                # one restart of the broker, for all of them.
+                next_check = min(next_check, time.monotonic() + COALESCE_S)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import signal
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -429,11 +431,33 @@ def broker_acl(
         typer.echo(f"wrote {out} ({len(access.clients)} accounts)")
 
 
+def _restart_by(command: str | None) -> Callable[[], None] | None:
+    """`command` as a restart of the broker (run without a shell), or None."""
+    if not command:
+        return None
+    args = shlex.split(command)
+
+    def restart() -> None:
+        subprocess.run(args, check=True, timeout=120)
+
+    return restart
+
+
 @broker_app.command("sync")
 def broker_sync(
     password_file: Annotated[Path, typer.Option(help="Mosquitto's password_file.")],
     pid_file: Annotated[
-        Path | None, typer.Option(help="Mosquitto's pid file: SIGHUP it after a change.")
+        Path | None,
+        typer.Option(help="Mosquitto's pid file: following, sync again when the broker restarts."),
+    ] = None,
+    restart_command: Annotated[
+        str | None,
+        typer.Option(
+            help="How to restart the running broker when its password file changed (e.g. "
+            "'systemctl restart mosquitto'): Mosquitto reads the file only at start, and "
+            "Mosquitto 2.0.11 crashes after a reload (SIGHUP). Without it, a sync that "
+            "changed the file says so and the broker reads it at its next start.",
+        ),
     ] = None,
     init: Annotated[
         Path | None,
@@ -496,6 +520,7 @@ def broker_sync(
         apps=_app_rows(apps),
         apps_file_name=apps.name if apps else "",
         extra_passwords=extra_passwords,
+        restart=_restart_by(restart_command),
     )
     try:
         if follow_changes:

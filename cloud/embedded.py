@@ -33,6 +33,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _kept_port(path: Path) -> int:
+    """The port kept in `path` while nothing else listens there, else a free one, kept:
+    whoever was told the port (a box's bundle) finds the broker there next time."""
+    kept = int(path.read_text()) if path.exists() else 0
+    if kept and not is_listening(kept):
+        return kept
+    port = _free_port()
+    path.write_text(str(port))
+    return port
+
+
 @contextmanager
 def embedded_database(directory: Path) -> Iterator[str]:
     """An embedded PostgreSQL whose data lives in `directory` (reused across runs)."""
@@ -92,13 +103,13 @@ def secured_broker(directory: Path, database_url: str, port: int = 0) -> Iterato
     """A loopback Mosquitto configured as `broker sync` configures a county's: only the
     registry's accounts and the service's (an API and an ingest account), each bound to its
     client id, each node confined to its own subtree by the dynamic-security plugin. Its
-    passwords are made once and kept in `directory`; its accounts follow the registry while
-    it runs (broker sync, following)."""
+    passwords and (without `port`) its port are made once and kept in `directory`; its
+    accounts follow the registry while it runs (broker sync, following)."""
     directory.mkdir(parents=True, exist_ok=True)
     password = _kept_secret(directory / "service-password")
     pid_file = directory / "mosquitto.pid"
     stop_stale(pid_file)  # before a port is chosen: it may hold one
-    port = port or _free_port()
+    port = port or _kept_port(directory / "port")
     files = BrokerFiles(
         password_file=directory / "passwd",
         pid_file=pid_file,
@@ -114,6 +125,7 @@ def secured_broker(directory: Path, database_url: str, port: int = 0) -> Iterato
         directory=directory, port=port, password_file=files.password_file, dynsec_file=dynsec_file
     )
     broker = MosquittoProcess(config)
+    files.restart = broker.restart
     broker.start()
     stop = threading.Event()
     follower = threading.Thread(
