@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -141,3 +142,52 @@ def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo) -> None
     left = [p for p in left if p.status() != psutil.STATUS_ZOMBIE]
     assert left == [], [" ".join(p.cmdline()) for p in left]
     assert "stopped." in demo.text()
+
+
+def test_the_demo_started_again_after_a_crash_gives_the_same_county(
+    tmp_path: Path, assets_dir: Path
+) -> None:
+    """Everything killed (-9, as a power cut), and meanwhile something else took the
+    broker's port: the next start moves the broker, provisions the boxes again with its new
+    address, and shows the same county with its boxes online and its history kept."""
+    first = Demo(tmp_path, assets_dir)
+    try:
+        wait_until(lambda: "stop                Ctrl-C" in first.text(), 240, "the banner")
+        logins = first.logins()
+        county = api(first, "county-op", logins["county-op"])
+        wait_until(lambda: online(county) == set(BOXES), 120, "the three boxes online")
+        wait_until(lambda: bool(newest(county)), 180, "events stored")
+        before = newest(county)
+    finally:
+        for process in first.everything():
+            process.kill()
+        psutil.wait_procs(first.everything(), timeout=30)
+    broker_port = int((tmp_path / "county" / "broker" / "port").read_text())
+    with socket.socket() as squatter:  # something else took the broker's port meanwhile
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # its old links linger
+        squatter.bind(("127.0.0.1", broker_port))
+        squatter.listen()
+        second = Demo(tmp_path, assets_dir)
+        try:
+            wait_until(lambda: "stop                Ctrl-C" in second.text(), 240, "the banner")
+            assert f"127.0.0.1:{broker_port}" not in second.text()
+            county = api(second, "county-op", logins["county-op"])  # the same logins
+            wait_until(lambda: online(county) == set(BOXES), 120, "the boxes online again")
+            wait_until(lambda: bool(newest(county) - before), 120, "new events")
+            assert all(  # the history kept
+                county.get(f"/events/{event_id}").status_code == 200 for event_id in before
+            )
+            second.process.send_signal(signal.SIGINT)
+            assert second.process.wait(90) == 0, second.text()[-2000:]
+        finally:
+            if second.process.poll() is None:
+                os.killpg(second.process.pid, signal.SIGKILL)
+
+
+def online(county: httpx.Client) -> set[str]:
+    return {n["node_id"] for n in county.get("/fleet/nodes").json() if n["status"] == "online"}
+
+
+def newest(county: httpx.Client) -> set[str]:
+    """The ids of the newest events stored."""
+    return {e["event_id"] for e in county.get("/events", params={"limit": 20}).json()["items"]}

@@ -144,7 +144,13 @@ def _provision(
     assets: DemoAssets,
     rtsp_port: int | None,
 ) -> list[Path]:
-    """The three boxes through `gridwatch provision bulk` (standalone: each gets a bundle)."""
+    """The three boxes through `gridwatch provision bulk` (standalone: each gets a bundle).
+    Their bundles name the broker, the service and the cameras: when any of them moved
+    since (a port taken by something else meanwhile), every box is provisioned again."""
+    made_with = directory / "provisioned-with"
+    where = f"broker {broker.url}\nservice {service_url}\ncameras {rtsp_port}\n"
+    if not made_with.exists() or made_with.read_text() != where:
+        (directory / "provision-result.csv").unlink(missing_ok=True)
     clips = assets.clips or {"scene.avi": draw_scene(directory / "scene" / "scene.avi")}
     boxes, cameras = county.write_sheets(
         directory / "sheets", clips, motion=assets.models is None, rtsp_port=rtsp_port
@@ -186,6 +192,7 @@ def _provision(
     )
     if done.returncode != 0:
         raise RuntimeError(f"provisioning failed:\n{done.stdout}\n{done.stderr}")
+    made_with.write_text(where)
     return sorted(p for p in (directory / "bundles").iterdir() if p.is_dir())
 
 
@@ -235,7 +242,7 @@ def _cameras(processes: Processes, assets: DemoAssets, directory: Path) -> int |
     """The clips as RTSP cameras on loopback (GStreamer's RTSP server), or None when it
     cannot run here: then the boxes read the clips as files. The port is kept in
     `directory`: the boxes' configs name it, so a second run serves them where they look
-    (when it is taken, the boxes are provisioned again with the new one)."""
+    (when it is taken, `_provision` provisions the boxes again with the new one)."""
     if not assets.clips:
         return None
     probe = (
@@ -262,7 +269,6 @@ def _cameras(processes: Processes, assets: DemoAssets, directory: Path) -> int |
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
         kept.write_text(str(port))
-        (directory / "provision-result.csv").unlink(missing_ok=True)  # new URLs: again
     server = processes.start_program(
         "cameras",
         [
