@@ -41,6 +41,12 @@ INGEST_RETAINED_CLEARED = Counter(
     "Messages a box published retained on a topic the protocol never retains, whose "
     "retained copy ingest removed from the broker (stored as any other).",
 )
+INGEST_THROTTLED = Counter(
+    "gridwatch_ingest_throttled_total",
+    "Reports of a box (health, state, config report) beyond what a box sends (a burst of "
+    "10, then one each 2 s), acknowledged and not stored: the next one says the same, newer.",
+    ["channel"],
+)
 INGEST_SNAPSHOTS_DROPPED = Counter(
     "gridwatch_ingest_snapshots_dropped_total",
     "Snapshots ingest removed instead of attaching, by reason: no_event (nothing of their "

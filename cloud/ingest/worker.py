@@ -29,6 +29,7 @@ from cloud.ingest.decode import decode_batch, unexpected
 from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
 from cloud.ingest.snapshot_uploads import Quota, report_dropped
 from cloud.ingest.subscriber import Received, Subscriber
+from cloud.ingest.throttle import Throttle
 from cloud.ingest.writer import Batch, BatchWriter, Moving, lag_ms, prune_event_ids
 from cloud.metrics import record_batch
 from cloud.settings import CloudSettings
@@ -126,6 +127,7 @@ class IngestWorker:
         )
         self.max_age = timedelta(days=settings.ingest_max_event_age_days)
         self.quarantine = Quarantine()
+        self.throttle = Throttle()
         self.pending: deque[Received] = deque()
         self.max_pending = RECEIVE_BATCHES * settings.ingest_batch_max
         # Bytes as well as messages: 5,000 forged 250 KB answers made a 1.25 GB batch that
@@ -280,6 +282,7 @@ class IngestWorker:
     def _decode(self, messages: list[Received]) -> Batch:
         """The batch decoded; messages delivered before (the broker's DUP flag: a process
         may have died on them) are tried in the quarantine first."""
+        messages = self.throttle.admit(messages)  # acknowledged all the same, by the caller
         suspects = [m for m in messages if m.duplicate]
         if not suspects:
             return decode_batch(messages, max_age=self.max_age)

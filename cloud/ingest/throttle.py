@@ -1,0 +1,87 @@
+"""Reports that only say how a box is now — health, state, its config report — are taken
+at most so often from each box, before anything parses them.
+
+A box sends them every few seconds at most (health every `publish.health_interval_s`, 5 s
+or more; state at each connect; a config report per config). A box sending a thousand
+80 KB health reports a second cost ingest 4.5 ms each to refuse and delayed every box's
+events by 90 s. The next report says the same thing newer, so the excess is counted
+(`gridwatch_ingest_throttled_total`) and acknowledged, not stored. Events, telemetry,
+snapshots and command answers are never throttled here: each is data of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cloud.ingest.subscriber import Received
+from cloud.metrics import INGEST_THROTTLED
+from protocols.errors import InvalidTopic
+from protocols.topics import Channel, NodeTopic, parse_topic
+
+THROTTLED = frozenset({Channel.HEALTH, Channel.STATE, Channel.CONFIG_REPORTED})
+RATE_PER_S = 0.5  # a report every 2 s, on average
+BURST = 10  # reports one box may send at once (a reconnect sends state, health, config)
+_MAX_BUCKETS = 100_000  # boxes tracked at once; beyond, the idle ones are forgotten
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class Throttle:
+    """Per box and channel, a token bucket of `burst` reports refilled at `rate_per_s`."""
+
+    def __init__(
+        self,
+        rate_per_s: float = RATE_PER_S,
+        burst: int = BURST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.clock = clock
+        self._buckets: dict[tuple[str, Channel], _Bucket] = {}
+
+    def admit(self, messages: list[Received]) -> list[Received]:
+        """The messages to decode: all but the throttled channels' excess."""
+        now = self.clock()
+        kept = []
+        for message in messages:
+            key = _key(message.topic)
+            if key is None or self._take(key, now):
+                kept.append(message)
+            else:
+                INGEST_THROTTLED.labels(key[1].value).inc()
+        if len(self._buckets) > _MAX_BUCKETS:
+            self._forget_full(now)
+        return kept
+
+    def _take(self, key: tuple[str, Channel], now: float) -> bool:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate_per_s)
+        bucket.at = now
+        if bucket.tokens < 1:
+            return False
+        bucket.tokens -= 1
+        return True
+
+    def _forget_full(self, now: float) -> None:
+        """Drop buckets that have refilled: a new one starts full just the same."""
+        refill_s = self.burst / self.rate_per_s
+        self._buckets = {k: b for k, b in self._buckets.items() if now - b.at < refill_s}
+
+
+def _key(topic: str) -> tuple[str, Channel] | None:
+    try:
+        parts = parse_topic(topic)  # cached
+    except InvalidTopic:
+        return None  # a dead letter, decided by the decoder
+    if isinstance(parts, NodeTopic) and parts.channel in THROTTLED:
+        return parts.node_id, parts.channel
+    return None
