@@ -47,6 +47,11 @@ INGEST_THROTTLED = Counter(
     "10, then one each 2 s), acknowledged and not stored: the next one says the same, newer.",
     ["channel"],
 )
+INGEST_PARKED = Counter(
+    "gridwatch_ingest_parked_total",
+    "Messages of a box beyond its share of ingest (CLOUD_INGEST_NODE_RATE), parked to be "
+    "stored when ingest has room.",
+)
 INGEST_SNAPSHOTS_DROPPED = Counter(
     "gridwatch_ingest_snapshots_dropped_total",
     "Snapshots ingest removed instead of attaching, by reason: no_event (nothing of their "

@@ -117,6 +117,23 @@ class CloudSettings(BaseSettings):
         "(2 MiB snapshots, 256 KB answers) reaches that long before its message count.",
     )
     ingest_batch_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+    ingest_node_rate: Annotated[float, Field(ge=0, le=1_000_000)] = Field(
+        default=500.0,
+        description="Each box's share of ingest, in message units a second (a message is "
+        "one unit and one more per 2 KiB): beyond it, and beyond its burst, a box's events, "
+        "telemetry and answers are parked and stored when ingest has room, so the boxes "
+        "within their share go first. 0: no shares.",
+    )
+    ingest_node_burst: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        default=30_000,
+        description="Units a box may send at once before its share counts (a busy box "
+        "replaying ten minutes offline stays within it).",
+    )
+    ingest_node_deferred_max_mb: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=1024,
+        description="Bytes of one box's messages parked at once, at most; beyond, its "
+        "messages are dead letters (cause flood).",
+    )
     ingest_reorder_window_s: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=60.0,
         description="How long seqs may be missing before it is a gap: ingest processes on "

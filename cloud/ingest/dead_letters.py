@@ -35,6 +35,7 @@ class Cause(StrEnum):
     CRASH = "crash"  # it killed or hung the decoder it was tried in
     ERROR = "error"  # an exception nobody foresaw
     DATABASE = "database"  # the database refused it alone
+    FLOOD = "flood"  # its box sent beyond its share with its parking limit full
 
 
 @dataclass

@@ -26,6 +26,7 @@ from cloud.db.timeseries import maintain
 from cloud.errors import StorageError
 from cloud.ingest.dead_letters import Cause, DeadLetter, prune_dead_letters
 from cloud.ingest.decode import decode_batch, unexpected
+from cloud.ingest.deferred import TAKE_AT_ONCE, Share, parked_nodes, take
 from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
 from cloud.ingest.snapshot_uploads import Quota, report_dropped
 from cloud.ingest.subscriber import Received, Subscriber
@@ -53,6 +54,7 @@ CHANNELS = (
 # writing took turns). The broker must allow as many (Mosquitto: max_inflight_messages), and
 # queue enough for a session that is away (max_queued_messages).
 RECEIVE_BATCHES = 3
+TAKE_UP_EVERY_S = 1.0  # parked messages are taken up at least this often, however busy
 SESSION_EXPIRY_S = 86_400  # the broker keeps our messages a day while ingest is away
 # Leaving the group: once unsubscribed, this long without a message means the session's
 # queue is empty (the broker sends what it holds at once, up to the receive maximum).
@@ -120,6 +122,7 @@ class IngestWorker:
             timezone=ZoneInfo(settings.timezone),
             reorder_window_s=settings.ingest_reorder_window_s,
             snapshot_wait_s=settings.ingest_snapshot_wait_s,
+            deferred_max_bytes=settings.ingest_node_deferred_max_mb * 1024 * 1024,
             snapshot_quota=Quota(
                 waiting_bytes=settings.ingest_snapshot_waiting_max_mb * 1024 * 1024,
                 daily_bytes=settings.ingest_snapshot_daily_max_mb * 1024 * 1024,
@@ -128,6 +131,8 @@ class IngestWorker:
         self.max_age = timedelta(days=settings.ingest_max_event_age_days)
         self.quarantine = Quarantine()
         self.throttle = Throttle()
+        self.share = Share(settings.ingest_node_rate, settings.ingest_node_burst)
+        self.parked = True  # whether messages may be parked (not known: so at first)
         self.pending: deque[Received] = deque()
         self.max_pending = RECEIVE_BATCHES * settings.ingest_batch_max
         # Bytes as well as messages: 5,000 forged 250 KB answers made a 1.25 GB batch that
@@ -174,7 +179,7 @@ class IngestWorker:
     def run(self) -> None:
         """Until stopped: batches in, committed, acknowledged."""
         self.subscriber.start()
-        next_maintenance = next_sweep = time.monotonic()
+        next_maintenance = next_sweep = next_take_up = time.monotonic()
         sweep_every_s = min(SWEEP_EVERY_S, max(1.0, self.settings.ingest_reorder_window_s / 2))
         decoded: Decoded | None = None
         try:
@@ -186,6 +191,11 @@ class IngestWorker:
                     decoded = self._store(*decoded)
                 elif self.leaving and self._left():
                     break
+                # Parked messages when nothing waits, and once a second whatever waits.
+                idle = decoded is None and not self.pending
+                if self.parked and (idle or time.monotonic() >= next_take_up):
+                    next_take_up = time.monotonic() + TAKE_UP_EVERY_S
+                    self._with_database(self._take_up)
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + sweep_every_s
                     self._with_database(self._record_stale_holes)
@@ -279,10 +289,20 @@ class IngestWorker:
             self.arrived.set()
         return messages
 
-    def _decode(self, messages: list[Received]) -> Batch:
-        """The batch decoded; messages delivered before (the broker's DUP flag: a process
-        may have died on them) are tried in the quarantine first."""
+    def _decode(self, messages: list[Received], *, taken_up: bool = False) -> Batch:
+        """The batch decoded, but what is beyond its box's share (parked: `taken_up` are
+        parked ones, whose share was counted); messages delivered before (the broker's DUP
+        flag: a process may have died on them) are tried in the quarantine first."""
         messages = self.throttle.admit(messages)  # acknowledged all the same, by the caller
+        parked: list[Received] = []
+        if not taken_up:
+            messages, parked = self.share.split(messages)
+            self.parked |= bool(parked)
+        batch = self._decode_now(messages)
+        batch.deferred = parked
+        return batch
+
+    def _decode_now(self, messages: list[Received]) -> Batch:
         suspects = [m for m in messages if m.duplicate]
         if not suspects:
             return decode_batch(messages, max_age=self.max_age)
@@ -444,6 +464,47 @@ class IngestWorker:
                 dropped,
                 claims,
             )
+
+    def _take_up(self, conn: psycopg.Connection) -> None:
+        """Store parked messages (see cloud.ingest.deferred), as their boxes' shares allow,
+        in one transaction; if something in them is refused, one by one, what still fails
+        a dead letter."""
+        nodes = parked_nodes(conn)
+        if not nodes:
+            self.parked = False
+            return
+        room = {node: min(self.share.room(node), TAKE_AT_ONCE) for node in nodes}
+        try:
+            with conn.transaction():
+                messages = take(conn, room)
+                self.share.charge(messages)
+                if messages:
+                    self._store_taken(conn, messages)
+        except psycopg.OperationalError:
+            raise  # the database away: retried
+        except Exception as exc:  # noqa: BLE001 - one message's doing: found one by one
+            logger.error("parked messages refused (%r): taking them up one by one", exc)
+            for node in nodes:
+                self._take_up_singly(conn, node, room[node])
+
+    def _take_up_singly(self, conn: psycopg.Connection, node: str, most: int) -> None:
+        for _ in range(most):
+            with conn.transaction():
+                messages = take(conn, {node: 1})
+                if not messages:
+                    return
+                try:
+                    with conn.transaction():
+                        self._store_taken(conn, messages)
+                except psycopg.OperationalError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the message's doing: a dead letter
+                    letter = unexpected(messages[0], exc)
+                    self._finish(conn, Batch(dead=[letter]), None, time.monotonic())
+
+    def _store_taken(self, conn: psycopg.Connection, messages: list[Received]) -> None:
+        batch = self._decode(messages, taken_up=True)
+        self._finish(conn, batch, self.writer.begin(conn, batch), time.monotonic())
 
     def _record_stale_holes(self, conn: psycopg.Connection) -> None:
         with conn.transaction():

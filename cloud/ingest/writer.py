@@ -28,6 +28,7 @@ from cloud.ingest.dead_letters import (
     DeadLetter,
     write_dead_letters,
 )
+from cloud.ingest.deferred import park
 from cloud.ingest.gaps import MAX_OPEN_GAPS, Gap, NodeSequence, advance, oldest_beyond
 from cloud.ingest.snapshot_uploads import (
     DEFAULT_QUOTA,
@@ -168,9 +169,11 @@ class Batch:
     responses: list[tuple[CommandResponse, bytes, datetime]] = field(default_factory=list)
     snapshots: list[tuple[NodeTopic, bytes, datetime]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    # Messages beyond their box's share, parked undecoded (cloud.ingest.deferred).
+    deferred: list[Received] = field(default_factory=list)
 
     def __len__(self) -> int:
-        """Messages the batch decoded, a copy of one of its events included."""
+        """Messages the batch decoded or parked, a copy of one of its events included."""
         return self.duplicates + sum(
             len(v)
             for v in (
@@ -182,6 +185,7 @@ class Batch:
                 self.responses,
                 self.snapshots,
                 self.dead,
+                self.deferred,
             )
         )
 
@@ -474,8 +478,10 @@ class BatchWriter:
         reorder_window_s: float = 60.0,
         snapshot_wait_s: float = 600.0,
         snapshot_quota: Quota = DEFAULT_QUOTA,
+        deferred_max_bytes: int = 1024 * 1024 * 1024,
     ) -> None:
         self.timescale = timescale
+        self.deferred_max_bytes = deferred_max_bytes
         self.store = store
         self.timezone = timezone
         self.reorder_window = timedelta(seconds=reorder_window_s)
@@ -579,6 +585,8 @@ class BatchWriter:
             attach_for_answers(conn, [r.request_id for r, _, _ in batch.responses])
         if batch.snapshots:
             result.snapshots_dropped = self._snapshots(conn, batch.snapshots)
+        if batch.deferred:
+            result.dead += park(conn, batch.deferred, max_bytes=self.deferred_max_bytes)
         if result.events_stored and self.snapshots_waiting:
             attach_for_events(conn, new_events)
         if result.dead:

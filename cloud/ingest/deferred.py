@@ -1,0 +1,224 @@
+"""A box's messages beyond its share, parked raw in the database and taken up later.
+
+All boxes' messages reach ingest through one queue, first come first served: a box sending
+thousands of valid events a second put its backlog in front of every other box's. Ingest
+now gives each box a share (`Share`: a burst, then a steady rate, in message units where a
+large message counts for more), and what a box sends beyond it goes here, undecoded, in the
+batch's transaction, and is acknowledged with the batch: the boxes that keep to their share
+go first. Parked messages are taken up, each box's oldest first and as its share refills,
+whenever ingest has nothing waiting and once a second besides, in their own transactions,
+screened in the quarantine as redeliveries are (none of them was ever decoded). Each
+ingest process keeps its own shares: two processes give a box twice the rate. A box parks at most
+CLOUD_INGEST_NODE_DEFERRED_MAX_MB; beyond that its messages are dead letters (cause
+`flood`), counted on its overflow rows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from cloud.ingest.dead_letters import Cause, DeadLetter
+from cloud.ingest.subscriber import Received
+from cloud.metrics import INGEST_PARKED
+from protocols.errors import InvalidTopic
+from protocols.topics import Channel, NodeTopic, parse_topic
+
+# Channels a share applies to: a box's data. Reports saying how it is now are throttled
+# instead (cloud.ingest.throttle); snapshots are bounded by their own quotas.
+SHARED = frozenset({Channel.EVENTS, Channel.TELEMETRY, Channel.RESPONSES})
+UNIT_BYTES = 2048  # a message counts one unit, and one more for each 2 KiB of payload
+TAKE_AT_ONCE = 500  # parked messages taken up in one transaction
+
+
+@dataclass
+class _Bucket:
+    units: float
+    at: float
+
+
+class Share:
+    """Per box, a token bucket of `burst` units refilled at `rate` a second (0: no share):
+    what a box's messages may take of ingest, whether they come now or are taken up later."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def split(self, messages: list[Received]) -> tuple[list[Received], list[Received]]:
+        """(the messages to store now, those beyond their box's share)."""
+        if self.rate <= 0:
+            return messages, []
+        within: list[Received] = []
+        beyond: list[Received] = []
+        for message in messages:
+            node = node_of(message.topic)
+            if node is None or self._take(node, units(message)):
+                within.append(message)
+            else:
+                beyond.append(message)
+        return within, beyond
+
+    def room(self, node: str) -> int:
+        """Units the box may use now."""
+        if self.rate <= 0:
+            return TAKE_AT_ONCE
+        return max(0, int(self._bucket(node).units))
+
+    def charge(self, messages: list[Received]) -> None:
+        """Count messages taken up against their boxes' shares (a large one may overdraw:
+        its box then waits the longer)."""
+        for message in messages:
+            node = node_of(message.topic)
+            if node is not None and self.rate > 0:
+                self._bucket(node).units -= units(message)
+
+    def _bucket(self, node: str) -> _Bucket:
+        now = self.clock()
+        bucket = self._buckets.get(node)
+        if bucket is None:
+            bucket = self._buckets[node] = _Bucket(float(self.burst), now)
+        bucket.units = min(self.burst, bucket.units + (now - bucket.at) * self.rate)
+        bucket.at = now
+        return bucket
+
+    def _take(self, node: str, cost: int) -> bool:
+        bucket = self._bucket(node)
+        if bucket.units < cost:
+            return False
+        bucket.units -= cost
+        return True
+
+
+def units(message: Received) -> int:
+    return 1 + len(message.payload) // UNIT_BYTES
+
+
+def node_of(topic: str) -> str | None:
+    """The box a shared channel's topic belongs to; None for anything else."""
+    try:
+        parts = parse_topic(topic)  # cached
+    except InvalidTopic:
+        return None
+    if isinstance(parts, NodeTopic) and parts.channel in SHARED:
+        return parts.node_id
+    return None
+
+
+def park(
+    conn: psycopg.Connection, messages: Sequence[Received], *, max_bytes: int
+) -> list[DeadLetter]:
+    """Park the messages, in the caller's transaction; those past their box's limit are
+    returned as dead letters instead."""
+    by_node: dict[str, int] = {}
+    for message in messages:
+        node = node_of(message.topic)
+        assert node is not None  # only shared channels are split off
+        by_node[node] = by_node.get(node, 0) + len(message.payload)
+    nodes = sorted(by_node)
+    conn.execute(
+        "INSERT INTO ingest_deferred_nodes (node_id) SELECT unnest(%s::text[]) "
+        "ORDER BY 1 ON CONFLICT DO NOTHING",
+        (nodes,),
+    )
+    parked: dict[str, int] = dict(
+        conn.execute(
+            "SELECT node_id, bytes FROM ingest_deferred_nodes WHERE node_id = ANY(%s) "
+            "ORDER BY node_id FOR UPDATE",
+            (nodes,),
+        ).fetchall()
+    )
+    kept: list[Received] = []
+    dead: list[DeadLetter] = []
+    added: dict[str, int] = dict.fromkeys(nodes, 0)
+    for message in messages:
+        node = node_of(message.topic)
+        assert node is not None
+        size = len(message.payload)
+        if parked[node] + added[node] + size > max_bytes:
+            dead.append(
+                DeadLetter(
+                    message.topic,
+                    message.payload,
+                    "$",
+                    f"its box sent more than its share and has {max_bytes // 2**20} MB "
+                    "waiting already",
+                    Cause.FLOOD,
+                )
+            )
+            continue
+        added[node] += size
+        kept.append(message)
+    if kept:
+        INGEST_PARKED.inc(len(kept))
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY ingest_deferred (node_id, topic, payload, received_at) FROM STDIN"
+            ) as copy,
+        ):
+            for message in kept:
+                copy.write_row(
+                    (node_of(message.topic), message.topic, message.payload, message.received_at)
+                )
+        conn.execute(
+            "UPDATE ingest_deferred_nodes n SET bytes = n.bytes + v.added "
+            "FROM unnest(%s::text[], %s::int8[]) AS v(node_id, added) WHERE n.node_id = v.node_id",
+            (nodes, [added[n] for n in nodes]),
+        )
+    return dead
+
+
+def parked_nodes(conn: psycopg.Connection) -> list[str]:
+    """The boxes with messages parked."""
+    return [
+        node
+        for (node,) in conn.execute(
+            "SELECT node_id FROM ingest_deferred_nodes WHERE bytes > 0 ORDER BY node_id"
+        ).fetchall()
+    ]
+
+
+def take(conn: psycopg.Connection, room: dict[str, int]) -> list[Received]:
+    """Each box's oldest parked messages, as many as its `room`, removed in the caller's
+    transaction (put back if it rolls back), as redeliveries: the quarantine screens them
+    before they are decoded."""
+    nodes = sorted(n for n, most in room.items() if most > 0)
+    if not nodes:
+        return []
+    rows: list[tuple[str, str, bytes, datetime]] = conn.execute(
+        "DELETE FROM ingest_deferred WHERE id IN ("
+        "  SELECT d.id FROM unnest(%s::text[], %s::int4[]) AS v(node_id, most) "
+        "  CROSS JOIN LATERAL (SELECT id FROM ingest_deferred p WHERE p.node_id = v.node_id "
+        "                      ORDER BY id LIMIT v.most FOR UPDATE SKIP LOCKED) d) "
+        "RETURNING node_id, topic, payload, received_at",
+        (nodes, [room[n] for n in nodes]),
+    ).fetchall()
+    if not rows:
+        return []
+    taken: dict[str, int] = {}
+    for node, _, payload, _ in rows:
+        taken[node] = taken.get(node, 0) + len(payload)
+    nodes = sorted(taken)
+    conn.execute(  # in one order, as `park` locks them: processes never deadlock
+        "SELECT 1 FROM ingest_deferred_nodes WHERE node_id = ANY(%s) ORDER BY node_id FOR UPDATE",
+        (nodes,),
+    )
+    conn.execute(
+        "UPDATE ingest_deferred_nodes n SET bytes = greatest(n.bytes - v.taken, 0) "
+        "FROM unnest(%s::text[], %s::int8[]) AS v(node_id, taken) WHERE n.node_id = v.node_id",
+        (nodes, [taken[n] for n in nodes]),
+    )
+    received = [
+        Received(0, 1, topic, bytes(payload), received_at, duplicate=True)
+        for _, topic, payload, received_at in sorted(rows, key=lambda row: row[3])
+    ]
+    return received

@@ -1,0 +1,98 @@
+"""Each box has its share of ingest: a box sending thousands of valid events a second no
+longer puts its backlog in front of every other box's. What it sends beyond its share is
+parked and stored as the share refills; nothing is lost; a box past its parking limit
+loses only its own messages, as dead letters that say so. Against the real ingest, broker
+and PostgreSQL of test_hostile_nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from protocols import encode
+from tests.cloud.county_fixtures import County
+from tests.cloud.test_hostile_nodes import (  # noqa: F401 - the same county, broker, boxes
+    ATTACKER,
+    SERVICE_PASSWORD,
+    GoodBox,
+    attacker,
+    broker,
+    county,
+    good_box,
+    send_raw,
+    stored_ids,
+)
+from tests.factories import make_detection_event
+from tests.support.cloud import FakeNodes, IngestProcess, count
+from tests.support.mosquitto import CountyBroker
+from tests.support.mqtt import MqttProbe
+from tests.support.ports import wait_until
+
+RATE, BURST = 20, 50  # units a second, and at once: a small share, to see it at work
+
+
+@pytest.fixture(scope="module")
+def ingest(
+    county: County,  # noqa: F811
+    broker: CountyBroker,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[IngestProcess]:
+    process = IngestProcess(
+        tmp_path_factory.mktemp("ingest"),
+        county.url,
+        broker.port,
+        "ingest.1",
+        CLOUD_BROKER_USERNAME="ingest.1",
+        CLOUD_BROKER_PASSWORD=SERVICE_PASSWORD,
+        CLOUD_INGEST_NODE_RATE=str(RATE),
+        CLOUD_INGEST_NODE_BURST=str(BURST),
+        CLOUD_INGEST_NODE_DEFERRED_MAX_MB="1",
+    ).start()
+    process.wait_subscribed()
+    yield process
+    process.kill()
+
+
+FLOODED_SQL = "SELECT coalesce(sum(deliveries), 0) FROM ingest_dead_letters WHERE cause = 'flood'"
+
+
+def flood_payloads(first_seq: int, n: int) -> list[bytes]:
+    return [encode(make_detection_event(node_id=ATTACKER, seq=first_seq + i)) for i in range(n)]
+
+
+def test_a_box_flooding_valid_events_waits_its_turn_and_loses_nothing(
+    county: County,  # noqa: F811
+    ingest: IngestProcess,
+    attacker: MqttProbe,  # noqa: F811
+    good_box: FakeNodes,  # noqa: F811
+) -> None:
+    sent = flood_payloads(1, 400)
+    send_raw(attacker, sent)
+    good = GoodBox.send(good_box, 5)  # after the flood, on the same broker
+    wait_until(lambda: stored_ids(county.url, good) == 5, 30, "the good box's events")
+    # The good box went first: the flood is stored at its share, 20 a second after a
+    # burst of 50, so most of it is still waiting (storing it all takes 17 s or more).
+    assert stored_ids(county.url, sent) < len(sent) / 2
+    assert count(county.url, "SELECT count(*) FROM ingest_deferred") > 0
+    wait_until(lambda: stored_ids(county.url, sent) == len(sent), 120, "the whole flood")
+    assert count(county.url, "SELECT count(*) FROM ingest_deferred") == 0
+
+
+def test_a_box_past_its_parking_limit_loses_only_its_own_messages(
+    county: County,  # noqa: F811
+    ingest: IngestProcess,
+    attacker: MqttProbe,  # noqa: F811
+    good_box: FakeNodes,  # noqa: F811
+) -> None:
+    big = [
+        orjson.dumps({**orjson.loads(p), "note": "x" * 12_000})  # a newer field, 12 KB
+        for p in flood_payloads(5000, 150)
+    ]
+    send_raw(attacker, big)  # 1.8 MB beyond a 50-unit burst, against a 1 MB limit
+    good = GoodBox.send(good_box, 5)
+    wait_until(lambda: stored_ids(county.url, good) == 5, 30, "the good box's events")
+    wait_until(lambda: count(county.url, FLOODED_SQL) > 0, 30, "dead letters past the limit")
+    flooded = count(county.url, FLOODED_SQL)
+    wait_until(lambda: stored_ids(county.url, big) + flooded == len(big), 120, "the rest stored")
