@@ -54,17 +54,30 @@ class Share:
         self._buckets: dict[str, _Bucket] = {}
 
     def split(self, messages: list[Received]) -> tuple[list[Received], list[Received]]:
-        """(the messages to store now, those beyond their box's share)."""
+        """(the messages to store now, those beyond their box's share). Each box's bucket
+        is read once a batch: this runs for every message ingest takes."""
         if self.rate <= 0:
             return messages, []
         within: list[Received] = []
         beyond: list[Received] = []
+        left: dict[str, float] = {}
         for message in messages:
             node = node_of(message.topic)
-            if node is None or self._take(node, units(message)):
+            if node is None:
+                within.append(message)
+                continue
+            room = left.get(node)
+            if room is None:
+                room = self._bucket(node).units
+            cost = 1 + len(message.payload) // UNIT_BYTES
+            if room >= cost:
+                room -= cost
                 within.append(message)
             else:
                 beyond.append(message)
+            left[node] = room
+        for node, room in left.items():
+            self._buckets[node].units = room
         return within, beyond
 
     def room(self, node: str) -> int:
@@ -90,13 +103,6 @@ class Share:
         bucket.at = now
         return bucket
 
-    def _take(self, node: str, cost: int) -> bool:
-        bucket = self._bucket(node)
-        if bucket.units < cost:
-            return False
-        bucket.units -= cost
-        return True
-
 
 def units(message: Received) -> int:
     return 1 + len(message.payload) // UNIT_BYTES
@@ -105,12 +111,21 @@ def units(message: Received) -> int:
 def node_of(topic: str) -> str | None:
     """The box a shared channel's topic belongs to; None for anything else."""
     try:
-        parts = parse_topic(topic)  # cached
+        return _NODE_OF[topic]
+    except KeyError:
+        pass
+    try:
+        parts = parse_topic(topic)
     except InvalidTopic:
         return None
-    if isinstance(parts, NodeTopic) and parts.channel in SHARED:
-        return parts.node_id
-    return None
+    node = parts.node_id if isinstance(parts, NodeTopic) and parts.channel in SHARED else None
+    if len(_NODE_OF) < _CACHED_TOPICS:  # a box's events and telemetry come on a few topics
+        _NODE_OF[topic] = node
+    return node
+
+
+_CACHED_TOPICS = 100_000
+_NODE_OF: dict[str, str | None] = {}
 
 
 def park(

@@ -79,9 +79,22 @@ class Throttle:
 
 def _key(topic: str) -> tuple[str, Channel] | None:
     try:
-        parts = parse_topic(topic)  # cached
+        return _KEYS[topic]
+    except KeyError:
+        pass
+    try:
+        parts = parse_topic(topic)
     except InvalidTopic:
         return None  # a dead letter, decided by the decoder
-    if isinstance(parts, NodeTopic) and parts.channel in THROTTLED:
-        return parts.node_id, parts.channel
-    return None
+    key = (
+        (parts.node_id, parts.channel)
+        if isinstance(parts, NodeTopic) and parts.channel in THROTTLED
+        else None
+    )
+    if len(_KEYS) < _CACHED_TOPICS:  # each box reports and sends events on a few topics
+        _KEYS[topic] = key
+    return key
+
+
+_CACHED_TOPICS = 100_000
+_KEYS: dict[str, tuple[str, Channel] | None] = {}
