@@ -31,7 +31,6 @@ from cloud.api.routes import (
 from cloud.api.routes import (
     webhooks as webhook_routes,
 )
-from cloud.cases.rules import load_rules
 from cloud.cases.timers import timer_loop
 from cloud.database import database_url
 from cloud.db import org as org_db
@@ -86,7 +85,6 @@ def create_app(settings: CloudSettings, *, ingest: Subscriber | None = None) -> 
             timer_loop(
                 pool,
                 interval_s=settings.case_timer_interval_s,
-                remind_fraction=load_rules(settings.case_rules_file).remind_fraction,
             ),
             name="case-timers",
         )

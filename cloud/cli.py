@@ -338,6 +338,59 @@ def org_passwd(username: str) -> None:
     typer.echo(f"password {username} {password}")
 
 
+rules_app = typer.Typer(
+    help="The county's case rules: which detections open cases, where, and deadlines.",
+    no_args_is_help=True,
+)
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("show")
+def rules_show() -> None:
+    """The rules in force (YAML, as `rules set` takes them), with their version."""
+    import yaml
+
+    from cloud.cases.rule_sets import current
+    from cloud.database import connect
+
+    with _embedded(_settings(), broker=False) as (settings, _), connect(settings) as conn:
+        found = current(conn)
+    if found is None:
+        typer.echo("no rules yet: `gridwatch cloud migrate` sets the first", err=True)
+        raise typer.Exit(1)
+    version, rules, record = found
+    typer.echo(
+        f"# version {version}, set by {record['set_by']} at {record['set_at']:%Y-%m-%d %H:%M}: "
+        f"{record['reason']}"
+    )
+    typer.echo(yaml.safe_dump(rules.model_dump(mode="json"), allow_unicode=True, sort_keys=False))
+
+
+@rules_app.command("set")
+def rules_set(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    reason: Annotated[str, typer.Option(help="Why they change (kept with them, audited).")],
+) -> None:
+    """Put the rules in `file` in force, as a new version (the only way they change)."""
+    from cloud.cases.rule_sets import set_rules
+    from cloud.cases.rules import load_rules
+    from cloud.database import connect
+    from cloud.errors import InvalidFile
+
+    try:
+        rules = load_rules(file)
+    except InvalidFile as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    with _embedded(_settings(), broker=False) as (settings, _), connect(settings) as conn:
+        try:
+            version = set_rules(conn, rules, principal=_cli_principal(), reason=reason)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+    typer.echo(f"case rules version {version} in force")
+
+
 broker_app = typer.Typer(
     help="The county broker's accounts, and what each may do.", no_args_is_help=True
 )

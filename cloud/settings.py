@@ -189,7 +189,9 @@ class CloudSettings(BaseSettings):
     )
 
     case_rules_file: Path | None = Field(
-        default=None, description="YAML: which kinds open cases, deadlines; default built in."
+        default=None,
+        description="YAML: a new database's first case rules (which kinds open cases, "
+        "deadlines); default built in. After that, `gridwatch cloud rules set` changes them.",
     )
     case_timer_interval_s: Annotated[float, Field(gt=0, le=600)] = Field(
         default=5.0, description="How often the service checks escalation and reminders."

@@ -1,8 +1,8 @@
 """Which detections and reports open cases, where they start, and their deadlines.
 
-The service's rules come from a YAML file (`CLOUD_CASE_RULES_FILE`) or these defaults,
-and are written to the `case_rules` table at start so that ingest routes a whole batch
-with one join. Deadlines are per severity, optionally overridden per category.
+The county's rules are YAML in this shape; the database keeps them as versions
+(`cloud.cases.rule_sets`), the newest in the `case_rules` table so that ingest routes a
+whole batch with one join. Deadlines are per severity, optionally overridden per category.
 """
 
 from __future__ import annotations

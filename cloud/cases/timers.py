@@ -15,11 +15,13 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from cloud.cases.rules import CaseRules
 from cloud.db.escalation import TimerStep, escalate_due, press_overdue, remind_due
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+DEFAULT_REMIND_FRACTION = CaseRules().remind_fraction
 
 
 def utc_now() -> datetime:
@@ -33,13 +35,18 @@ class TimerRun:
     reminded: list[TimerStep]
 
 
-async def run_timers(
-    pool: AsyncConnectionPool, *, now: datetime, remind_fraction: float
-) -> TimerRun:
+async def run_timers(pool: AsyncConnectionPool, *, now: datetime) -> TimerRun:
     async with pool.connection() as conn:
         escalated = await escalate_due(conn, now=now)
         pressed = await press_overdue(conn, now=now)
-        reminded = await remind_due(conn, now=now, fraction=remind_fraction)
+        # The rules in force say when to remind; they may change while the service runs.
+        cur = await conn.execute(
+            "SELECT (rules->>'remind_fraction')::float8 FROM case_rule_sets "
+            "ORDER BY version DESC LIMIT 1"
+        )
+        row = await cur.fetchone()
+        fraction = row[0] if row and row[0] is not None else DEFAULT_REMIND_FRACTION
+        reminded = await remind_due(conn, now=now, fraction=fraction)
     for step in escalated:
         logger.info(
             "case %s case_id=%s from=%s to=%s supervision_level=%s",
@@ -56,14 +63,13 @@ async def timer_loop(
     pool: AsyncConnectionPool,
     *,
     interval_s: float,
-    remind_fraction: float,
     clock: Clock = utc_now,
 ) -> None:
     """Runs until cancelled; a database outage is logged once and retried next tick."""
     failing = False
     while True:
         try:
-            await run_timers(pool, now=clock(), remind_fraction=remind_fraction)
+            await run_timers(pool, now=clock())
             if failing:
                 logger.info("case timers running again")
                 failing = False

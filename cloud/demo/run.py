@@ -32,6 +32,8 @@ import typer
 
 from cloud.access import Principal, Role
 from cloud.auth import issue_access_token
+from cloud.cases.rule_sets import current, set_rules
+from cloud.cases.rules import load_rules
 from cloud.db.schema import prepare_database
 from cloud.demo import county
 from cloud.demo.assets import DemoAssets, draw_scene, find_assets
@@ -42,6 +44,7 @@ from cloud.settings import CloudSettings
 from cloud.tiers import Level
 
 logger = logging.getLogger(__name__)
+DEMO = Principal("demo", Role.COUNTY_ADMIN, county.COUNTY, Level.COUNTY)
 app = typer.Typer(help="The whole county on one machine.", invoke_without_command=True)
 
 # Short deadlines, so a case nobody acknowledges escalates while one watches.
@@ -119,6 +122,16 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float =
     raise RuntimeError(f"the county service did not come up in {timeout_s:g} s")
 
 
+def _demo_rules(conn: psycopg.Connection, path: Path) -> None:
+    """The demo's short deadlines in force (as a county admin sets rules), unless they are
+    already."""
+    path.write_text(DEMO_RULES)
+    rules = load_rules(path)
+    found = current(conn)
+    if found is None or found[1] != rules:
+        set_rules(conn, rules, principal=DEMO, reason="the demo's one-minute deadlines")
+
+
 def _import_county(url: str, directory: Path) -> dict[str, str]:
     """The demo county, imported; new passwords only the first time (kept by nobody)."""
     files = county.write_org(directory)
@@ -130,7 +143,7 @@ def _import_county(url: str, directory: Path) -> dict[str, str]:
         result = import_org(
             conn,
             OrgFiles(files["units"], files["departments"], files["staff"], files["geometry"]),
-            Principal("demo", Role.COUNTY_ADMIN, county.COUNTY, Level.COUNTY),
+            DEMO,
             set_passwords=first,
         )
     return result.passwords
@@ -298,10 +311,9 @@ def _county(directory: Path, port: int, assets: DemoAssets) -> Iterator[tuple[st
         settings = CloudSettings(database_url=database, timezone="Asia/Shanghai")
         with psycopg.connect(database, autocommit=True) as conn:
             prepare_database(conn, settings)
+            _demo_rules(conn, directory / "case-rules.yaml")
         logins = _import_county(database, directory / "org")
         broker = stack.enter_context(secured_broker(directory / "broker", database))
-        rules = directory / "case-rules.yaml"
-        rules.write_text(DEMO_RULES)
         service_url = f"http://127.0.0.1:{port}"
         stack.callback(processes.stop)
         cloud_env = {
@@ -312,7 +324,6 @@ def _county(directory: Path, port: int, assets: DemoAssets) -> Iterator[tuple[st
             "CLOUD_PORT": str(port),
             "CLOUD_PUBLIC_URL": service_url,
             "CLOUD_JWT_SECRET": jwt_secret,
-            "CLOUD_CASE_RULES_FILE": str(rules),
         }
         # As in a county: the API and ingest are processes of their own, each with its own
         # broker account (the broker binds an account to one client id).

@@ -11,6 +11,8 @@ import httpx2 as httpx
 import psycopg
 import pytest
 
+from cloud.cases.rule_sets import SETUP, set_rules
+from cloud.cases.rules import load_rules
 from tests.cloud.county_fixtures import County, county_database
 from tests.support.cloud import ServeProcess
 from tests.support.county import GRID, TOWN
@@ -35,12 +37,13 @@ def test_a_deadline_missed_while_the_service_was_down_escalates_on_return(
     county: County, broker: MosquittoBroker, tmp_path: Path
 ) -> None:
     (tmp_path / "rules.yaml").write_text(RULES)
+    with psycopg.connect(county.url, autocommit=True) as conn:
+        set_rules(conn, load_rules(tmp_path / "rules.yaml"), principal=SETUP, reason="short")
     service = ServeProcess(
         tmp_path,
         county.url,
         broker.url,
         ingest=False,
-        CLOUD_CASE_RULES_FILE=str(tmp_path / "rules.yaml"),
         CLOUD_CASE_TIMER_INTERVAL_S="0.2",
     ).start_listening()
     try:

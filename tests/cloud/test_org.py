@@ -163,7 +163,9 @@ def test_a_county_of_613_grids_loads_at_once(empty_db: str, tmp_path: Path) -> N
 def test_the_audit_log_refuses_changes(empty_db: str, tmp_path: Path) -> None:
     with psycopg.connect(empty_db, autocommit=True) as conn:
         import_org(conn, _files(tmp_path), ADMIN)
-        entry = conn.execute("SELECT actor, action, detail FROM audit_log").fetchone()
+        entry = conn.execute(
+            "SELECT actor, action, detail FROM audit_log WHERE action <> 'case_rules.set'"
+        ).fetchone()
         assert entry is not None
         assert entry[:2] == ("cli:test", "org.import")
         for statement in (
