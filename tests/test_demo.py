@@ -133,6 +133,22 @@ def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo) -> None
         shot(page, "demo-town-overview")
         browser.close()
 
+    # The banner's commands work as printed, pasted in another terminal.
+    [printed] = re.findall(r"^  new password +(.+)$", demo.text(), re.MULTILINE)
+    reset = subprocess.run(
+        ["bash", "-c", printed.replace("<user>", "worker")],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CLOUD_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert reset.returncode == 0, reset.stderr
+    [new_password] = re.findall(r"^password worker (\S+)$", reset.stdout, re.MULTILINE)
+    assert api(demo, "worker", new_password).get("/cases").status_code == 200
+    assert "alerts, live        .venv/bin/gridwatch alerts tail" in demo.text()
+
     processes = demo.everything()
     assert len(processes) >= 8  # demo, PostgreSQL, Mosquitto, service, cameras, three boxes
     demo.process.send_signal(signal.SIGINT)

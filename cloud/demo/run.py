@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -216,6 +217,7 @@ def _banner(
     boxes: list[Path],
     assets: DemoAssets,
     cameras: str,
+    database_url: str,
 ) -> str:
     lines = [
         "",
@@ -227,19 +229,36 @@ def _banner(
         f"  model and clips     {assets.source}",
         f"  cameras             {cameras}",
     ]
+    gridwatch = _gridwatch_command()
     if logins:
-        lines += ["", "  logins (printed once; reset with `gridwatch cloud org passwd <user>`):"]
+        lines += ["", "  logins (printed once):"]
         lines += [f"    {user:<10} {password}" for user, password in sorted(logins.items())]
     else:
-        lines += ["", "  logins: as printed at the first run (`gridwatch cloud org passwd <user>`)"]
+        lines += ["", "  logins: as printed at the first run"]
     lines += [
+        # Pasted in another terminal while the demo runs, each works as printed: the
+        # demo's database is its own embedded one, which no default setting names.
+        f"  new password        CLOUD_DATABASE_URL={shlex.quote(database_url)} "
+        f"{gridwatch} cloud org passwd <user>",
         "",
         f"  boxes               {', '.join(p.name for p in boxes)}",
-        f"  alerts, live        gridwatch alerts tail --url {service_url} --username town-op",
+        f"  alerts, live        {gridwatch} alerts tail --url {service_url} --username town-op",
         "  stop                Ctrl-C",
         "",
     ]
     return "\n".join(lines)
+
+
+def _gridwatch_command() -> str:
+    """How to run `gridwatch` from here: the script beside this Python (`make setup` puts
+    it in .venv/bin, which is not on the PATH), relative when it is under the directory."""
+    script = Path(sys.executable).parent / "gridwatch"
+    if not script.exists():
+        return "gridwatch"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # GStreamer's GObject bindings live in the system Python
@@ -351,7 +370,7 @@ def _county(directory: Path, port: int, assets: DemoAssets) -> Iterator[tuple[st
             if rtsp_port
             else "the clips, read as files"
         )
-        typer.echo(_banner(service_url, broker, logins, bundles, assets, cameras))
+        typer.echo(_banner(service_url, broker, logins, bundles, assets, cameras, database))
         yield service_url, processes
 
 
