@@ -47,6 +47,10 @@ INGEST_THROTTLED = Counter(
     "10, then one each 2 s), acknowledged and not stored: the next one says the same, newer.",
     ["channel"],
 )
+INGEST_UNASKED_ANSWERS = Counter(
+    "gridwatch_ingest_unasked_answers_total",
+    "Command answers to requests the county never sent, dropped before parsing.",
+)
 INGEST_PARKED = Counter(
     "gridwatch_ingest_parked_total",
     "Messages of a box beyond its share of ingest (CLOUD_INGEST_NODE_RATE), parked to be "

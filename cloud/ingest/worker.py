@@ -24,6 +24,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from cloud.db.timeseries import maintain
 from cloud.errors import StorageError
+from cloud.ingest.answers import Answers
 from cloud.ingest.dead_letters import Cause, DeadLetter, prune_dead_letters
 from cloud.ingest.decode import decode_batch, unexpected
 from cloud.ingest.deferred import TAKE_AT_ONCE, Share, parked_nodes, take
@@ -131,6 +132,7 @@ class IngestWorker:
         self.max_age = timedelta(days=settings.ingest_max_event_age_days)
         self.quarantine = Quarantine()
         self.throttle = Throttle()
+        self.answers = Answers(connect)
         self.share = Share(settings.ingest_node_rate, settings.ingest_node_burst)
         self.parked = True  # whether messages may be parked (not known: so at first)
         self.pending: deque[Received] = deque()
@@ -207,6 +209,7 @@ class IngestWorker:
                     self._with_database(self._maintain)
         finally:
             self.subscriber.stop()
+            self.answers.close()
             if self._conn is not None:
                 self._conn.close()
 
@@ -293,7 +296,8 @@ class IngestWorker:
         """The batch decoded, but what is beyond its box's share (parked: `taken_up` are
         parked ones, whose share was counted); messages delivered before (the broker's DUP
         flag: a process may have died on them) are tried in the quarantine first."""
-        messages = self.throttle.admit(messages)  # acknowledged all the same, by the caller
+        # Dropped here are acknowledged all the same, by the caller.
+        messages = self.answers.asked(self.throttle.admit(messages))
         parked: list[Received] = []
         if not taken_up:
             messages, parked = self.share.split(messages)

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from uuid6 import uuid7
 
 from cloud.db.escalation import escalate_due
 from cloud.db.routing import STRAY_CAMERAS_NAMED
@@ -27,9 +28,9 @@ from protocols.base import utc_now
 from protocols.catalog import CHANNELS
 from protocols.enums import EventKind, Severity
 from protocols.passwords import hash_password
-from protocols.topics import Channel, events_topic, health_topic
+from protocols.topics import Channel, events_topic, health_topic, response_topic
 from tests.cloud.county_fixtures import OTHER_NODE, VILLAGE_NODE, County, county_database
-from tests.factories import make_detection_event, make_node_health
+from tests.factories import make_command_response, make_detection_event, make_node_health
 from tests.support.cloud import FakeNodes, IngestProcess, count
 from tests.support.county import COUNTY, GRID, TOWN, VILLAGE
 from tests.support.mosquitto import CountyBroker, county_broker
@@ -438,4 +439,27 @@ def test_a_box_flooding_health_reports_is_throttled_and_others_go_on(
     wait_until(lambda: stored_ids(county.url, good) == 5, 30, "the good box's events")
     stored = count(county.url, "SELECT count(*) FROM node_health WHERE node_id = %s", ATTACKER)
     assert 1 <= stored <= BURST + 5  # a few refilled while the flood went in
+    assert_alive(ingest)
+
+
+def test_answers_to_requests_never_sent_are_dropped_before_parsing(
+    county: County, ingest: IngestProcess, attacker: MqttProbe, good_box: FakeNodes
+) -> None:
+    """The request id is in the topic: made-up ones cost one lookup a batch, not parsing
+    (250 KB forged answers held every box's events up by two minutes)."""
+    forged = [uuid7() for _ in range(50)]
+    big = {f"k{i}": "x" * 3900 for i in range(64)}  # about 250 KB, valid under the schema
+    for request_id in forged:
+        answer = make_command_response(request_id=request_id, node_id=ATTACKER, data=big)
+        reason = attacker.publish(response_topic(ATTACKER, request_id), encode(answer))
+        assert reason is not None
+        assert not reason.is_failure, reason
+    good = GoodBox.send(good_box, 5)
+    wait_until(lambda: stored_ids(county.url, good) == 5, 30, "the good box's events")
+    kept = count(
+        county.url,
+        "SELECT count(*) FROM ingest_dead_letters WHERE topic = ANY(%s)",
+        [response_topic(ATTACKER, r) for r in forged],
+    )
+    assert kept == 0  # not parsed, so not described either: counted in the metric
     assert_alive(ingest)
