@@ -61,6 +61,10 @@ class CaseOut(BaseModel):
     closed_at: datetime | None
     close_reason: str | None
     false_alarm: bool
+    suppressed_events: int = Field(
+        description="Situations of its camera and kind that opened no case in the cooldown "
+        "after it was dismissed as a false alarm."
+    )
     satisfaction: int | None
     updated_at: datetime
     version: int

@@ -112,6 +112,13 @@ class CaseRules(Strict):
     remind_fraction: float = Field(
         default=0.2, ge=0, lt=1, description="Remind when this fraction of a deadline is left."
     )
+    false_alarm_cooldown_s: int = Field(
+        default=30 * 60,
+        ge=0,
+        le=7 * 86400,
+        description="After a case is dismissed as a false alarm, its camera and kind open no "
+        "case for this long (their events are stored, and counted on the dismissed case).",
+    )
 
     @model_validator(mode="after")
     def _every_severity(self) -> Self:

@@ -21,7 +21,7 @@ CASE_COLUMNS = (
     "responsible_unit_code, supervision_level, escalations, node_id, camera_id, "
     "first_event_id, event_count, first_event_at, last_event_at, location, reporter, assignee, "
     "opened_at, ack_due_at, resolve_due_at, acknowledged_at, dispatched_at, resolved_at, "
-    "closed_at, close_reason, false_alarm, satisfaction, updated_at, version"
+    "closed_at, close_reason, false_alarm, suppressed_events, satisfaction, updated_at, version"
 )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import psycopg
 
-from cloud.cases.rules import CAMERA_UNREGISTERED
+from cloud.cases.rules import CAMERA_UNREGISTERED, CaseRules
 from cloud.db.alerts import LOCK_SQL
 from protocols.enums import Severity
 
@@ -44,7 +44,7 @@ WITH root AS (
     LEFT JOIN org_units cu ON cu.code = c.unit_code
     LEFT JOIN org_units u ON u.code = e.unit_code
     WHERE e.phase = 'start'
-), incoming AS (
+), candidates AS (
     -- A box's unregistered cameras share one case per kind: naming 300 made-up cameras
     -- opens one case, not 300.
     SELECT CASE WHEN e.registered THEN e.node_id || '/' || e.camera_id || '/' || e.kind
@@ -56,6 +56,25 @@ WITH root AS (
     FROM started e
     JOIN case_rules r ON r.category = e.kind AND r.severity = e.severity AND r.opens_case
     WHERE e.route_unit IS NOT NULL
+), cooling AS (
+    -- Dismissed as a false alarm within the cooldown of the rules in force: the same camera
+    -- and kind open nothing meanwhile (the case came straight back 7 s after a dismissal).
+    SELECT DISTINCT ON (c.merge_key) c.merge_key, c.case_id
+    FROM cases c
+    WHERE c.false_alarm AND c.merge_key IN (SELECT merge_key FROM candidates)
+      AND c.closed_at > now() - make_interval(secs => coalesce(
+          (SELECT (s.rules->>'false_alarm_cooldown_s')::int FROM case_rule_sets s
+           ORDER BY s.version DESC LIMIT 1), %(cooldown_s)s))
+    ORDER BY c.merge_key, c.closed_at DESC
+), suppressed AS (
+    -- Counted on the dismissed case; the events themselves are stored as any other.
+    UPDATE cases c SET suppressed_events = c.suppressed_events + n.events
+    FROM (SELECT k.case_id, count(*) AS events FROM candidates i JOIN cooling k USING (merge_key)
+          GROUP BY k.case_id) n
+    WHERE c.case_id = n.case_id
+), incoming AS (
+    SELECT * FROM candidates i WHERE NOT EXISTS (SELECT 1 FROM cooling k
+                                                 WHERE k.merge_key = i.merge_key)
 ), worst AS (
     SELECT DISTINCT ON (merge_key) merge_key, node_id, camera_id, category, severity,
            unit_code, registered, source, start_level, ack_s, resolve_s,
@@ -218,6 +237,8 @@ def route_events(
             "stray": CAMERA_UNREGISTERED,
             "stray_severity": STRAY_SEVERITY.value,
             "stray_named": STRAY_CAMERAS_NAMED,
+            # Rules set before the cooldown existed do not name it: the default then.
+            "cooldown_s": CaseRules.model_fields["false_alarm_cooldown_s"].default,
         },
     ).fetchone()
     opened, merged = (row[0], row[1]) if row else (0, 0)

@@ -509,3 +509,38 @@ def case_history(url: str, case_id: object) -> list[str]:
                 "SELECT action FROM case_history WHERE case_id = %s ORDER BY at, id", (case_id,)
             ).fetchall()
         ]
+
+
+def test_a_false_alarm_does_not_come_straight_back(county: County, client: TestClient) -> None:
+    """Dismissed as false: the same camera and kind open no case for the cooldown (their
+    events stored and counted on the dismissed case); after it, they do again."""
+    town = signed_in(client, county, "town-op")
+
+    def crossing(seq: int) -> Any:
+        return make_detection_event(
+            node_id=VILLAGE_NODE,
+            camera_id="cam02",
+            seq=seq,
+            kind=EventKind.LINE_CROSSING,
+            severity=Severity.MEDIUM,
+            direction="out",
+        )
+
+    first = crossing(6000)
+    county.write([first], datetime.now(UTC))
+    [opened] = [c for c in cases_of(county.url, "cam02") if c["first_event_id"] == first.event_id]
+    act(client, town, opened["case_id"], action="dismiss", reason="a shadow on the fence")
+    again = crossing(6001)
+    county.write([again], datetime.now(UTC))
+    assert [c for c in cases_of(county.url, "cam02") if c["first_event_id"] == again.event_id] == []
+    detail = client.get(f"/api/v1/cases/{opened['case_id']}", headers=town).json()
+    assert detail["suppressed_events"] == 1
+    assert count(county.url, "SELECT count(*) FROM events WHERE event_id = %s", again.event_id) == 1
+    with psycopg.connect(county.url, autocommit=True) as conn:  # the cooldown has passed
+        conn.execute(
+            "UPDATE cases SET closed_at = closed_at - interval '31 minutes' WHERE case_id = %s",
+            (opened["case_id"],),
+        )
+    later = crossing(6002)
+    county.write([later], datetime.now(UTC))
+    assert [c["first_event_id"] for c in cases_of(county.url, "cam02")].count(later.event_id) == 1
