@@ -160,6 +160,13 @@ async def _changes(
         case CaseAction.RECHECK:
             detail |= await _recheck(conn, principal, case, now, required=True)
         case CaseAction.CLOSE:
+            if await _still_seen(conn, case_id):
+                # The box looked again and the situation is still there: closing anyway
+                # needs a reason, kept in the history and the audit log.
+                detail["reason"] = _require(
+                    request.reason, "reason (the camera's re-check still sees it)", action
+                )
+                detail["recheck_still_seen"] = True
             if request.satisfaction is not None:
                 changes["satisfaction"] = detail["satisfaction"] = request.satisfaction
             changes["closed_at"] = now
@@ -170,6 +177,18 @@ async def _changes(
             changes["supervision_level"] = case["supervision_level"] + 1
             detail["supervision_level"] = changes["supervision_level"]
     return changes, detail
+
+
+async def _still_seen(conn: AsyncConnection, case_id: UUID) -> bool:
+    """Whether the case's latest answered re-check says the situation is still there."""
+    cur = await conn.execute(
+        "SELECT (r.data->>'present')::boolean FROM case_checks k "
+        "JOIN command_responses r ON r.request_id = k.request_id "
+        "WHERE k.case_id = %s AND r.status = 'ok' ORDER BY k.requested_at DESC LIMIT 1",
+        (case_id,),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
 
 
 async def _check_photos(conn: AsyncConnection, case_id: UUID, photos: tuple[UUID, ...]) -> None:

@@ -544,3 +544,52 @@ def test_a_false_alarm_does_not_come_straight_back(county: County, client: TestC
     later = crossing(6002)
     county.write([later], datetime.now(UTC))
     assert [c["first_event_id"] for c in cases_of(county.url, "cam02")].count(later.event_id) == 1
+
+
+def test_a_recheck_that_still_sees_it_holds_closure_until_a_reason(
+    county: County, client: TestClient
+) -> None:
+    town = signed_in(client, county, "town-op")
+    event = make_detection_event(
+        node_id=VILLAGE_NODE,
+        camera_id="cam01",
+        seq=7000,
+        kind=EventKind.OBJECT,
+        label="car",
+        severity=Severity.HIGH,
+        rule_id="lane_vehicle",
+    )
+    county.write([event], datetime.now(UTC))
+    [case] = [c for c in cases_of(county.url, "cam01") if c["first_event_id"] == event.event_id]
+    case_id = case["case_id"]
+    worker = signed_in(client, county, "worker")
+    for headers, body in [
+        (worker, {"action": "acknowledge"}),
+        (town, {"action": "confirm"}),
+        (town, {"action": "dispatch", "unit_code": GRID}),
+        (worker, {"action": "resolve", "comment": "asked the driver to move"}),
+        (town, {"action": "approve"}),
+    ]:
+        act(client, headers, case_id, **body)
+    request_id = uuid7()
+    with psycopg.connect(county.url, autocommit=True) as conn:  # the box answered: still there
+        conn.execute(
+            "INSERT INTO case_checks (request_id, case_id, node_id, camera_id, rule_id, "
+            "requested_at, requested_by) VALUES (%s, %s, %s, 'cam01', 'lane_vehicle', now(), "
+            "'town-op')",
+            (request_id, case_id, VILLAGE_NODE),
+        )
+        conn.execute(
+            "INSERT INTO command_responses (request_id, node_id, status, data, responded_at, "
+            "received_at) VALUES (%s, %s, 'ok', %s, now(), now())",
+            (request_id, VILLAGE_NODE, psycopg.types.json.Jsonb({"present": True})),
+        )
+    refused = client.post(
+        f"/api/v1/cases/{case_id}/actions", json={"action": "close"}, headers=town
+    )
+    assert refused.status_code == 400
+    assert "reason" in refused.json()["detail"]
+    closed = act(client, town, case_id, action="close", reason="parked legally, checked on site")
+    assert closed["state"] == "closed"
+    detail = client.get(f"/api/v1/cases/{case_id}", headers=town).json()
+    assert detail["history"][-1]["detail"]["reason"] == "parked legally, checked on site"
