@@ -77,6 +77,7 @@ class Analyzer:
             slot.reader.start()
 
     def remove_camera(self, camera_id: str) -> None:
+        """Stop a camera a new config changed or removed, ending all its open threads."""
         with self._lock:
             slot = self._slots.pop(camera_id, None)
         if slot is None:
@@ -84,7 +85,7 @@ class Analyzer:
         if slot.reader is not None:
             slot.reader.stop()
         with slot.guard:
-            self._emit(slot.pipeline.finish(self.clock()))
+            self._emit(slot.pipeline.finish(self.clock(), replaced=True))
 
     def with_pipeline(self, camera_id: str, action: Callable[[CameraPipeline], object]) -> object:
         """Run `action` on a camera's pipeline while no worker uses it."""

@@ -265,9 +265,15 @@ class CameraPipeline:
         self._tracks_seen = False
         return [self.factory.emit(self.camera.camera_id, d, None) for d in drafts]
 
-    def finish(self, t: float) -> list[EmittedEvent]:
-        """End every open thread: shutdown, or the end of a file."""
+    def finish(self, t: float, *, replaced: bool = False) -> list[EmittedEvent]:
+        """End every open thread: shutdown, or the end of a file. A pipeline `replaced` or
+        removed by a new config ends its camera's offline thread too: the camera is fixed
+        or gone, and its work order closes by that end (it stayed open for good). At a
+        shutdown a camera that is offline stays so: the next start says so again."""
         drafts = self.engine.end_all(t) + self._tamper_book.end_all(t)
+        if replaced:
+            drafts += self._offline_book.end_all(t)
+            self._offline_since = None
         return [self.factory.emit(self.camera.camera_id, d, None) for d in drafts]
 
     def recheck(self, rule_id: str) -> tuple[list[Track], Frame]:

@@ -258,3 +258,23 @@ def test_camera_offline_and_back_while_other_cameras_keep_running(
         assert reader.reconnects >= 1  # retried with backoff, not given up
     assert readers["wrong"].state_reason.endswith("wrong path: the camera has no such stream")
     assert "no answer" in readers["silent"].state_reason
+
+
+def test_a_camera_replaced_by_a_config_ends_its_offline_thread() -> None:
+    """Its work order closes by that end (it stayed open for good); a shutdown does not end
+    it: an offline camera is still offline when the box starts again."""
+    camera = CameraConfig(camera_id="cam1", name="gate", url="rtsp://127.0.0.1:9/none")
+
+    def offline() -> CameraPipeline:
+        pipeline = pipeline_for(camera)
+        pipeline.stream_changed(StreamState.OFFLINE, 0.0)
+        [started] = pipeline.tick(camera.offline_grace_s + 1)
+        assert (started.event.kind, started.event.phase) == (
+            EventKind.CAMERA_OFFLINE,
+            EventPhase.START,
+        )
+        return pipeline
+
+    assert [e.event.kind for e in offline().finish(100.0)] == []
+    [ended] = offline().finish(100.0, replaced=True)
+    assert (ended.event.kind, ended.event.phase) == (EventKind.CAMERA_OFFLINE, EventPhase.END)
