@@ -50,12 +50,6 @@ async function api(path, options = {}) {
   return body;
 }
 
-// What the user's role may read decides what a screen asks for (a technician reads the
-// fleet and its work orders, not the events): the other panels stay empty.
-function ifAllowed(permission, path) {
-  return session.me.permissions.includes(permission) ? api(path) : Promise.resolve(null);
-}
-
 // ---- sign in and out ------------------------------------------------------------------
 
 async function signIn(event) {
@@ -142,29 +136,49 @@ async function refresh() {
 
 // ---- the overview -------------------------------------------------------------------------
 
+// Each panel asks for its own data and draws alone: a panel the role may not read is not
+// shown, and a request that fails empties its own panel, not the page (one refused request
+// left every panel of the technician's and the grid worker's screens blank).
+async function renderPanel(selector, permission, load, draw) {
+  const panel = document.querySelector(selector);
+  panel.hidden = !session.me.permissions.includes(permission);
+  if (panel.hidden) return;
+  try {
+    draw(await load());
+    panel.classList.remove("failed");
+  } catch (error) {
+    if (error instanceof SignedOut) throw error;
+    panel.classList.add("failed");
+    report(error);
+  }
+}
+
 async function renderOverview(unit) {
   const q = `unit=${encodeURIComponent(unit)}`;
   const dayAgo = new Date(Date.now() - 24 * 3600e3).toISOString();
   const twoWeeksAgo = new Date(Date.now() - 14 * 86400e3).toISOString();
-  const [fleet, units, map, stats, events] = await Promise.all([
-    api(`/fleet/overview?${q}`),
-    api(`/fleet/units?${q}`),
-    api(`/fleet/map?${q}`),
-    ifAllowed("read_cases", `/stats/cases?${q}&from=${encodeURIComponent(twoWeeksAgo)}`),
-    ifAllowed("read_events", `/stats/events?${q}&bucket=hour&from=${encodeURIComponent(dayAgo)}`),
+  await Promise.all([
+    renderPanel(".map-panel", "read_fleet",
+      () => Promise.all([api(`/fleet/units?${q}`), api(`/fleet/map?${q}`)]),
+      ([units, map]) => {
+        renderUnits(units);
+        if (map.features.length) gridMap("map", map, (child) => { location.hash = `#/unit/${child}`; });
+      }),
+    renderPanel(".fleet-panel", "read_fleet", () => api(`/fleet/overview?${q}`), renderFleet),
+    renderPanel(".cases-panel", "read_cases",
+      () => api(`/stats/cases?${q}&from=${encodeURIComponent(twoWeeksAgo)}`),
+      (stats) => {
+        $("kpi-open").textContent = stats.open;
+        $("kpi-overdue").textContent = stats.overdue;
+        $("kpi-tta").textContent = duration(stats.acknowledged_p50_s);
+        $("kpi-ttr").textContent = duration(stats.resolved_p50_s);
+        caseStates("chart-states", stats.by_state, STATE_ORDER);
+        caseTimes("chart-times", stats.daily);
+      }),
+    renderPanel(".trends-panel", "read_events",
+      () => api(`/stats/events?${q}&bucket=hour&from=${encodeURIComponent(dayAgo)}`),
+      (events) => eventTrends("chart-events", events)),
   ]);
-  renderFleet(fleet);
-  renderUnits(units);
-  if (map.features.length) gridMap("map", map, (child) => { location.hash = `#/unit/${child}`; });
-  if (stats) {
-    $("kpi-open").textContent = stats.open;
-    $("kpi-overdue").textContent = stats.overdue;
-    $("kpi-tta").textContent = duration(stats.acknowledged_p50_s);
-    $("kpi-ttr").textContent = duration(stats.resolved_p50_s);
-    caseStates("chart-states", stats.by_state, STATE_ORDER);
-    caseTimes("chart-times", stats.daily);
-  }
-  if (events) eventTrends("chart-events", events);
 }
 
 function percent(part, whole) {

@@ -183,3 +183,46 @@ def test_a_technician_sees_the_fleet_and_a_box_naming_cameras_it_does_not_have(
         shot(page, "technician-unregistered-camera")
     finally:
         nodes.close()
+
+
+@pytest.mark.parametrize(
+    ("username", "shown", "hidden"),
+    [
+        ("county-op", [".fleet-panel", ".cases-panel", ".trends-panel", ".map-panel"], []),
+        ("village-op", [".fleet-panel", ".cases-panel", ".trends-panel", ".map-panel"], []),
+        ("worker", [".cases-panel", ".trends-panel"], [".fleet-panel", ".map-panel"]),
+        ("tech", [".fleet-panel", ".cases-panel", ".map-panel"], [".trends-panel"]),
+        ("police", [".cases-panel"], [".fleet-panel", ".map-panel", ".trends-panel"]),
+        ("auditor", [".fleet-panel", ".cases-panel", ".trends-panel", ".map-panel"], []),
+    ],
+)
+def test_every_role_sees_the_panels_it_may_read_and_no_request_fails(
+    page: Page,
+    serve: ServeProcess,
+    county: County,
+    username: str,
+    shown: list[str],
+    hidden: list[str],
+) -> None:
+    """Each panel draws alone (one refused request blanked the technician's and the grid
+    worker's whole screens); a panel the role may not read is not shown. The page fixture
+    fails on any failed request or script error."""
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    sign_in(page, serve, county, username)
+    figures = {
+        ".fleet-panel": "#kpi-nodes-online",
+        ".cases-panel": "#kpi-open",
+        ".map-panel": "#units tbody tr",
+        ".trends-panel": "#chart-events canvas",
+    }
+    for selector in shown:
+        expect(page.locator(selector)).to_be_visible()
+        figure = page.locator(figures[selector]).first
+        if selector in (".fleet-panel", ".cases-panel"):
+            expect(figure).not_to_have_text("–")
+        else:
+            expect(figure).to_be_attached()
+    for selector in hidden:
+        expect(page.locator(selector)).to_be_hidden()
+    assert failed == []
