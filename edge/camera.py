@@ -203,6 +203,11 @@ class CameraReader:
         }
         self.state = StreamState.CONNECTING
         self.state_reason = ""
+        # Seconds connected so far (monotonic clock): what a health interval saw, not the
+        # state at the instant of the report (a stream that reconnected 0.4 s before a
+        # report read offline, and the screen said half the cameras were down).
+        self._connected_s = 0.0
+        self._connected_at: float | None = None
         self.reconnects = 0
         self.input_rate = RateMeter()
         self.width: int | None = None
@@ -239,7 +244,20 @@ class CameraReader:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def connected_seconds(self, now: float | None = None) -> float:
+        """Seconds this reader has been connected, up to `now` (monotonic)."""
+        now = time.monotonic() if now is None else now
+        since = self._connected_at
+        return self._connected_s + (max(0.0, now - since) if since is not None else 0.0)
+
     def _set_state(self, state: StreamState, reason: str = "") -> None:
+        if state is not self.state:
+            now = time.monotonic()
+            if state is StreamState.CONNECTED:
+                self._connected_at = now
+            elif self._connected_at is not None:
+                self._connected_s += max(0.0, now - self._connected_at)
+                self._connected_at = None
         if state is not self.state or reason != self.state_reason:
             self.state, self.state_reason = state, reason
             if self.on_state is not None:

@@ -54,6 +54,8 @@ class HealthReporter:
         self.model = model
         self.config_version = config_version
         self.started = time.monotonic()
+        # Per camera, (when, connected seconds) at the previous report.
+        self._connected: dict[str, tuple[float, float]] = {}
         psutil.cpu_percent(None)  # the first call only starts the measurement
 
     def cameras(self) -> list[CameraHealth]:
@@ -76,6 +78,10 @@ class HealthReporter:
                 if reader.last_frame_monotonic is None
                 else max(0.0, now - reader.last_frame_monotonic)
             )
+            connected = reader.connected_seconds(now)
+            since, before = self._connected.get(camera_id, (self.started, 0.0))
+            self._connected[camera_id] = (now, connected)
+            fraction = (connected - before) / (now - since) if now > since else None
             out.append(
                 CameraHealth(
                     camera_id=camera_id,
@@ -84,6 +90,7 @@ class HealthReporter:
                     analysed_fps=round(pipeline.analysed.rate(), 2),
                     last_frame_age_s=age,
                     reconnects=reader.reconnects,
+                    connected_fraction=None if fraction is None else min(1.0, max(0.0, fraction)),
                     width=reader.width,
                     height=reader.height,
                 )

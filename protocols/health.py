@@ -38,6 +38,10 @@ class NodeState(Payload):
         return self
 
 
+# A camera connected for at least this share of a report's interval counts online.
+ONLINE_FRACTION = 0.5
+
+
 class CameraHealth(WireModel):
     camera_id: CameraId
     status: StreamStatus
@@ -47,8 +51,25 @@ class CameraHealth(WireModel):
         default=None, ge=0, description="Seconds since the newest frame; null before the first."
     )
     reconnects: int = Field(ge=0, le=_MAX_COUNT, description="Reconnects since agent start.")
+    connected_fraction: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of the time since the previous report that the stream was "
+        "connected (null from edges that do not say): what the interval saw, where `status` "
+        "is the instant of the report.",
+    )
     width: int | None = Field(default=None, ge=1, le=16384)
     height: int | None = Field(default=None, ge=1, le=16384)
+
+    @property
+    def online(self) -> bool:
+        """Whether the report counts the camera online: connected for ONLINE_FRACTION of
+        the interval, when the edge says (a stream that reconnected just before a report
+        read offline at that instant); else by its state at the report."""
+        if self.connected_fraction is not None:
+            return self.connected_fraction >= ONLINE_FRACTION
+        return self.status is StreamStatus.CONNECTED
 
 
 class InferenceHealth(WireModel):

@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from cloud.database import like_prefix
 from cloud.settings import FleetSettings
+from protocols.health import ONLINE_FRACTION
 
 # Nodes in a unit's scope (its own, or one whose cameras watch it), with their liveness,
 # latest health, changes within the flapping window and open work orders. %(unit)s is a
@@ -152,7 +153,11 @@ async def grid_map(
             f"""
             WITH nodes_here AS ({NODES_SQL}),
             streams AS (
-                SELECT h.node_id, c->>'camera_id' AS camera_id, c->>'status' AS status
+                -- Online by what the report's interval saw, when the edge says (as ingest
+                -- counts, CameraHealth.online); else its state then.
+                SELECT h.node_id, c->>'camera_id' AS camera_id,
+                       coalesce((c->>'connected_fraction')::float8 >= %(online_fraction)s,
+                                c->>'status' = 'connected') AS online
                 FROM node_last_health h, jsonb_array_elements(h.cameras) c
             ),
             open_cases AS (
@@ -164,7 +169,7 @@ async def grid_map(
             grid_cameras AS (
                 SELECT k.unit_code, count(*) AS cameras,
                        count(*) FILTER (WHERE n.status IS DISTINCT FROM 'online'
-                                        OR s.status IS DISTINCT FROM 'connected')
+                                        OR NOT coalesce(s.online, false))
                          AS cameras_down
                 FROM cameras k
                 LEFT JOIN nodes_here n ON n.node_id = k.node_id
@@ -184,7 +189,7 @@ async def grid_map(
             WHERE g.level = 'grid' AND g.code LIKE %(unit)s AND g.geometry IS NOT NULL
             ORDER BY g.code
             """,  # noqa: S608
-            {**_params(fleet, now, unit), "parent": unit},
+            {**_params(fleet, now, unit), "parent": unit, "online_fraction": ONLINE_FRACTION},
         )
         return await cur.fetchall()
 

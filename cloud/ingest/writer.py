@@ -50,7 +50,6 @@ from protocols import (
     NodeState,
     Telemetry,
 )
-from protocols.enums import StreamStatus
 from protocols.fast_events import FastDetectionEvent
 from protocols.identifiers import EVENT_ID_TIME_TOLERANCE
 from protocols.topics import NodeTopic, response_topic
@@ -831,7 +830,7 @@ class BatchWriter:
         with conn.cursor() as cur:
             with cur.copy(f"COPY health_staging ({HEALTH_COLUMNS}) FROM STDIN") as copy:
                 for h, raw, received in health:
-                    connected = sum(1 for c in h.cameras if c.status is StreamStatus.CONNECTED)
+                    connected = sum(1 for c in h.cameras if c.online)
                     copy.write_row(
                         (
                             h.sent_at,
