@@ -32,6 +32,9 @@ from protocols.topics import Channel, NodeTopic, parse_topic
 # instead (cloud.ingest.throttle); snapshots are bounded by their own quotas.
 SHARED = frozenset({Channel.EVENTS, Channel.TELEMETRY, Channel.RESPONSES})
 UNIT_BYTES = 2048  # a message counts one unit, and one more for each 2 KiB of payload
+# Telemetry counts by what it stores: a reading is a row, and about 45 bytes (64 of them,
+# 2.9 KB, counted 2 units by bytes, let a box store 960,000 rows in its burst).
+TELEMETRY_UNIT_BYTES = 64
 TAKE_AT_ONCE = 500  # parked messages taken up in one transaction
 
 
@@ -69,7 +72,7 @@ class Share:
             room = left.get(node)
             if room is None:
                 room = self._bucket(node).units
-            cost = 1 + len(message.payload) // UNIT_BYTES
+            cost = units(message)
             if room >= cost:
                 room -= cost
                 within.append(message)
@@ -105,7 +108,8 @@ class Share:
 
 
 def units(message: Received) -> int:
-    return 1 + len(message.payload) // UNIT_BYTES
+    per = TELEMETRY_UNIT_BYTES if message.topic.endswith("/telemetry") else UNIT_BYTES
+    return 1 + len(message.payload) // per
 
 
 def node_of(topic: str) -> str | None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from cloud.ingest.deferred import units
 from cloud.ingest.subscriber import Received
 from cloud.ingest.throttle import BURST, RATE_PER_S, Throttle
 from cloud.metrics import INGEST_THROTTLED
-from protocols.topics import events_topic, health_topic, state_topic
+from protocols import encode
+from protocols.events import Reading
+from protocols.topics import events_topic, health_topic, state_topic, telemetry_topic
+from tests.factories import make_telemetry
 
 
 class Clock:
@@ -40,3 +44,13 @@ def test_other_boxes_other_channels_and_data_are_not_held_by_it() -> None:
     events = [received(events_topic("qx-flood"), i) for i in range(1000)]
     junk = [received("gw/v1/nodes/../health")]
     assert throttle.admit(others + events + junk) == others + events + junk
+
+
+def test_telemetry_counts_by_the_rows_it_stores() -> None:
+    """64 readings (2.9 KB) were 2 units by bytes, and a box's burst stored 960,000 rows."""
+    readings = [Reading(quantity=f"level_{i}", value=1.25 * i, unit="m") for i in range(64)]
+    payload = encode(make_telemetry(readings=readings))
+    message = received(telemetry_topic("qx-sensors"))
+    message = Received(1, 1, message.topic, payload, message.received_at)
+    assert units(message) >= 40
+    assert units(received(events_topic("qx-sensors"))) == 1

@@ -562,3 +562,21 @@ def test_a_box_that_vouches_for_its_own_pictures_has_a_day_quota(
     ]
     assert attached(cloud_db, other, theirs.event_id) is not None
     assert files(store) == {*pictures[:2], jpeg(b"theirs")}
+
+
+def test_a_box_has_a_quota_of_pictures_waiting_however_small(
+    cloud_db: str, store: LocalSnapshotStore
+) -> None:
+    """Three-byte "pictures" to made-up ids fit a byte quota by the million, each a row the
+    sweep looks at again and again (300 a second held every box's events up by 47 s)."""
+    writer = BatchWriter(
+        timescale=False,
+        store=store,
+        timezone=ZoneInfo("Asia/Shanghai"),
+        snapshot_quota=Quota(waiting_count=3),
+    )
+    now = datetime.now(UTC)
+    tiny = [upload("qx-tiny", uuid7(), b"\\xff\\xd8\\xff" + bytes([i]), now) for i in range(5)]
+    result = write(cloud_db, writer, Batch(snapshots=tiny))
+    assert dropped(result) == ["quota", "quota"]
+    assert len(files(store)) == 3
