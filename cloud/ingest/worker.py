@@ -27,7 +27,7 @@ from cloud.errors import StorageError
 from cloud.ingest.answers import Answers
 from cloud.ingest.dead_letters import Cause, DeadLetter, prune_dead_letters
 from cloud.ingest.decode import decode_batch, unexpected
-from cloud.ingest.deferred import TAKE_AT_ONCE, Share, parked_nodes, take
+from cloud.ingest.deferred import TAKE_AT_ONCE, Share, parked_nodes, refused_anyway, take
 from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
 from cloud.ingest.snapshot_uploads import Quota, report_dropped
 from cloud.ingest.subscriber import Received, Subscriber
@@ -300,7 +300,9 @@ class IngestWorker:
         messages = self.answers.asked(self.throttle.admit(messages))
         parked: list[Received] = []
         if not taken_up:
-            messages, parked = self.share.split(messages)
+            messages, beyond = self.share.split(messages)
+            for message in beyond:  # what will be refused anyway is, now and cheaply
+                (messages if refused_anyway(message) else parked).append(message)
             self.parked |= bool(parked)
         batch = self._decode_now(messages)
         batch.deferred = parked

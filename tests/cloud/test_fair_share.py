@@ -96,3 +96,35 @@ def test_a_box_past_its_parking_limit_loses_only_its_own_messages(
     wait_until(lambda: count(county.url, FLOODED_SQL) > 0, 30, "dead letters past the limit")
     flooded = count(county.url, FLOODED_SQL)
     wait_until(lambda: stored_ids(county.url, big) + flooded == len(big), 120, "the rest stored")
+
+
+def test_what_will_be_refused_anyway_is_refused_now_not_parked(
+    county: County,  # noqa: F811
+    ingest: IngestProcess,
+    attacker: MqttProbe,  # noqa: F811
+    good_box: FakeNodes,  # noqa: F811
+) -> None:
+    """16 KiB events full of [] beyond the share filled a box's parking in seconds and held
+    every box up by 15 s: the checks that need no parsing refuse them at once."""
+    base = flood_payloads(9000, 1)[0][:-1]
+    junk = [base + b',"x":[' + b"[]," * 4000 + b'[]],"n":%d}' % i for i in range(200)]
+    send_raw(attacker, junk)
+    good = GoodBox.send(good_box, 5)
+    wait_until(lambda: stored_ids(county.url, good) == 5, 30, "the good box's events")
+    wait_until(
+        lambda: (
+            count(
+                county.url,
+                "SELECT coalesce(sum(deliveries), 0) FROM ingest_dead_letters "
+                "WHERE reason LIKE 'JSON holds more than%%'",
+            )
+            >= len(junk) - BURST
+        ),
+        30,
+        "the junk refused",
+    )
+    parked = count(
+        county.url,
+        "SELECT count(*) FROM ingest_deferred WHERE position('[],[],'::bytea IN payload) > 0",
+    )
+    assert parked == 0
