@@ -5,6 +5,7 @@ said so loudly at start."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -60,10 +61,10 @@ def embedded_database(directory: Path) -> Iterator[str]:
 
 
 def _forget_dead_postmaster(pgdata: Path) -> None:
-    """Remove the pid file of a PostgreSQL that died without stopping (a power cut, kill
-    -9): the embedded server takes a pid file naming a process that exists for a running
-    server, and a dead one's may name a zombie or, after a reboot, another process. The
-    next start then refused every connection."""
+    """Forget what a PostgreSQL and its users that died without stopping (a power cut,
+    kill -9) left: the embedded server takes a pid file naming a process that exists for a
+    running server, and a dead one's may name a zombie or, after a reboot, another process
+    (the next start then refused every connection)."""
     pid_file = pgdata / "postmaster.pid"
     try:
         pid = int(pid_file.read_text().split("\n", 1)[0])
@@ -76,6 +77,16 @@ def _forget_dead_postmaster(pgdata: Path) -> None:
             "PostgreSQL in %s was not stopped (pid %s gone): starting it again", pgdata, pid
         )
         pid_file.unlink(missing_ok=True)
+    # The processes using the server, the last of which stops it: one killed never left
+    # the list, and then no run stopped it again (Ctrl-C left PostgreSQL running).
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = [int(p) for p in json.loads(handles.read_text())]
+    except (OSError, ValueError, TypeError):
+        return
+    living = [p for p in pids if alive(p)]
+    if living != pids:
+        handles.write_text(json.dumps(living))
 
 
 @contextmanager

@@ -193,8 +193,13 @@ def test_the_demo_started_again_after_a_crash_gives_the_same_county(
             assert all(  # the history kept
                 county.get(f"/events/{event_id}").status_code == 200 for event_id in before
             )
+            processes = second.everything()
             second.process.send_signal(signal.SIGINT)
             assert second.process.wait(90) == 0, second.text()[-2000:]
+            # Nothing left behind, the PostgreSQL the crash left unstopped included.
+            _, left = psutil.wait_procs(processes, timeout=30)
+            left = [p for p in left if p.status() != psutil.STATUS_ZOMBIE]
+            assert left == [], [" ".join(p.cmdline()) for p in left]
         finally:
             if second.process.poll() is None:
                 os.killpg(second.process.pid, signal.SIGKILL)
