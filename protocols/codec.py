@@ -110,14 +110,7 @@ def decode(
 
     Types are as strict as the published JSON Schema: a number is not taken from a string,
     an integer not from a boolean or a float, a time not from a number."""
-    if len(raw) > max_bytes:
-        raise InvalidPayload(topic, "$", f"payload of {len(raw)} bytes exceeds {max_bytes}")
-    depth = max_depth(model)
-    if exceeds_depth(raw, depth):  # before any parser, all of which recurse
-        raise InvalidPayload(topic, "$", f"JSON nested deeper than {depth} levels")
-    most = max_values(model)
-    if most is not None and exceeds_values(raw, most):  # each value costs the parsers
-        raise InvalidPayload(topic, "$", f"JSON holds more than {most} values")
+    check_unparsed(model, raw, topic=topic, max_bytes=max_bytes)
     obj = _parse_json(raw, topic)
     if not isinstance(obj, dict):
         raise InvalidPayload(topic, "$", "payload must be a JSON object")
@@ -142,6 +135,21 @@ def decode(
             (_path(error["loc"], model), _reason(error)) for error in exc.errors(include_url=False)
         ]
         raise InvalidPayload(topic, *problems[0], problems=problems) from None
+
+
+def check_unparsed(
+    model: type[Payload], raw: bytes, *, topic: str = "", max_bytes: int = DEFAULT_MAX_BYTES
+) -> None:
+    """The checks that need no parser (size, depth, how many values), as `decode` makes
+    them first; raises InvalidPayload."""
+    if len(raw) > max_bytes:
+        raise InvalidPayload(topic, "$", f"payload of {len(raw)} bytes exceeds {max_bytes}")
+    depth = max_depth(model)
+    if exceeds_depth(raw, depth):  # before any parser, all of which recurse
+        raise InvalidPayload(topic, "$", f"JSON nested deeper than {depth} levels")
+    most = max_values(model)
+    if most is not None and exceeds_values(raw, most):  # each value costs the parsers
+        raise InvalidPayload(topic, "$", f"JSON holds more than {most} values")
 
 
 def _reason(error: Mapping[str, Any]) -> str:

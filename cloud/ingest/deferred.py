@@ -26,8 +26,8 @@ from cloud.ingest.dead_letters import Cause, DeadLetter
 from cloud.ingest.subscriber import Received
 from cloud.metrics import INGEST_PARKED
 from protocols.catalog import CHANNELS
-from protocols.errors import InvalidTopic
-from protocols.nesting import exceeds_depth, exceeds_values, max_depth, max_values
+from protocols.codec import check_unparsed
+from protocols.errors import InvalidPayload, InvalidTopic
 from protocols.topics import Channel, NodeTopic, parse_topic
 
 # Channels a share applies to: a box's data. Reports saying how it is now are throttled
@@ -120,13 +120,13 @@ def refused_anyway(message: Received) -> bool:
     if not isinstance(parts, NodeTopic):
         return True
     spec = CHANNELS[parts.channel]
-    raw = message.payload
-    if len(raw) > spec.max_bytes or spec.payload is None:
-        return len(raw) > spec.max_bytes
-    most = max_values(spec.payload)
-    return exceeds_depth(raw, max_depth(spec.payload)) or (
-        most is not None and exceeds_values(raw, most)
-    )
+    if spec.payload is None:
+        return len(message.payload) > spec.max_bytes
+    try:
+        check_unparsed(spec.payload, message.payload, max_bytes=spec.max_bytes)
+    except InvalidPayload:
+        return True
+    return False
 
 
 def units(message: Received) -> int:
