@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 
+from cloud.ingest.buckets import Buckets
 from cloud.ingest.dead_letters import Cause, DeadLetter
 from cloud.ingest.subscriber import Received
 from cloud.metrics import INGEST_PARKED
@@ -40,12 +40,6 @@ TELEMETRY_UNIT_BYTES = 64
 TAKE_AT_ONCE = 500  # parked messages taken up in one transaction
 
 
-@dataclass
-class _Bucket:
-    units: float
-    at: float
-
-
 class Share:
     """Per box, a token bucket of `burst` units refilled at `rate` a second (0: no share):
     what a box's messages may take of ingest, whether they come now or are taken up later."""
@@ -54,9 +48,7 @@ class Share:
         self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.rate = rate
-        self.burst = burst
-        self.clock = clock
-        self._buckets: dict[str, _Bucket] = {}
+        self.buckets: Buckets[str] = Buckets(rate, burst, clock)
 
     def split(self, messages: list[Received]) -> tuple[list[Received], list[Received]]:
         """(the messages to store now, those beyond their box's share). Each box's bucket
@@ -65,31 +57,30 @@ class Share:
             return messages, []
         within: list[Received] = []
         beyond: list[Received] = []
-        left: dict[str, float] = {}
+        left: dict[str, float] = {}  # each box's room, read once
+        used: dict[str, float] = {}
         for message in messages:
             node = node_of(message.topic)
             if node is None:
                 within.append(message)
                 continue
-            room = left.get(node)
-            if room is None:
-                room = self._bucket(node).units
+            if node not in left:
+                left[node], used[node] = self.buckets.level(node), 0.0
             cost = units(message)
-            if room >= cost:
-                room -= cost
+            if left[node] - used[node] >= cost:
+                used[node] += cost
                 within.append(message)
             else:
                 beyond.append(message)
-            left[node] = room
-        for node, room in left.items():
-            self._buckets[node].units = room
+        for node, amount in used.items():
+            self.buckets.spend(node, amount)
         return within, beyond
 
     def room(self, node: str) -> int:
         """Units the box may use now."""
         if self.rate <= 0:
             return TAKE_AT_ONCE
-        return max(0, int(self._bucket(node).units))
+        return max(0, int(self.buckets.level(node)))
 
     def charge(self, messages: list[Received]) -> None:
         """Count messages taken up against their boxes' shares (a large one may overdraw:
@@ -97,16 +88,8 @@ class Share:
         for message in messages:
             node = node_of(message.topic)
             if node is not None and self.rate > 0:
-                self._bucket(node).units -= units(message)
-
-    def _bucket(self, node: str) -> _Bucket:
-        now = self.clock()
-        bucket = self._buckets.get(node)
-        if bucket is None:
-            bucket = self._buckets[node] = _Bucket(float(self.burst), now)
-        bucket.units = min(self.burst, bucket.units + (now - bucket.at) * self.rate)
-        bucket.at = now
-        return bucket
+                self.buckets.level(node)
+                self.buckets.spend(node, units(message))
 
 
 def refused_anyway(message: Received) -> bool:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from cloud.ingest.buckets import Buckets
 from cloud.ingest.subscriber import Received
 from cloud.metrics import INGEST_THROTTLED
 from protocols.errors import InvalidTopic
@@ -23,13 +23,6 @@ from protocols.topics import Channel, NodeTopic, parse_topic
 THROTTLED = frozenset({Channel.HEALTH, Channel.STATE, Channel.CONFIG_REPORTED})
 RATE_PER_S = 0.5  # a report every 2 s, on average
 BURST = 10  # reports one box may send at once (a reconnect sends state, health, config)
-_MAX_BUCKETS = 100_000  # boxes tracked at once; beyond, the idle ones are forgotten
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    at: float
 
 
 class Throttle:
@@ -41,40 +34,21 @@ class Throttle:
         burst: int = BURST,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = burst
-        self.clock = clock
-        self._buckets: dict[tuple[str, Channel], _Bucket] = {}
+        self.buckets: Buckets[tuple[str, Channel]] = Buckets(rate_per_s, burst, clock)
 
     def admit(self, messages: list[Received]) -> list[Received]:
         """The messages to decode: all but the throttled channels' excess."""
-        now = self.clock()
         kept = []
         for message in messages:
             key = _key(message.topic)
-            if key is None or self._take(key, now):
+            if key is None:
+                kept.append(message)
+            elif self.buckets.level(key) >= 1:
+                self.buckets.spend(key, 1)
                 kept.append(message)
             else:
                 INGEST_THROTTLED.labels(key[1].value).inc()
-        if len(self._buckets) > _MAX_BUCKETS:
-            self._forget_full(now)
         return kept
-
-    def _take(self, key: tuple[str, Channel], now: float) -> bool:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate_per_s)
-        bucket.at = now
-        if bucket.tokens < 1:
-            return False
-        bucket.tokens -= 1
-        return True
-
-    def _forget_full(self, now: float) -> None:
-        """Drop buckets that have refilled: a new one starts full just the same."""
-        refill_s = self.burst / self.rate_per_s
-        self._buckets = {k: b for k, b in self._buckets.items() if now - b.at < refill_s}
 
 
 def _key(topic: str) -> tuple[str, Channel] | None:
