@@ -224,7 +224,10 @@ def test_alerts_are_valid_cap_documents_and_an_atom_feed(county: County, service
     assert hidden.status_code == 404
 
 
-def run_tail(service: Service, county: County, state: Path, *args: str) -> list[dict[str, Any]]:
+def tail(
+    service: Service, county: County, state: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`gridwatch alerts tail` as the worker, resuming from `state`; must end well."""
     result = subprocess.run(
         [
             sys.executable,
@@ -236,7 +239,6 @@ def run_tail(service: Service, county: County, state: Path, *args: str) -> list[
             f"http://127.0.0.1:{service.port}",
             "--username",
             "worker",
-            "--json",
             "--state-file",
             str(state),
             *args,
@@ -248,6 +250,11 @@ def run_tail(service: Service, county: County, state: Path, *args: str) -> list[
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def run_tail(service: Service, county: County, state: Path, *args: str) -> list[dict[str, Any]]:
+    result = tail(service, county, state, "--json", *args)
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
@@ -306,29 +313,6 @@ def test_the_reference_client_passes_a_case_someone_else_acknowledged_first(
     [alert] = opened()
     first = httpx.post(f"{service.base}/alerts/{alert['alert_id']}/ack", headers=headers)
     assert first.status_code == 200, first.text
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gridwatch",
-            "alerts",
-            "tail",
-            "--url",
-            f"http://127.0.0.1:{service.port}",
-            "--username",
-            "worker",
-            "--state-file",
-            str(state),
-            "--ack",
-            "--count",
-            "2",
-        ],
-        env={**os.environ, "GRIDWATCH_PASSWORD": county.passwords["worker"]},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    result = tail(service, county, state, "--ack", "--count", "2")
     assert "not acknowledged (409)" in result.stdout
     assert "update" in result.stdout.splitlines()[-1]  # went on to the next alert

@@ -15,12 +15,12 @@ from protocols import encode
 from tests.cloud.county_fixtures import County
 from tests.cloud.test_hostile_nodes import (  # noqa: F401 - the same county, broker, boxes
     ATTACKER,
-    SERVICE_PASSWORD,
     GoodBox,
     attacker,
     broker,
     county,
     good_box,
+    ingest_process,
     send_raw,
     stored_ids,
 )
@@ -39,20 +39,14 @@ def ingest(
     broker: CountyBroker,  # noqa: F811
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[IngestProcess]:
-    process = IngestProcess(
-        tmp_path_factory.mktemp("ingest"),
-        county.url,
-        broker.port,
-        "ingest.1",
-        CLOUD_BROKER_USERNAME="ingest.1",
-        CLOUD_BROKER_PASSWORD=SERVICE_PASSWORD,
+    yield from ingest_process(
+        county,
+        broker,
+        tmp_path_factory,
         CLOUD_INGEST_NODE_RATE=str(RATE),
         CLOUD_INGEST_NODE_BURST=str(BURST),
         CLOUD_INGEST_NODE_DEFERRED_MAX_MB="1",
-    ).start()
-    process.wait_subscribed()
-    yield process
-    process.kill()
+    )
 
 
 FLOODED_SQL = "SELECT coalesce(sum(deliveries), 0) FROM ingest_dead_letters WHERE cause = 'flood'"

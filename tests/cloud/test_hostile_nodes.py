@@ -71,6 +71,13 @@ def broker(county: County, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def ingest(
     county: County, broker: CountyBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[IngestProcess]:
+    yield from ingest_process(county, broker, tmp_path_factory)
+
+
+def ingest_process(
+    county: County, broker: CountyBroker, tmp_path_factory: pytest.TempPathFactory, **env: str
+) -> Iterator[IngestProcess]:
+    """Ingest with the service accounts' password (and `env`), subscribed; killed after."""
     process = IngestProcess(
         tmp_path_factory.mktemp("ingest"),
         county.url,
@@ -78,6 +85,7 @@ def ingest(
         "ingest.1",
         CLOUD_BROKER_USERNAME="ingest.1",
         CLOUD_BROKER_PASSWORD=SERVICE_PASSWORD,
+        **env,
     ).start()
     process.wait_subscribed()
     yield process
