@@ -37,6 +37,7 @@ class Permission(StrEnum):
     MANAGE_ORG = "manage_org"  # the tree, people, tokens
     OPERATE_INGEST = "operate_ingest"  # dead letters, gaps
     OPERATE_FLEET = "operate_fleet"  # commands to nodes, their desired config
+    SET_CASE_RULES = "set_case_rules"  # the county's case rules (only the county admin)
 
 
 _OPERATOR = frozenset(

@@ -18,6 +18,7 @@ from cloud.api.errors import install_error_handlers
 from cloud.api.routes import alerts as alert_routes
 from cloud.api.routes import (
     auth,
+    case_rules,
     cases,
     events,
     fleet,
@@ -130,6 +131,7 @@ def create_app(settings: CloudSettings, *, ingest: Subscriber | None = None) -> 
     app.include_router(auth.router, prefix="/api/v1")
     app.include_router(org.router, prefix="/api/v1")
     app.include_router(cases.router, prefix="/api/v1")
+    app.include_router(case_rules.router, prefix="/api/v1")
     app.include_router(alert_routes.router, prefix="/api/v1")
     app.include_router(webhook_routes.router, prefix="/api/v1")
     app.include_router(web.router)

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 from cloud.access import Principal, Role
 from cloud.cases.rules import CaseRules
 from cloud.db.audit import record_sync
+from cloud.errors import Conflict
 from cloud.tiers import Level
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,32 @@ def current(conn: psycopg.Connection) -> tuple[int, CaseRules, dict[str, Any]] |
     )
 
 
+def versions(conn: psycopg.Connection, *, limit: int = 100) -> list[dict[str, Any]]:
+    """The record of each set, newest first: version, set_by, set_at, reason."""
+    cur = conn.execute(
+        "SELECT version, set_by, set_at, reason FROM case_rule_sets ORDER BY version DESC LIMIT %s",
+        (limit,),
+    )
+    return [{"version": v, "set_by": by, "set_at": at, "reason": why} for v, by, at, why in cur]
+
+
+def version(conn: psycopg.Connection, number: int) -> CaseRules | None:
+    row = conn.execute("SELECT rules FROM case_rule_sets WHERE version = %s", (number,)).fetchone()
+    return None if row is None else CaseRules.model_validate(row[0])
+
+
 def set_rules(
-    conn: psycopg.Connection, rules: CaseRules, *, principal: Principal, reason: str
+    conn: psycopg.Connection,
+    rules: CaseRules,
+    *,
+    principal: Principal,
+    reason: str,
+    based_on: int | None = None,
 ) -> int:
     """Put `rules` in force as a new version, audited; returns the version. One transaction:
-    ingest routes with the old set or the new, never a mix."""
+    ingest routes with the old set or the new, never a mix. With `based_on`, refused
+    (Conflict) when the set in force is no longer that version: two admins editing at once
+    do not silently undo each other."""
     reason = reason.strip()
     if not reason:
         raise ValueError("reason: say why the rules change")
@@ -54,6 +76,14 @@ def set_rules(
         # Two changes at once: one after the other. Readers (ingest's routing) are not
         # blocked by this lock mode.
         cur.execute("LOCK TABLE case_rules IN SHARE ROW EXCLUSIVE MODE")
+        if based_on is not None:
+            row = cur.execute("SELECT max(version) FROM case_rule_sets").fetchone()
+            in_force = row[0] if row else None
+            if in_force != based_on:
+                raise Conflict(
+                    f"based_on: version {in_force} is in force now, not {based_on}; "
+                    "read the rules again and make the change on them"
+                )
         row = cur.execute(
             "INSERT INTO case_rule_sets (rules, set_by, reason) VALUES (%s, %s, %s) "
             "RETURNING version",
