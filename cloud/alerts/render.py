@@ -77,6 +77,10 @@ def render_alert(row: Mapping[str, Any], units: Units, public_url: str) -> Alert
     kind_zh, kind_en = KIND_TEXT.get(row["kind"], (row["kind"], row["kind"]))
     reason_zh, reason_en = REASON_TEXT.get(row["reason"], ("", ""))
     place = units.get(row["unit_code"], ("", row["unit_code"], None))[1]
+    # A person's report is known by its title (camera and fleet cases by their kind).
+    title_zh = title_en = ""
+    if row.get("title"):
+        title_zh, title_en = f"：{row['title']}", f": {row['title']}"
     responsible = units.get(row["responsible_unit_code"], ("", row["responsible_unit_code"], None))
     detail_zh = f"责任单位：{responsible[1]}" if row["reason"] == "escalate" else None
     detail_en = f"now with {responsible[1]}" if row["reason"] == "escalate" else None
@@ -95,8 +99,8 @@ def render_alert(row: Mapping[str, Any], units: Units, public_url: str) -> Alert
         cap_severity=CAP_SEVERITY_BY_SEVERITY[severity],
         # A person saw a report; a camera's detection is likely, until someone confirms it.
         certainty=CapCertainty.OBSERVED if row["source"] == "report" else CapCertainty.LIKELY,
-        headline_zh=f"{place} {kind_zh}{reason_zh}"[:160],
-        headline_en=f"{kind_en}{reason_en} at {row['unit_code']}"[:160],
+        headline_zh=f"{place} {kind_zh}{reason_zh}{title_zh}"[:160],
+        headline_en=f"{kind_en}{reason_en} at {place}{title_en}"[:160],
         description_zh=detail_zh,
         description_en=detail_en,
         case_id=row["case_id"],

@@ -19,7 +19,7 @@ LOCK_SQL = f"SELECT pg_advisory_xact_lock({ALERTS_LOCK})"
 
 ALERT_COLUMNS = (
     "seq, alert_id, sent_at, msg_type, refs, kind, reason, unit_code, responsible_unit_code, "
-    "severity, source, case_id, case_state, event_id, node_id, camera_id, departments"
+    "severity, source, case_id, case_state, event_id, node_id, camera_id, departments, title"
 )
 
 

@@ -20,7 +20,14 @@ from protocols.health import ONLINE_FRACTION
 # LIKE prefix or NULL (the county: every node, registered or not).
 NODES_SQL = """
 WITH live AS (
-    SELECT * FROM node_liveness(%(now)s, %(heartbeat_s)s, %(missed)s::integer)
+    -- A box that is not online streams nothing to the county: none of its cameras counts
+    -- as connected, whatever its last report said.
+    SELECT node_id, status, last_seen_at, unit_code, name, tier, balena_uuid,
+           CASE WHEN status = 'online' THEN cameras_connected ELSE 0 END AS cameras_connected,
+           cameras_total, cpu_percent, temperature_c, disk_used_bytes, disk_total_bytes,
+           outbox_depth, outbox_oldest_age_s, dropped_events, dropped_snapshots, agent_version,
+           config_version, model_profile, inference_p95_ms, uptime_s
+    FROM node_liveness(%(now)s, %(heartbeat_s)s, %(missed)s::integer)
 ), changes AS (
     SELECT node_id, count(*) AS changes FROM fleet_transitions
     WHERE at >= %(window_start)s GROUP BY node_id
@@ -84,8 +91,7 @@ async def overview(
     conn: AsyncConnection, fleet: FleetSettings, now: datetime, unit: str | None, worst: int
 ) -> dict[str, Any]:
     """Counts for a unit's fleet (nodes by status, cameras up, open problems by category)
-    and its `worst` nodes, from one pass over the nodes. A camera of a node that is not
-    online counts as down, whatever its last report said."""
+    and its `worst` nodes, from one pass over the nodes."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"WITH s AS MATERIALIZED ({NODES_SQL}) "  # noqa: S608
@@ -95,8 +101,7 @@ async def overview(
             "count(*) FILTER (WHERE status = 'unknown') AS unknown, "
             "count(*) FILTER (WHERE flapping) AS flapping, "
             "coalesce(sum(cameras_total), 0) AS cameras, "
-            "coalesce(sum(cameras_connected) FILTER (WHERE status = 'online'), 0) "
-            "AS cameras_connected, "
+            "coalesce(sum(cameras_connected), 0) AS cameras_connected, "
             "coalesce(sum(outbox_depth) FILTER (WHERE status = 'online'), 0) AS outbox_depth, "
             "(SELECT coalesce(jsonb_object_agg(category, n), '{}') FROM (SELECT category, "
             "count(*) AS n FROM s, unnest(s.problems) AS category GROUP BY category) c) "

@@ -82,15 +82,28 @@ class Listener:
 
     def until(self, count: int, timeout_s: float = 30) -> list[dict[str, Any]]:
         def enough() -> bool:
-            try:
-                message = json.loads(self.socket.recv(timeout=0.2))
-            except TimeoutError:
-                return len(self.alerts) >= count
-            self.alerts.append(message["alert"])
+            self.receive()
             return len(self.alerts) >= count
 
         wait_until(enough, timeout_s, f"{count} alerts")
         return self.alerts
+
+    def of_case(self, case_id: str, timeout_s: float = 30) -> dict[str, Any]:
+        def heard() -> dict[str, Any] | None:
+            return next((a for a in self.alerts if a["case_id"] == case_id), None)
+
+        wait_until(lambda: self.receive() and heard() is not None, timeout_s, "the alert")
+        alert = heard()
+        assert alert is not None
+        return alert
+
+    def receive(self) -> bool:
+        try:
+            message = json.loads(self.socket.recv(timeout=0.2))
+        except TimeoutError:
+            return True
+        self.alerts.append(message["alert"])
+        return True
 
     def close(self) -> None:
         self.connection.__exit__(None, None, None)
@@ -316,3 +329,25 @@ def test_the_reference_client_passes_a_case_someone_else_acknowledged_first(
     result = tail(service, county, state, "--ack", "--count", "2")
     assert "not acknowledged (409)" in result.stdout
     assert "update" in result.stdout.splitlines()[-1]  # went on to the next alert
+
+
+def test_a_workers_report_is_heard_by_its_title_and_its_place_by_name(
+    county: County, service: Service
+) -> None:
+    token = service.token(county, "worker")
+    headers = {"Authorization": f"Bearer {token}"}
+    centre = Listener(service, service.token(county, "county-op"))
+    try:
+        opened = httpx.post(
+            f"{service.base}/cases",
+            headers=headers,
+            json={"category": "damaged_facility", "title": "桥栏杆损坏", "severity": "medium"},
+            timeout=10,
+        )
+        assert opened.status_code == 201, opened.text
+        alert = centre.of_case(opened.json()["case_id"])
+    finally:
+        centre.close()
+    assert alert["kind"] == "report"
+    assert alert["headline_zh"] == "双凤村第一网格 网格员上报：桥栏杆损坏"
+    assert alert["headline_en"] == "grid worker's report at 双凤村第一网格: 桥栏杆损坏"

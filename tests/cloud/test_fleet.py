@@ -388,6 +388,9 @@ def test_a_real_box_online_commanded_reconfigured_killed_and_back(
         overview = town.get("/fleet/overview").json()
         assert overview["offline"] >= 1
         assert overview["worst"][0]["node_id"] == VILLAGE_NODE
+        # Its last report had its camera connected; offline, no camera reaches the county.
+        assert overview["worst"][0]["cameras_connected"] == 0
+        assert reported("cameras_connected", 0)
 
         # Back: online again, the order closes by itself.
         agent.start()
