@@ -361,7 +361,7 @@ async def case_stats(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             sql.SQL(
-                "SELECT date_trunc('day', c.opened_at, %(timezone)s) AS day, count(*) AS opened, "
+                "SELECT (c.opened_at AT TIME ZONE %(timezone)s)::date AS day, count(*) AS opened, "
                 "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "
                 "c.acknowledged_at - c.opened_at)) AS acknowledged_p50_s, "
                 "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "

@@ -2,7 +2,7 @@
 // live alerts, case pipeline, event trends), drilling down unit by unit, and a page per
 // edge box. Every figure comes from the API, which answers within the caller's unit only.
 
-import { applyWords, clockTime, duration, lang, named, setLang, t } from "./i18n.js";
+import { applyWords, clockTime, duration, lang, named, setLang, setZone, t } from "./i18n.js";
 import { caseStates, caseTimes, eventTrends, gridMap, nodeHealth, resizeAll } from "./charts.js";
 
 const API = "/api/v1";
@@ -78,6 +78,7 @@ function signOut() {
 
 async function start() {
   session.me = await api("/auth/me");
+  setZone(session.me.timezone);
   const units = await api("/org/units");
   session.units = new Map(units.map((u) => [u.code, u]));
   $("whoami").textContent = `${session.me.subject} · ${unitName(session.me.unit_code)}`;
@@ -187,7 +188,7 @@ function percent(part, whole) {
 
 function statusBadge(node) {
   const key = node.flapping ? "flapping" : node.status;
-  return el("span", { class: `badge ${key}` }, t(key));
+  return el("span", { class: `badge ${key}` }, named("node_status", key));
 }
 
 function renderFleet(fleet) {
@@ -291,6 +292,15 @@ function driftText(config) {
   return text;
 }
 
+// A camera's stream as its box last reported it; from a box that is not online, that report
+// is history, and says so.
+function streamCell(status, boxOnline) {
+  if (!status) return el("td", { class: "bad" }, "–");
+  const text = named("stream", status);
+  if (!boxOnline) return el("td", { class: "bad" }, `${text} (${t("last_report")})`);
+  return el("td", { class: status === "connected" ? "" : "bad" }, text);
+}
+
 async function renderNode(nodeId) {
   const id = encodeURIComponent(nodeId);
   const [node, hours, commands] = await Promise.all([
@@ -316,7 +326,7 @@ async function renderNode(nodeId) {
   $("node-cameras").tBodies[0].replaceChildren(...node.cameras.map((c) => el("tr", { "data-camera": c.camera_id },
     el("td", {}, c.camera_id),
     el("td", {}, c.name || ""),
-    el("td", { class: c.stream_status === "connected" ? "" : "bad" }, c.stream_status || "–"),
+    streamCell(c.stream_status, node.status === "online"),
     el("td", {}, c.analysed_fps === null ? "–" : `${c.analysed_fps.toFixed(1)} / ${c.input_fps.toFixed(1)}`),
     el("td", {}, (c.problems || []).map((p) => named("kind", p)).join("、")),
   )));

@@ -1,7 +1,7 @@
 // ECharts options of the page: one function per chart, fed with API answers.
 /* global echarts */
 
-import { named, t } from "./i18n.js";
+import { countyDay, countyHour, named, t } from "./i18n.js";
 
 const charts = new Map();
 
@@ -76,21 +76,25 @@ export function gridMap(id, geojson, onPick) {
   return c;
 }
 
+// Horizontal bars, the loop's steps top to bottom: seven labels side by side overlapped in
+// a narrow panel, and every step must stay named.
 export function caseStates(id, byState, order) {
   chart(id).setOption({
     ...BASE,
-    grid: { left: 40, right: 10, top: 10, bottom: 30 },
+    grid: { left: 8, right: 36, top: 6, bottom: 6, containLabel: true },
     tooltip: {},
-    xAxis: { type: "category", data: order.map((s) => named("states", s)), ...AXIS,
+    yAxis: { type: "category", inverse: true, data: order.map((s) => named("states", s)), ...AXIS,
              axisLabel: { color: "#9fb3c8", interval: 0, fontSize: 11 } },
-    yAxis: { type: "value", minInterval: 1, ...AXIS },
+    xAxis: { type: "value", minInterval: 1, ...AXIS },
     series: [{ type: "bar", data: order.map((s) => byState[s] || 0),
+               label: { show: true, position: "right", color: "#d6e2f0" },
                itemStyle: { color: "#2d9cdb" } }],
   }, true);
 }
 
 export function caseTimes(id, daily) {
-  const days = daily.map((d) => localDay(d.day));
+  // Each day is the county's calendar day ("YYYY-MM-DD"), counted by the service.
+  const days = daily.map((d) => d.day.slice(5));
   const minutes = (s) => (s === null ? null : Math.round(s / 6) / 10);
   chart(id).setOption({
     ...BASE,
@@ -111,16 +115,6 @@ export function caseTimes(id, daily) {
   }, true);
 }
 
-// Hours and days as the county reads them (the browser's time zone), not UTC.
-function localHour(iso) {
-  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
-}
-
-function localDay(iso) {
-  const d = new Date(iso);
-  return `${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
-}
-
 // Every hour of the last day on the axis, quiet hours as zero.
 export function eventTrends(id, points, hours = 24) {
   const HOUR = 3600e3;
@@ -133,7 +127,7 @@ export function eventTrends(id, points, hours = 24) {
     grid: { left: 40, right: 10, top: 36, bottom: 30 },
     tooltip: { trigger: "axis" },
     legend: { top: 0, textStyle: { color: "#d6e2f0" } },
-    xAxis: { type: "category", data: buckets.map((b) => localHour(new Date(b).toISOString())), ...AXIS },
+    xAxis: { type: "category", data: buckets.map((b) => countyHour(b)), ...AXIS },
     yAxis: { type: "value", minInterval: 1, ...AXIS },
     series: kinds.map((kind) => {
       const data = new Array(buckets.length).fill(0);
@@ -147,7 +141,7 @@ export function eventTrends(id, points, hours = 24) {
 }
 
 export function nodeHealth(id, hours) {
-  const x = hours.map((h) => `${localDay(h.bucket)} ${localHour(h.bucket)}`);
+  const x = hours.map((h) => `${countyDay(h.bucket)} ${countyHour(h.bucket)}`);
   const pct = (used, total) => (total ? Math.round((1000 * used) / total) / 10 : null);
   chart(id).setOption({
     ...BASE,

@@ -11,12 +11,14 @@ const WORDS = {
     event_trends: "事件趋势(24小时)", back: "返回", camera: "摄像头", name: "名称",
     stream: "视频流", fps: "帧率", health: "运行状况", commands: "远程指令",
     send_command: "发送指令", time: "时间", command: "指令", by: "操作人",
-    online: "在线", unknown: "未知", flapping: "频繁掉线", in_sync: "配置已同步",
+    in_sync: "配置已同步",
     pending: "配置待生效", rejected: "配置被拒绝", no_config: "未下发配置",
     opened: "新增事件", cpu: "CPU %", disk: "磁盘 %", outbox: "待发消息",
     login_failed: "用户名或密码错误", live: "实时", reconnecting: "重连中",
     unit_tree: "下级单位", agent: "版本", model: "模型", last_seen: "最近上报",
-    config: "配置", none: "无",
+    config: "配置", none: "无", last_report: "最近上报",
+    node_status: { online: "在线", offline: "离线", unknown: "未知", flapping: "频繁掉线" },
+    stream: { connected: "已连接", connecting: "连接中", offline: "离线", disabled: "已停用" },
     severity: { low: "低", medium: "中", high: "高", critical: "紧急" },
     states: {
       intake: "受理", triage: "研判", dispatch: "分流", handling: "处置中",
@@ -43,12 +45,14 @@ const WORDS = {
     ttr_p50: "Time to resolve (median)", event_trends: "Event trends (24 h)", back: "Back",
     camera: "Camera", name: "Name", stream: "Stream", fps: "fps", health: "Health",
     commands: "Commands", send_command: "Send command", time: "Time", command: "Command",
-    by: "By", online: "online", unknown: "unknown", flapping: "flapping",
+    by: "By",
     in_sync: "config in sync", pending: "config pending", rejected: "config rejected",
     no_config: "no config issued", opened: "Opened", cpu: "CPU %", disk: "Disk %",
     outbox: "Unsent", login_failed: "Wrong username or password", live: "live",
     reconnecting: "reconnecting", unit_tree: "Units", agent: "Agent", model: "Model",
-    last_seen: "Last seen", config: "Config", none: "none",
+    last_seen: "Last seen", config: "Config", none: "none", last_report: "last report",
+    node_status: { online: "online", offline: "offline", unknown: "unknown", flapping: "flapping" },
+    stream: { connected: "connected", connecting: "connecting", offline: "offline", disabled: "disabled" },
     severity: { low: "low", medium: "medium", high: "high", critical: "critical" },
     states: {
       intake: "intake", triage: "triage", dispatch: "dispatch", handling: "handling",
@@ -67,6 +71,13 @@ const WORDS = {
 };
 
 let language = localStorage.getItem("gridwatch.lang") === "en" ? "en" : "zh";
+// The county's time zone (from /auth/me): hours and days on the screen are the county's,
+// whatever the zone of the browser showing them.
+let zone;
+
+export function setZone(value) {
+  zone = value;
+}
 
 export function lang() {
   return language;
@@ -110,6 +121,21 @@ export function duration(seconds) {
 export function clockTime(iso) {
   return new Date(iso).toLocaleString(language === "zh" ? "zh-CN" : "en-GB", {
     hour12: false, month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
-    second: "2-digit",
+    second: "2-digit", timeZone: zone,
   });
+}
+
+// "HH:MM" and "MM-DD" of an instant, in the county's zone.
+export function countyHour(iso) {
+  return new Date(iso).toLocaleTimeString("en-GB", {
+    hour: "2-digit", minute: "2-digit", hour12: false, timeZone: zone,
+  });
+}
+
+export function countyDay(iso) {
+  const parts = new Intl.DateTimeFormat("en-CA", {
+    month: "2-digit", day: "2-digit", timeZone: zone,
+  }).formatToParts(new Date(iso));
+  const part = (type) => parts.find((p) => p.type === type).value;
+  return `${part("month")}-${part("day")}`;
 }

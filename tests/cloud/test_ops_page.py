@@ -6,7 +6,9 @@ town, watches an alert arrive live and opens a box's page. Screenshots are kept 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -19,6 +21,8 @@ from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, shot
 from tests.support.cloud import FakeNodes, ServeProcess
 from tests.support.county import TEST_JWT_SECRET
 from tests.support.mosquitto import MosquittoBroker
+
+COUNTY_ZONE = ZoneInfo("Asia/Shanghai")  # the service's CLOUD_TIMEZONE (its default)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +56,12 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
+    # A browser far from the county (CLOUD_TIMEZONE, Asia/Shanghai): the screen still shows
+    # the county's hours and days.
     context = browser.new_context(
-        viewport={"width": 1600, "height": 1000}, locale="zh-CN", timezone_id="Asia/Shanghai"
+        viewport={"width": 1600, "height": 1000},
+        locale="zh-CN",
+        timezone_id="America/Los_Angeles",
     )
     page = context.new_page()
     errors: list[str] = []
@@ -68,6 +76,38 @@ def page(browser: Browser) -> Iterator[Page]:
     yield page
     context.close()
     assert errors == [], errors  # no script error on the page, ever
+
+
+def axis(page: Page, chart_id: str) -> list[str]:
+    """The category labels of a chart's x axis, as ECharts holds them."""
+    labels: list[str] = page.evaluate(
+        "(id) => echarts.getInstanceByDom(document.getElementById(id)).getOption().xAxis[0].data",
+        chart_id,
+    )
+    return labels
+
+
+LABEL_BOXES = """(id) => {
+  const chart = echarts.getInstanceByDom(document.getElementById(id));
+  return chart.getZr().storage.getDisplayList(true)
+    .filter((e) => e.type === "tspan" && e.style.text)
+    .map((e) => {
+      const box = e.getBoundingRect().clone();
+      box.applyTransform(e.getComputedTransform());
+      return [e.style.text, box.x, box.y, box.width, box.height];
+    });
+}"""
+
+
+def overlapping_labels(page: Page, chart_id: str) -> list[tuple[str, str]]:
+    """Pairs of texts drawn on a chart over each other (the canvas, as ECharts laid it out)."""
+    boxes = page.evaluate(LABEL_BOXES, chart_id)
+    return [
+        (a[0], b[0])
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+        if a[1] < b[1] + b[3] and b[1] < a[1] + a[3] and a[2] < b[2] + b[4] and b[2] < a[2] + a[4]
+    ]
 
 
 def sign_in(page: Page, serve: ServeProcess, county: County, username: str) -> None:
@@ -117,6 +157,7 @@ def test_a_town_operator_sees_the_town_live_and_a_box_page(
         expect(page.locator("#units")).not_to_contain_text("东门社区")
         expect(page.locator(f"#worst-nodes tr[data-node='{VILLAGE_NODE}']")).to_contain_text("1/2")
         expect(page.locator(f"#worst-nodes tr[data-node='{OTHER_NODE}']")).to_have_count(0)
+        expect(page.locator(f"#worst-nodes tr[data-node='{VILLAGE_NODE}']")).to_contain_text("在线")
         expect(page.locator(".fleet-panel h2")).to_have_text("设备运行")
         expect(page.locator("#map canvas")).to_have_count(1)
 
@@ -133,10 +174,19 @@ def test_a_town_operator_sees_the_town_live_and_a_box_page(
         expect(page.locator("#units tr[data-unit='511725106201']")).to_contain_text("1")
 
         shot(page, "town-overview-zh")
+        assert overlapping_labels(page, "chart-states") == []
+        # Days and hours on the charts are the county's, not the browser's.
+        county_now = [datetime.now(COUNTY_ZONE)]
+        days = axis(page, "chart-times")
+        hours = axis(page, "chart-events")
+        county_now.append(datetime.now(COUNTY_ZONE))
+        assert days[-1] in {now.strftime("%m-%d") for now in county_now}
+        assert hours[-1] in {now.strftime("%H:00") for now in county_now}
 
         # English on request.
         page.click("header .lang-toggle")
         expect(page.locator(".fleet-panel h2")).to_have_text("Fleet health")
+        assert overlapping_labels(page, "chart-states") == []
         expect(page.locator("#alert-feed li").first).to_contain_text("intrusion")
 
         shot(page, "town-overview-en")

@@ -42,6 +42,11 @@ class MeOut(BaseModel):
     permissions: list[Permission] = Field(
         description="What the caller's role may do: screens offer only these."
     )
+    timezone: str = Field(
+        description="The county's time zone (IANA): screens show its hours and days, "
+        "whatever the browser's own.",
+        examples=["Asia/Shanghai"],
+    )
 
 
 @router.post("/auth/token", response_model=TokenOut)
@@ -80,7 +85,7 @@ async def login(
 
 
 @router.get("/auth/me", response_model=MeOut)
-async def me(principal: Caller) -> MeOut:
+async def me(principal: Caller, settings: Settings) -> MeOut:
     return MeOut(
         subject=principal.subject,
         role=principal.role,
@@ -88,6 +93,7 @@ async def me(principal: Caller) -> MeOut:
         level=principal.level,
         department_code=principal.department_code,
         permissions=sorted(PERMISSIONS[principal.role]),
+        timezone=settings.timezone,
     )
 
 

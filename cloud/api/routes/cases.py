@@ -6,7 +6,7 @@ import csv
 import io
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -154,7 +154,7 @@ async def export_cases(
 
 
 class CaseDay(BaseModel):
-    day: datetime
+    day: date = Field(description="The county's calendar day (CLOUD_TIMEZONE).")
     opened: int
     acknowledged_p50_s: float | None
     resolved_p50_s: float | None
