@@ -110,7 +110,15 @@ def create_app(settings: CloudSettings, *, ingest: Subscriber | None = None) -> 
                 await task
         await pool.close()
 
-    app = FastAPI(title="gridwatch", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc are the web router's, from local files (FastAPI's load a CDN).
+    app = FastAPI(
+        title="gridwatch",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.ingest = ingest
     app.state.pool = pool

@@ -11,7 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from protocols.enums import Severity, StreamStatus
 from protocols.health import CameraHealth
@@ -276,3 +276,29 @@ def test_every_role_sees_the_panels_it_may_read_and_no_request_fails(
     for selector in hidden:
         expect(page.locator(selector)).to_be_hidden()
     assert failed == []
+
+
+@pytest.mark.parametrize(
+    ("path", "shows"),
+    # /redoc leads to the same page.
+    [("/docs", ".opblock-summary-path[data-path='/api/v1/cases']"), ("/redoc", ".swagger-ui")],
+)
+def test_the_api_documentation_loads_with_no_request_beyond_the_service(
+    page: Page, serve: ServeProcess, path: str, shows: str
+) -> None:
+    """County networks are often closed to the internet: Swagger UI comes from the service
+    itself (FastAPI's own page loads it from a CDN and stayed blank)."""
+    own = f"http://127.0.0.1:{serve.port}/"
+    elsewhere: list[str] = []
+
+    def only_own(route: Route) -> None:
+        if route.request.url.startswith(own) or route.request.url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_own)
+    page.goto(own + path.lstrip("/"))
+    expect(page.locator(shows).first).to_be_visible(timeout=30_000)
+    assert elsewhere == []
