@@ -82,12 +82,17 @@ def _settings() -> ProvisionSettings:
         raise _fail(f"{field}: {first['msg']}") from exc
 
 
+def _signed_in(settings: ProvisionSettings, username: str | None) -> CountyService:
+    """The county service as the technician (ProvisionError says why not)."""
+    if username is not None:
+        password = typer.prompt(f"password of {username}", hide_input=True)
+        return CountyService.sign_in(settings, username, password)
+    return CountyService(settings)
+
+
 def _service(settings: ProvisionSettings, username: str | None) -> CountyService:
     try:
-        if username is not None:
-            password = typer.prompt(f"password of {username}", hide_input=True)
-            return CountyService.sign_in(settings, username, password)
-        return CountyService(settings)
+        return _signed_in(settings, username)
     except ProvisionError as exc:
         raise _fail(str(exc)) from exc
 
@@ -434,11 +439,15 @@ def check(
     }
     if record:
         try:
-            _service(settings, username).commissioning(node_id, body)
+            _signed_in(settings, username).commissioning(node_id, body)
             console.print("recorded with the county service")
-        except (ProvisionError, typer.Exit):
+            # An earlier check kept for `push` is superseded by this one.
+            (bundle / "commissioning.json").unlink(missing_ok=True)
+        except ProvisionError as exc:
+            # Why it is not recorded (no link, not signed in, refused), and that it is kept.
             (bundle / "commissioning.json").write_text(json.dumps(body, ensure_ascii=False))
-            console.print("no link to the county: kept in the bundle for `push`")
+            console.print(f"not recorded with the county: {exc}")
+            console.print("kept in the bundle: `push` it from where the county is reachable")
     if not all(r.passed for r in results):
         raise typer.Exit(1)
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from firmware_configs.cameras import Stream
 from protocols.enums import Tier
@@ -22,10 +22,14 @@ Code = Annotated[str, Field(pattern=ORG_CODE_PATTERN)]
 class Row(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
-    @field_validator("*", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _blank_is_unset(cls, value: Any) -> Any:
-        return None if value == "" else value
+    def _blank_is_unset(cls, data: Any) -> Any:
+        # A blank cell is a column left out: its default applies (an ONVIF camera's empty
+        # channel is channel 1), and a required one is reported missing.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+        return data
 
 
 class BoxRow(Row):

@@ -446,6 +446,17 @@ def test_an_offline_box_boots_from_its_bundle_and_joins_once_pushed(
 
         wait_until(online, 60, "the box online through the broker and ingest")
 
+        # Checked before signing in: the record is kept, and the technician told why.
+        unsigned = {k: v for k, v in online_env.items() if k != "PROVISION_CLOUD_TOKEN"}
+        flags = ("--bundle", bundle, "--model-dir", tmp_path, "--data-dir", tmp_path)
+        unrecorded = " ".join(run(unsigned, "check", *flags).output.split())
+        assert "set PROVISION_CLOUD_TOKEN (an API token) or sign in with --username" in unrecorded
+        assert "kept in the bundle" in unrecorded
+        assert (bundle / "commissioning.json").exists()
+        refused = " ".join(run(offline_env, "check", *flags).output.split())
+        assert "401" in refused
+        assert "no link" not in refused
+
         # The on-site checks, from the bundle: its camera is not there, the rest is fine.
         checked = run(
             online_env, "check", "--bundle", bundle, "--model-dir", tmp_path, "--data-dir", tmp_path
