@@ -94,7 +94,15 @@ def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo) -> None
     # The clips are served as RTSP cameras (GStreamer's server; `make test` installs it).
     assert "cameras             rtsp://127.0.0.1:" in demo.text(), demo.text()
     logins = demo.logins()
-    assert set(logins) == {"county-op", "town-op", "worker", "tech"}, demo.text()
+    assert set(logins) == {
+        "admin",
+        "county-op",
+        "town-op",
+        "worker",
+        "tech",
+        "police",
+        "emergency",
+    }, demo.text()
     county = api(demo, "county-op", logins["county-op"])
 
     def nodes() -> dict[str, Any]:
@@ -119,6 +127,27 @@ def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo) -> None
     wait_until(lambda: bool(camera_cases()), 120, "a case opened in its grid")
     # Nobody acknowledges: the demo's one-minute deadline passes and the case goes up a tier.
     wait_until(lambda: any(c["escalations"] > 0 for c in camera_cases()), 150, "an escalation")
+
+    # The grid blows the whistle, the departments report for duty: the county dispatches a
+    # case jointly to the police, whose officer (a demo login) does their part.
+    case_id = next(c["case_id"] for c in camera_cases() if c["state"] == "intake")
+    for step in ({"action": "acknowledge"}, {"action": "confirm"}):
+        done = county.post(f"/cases/{case_id}/actions", json=step)
+        assert done.status_code == 200, done.text
+    dispatched = county.post(
+        f"/cases/{case_id}/actions", json={"action": "dispatch", "departments": ["police"]}
+    )
+    assert dispatched.status_code == 200, dispatched.text
+    police = api(demo, "police", logins["police"])
+    assert case_id in [c["case_id"] for c in police.get("/cases").json()["items"]]
+    resolved = police.post(
+        f"/cases/{case_id}/actions", json={"action": "resolve", "comment": "民警已到场处置"}
+    )
+    assert resolved.status_code == 200, resolved.text
+    # The county admin is there for what only an admin does: rules, webhooks, tokens.
+    admin = api(demo, "admin", logins["admin"])
+    assert admin.get("/case-rules").json()["rules"]["deadlines"]["medium"]["ack_s"] == 60
+    assert admin.get("/webhooks").status_code == 200
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -26,13 +26,17 @@ UNITS = [
     *((code, village, "grid", name, "") for code, (name, village) in GRIDS.items()),
 ]
 STAFF = [
-    # username, display name, role, unit, duty
-    ("county-op", "县指挥中心值班员", "county_operator", COUNTY, "duty_staff"),
-    ("town-op", "土溪镇综治中心值班员", "town_operator", TOWN, "operator"),
-    ("worker", "双凤村第一网格网格员", "grid_worker", "511725106201001", "grid_worker"),
-    ("tech", "县运维技术员", "field_technician", TOWN, "technician"),
+    # username, display name, role, unit, department, duty
+    ("admin", "县平台管理员", "county_admin", COUNTY, "", "operator"),
+    ("county-op", "县指挥中心值班员", "county_operator", COUNTY, "", "duty_staff"),
+    ("town-op", "土溪镇综治中心值班员", "town_operator", TOWN, "", "operator"),
+    ("worker", "双凤村第一网格网格员", "grid_worker", "511725106201001", "", "grid_worker"),
+    ("tech", "县运维技术员", "field_technician", TOWN, "", "technician"),
+    # "The grid blows the whistle, the departments report for duty": an officer for each
+    # department a case can be dispatched to.
+    ("police", "县公安局值班民警", "department_officer", COUNTY, "police", "officer"),
+    ("emergency", "县应急管理局值班员", "department_officer", COUNTY, "emergency", "officer"),
 ]
-LOGINS = [s[0] for s in STAFF]
 # What a technician writes down: the boxes, and each box's cameras (clip, rule preset, grid).
 BOXES = [(TOWN, 1, "town"), (VILLAGE_A, 1, "village"), (VILLAGE_B, 1, "village")]
 CAMERAS = [
@@ -119,7 +123,7 @@ def write_org(directory: Path) -> dict[str, Path]:
                     "employment",
                     "phone",
                 ),
-                *((u, n, r, unit, "", d, "full_time", "") for u, n, r, unit, d in STAFF),
+                *((u, n, r, unit, dept, d, "full_time", "") for u, n, r, unit, dept, d in STAFF),
             ],
         ),
         "geometry": geometry,
