@@ -51,6 +51,11 @@ INGEST_UNASKED_ANSWERS = Counter(
     "gridwatch_ingest_unasked_answers_total",
     "Command answers to requests the county never sent, dropped before parsing.",
 )
+INGEST_DAY_REACHED = Counter(
+    "gridwatch_ingest_day_reached_total",
+    "Times a box reached its day's units (CLOUD_INGEST_NODE_DAILY_UNITS): the rest of its "
+    "messages wait parked for the county's next day.",
+)
 INGEST_PARKED = Counter(
     "gridwatch_ingest_parked_total",
     "Messages of a box beyond its share of ingest (CLOUD_INGEST_NODE_RATE), parked to be "

@@ -129,6 +129,13 @@ class CloudSettings(BaseSettings):
         description="Units a box may send at once before its share counts (a busy box "
         "replaying ten minutes offline stays within it).",
     )
+    ingest_node_daily_units: Annotated[int, Field(ge=0, le=10_000_000_000)] = Field(
+        default=2_000_000,
+        description="Units a box may have stored in a county day (CLOUD_TIMEZONE), across "
+        "ingest processes: about 23 events a second all day, fifty times a busy town box. "
+        "Beyond, its events, telemetry and answers are parked until the next day, so one "
+        "box cannot fill the county's disk. 0: no daily limit.",
+    )
     ingest_node_deferred_max_mb: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=1024,
         description="Bytes of one box's messages parked at once, at most; beyond, its "

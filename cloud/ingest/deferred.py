@@ -5,10 +5,12 @@ thousands of valid events a second put its backlog in front of every other box's
 now gives each box a share (`Share`: a burst, then a steady rate, in message units where a
 large message counts for more), and what a box sends beyond it goes here, undecoded, in the
 batch's transaction, and is acknowledged with the batch: the boxes that keep to their share
-go first. Parked messages are taken up, each box's oldest first and as its share refills,
-whenever ingest has nothing waiting and once a second besides, in their own transactions,
-screened in the quarantine as redeliveries are (none of them was ever decoded). Each
-ingest process keeps its own shares: two processes give a box twice the rate. A box parks at most
+go first. A box's day (CLOUD_INGEST_NODE_DAILY_UNITS) is counted the same way, across
+processes: what comes beyond it waits here for the next day. Parked messages are taken
+up, each box's oldest first and as its share and day allow, whenever ingest has nothing
+waiting and once a second besides, in their own transactions, screened in the quarantine
+as redeliveries are (none of them was ever decoded). Each ingest process keeps its own
+shares: two processes give a box twice the rate. A box parks at most
 CLOUD_INGEST_NODE_DEFERRED_MAX_MB; beyond that its messages are dead letters (cause
 `flood`), counted on its overflow rows.
 """
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import psycopg
 
@@ -38,23 +41,49 @@ UNIT_BYTES = 2048  # a message counts one unit, and one more for each 2 KiB of p
 # 2.9 KB, counted 2 units by bytes, let a box store 960,000 rows in its burst).
 TELEMETRY_UNIT_BYTES = 64
 TAKE_AT_ONCE = 500  # parked messages taken up in one transaction
+UTC_ZONE = ZoneInfo("UTC")
+
+
+def county_day(timezone: ZoneInfo) -> date:
+    return datetime.now(timezone).date()
 
 
 class Share:
-    """Per box, a token bucket of `burst` units refilled at `rate` a second (0: no share):
-    what a box's messages may take of ingest, whether they come now or are taken up later."""
+    """Per box, a token bucket of `burst` units refilled at `rate` a second (0: no share),
+    and `daily` units a county day (0: no limit): what a box's messages may take of ingest
+    and of the county's disk, whether they come now or are taken up later.
+
+    The day's units are counted in the database by every ingest process (`record_day`, in
+    the batch's transaction); each process reads the total back with each batch it stores
+    for the box, so together they let a box past its day by at most a batch each."""
 
     def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        daily: int = 0,
+        timezone: ZoneInfo = UTC_ZONE,
+        today: Callable[[ZoneInfo], date] = county_day,
     ) -> None:
         self.rate = rate
         self.buckets: Buckets[str] = Buckets(rate, burst, clock)
+        self.daily = daily
+        self.timezone = timezone
+        self.today = today
+        self.day = today(timezone)
+        self.day_used: dict[str, float] = {}  # units of today, as last read plus taken since
+        self.reached: set[str] = set()  # boxes known to have reached today's units
 
-    def split(self, messages: list[Received]) -> tuple[list[Received], list[Received]]:
-        """(the messages to store now, those beyond their box's share). Each box's bucket
-        is read once a batch: this runs for every message ingest takes."""
-        if self.rate <= 0:
-            return messages, []
+    def split(
+        self, messages: list[Received]
+    ) -> tuple[list[Received], list[Received], dict[str, float]]:
+        """(the messages to store now, those beyond their box's share or day, the units
+        each box's messages to store use). Each box's room is read once a batch: this runs
+        for every message ingest takes."""
+        if self.rate <= 0 and self.daily <= 0:
+            return messages, [], {}
         within: list[Received] = []
         beyond: list[Received] = []
         left: dict[str, float] = {}  # each box's room, read once
@@ -65,31 +94,81 @@ class Share:
                 within.append(message)
                 continue
             if node not in left:
-                left[node], used[node] = self.buckets.level(node), 0.0
+                left[node], used[node] = self._room(node), 0.0
             cost = units(message)
             if left[node] - used[node] >= cost:
                 used[node] += cost
                 within.append(message)
             else:
                 beyond.append(message)
-        for node, amount in used.items():
-            self.buckets.spend(node, amount)
-        return within, beyond
+        self._spend(used)
+        return within, beyond, {n: u for n, u in used.items() if u}
 
     def room(self, node: str) -> int:
         """Units the box may use now."""
-        if self.rate <= 0:
-            return TAKE_AT_ONCE
-        return max(0, int(self.buckets.level(node)))
+        return max(0, int(min(self._room(node), TAKE_AT_ONCE)))
 
-    def charge(self, messages: list[Received]) -> None:
-        """Count messages taken up against their boxes' shares (a large one may overdraw:
-        its box then waits the longer)."""
+    def charge(self, messages: list[Received]) -> dict[str, float]:
+        """Count messages taken up against their boxes' shares and days (a large one may
+        overdraw: its box then waits the longer); returns the units by box."""
+        used: dict[str, float] = {}
         for message in messages:
             node = node_of(message.topic)
-            if node is not None and self.rate > 0:
-                self.buckets.level(node)
-                self.buckets.spend(node, units(message))
+            if node is not None:
+                self._room(node)  # brings the box's bucket up to now
+                used[node] = used.get(node, 0.0) + units(message)
+        self._spend(used)
+        return used
+
+    def recorded(self, totals: dict[str, int]) -> list[str]:
+        """The day's units of boxes as the database counts them now (all processes');
+        returns the boxes that reached their day with it (each once a day)."""
+        if self._new_day():
+            return []
+        self.day_used.update(totals)
+        if self.daily <= 0:
+            return []
+        reached = [n for n, t in totals.items() if t >= self.daily and n not in self.reached]
+        self.reached.update(reached)
+        return reached
+
+    def over_the_day(self, node: str) -> bool:
+        return self.daily > 0 and self.day_used.get(node, 0.0) >= self.daily
+
+    def _room(self, node: str) -> float:
+        room = self.buckets.level(node) if self.rate > 0 else float("inf")
+        if self.daily > 0:
+            self._new_day()
+            room = min(room, self.daily - self.day_used.get(node, 0.0))
+        return room
+
+    def _spend(self, used: dict[str, float]) -> None:
+        for node, amount in used.items():
+            if self.rate > 0:
+                self.buckets.spend(node, amount)
+            if self.daily > 0:
+                self.day_used[node] = self.day_used.get(node, 0.0) + amount
+
+    def _new_day(self) -> bool:
+        today = self.today(self.timezone)
+        if today == self.day:
+            return False
+        self.day, self.day_used, self.reached = today, {}, set()
+        return True
+
+
+def record_day(conn: psycopg.Connection, used: dict[str, float], day: date) -> dict[str, int]:
+    """Add a batch's units to its boxes' day, in the batch's transaction; returns each box's
+    total for the day (every process's batches)."""
+    nodes = sorted(used)
+    rows = conn.execute(
+        "INSERT INTO ingest_node_days AS d (node_id, day, units) "
+        "SELECT v.node_id, %s, v.units FROM unnest(%s::text[], %s::int8[]) AS v(node_id, units) "
+        "ORDER BY 1 ON CONFLICT (node_id, day) DO UPDATE SET units = d.units + excluded.units "
+        "RETURNING node_id, units",
+        (day, nodes, [round(used[n]) for n in nodes]),
+    ).fetchall()
+    return dict(rows)
 
 
 def refused_anyway(message: Received) -> bool:
@@ -199,6 +278,14 @@ def park(
             (nodes, [added[n] for n in nodes]),
         )
     return dead
+
+
+def prune_days(conn: psycopg.Connection, *, keep_days: int = 31) -> int:
+    """Forget the boxes' day counts older than `keep_days` (only today's limits anything)."""
+    cur = conn.execute(
+        "DELETE FROM ingest_node_days WHERE day < current_date - %s::integer", (keep_days,)
+    )
+    return cur.rowcount
 
 
 def parked_nodes(conn: psycopg.Connection) -> list[str]:

@@ -27,13 +27,13 @@ from cloud.errors import StorageError
 from cloud.ingest.answers import Answers
 from cloud.ingest.dead_letters import Cause, DeadLetter, prune_dead_letters
 from cloud.ingest.decode import decode_batch, unexpected
-from cloud.ingest.deferred import TAKE_AT_ONCE, Share, parked_nodes, refused_anyway, take
+from cloud.ingest.deferred import Share, parked_nodes, prune_days, refused_anyway, take
 from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
 from cloud.ingest.snapshot_uploads import Quota, report_dropped
 from cloud.ingest.subscriber import Received, Subscriber
 from cloud.ingest.throttle import Throttle
 from cloud.ingest.writer import Batch, BatchWriter, Moving, lag_ms, prune_event_ids
-from cloud.metrics import record_batch
+from cloud.metrics import INGEST_DAY_REACHED, record_batch
 from cloud.settings import CloudSettings
 from cloud.snapshots import snapshot_store
 from protocols.topics import Channel, all_nodes_filter, shared
@@ -133,7 +133,12 @@ class IngestWorker:
         self.quarantine = Quarantine()
         self.throttle = Throttle()
         self.answers = Answers(connect)
-        self.share = Share(settings.ingest_node_rate, settings.ingest_node_burst)
+        self.share = Share(
+            settings.ingest_node_rate,
+            settings.ingest_node_burst,
+            daily=settings.ingest_node_daily_units,
+            timezone=ZoneInfo(settings.timezone),
+        )
         self.parked = True  # whether messages may be parked (not known: so at first)
         self.pending: deque[Received] = deque()
         self.max_pending = RECEIVE_BATCHES * settings.ingest_batch_max
@@ -299,13 +304,15 @@ class IngestWorker:
         # Dropped here are acknowledged all the same, by the caller.
         messages = self.answers.asked(self.throttle.admit(messages))
         parked: list[Received] = []
+        day_units: dict[str, float] = {}
         if not taken_up:
-            messages, beyond = self.share.split(messages)
+            messages, beyond, day_units = self.share.split(messages)
             for message in beyond:  # what will be refused anyway is, now and cheaply
                 (messages if refused_anyway(message) else parked).append(message)
             self.parked |= bool(parked)
         batch = self._decode_now(messages)
         batch.deferred = parked
+        batch.day_units = day_units
         return batch
 
     def _decode_now(self, messages: list[Received]) -> Batch:
@@ -436,6 +443,7 @@ class IngestWorker:
         """The rest of a batch in its transaction, and the process's progress row."""
         now = datetime.now(UTC)
         result = self.writer.finish(conn, batch, moving)
+        self._count_day(result.day_units)
         report_dropped(result.snapshots_dropped)
         conn.execute(
             "INSERT INTO ingest_progress (client_id, committed_at, batch_size, lag_ms, "
@@ -464,6 +472,7 @@ class IngestWorker:
         with conn.transaction():
             dropped = prune_dead_letters(conn, days=retention.dead_letters_days)
             claims = prune_event_ids(conn, max_age=self.max_age, now=datetime.now(UTC))
+            prune_days(conn)
         if dropped or claims:
             logger.info(
                 "past retention: dead letters dropped=%d, event id claims dropped=%d",
@@ -479,13 +488,13 @@ class IngestWorker:
         if not nodes:
             self.parked = False
             return
-        room = {node: min(self.share.room(node), TAKE_AT_ONCE) for node in nodes}
+        room = {node: self.share.room(node) for node in nodes}
         try:
             with conn.transaction():
                 messages = take(conn, room)
-                self.share.charge(messages)
+                day_units = self.share.charge(messages)
                 if messages:
-                    self._store_taken(conn, messages)
+                    self._store_taken(conn, messages, day_units)
         except psycopg.OperationalError:
             raise  # the database away: retried
         except Exception as exc:  # noqa: BLE001 - one message's doing: found one by one
@@ -501,16 +510,31 @@ class IngestWorker:
                     return
                 try:
                     with conn.transaction():
-                        self._store_taken(conn, messages)
+                        self._store_taken(conn, messages, self.share.charge(messages))
                 except psycopg.OperationalError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the message's doing: a dead letter
                     letter = unexpected(messages[0], exc)
                     self._finish(conn, Batch(dead=[letter]), None, time.monotonic())
 
-    def _store_taken(self, conn: psycopg.Connection, messages: list[Received]) -> None:
+    def _store_taken(
+        self, conn: psycopg.Connection, messages: list[Received], day_units: dict[str, float]
+    ) -> None:
         batch = self._decode(messages, taken_up=True)
+        batch.day_units = day_units
         self._finish(conn, batch, self.writer.begin(conn, batch), time.monotonic())
+
+    def _count_day(self, totals: dict[str, int]) -> None:
+        """The boxes' day totals after a batch; a box that reaches its day is told in the
+        log once (the rest of its day's messages wait parked for the next)."""
+        for node in self.share.recorded(totals):
+            INGEST_DAY_REACHED.inc()
+            logger.warning(
+                "box %s has had %d units stored today (CLOUD_INGEST_NODE_DAILY_UNITS): "
+                "its messages wait parked until the county's next day",
+                node,
+                totals[node],
+            )
 
     def _record_stale_holes(self, conn: psycopg.Connection) -> None:
         with conn.transaction():

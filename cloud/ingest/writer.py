@@ -28,7 +28,7 @@ from cloud.ingest.dead_letters import (
     DeadLetter,
     write_dead_letters,
 )
-from cloud.ingest.deferred import park
+from cloud.ingest.deferred import county_day, park, record_day
 from cloud.ingest.gaps import MAX_OPEN_GAPS, Gap, NodeSequence, advance, oldest_beyond
 from cloud.ingest.snapshot_uploads import (
     DEFAULT_QUOTA,
@@ -170,6 +170,8 @@ class Batch:
     dead: list[DeadLetter] = field(default_factory=list)
     # Messages beyond their box's share, parked undecoded (cloud.ingest.deferred).
     deferred: list[Received] = field(default_factory=list)
+    # The units of each box's day the batch's other messages use (counted when it commits).
+    day_units: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         """Messages the batch decoded or parked, a copy of one of its events included."""
@@ -200,6 +202,7 @@ class WriteResult:
     cases_closed: int = 0
     dead: list[DeadLetter] = field(default_factory=list)  # the batch's, and conflicts found
     snapshots_dropped: list[Dropped] = field(default_factory=list)
+    day_units: dict[str, int] = field(default_factory=dict)  # boxes' totals for the day
 
 
 # The staging table's columns and types. COPY in PostgreSQL's binary format needs no text
@@ -586,6 +589,8 @@ class BatchWriter:
             result.snapshots_dropped = self._snapshots(conn, batch.snapshots)
         if batch.deferred:
             result.dead += park(conn, batch.deferred, max_bytes=self.deferred_max_bytes)
+        if batch.day_units:
+            result.day_units = record_day(conn, batch.day_units, county_day(self.timezone))
         if result.events_stored and self.snapshots_waiting:
             attach_for_events(conn, new_events)
         if result.dead:
