@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.support.mosquitto import BrokerOptions, MosquittoBroker
 from tests.support.postgres import fresh_database, postgres_server
+from tests.support.processes import GridwatchProcess
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,6 +25,16 @@ def find_assets() -> Path | None:
         if (parent / "shared" / "assets" / "models").is_dir():
             return parent / "shared" / "assets"
     return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_process_left() -> Iterator[None]:
+    """After each module, what its tests started and did not stop is killed (a failing test
+    left a service running for the rest of the session)."""
+    yield
+    left = GridwatchProcess.kill_leftovers()
+    if left:
+        warnings.warn(f"killed processes a test left running: {left}", stacklevel=1)
 
 
 @pytest.fixture(scope="session")

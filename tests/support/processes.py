@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,6 +36,10 @@ class GridwatchProcess:
     """One `gridwatch ...` command run as its own process (its own session, so a kill takes
     only it), logging to `log_path`."""
 
+    # Started and not yet stopped: what a test's clean-up missed is killed after its module
+    # (tests/conftest.py), so one failing test never leaves a service running into others.
+    running: ClassVar[set[GridwatchProcess]] = set()
+
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str]) -> None:
         self.args = args
         self.log_path = log_path
@@ -52,14 +56,21 @@ class GridwatchProcess:
                 stderr=log,
                 start_new_session=True,
             )
+        GridwatchProcess.running.add(self)
         return self
 
     def stop(self, timeout_s: float = 20.0) -> int:
-        """SIGTERM, as a supervisor stops a service; returns the exit code."""
+        """SIGTERM, as a supervisor stops a service; returns the exit code (killed, and
+        TimeoutExpired raised, when it does not stop in time)."""
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout_s)
+        try:
+            code = self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
         self.process = None
+        GridwatchProcess.running.discard(self)
         return code
 
     def kill(self) -> None:
@@ -68,6 +79,15 @@ class GridwatchProcess:
             self.process.kill()
             self.process.wait(10)
             self.process = None
+        GridwatchProcess.running.discard(self)
+
+    @classmethod
+    def kill_leftovers(cls) -> list[str]:
+        """Kill every process still running; returns their commands."""
+        left = [p for p in cls.running if p.process is not None and p.process.poll() is None]
+        for process in list(cls.running):
+            process.kill()
+        return [" ".join(p.args) for p in left]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
