@@ -24,7 +24,7 @@ from cloud.broker_acl import AppAccountRow, Grants, grants
 from cloud.broker_control import BrokerControl
 from cloud.broker_dynsec import plan, render_config
 from cloud.broker_passwords import read_password_file, render_password_file, write_atomically
-from cloud.db.registry import broker_accounts
+from cloud.db.registry import broker_accounts, next_lift_s, suspended_nodes
 from cloud.errors import BrokerUnavailable, InvalidFile, ServiceUnavailable
 from cloud.mqtt import address_of
 from protocols.alerts import OrgPath
@@ -119,8 +119,11 @@ def wanted(conn: psycopg.Connection, files: BrokerFiles) -> tuple[list[tuple[str
         raise InvalidFile(
             f"broker accounts repeat: {sorted({u for u in users if users.count(u) > 1})}"
         )
+    # A suspended box keeps its password (a new password file restarts the broker for
+    # everyone) but not its grants: the plugin disables its account until it is lifted.
+    suspended = suspended_nodes(conn)
     access = grants(
-        [n for n, _ in nodes],
+        [n for n, _ in nodes if n not in suspended],
         files.services if files.service_password is not None else [],
         app_accounts(conn, files),
         [u for u, _ in extra],
@@ -236,7 +239,10 @@ def follow(url: str, files: BrokerFiles, stop: threading.Event) -> None:
                     if failing or first:
                         logger.info("broker in step with the registry; following its changes")
                     failing = first = False
-                    next_check = time.monotonic() + RESYNC_S
+                    # A suspension that ends is lifted when it ends (nothing notifies it).
+                    lift = next_lift_s(conn)
+                    wait = RESYNC_S if lift is None else min(RESYNC_S, lift + 0.5)
+                    next_check = time.monotonic() + wait
             # Short waits, so a stop request is seen within a second.
             ready, _, _ = select.select([conn.fileno()], [], [], 1.0)
             if ready:

@@ -51,6 +51,11 @@ INGEST_UNASKED_ANSWERS = Counter(
     "gridwatch_ingest_unasked_answers_total",
     "Command answers to requests the county never sent, dropped before parsing.",
 )
+INGEST_SUSPENDED = Counter(
+    "gridwatch_ingest_suspended_total",
+    "Boxes suspended for sending what the county refuses faster than any fault would "
+    "(CLOUD_INGEST_SUSPEND_REFUSED_RATE): their broker accounts disabled for a while.",
+)
 INGEST_DAY_REACHED = Counter(
     "gridwatch_ingest_day_reached_total",
     "Times a box reached its day's units (CLOUD_INGEST_NODE_DAILY_UNITS): the rest of its "

@@ -136,6 +136,17 @@ class CloudSettings(BaseSettings):
         "Beyond, its events, telemetry and answers are parked until the next day, so one "
         "box cannot fill the county's disk. 0: no daily limit.",
     )
+    ingest_suspend_refused_rate: Annotated[float, Field(ge=0, le=1_000_000)] = Field(
+        default=1000.0,
+        description="Messages a second one box may send that the county refuses (dead "
+        "letters, throttled reports, unasked answers, beyond a full parking), sustained over "
+        "CLOUD_INGEST_SUSPEND_WINDOW_S; beyond, the box is suspended (its broker account "
+        "disabled by `broker sync --follow`) for CLOUD_INGEST_SUSPEND_S. 0: never.",
+    )
+    ingest_suspend_window_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    ingest_suspend_s: Annotated[float, Field(gt=0, le=7 * 86400)] = Field(
+        default=600.0, description="How long a box is suspended (an operator may lift it)."
+    )
     ingest_node_deferred_max_mb: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=1024,
         description="Bytes of one box's messages parked at once, at most; beyond, its "

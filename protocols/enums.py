@@ -126,6 +126,8 @@ class AlertKind(StrEnum):
 
     OUTBOX_BACKLOG = "outbox_backlog"
     CONFIG_REJECTED = "config_rejected"
+    CAMERA_UNREGISTERED = "camera_unregistered"
+    NODE_SUSPENDED = "node_suspended"
     REPORT = "report"
 
 

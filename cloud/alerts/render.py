@@ -33,6 +33,7 @@ KIND_TEXT: dict[str, tuple[str, str]] = {
     "outbox_backlog": ("边缘设备积压", "edge box backlog"),
     "config_rejected": ("边缘设备配置被拒", "edge box config rejected"),
     "camera_unregistered": ("边缘设备上报未登记摄像头", "edge box reports unregistered cameras"),
+    "node_suspended": ("边缘设备异常发送，已暂停接入", "edge box suspended for what it sends"),
     "report": ("网格员上报", "grid worker's report"),
 }
 REASON_TEXT: dict[str, tuple[str, str]] = {

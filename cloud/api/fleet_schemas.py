@@ -121,11 +121,23 @@ class ConfigDrift(BaseModel):
     )
 
 
+class SuspensionOut(BaseModel):
+    """The box shut out of the broker for what it sent (its outbox keeps its events)."""
+
+    since: datetime
+    until: datetime
+    reason: str
+    suspended_by: str
+
+
 class NodeDetail(NodeSummary):
     cameras: list[CameraOut]
     config: ConfigDrift
     memory_used_bytes: int | None
     memory_total_bytes: int | None
+    suspension: SuspensionOut | None = Field(
+        default=None, description="While the box is suspended (an operator may lift it)."
+    )
 
 
 class HealthHour(BaseModel):

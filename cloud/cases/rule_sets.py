@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from cloud.access import Principal, Role
-from cloud.cases.rules import CaseRules
+from cloud.cases.rules import FLEET_CATEGORIES, CaseRules
 from cloud.db.audit import record_sync
 from cloud.errors import Conflict
 from cloud.tiers import Level
@@ -117,3 +117,34 @@ def seed(conn: psycopg.Connection, rules: CaseRules) -> bool:
             return False
         set_rules(conn, rules, principal=SETUP, reason="the database's first rules")
     return True
+
+
+def add_new_work_orders(conn: psycopg.Connection) -> int | None:
+    """A newer gridwatch's kinds of work order (a box's own problems, for its technician)
+    added to the rules in force, with their defaults, as a new version that says so;
+    returns it, or None when nothing was missing. Nothing in force is changed: a kind the
+    rules lack would open no work order at all."""
+    found = current(conn)
+    if found is None:
+        return None
+    number, rules, _ = found
+    missing = [c for c in FLEET_CATEGORIES if c not in rules.categories]
+    if not missing:
+        return None
+    defaults = CaseRules().categories
+    completed = CaseRules.model_validate(
+        {
+            **rules.model_dump(mode="json"),
+            "categories": {
+                **rules.model_dump(mode="json")["categories"],
+                **{c: defaults[c].model_dump(mode="json") for c in missing},
+            },
+        }
+    )
+    return set_rules(
+        conn,
+        completed,
+        principal=SETUP,
+        reason=f"new kinds of work order: {', '.join(missing)}",
+        based_on=number,
+    )

@@ -37,6 +37,8 @@ NODE_PROBLEMS: dict[str, Severity] = {
     "disk_full": Severity.MEDIUM,
     "outbox_backlog": Severity.MEDIUM,
     "config_rejected": Severity.LOW,
+    # Shut out of the broker for sending what the county refuses (cloud.ingest.suspend).
+    "node_suspended": Severity.HIGH,
 }
 # What ingest finds wrong with a box's events: cameras it does not have in the registry
 # (their events route no higher than the box's own unit).

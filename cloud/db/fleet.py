@@ -35,6 +35,7 @@ class NodeView:
     outbox_depth: int | None = None
     outbox_oldest_age_s: float | None = None
     config_error: str | None = None  # the latest config report was a rejection
+    suspended: str | None = None  # why, while its suspension runs (cloud.ingest.suspend)
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,13 @@ def read_nodes(
         "SELECT l.node_id, l.status, f.status, f.since, l.disk_used_bytes, l.disk_total_bytes, "
         "l.outbox_depth, l.outbox_oldest_age_s, "
         "CASE WHEN r.status = 'rejected' THEN coalesce(r.errors->0->>'field', '') || ': ' || "
-        "coalesce(r.errors->0->>'message', '') END "
+        "coalesce(r.errors->0->>'message', '') END, s.reason "
         "FROM node_liveness(%(now)s, %(heartbeat_s)s, %(missed)s::integer) l "
         "LEFT JOIN fleet_status f ON f.node_id = l.node_id "
         "LEFT JOIN config_reports r ON r.node_id = l.node_id "
+        "LEFT JOIN node_suspensions s ON s.node_id = l.node_id AND s.until > %(now)s "
         "WHERE l.status IS DISTINCT FROM f.status OR l.status <> 'online' "
-        "OR r.status = 'rejected' "
+        "OR r.status = 'rejected' OR s.node_id IS NOT NULL "
         "OR l.disk_used_bytes >= %(near)s * l.disk_total_bytes "
         "OR l.outbox_oldest_age_s >= %(age)s OR l.outbox_depth >= %(depth)s "
         "OR l.node_id IN (SELECT node_id FROM fleet_transitions) "
@@ -186,6 +188,7 @@ CLEARED_REASON = {
     "disk_full": "disk space freed",
     "outbox_backlog": "outbox drained",
     "config_rejected": "config applied",
+    "node_suspended": "suspension over: the box may connect again",
 }
 
 

@@ -374,3 +374,22 @@ async def get_command(
             {"now": now, "node": node_id, "id": request_id},
         )
         return await cur.fetchone()
+
+
+async def suspension(conn: AsyncConnection, node_id: str) -> dict[str, Any] | None:
+    """The node's suspension while it runs."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT since, until, reason, suspended_by FROM node_suspensions "
+            "WHERE node_id = %s AND until > now()",
+            (node_id,),
+        )
+        return await cur.fetchone()
+
+
+async def lift_suspension(conn: AsyncConnection, node_id: str) -> bool:
+    """End the node's suspension now (broker sync enables its account); False when none."""
+    cur = await conn.execute(
+        "DELETE FROM node_suspensions WHERE node_id = %s AND until > now()", (node_id,)
+    )
+    return cur.rowcount > 0

@@ -129,6 +129,20 @@ async def commissioning_of(conn: AsyncConnection, node_id: str) -> list[dict[str
         return await cur.fetchall()
 
 
+def suspended_nodes(conn: psycopg.Connection) -> set[str]:
+    """Nodes whose suspension runs now (cloud.ingest.suspend)."""
+    rows = conn.execute("SELECT node_id FROM node_suspensions WHERE until > now()").fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def next_lift_s(conn: psycopg.Connection) -> float | None:
+    """Seconds until the next suspension ends, if one runs."""
+    row = conn.execute(
+        "SELECT extract(epoch FROM min(until) - now()) FROM node_suspensions WHERE until > now()"
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 def broker_accounts(conn: psycopg.Connection) -> list[tuple[str, str]]:
     """(username, hash) of every active node: the username is the node id (the ACL's %u)."""
     rows = conn.execute(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import psycopg
 
-from cloud.cases.rule_sets import seed
+from cloud.cases.rule_sets import add_new_work_orders, seed
 from cloud.cases.rules import load_rules
 from cloud.db.migrate import migrate
 from cloud.db.timeseries import apply_timescale_policies, maintain, use_timescale
+from cloud.errors import Conflict
 from cloud.settings import CloudSettings
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,10 @@ def prepare_database(conn: psycopg.Connection, settings: CloudSettings) -> bool:
             "CLOUD_CASE_RULES_FILE is read only into a database without rules; the rules in "
             "force are the database's (`gridwatch cloud rules show`, `... rules set`)"
         )
+    # A newer gridwatch's kinds of work order join the rules in force (a new version).
+    with contextlib.suppress(Conflict):  # another process added them at the same moment
+        if (version := add_new_work_orders(conn)) is not None:
+            logger.info("case rules version %d: new kinds of work order added", version)
     if timescale:
         apply_timescale_policies(conn, settings.retention)
     else:

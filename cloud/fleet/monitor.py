@@ -55,6 +55,7 @@ def decide(
 
     for node in nodes:
         nid = node.node_id
+        want(nid, "node_suspended", node.suspended is not None, f"{node.suspended}"[:500])
         if node.status == "unknown":
             continue
         flaps = changes.get(nid, 0)
@@ -64,7 +65,8 @@ def decide(
 
         offline_for = (now - node.since).total_seconds() if node.since else 0.0
         if node.status == "offline":
-            if (nid, "node_offline") not in already_open and not flapping:
+            # Suspended, it is offline because the county shut it out: that order says so.
+            if (nid, "node_offline") not in already_open and not flapping and not node.suspended:
                 want(
                     nid,
                     "node_offline",

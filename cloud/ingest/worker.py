@@ -31,6 +31,7 @@ from cloud.ingest.deferred import Share, parked_nodes, prune_days, refused_anywa
 from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
 from cloud.ingest.snapshot_uploads import Quota, report_dropped
 from cloud.ingest.subscriber import Received, Subscriber
+from cloud.ingest.suspend import Guard, suspend
 from cloud.ingest.throttle import Throttle
 from cloud.ingest.writer import Batch, BatchWriter, Moving, lag_ms, prune_event_ids
 from cloud.metrics import INGEST_DAY_REACHED, record_batch
@@ -140,6 +141,12 @@ class IngestWorker:
             timezone=ZoneInfo(settings.timezone),
         )
         self.parked = True  # whether messages may be parked (not known: so at first)
+        self.guard = Guard(
+            settings.ingest_suspend_refused_rate,
+            settings.ingest_suspend_window_s,
+            settings.ingest_suspend_s,
+        )
+        self.refused: list[str] = []  # topics dropped before decoding, for the guard
         self.pending: deque[Received] = deque()
         self.max_pending = RECEIVE_BATCHES * settings.ingest_batch_max
         # Bytes as well as messages: 5,000 forged 250 KB answers made a 1.25 GB batch that
@@ -302,7 +309,11 @@ class IngestWorker:
         parked ones, whose share was counted); messages delivered before (the broker's DUP
         flag: a process may have died on them) are tried in the quarantine first."""
         # Dropped here are acknowledged all the same, by the caller.
-        messages = self.answers.asked(self.throttle.admit(messages))
+        kept = self.answers.asked(self.throttle.admit(messages))
+        if len(kept) < len(messages):
+            ids = {id(m) for m in kept}
+            self.refused += [m.topic for m in messages if id(m) not in ids]
+        messages = kept
         parked: list[Received] = []
         day_units: dict[str, float] = {}
         if not taken_up:
@@ -444,6 +455,7 @@ class IngestWorker:
         now = datetime.now(UTC)
         result = self.writer.finish(conn, batch, moving)
         self._count_day(result.day_units)
+        self._guard(conn, [letter.topic for letter in result.dead])
         report_dropped(result.snapshots_dropped)
         conn.execute(
             "INSERT INTO ingest_progress (client_id, committed_at, batch_size, lag_ms, "
@@ -523,6 +535,20 @@ class IngestWorker:
         batch = self._decode(messages, taken_up=True)
         batch.day_units = day_units
         self._finish(conn, batch, self.writer.begin(conn, batch), time.monotonic())
+
+    def _guard(self, conn: psycopg.Connection, dead: list[str]) -> None:
+        """Count what the county refused of each box (dropped before decoding, and the
+        batch's dead letters); suspend, in the batch's transaction, the boxes past it."""
+        refused, self.refused = self.refused + dead, []
+        settings = self.settings
+        if tripped := self.guard.refused(refused):
+            suspend(
+                conn,
+                tripped,
+                seconds=settings.ingest_suspend_s,
+                rate=settings.ingest_suspend_refused_rate,
+                window_s=settings.ingest_suspend_window_s,
+            )
 
     def _count_day(self, totals: dict[str, int]) -> None:
         """The boxes' day totals after a batch; a box that reaches its day is told in the

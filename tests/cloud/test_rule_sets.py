@@ -142,3 +142,29 @@ def test_the_county_admin_sets_rules_by_api_and_everyone_who_works_cases_reads_t
             "ORDER BY id DESC LIMIT 1"
         ).fetchone()
     assert audit == ("admin", str(after["version"]))
+
+
+def test_a_newer_gridwatchs_work_orders_join_the_rules_as_a_version_that_says_so(
+    cloud_db: str, tmp_path: Path
+) -> None:
+    """Rules set before a kind of work order existed would open none for it: migrating adds
+    the missing kinds with their defaults, as a new version, and changes nothing else."""
+    old = tmp_path / "old.yaml"
+    old.write_text(SHORT + "categories:\n  intrusion: {min_severity: high}\n")
+    env = {"CLOUD_DATABASE_URL": cloud_db}
+    runner = CliRunner()
+    done = runner.invoke(cloud_app, ["rules", "set", str(old), "--reason", "old"], env=env)
+    assert done.exit_code == 0, done.output
+    assert runner.invoke(cloud_app, ["migrate"], env=env).exit_code == 0
+    with psycopg.connect(cloud_db) as conn:
+        found = current(conn)
+    assert found is not None
+    _, rules, record = found
+    assert record["reason"].startswith("new kinds of work order: camera_offline")
+    assert "node_suspended" in rules.categories
+    assert rules.categories["intrusion"].min_severity == "high"
+    assert rules.deadlines["medium"].ack_s == 60
+    again = runner.invoke(cloud_app, ["migrate"], env=env)
+    assert again.exit_code == 0
+    with psycopg.connect(cloud_db) as conn:
+        assert current(conn) == found  # nothing missing: no new version

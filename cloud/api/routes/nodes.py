@@ -113,7 +113,21 @@ async def node_detail(
         memory_total_bytes=health.get("memory_total_bytes"),
         cameras=[CameraOut(**c) for c in await db.cameras_of(conn, node_id)],
         config=config_drift(**await db.config_status(conn, node_id)),
+        suspension=await db.suspension(conn, node_id),
     )
+
+
+@router.delete("/nodes/{node_id}/suspension", status_code=status.HTTP_204_NO_CONTENT)
+async def lift_suspension(principal: FleetOperator, conn: Conn, node_id: NodeIdPath) -> None:
+    """Let a suspended box back before its suspension ends (once what made it send junk is
+    fixed): `gridwatch cloud broker sync --follow` enables its account. Audited."""
+    await check_node_visible(principal, conn, node_id)
+    async with conn.transaction():
+        if not await db.lift_suspension(conn, node_id):
+            raise NotFound(f"node {node_id} is not suspended")
+        await audit.record(
+            conn, principal, "node.suspension_lifted", target_type="node", target_id=node_id
+        )
 
 
 def config_drift(desired: dict[str, Any] | None, reported: dict[str, Any] | None) -> ConfigDrift:
