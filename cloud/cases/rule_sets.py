@@ -124,7 +124,8 @@ def add_new_work_orders(conn: psycopg.Connection) -> int | None:
     added to the rules in force, with their defaults, as a new version that says so;
     returns it, or None when nothing was missing. Nothing in force is changed: a kind the
     rules lack would open no work order at all."""
-    found = current(conn)
+    with conn.transaction():  # read in a transaction, as every path here does
+        found = current(conn)
     if found is None:
         return None
     number, rules, _ = found
