@@ -144,6 +144,13 @@ class CloudSettings(BaseSettings):
         "disabled by `broker sync --follow`) for CLOUD_INGEST_SUSPEND_S. 0: never.",
     )
     ingest_suspend_window_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    ingest_suspend_parked_rate: Annotated[float, Field(ge=0, le=10_000_000)] = Field(
+        default=5000.0,
+        description="Units a second of valid messages beyond its share one box may send, "
+        "sustained over CLOUD_INGEST_SUSPEND_PARKED_WINDOW_S, before it is suspended like a "
+        "box sending junk: far above a box replaying a long outage. 0: never.",
+    )
+    ingest_suspend_parked_window_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     ingest_suspend_s: Annotated[float, Field(gt=0, le=7 * 86400)] = Field(
         default=600.0, description="How long a box is suspended (an operator may lift it)."
     )

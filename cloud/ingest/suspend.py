@@ -9,8 +9,13 @@ messages beyond a full parking) is counted per box in a token bucket; a box that
 (CLOUD_INGEST_SUSPEND_REFUSED_RATE a second, sustained over CLOUD_INGEST_SUSPEND_WINDOW_S) is
 suspended for CLOUD_INGEST_SUSPEND_S: a row in `node_suspensions`, which `gridwatch cloud
 broker sync --follow` turns into a disabled account (the broker disconnects the box and
-refuses it until then; its outbox keeps its events). Valid events beyond a box's share are
-parked, not counted here: a box replaying a long outage is not a fault.
+refuses it until then; its outbox keeps its events).
+
+Valid messages beyond a box's share are parked and counted too, against a far larger limit
+(CLOUD_INGEST_SUSPEND_PARKED_RATE units a second over CLOUD_INGEST_SUSPEND_PARKED_WINDOW_S,
+150,000 units by default): a box replaying a long outage parks its backlog once (a busy
+town box's three days are about 130,000 events), while one sending 10,000 valid events a
+second, which ingest parked no faster than it came, held every box's events up by 95 s.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -34,62 +40,82 @@ SUSPENDED_BY = "ingest"
 NODE_ID = re.compile(NODE_ID_PATTERN)
 
 
+@dataclass(frozen=True)
+class Limit:
+    """`rate` a second, sustained over `window_s` (0: no limit); `what` names what is
+    counted, in the suspension's reason."""
+
+    rate: float
+    window_s: float
+    what: str
+
+
 class Guard:
-    """Per box, `rate` refused messages a second over `window_s`; `refused` names the boxes
-    that went past it (each once while its suspension lasts)."""
+    """Per box, what it sends that the county refuses (in messages) and its valid messages
+    beyond its share (in units, parked): each against its limit. `count` names the boxes
+    that went past one (each once while its suspension lasts), with why."""
 
     def __init__(
         self,
-        rate: float,
-        window_s: float,
+        refused: Limit,
+        parked: Limit,
         suspend_s: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.rate = rate
         self.suspend_s = suspend_s
         self.clock = clock
-        self.buckets: Buckets[str] = Buckets(rate, max(1, int(rate * window_s)), clock)
+        self.limits = {
+            name: (limit, Buckets[str](limit.rate, max(1, int(limit.rate * limit.window_s)), clock))
+            for name, limit in (("refused", refused), ("parked", parked))
+        }
         self.suspended: dict[str, float] = {}  # box → when its suspension here ends
 
-    def refused(self, topics: Iterable[str]) -> list[str]:
-        if self.rate <= 0:
-            return []
-        counts: dict[str, int] = {}
-        for topic in topics:
-            node = sender_of(topic)
-            if node is not None:
-                counts[node] = counts.get(node, 0) + 1
+    def count(self, name: str, amounts: dict[str, float]) -> dict[str, str]:
+        limit, buckets = self.limits[name]
+        if limit.rate <= 0:
+            return {}
         now = self.clock()
-        tripped = []
-        for node, n in counts.items():
+        tripped = {}
+        for node, n in amounts.items():
             if self.suspended.get(node, 0.0) > now:
-                continue  # suspended already: its messages still queued are refused as before
-            left = self.buckets.level(node)
-            self.buckets.spend(node, n)
+                continue  # suspended already: its messages still queued are taken as before
+            left = buckets.level(node)
+            buckets.spend(node, n)
             if left - n < 0:
                 self.suspended[node] = now + self.suspend_s
-                tripped.append(node)
+                tripped[node] = (
+                    f"sent {limit.what} at more than {limit.rate:g} a second for "
+                    f"{limit.window_s:g} s"
+                )
         return tripped
 
 
-def suspend(
-    conn: psycopg.Connection, nodes: list[str], *, seconds: float, rate: float, window_s: float
-) -> None:
-    """Suspend `nodes` (in the caller's transaction): a suspension already running is
-    lengthened, never shortened."""
+def by_sender(topics: Iterable[str]) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for topic in topics:
+        node = sender_of(topic)
+        if node is not None:
+            counts[node] = counts.get(node, 0.0) + 1
+    return counts
+
+
+def suspend(conn: psycopg.Connection, reasons: dict[str, str], *, seconds: float) -> None:
+    """Suspend the boxes for their reasons (in the caller's transaction): a suspension
+    already running is lengthened, never shortened."""
     now = datetime.now(UTC)
     until = now + timedelta(seconds=seconds)
-    reason = f"sent messages the county refuses at more than {rate:g} a second for {window_s:g} s"
+    nodes = sorted(reasons)
     conn.execute(
         "INSERT INTO node_suspensions (node_id, since, until, reason, suspended_by) "
-        "SELECT unnest(%s::text[]), %s, %s, %s, %s ORDER BY 1 "
+        "SELECT v.node_id, %s, %s, v.reason, %s "
+        "FROM unnest(%s::text[], %s::text[]) AS v(node_id, reason) ORDER BY 1 "
         "ON CONFLICT (node_id) DO UPDATE SET until = greatest(node_suspensions.until, "
         "excluded.until), reason = excluded.reason",
-        (sorted(nodes), now, until, reason, SUSPENDED_BY),
+        (now, until, SUSPENDED_BY, nodes, [reasons[n] for n in nodes]),
     )
     INGEST_SUSPENDED.inc(len(nodes))
     for node in nodes:
-        logger.warning("box %s suspended until %s: %s", node, until.isoformat(), reason)
+        logger.warning("box %s suspended until %s: %s", node, until.isoformat(), reasons[node])
 
 
 def sender_of(topic: str) -> str | None:

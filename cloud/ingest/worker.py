@@ -27,11 +27,19 @@ from cloud.errors import StorageError
 from cloud.ingest.answers import Answers
 from cloud.ingest.dead_letters import Cause, DeadLetter, prune_dead_letters
 from cloud.ingest.decode import decode_batch, unexpected
-from cloud.ingest.deferred import Share, parked_nodes, prune_days, refused_anyway, take
+from cloud.ingest.deferred import (
+    Share,
+    node_of,
+    parked_nodes,
+    prune_days,
+    refused_anyway,
+    take,
+    units,
+)
 from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
 from cloud.ingest.snapshot_uploads import Quota, report_dropped
 from cloud.ingest.subscriber import Received, Subscriber
-from cloud.ingest.suspend import Guard, suspend
+from cloud.ingest.suspend import Guard, Limit, by_sender, suspend
 from cloud.ingest.throttle import Throttle
 from cloud.ingest.writer import Batch, BatchWriter, Moving, lag_ms, prune_event_ids
 from cloud.metrics import INGEST_DAY_REACHED, record_batch
@@ -142,8 +150,16 @@ class IngestWorker:
         )
         self.parked = True  # whether messages may be parked (not known: so at first)
         self.guard = Guard(
-            settings.ingest_suspend_refused_rate,
-            settings.ingest_suspend_window_s,
+            Limit(
+                settings.ingest_suspend_refused_rate,
+                settings.ingest_suspend_window_s,
+                "messages the county refuses",
+            ),
+            Limit(
+                settings.ingest_suspend_parked_rate,
+                settings.ingest_suspend_parked_window_s,
+                "valid messages beyond its share, in units,",
+            ),
             settings.ingest_suspend_s,
         )
         self.refused: list[str] = []  # topics dropped before decoding, for the guard
@@ -455,7 +471,7 @@ class IngestWorker:
         now = datetime.now(UTC)
         result = self.writer.finish(conn, batch, moving)
         self._count_day(result.day_units)
-        self._guard(conn, [letter.topic for letter in result.dead])
+        self._guard(conn, [letter.topic for letter in result.dead], batch.deferred)
         report_dropped(result.snapshots_dropped)
         conn.execute(
             "INSERT INTO ingest_progress (client_id, committed_at, batch_size, lag_ms, "
@@ -536,19 +552,21 @@ class IngestWorker:
         batch.day_units = day_units
         self._finish(conn, batch, self.writer.begin(conn, batch), time.monotonic())
 
-    def _guard(self, conn: psycopg.Connection, dead: list[str]) -> None:
+    def _guard(self, conn: psycopg.Connection, dead: list[str], parked: list[Received]) -> None:
         """Count what the county refused of each box (dropped before decoding, and the
-        batch's dead letters); suspend, in the batch's transaction, the boxes past it."""
+        batch's dead letters) and what it parked; suspend, in the batch's transaction, the
+        boxes past a limit."""
         refused, self.refused = self.refused + dead, []
-        settings = self.settings
-        if tripped := self.guard.refused(refused):
-            suspend(
-                conn,
-                tripped,
-                seconds=settings.ingest_suspend_s,
-                rate=settings.ingest_suspend_refused_rate,
-                window_s=settings.ingest_suspend_window_s,
-            )
+        tripped = self.guard.count("refused", by_sender(refused))
+        if parked:
+            units_parked: dict[str, float] = {}
+            for message in parked:
+                node = node_of(message.topic)
+                if node is not None:
+                    units_parked[node] = units_parked.get(node, 0.0) + units(message)
+            tripped |= self.guard.count("parked", units_parked)
+        if tripped:
+            suspend(conn, tripped, seconds=self.settings.ingest_suspend_s)
 
     def _count_day(self, totals: dict[str, int]) -> None:
         """The boxes' day totals after a batch; a box that reaches its day is told in the

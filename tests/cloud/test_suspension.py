@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from cloud.app import create_app
 from cloud.fleet.monitor import check_fleet
+from cloud.ingest.suspend import Guard, Limit
 from cloud.settings import FleetSettings
 from tests.cloud.county_fixtures import County, app_settings, signed_in
 from tests.cloud.test_hostile_nodes import (  # noqa: F401 - the same county, broker, boxes
@@ -131,3 +132,28 @@ def test_a_box_sending_junk_is_shut_out_until_an_operator_lets_it_back(
             (ATTACKER,),
         ).fetchall()
     assert state == "closed"
+
+
+def test_valid_messages_beyond_the_share_suspend_only_far_beyond_a_long_outages_replay() -> None:
+    now = [0.0]
+    guard = Guard(
+        Limit(1000, 10, "messages the county refuses"),
+        Limit(5000, 30, "valid messages beyond its share, in units,"),
+        600,
+        clock=lambda: now[0],
+    )
+    # A busy town box's three days offline, 130,000 events, replayed as fast as a LAN goes.
+    for _ in range(13):
+        assert guard.count("parked", {"gw-town-01": 10_000}) == {}
+        now[0] += 0.5
+    # A box sending 12,000 valid events a second, beyond its share: suspended within a minute.
+    tripped: dict[str, str] = {}
+    seconds = 0
+    while not tripped and seconds < 60:
+        tripped = guard.count("parked", {"gw-rogue-01": 12_000})
+        now[0] += 1
+        seconds += 1
+    assert list(tripped) == ["gw-rogue-01"]
+    assert "beyond its share" in tripped["gw-rogue-01"]
+    assert seconds <= 30
+    assert guard.count("parked", {"gw-rogue-01": 12_000}) == {}  # once while it lasts
