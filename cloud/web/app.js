@@ -320,6 +320,10 @@ async function renderNode(nodeId) {
     [t("config"), node.config_version ? `v${node.config_version}` : "–"],
     [t("problems"), node.problems.map((p) => named("kind", p)).join("、") || t("none")],
   ];
+  if (node.suspension) {
+    // Shut out of the broker for what it sent: until when, and why.
+    facts.push([t("suspended_until"), `${clockTime(node.suspension.until)} · ${node.suspension.reason}`]);
+  }
   $("node-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
   $("node-drift").textContent = driftText(node.config);
   $("node-drift").className = `drift ${node.config.state}`;

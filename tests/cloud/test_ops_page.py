@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
@@ -302,3 +303,24 @@ def test_the_api_documentation_loads_with_no_request_beyond_the_service(
     page.goto(own + path.lstrip("/"))
     expect(page.locator(shows).first).to_be_visible(timeout=30_000)
     assert elsewhere == []
+
+
+def test_a_suspended_box_says_on_its_page_until_when_and_why(
+    page: Page, serve: ServeProcess, county: County
+) -> None:
+    reason = "sent messages the county refuses at more than 1000 a second for 10 s"
+    with psycopg.connect(county.url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO node_suspensions (node_id, since, until, reason, suspended_by) "
+            "VALUES (%s, now(), now() + interval '10 minutes', %s, 'ingest')",
+            (VILLAGE_NODE, reason),
+        )
+    try:
+        sign_in(page, serve, county, "tech")
+        page.goto(f"http://127.0.0.1:{serve.port}/ops/#/node/{VILLAGE_NODE}")
+        facts = page.locator("#node-facts")
+        expect(facts).to_contain_text("暂停接入至")
+        expect(facts).to_contain_text(reason)
+    finally:
+        with psycopg.connect(county.url, autocommit=True) as conn:
+            conn.execute("DELETE FROM node_suspensions")
