@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+import orjson
 import psycopg
 
 from cloud.ingest.buckets import Buckets
@@ -188,12 +189,19 @@ def refused_anyway(message: Received) -> bool:
         check_unparsed(spec.payload, message.payload, max_bytes=spec.max_bytes)
     except InvalidPayload:
         return True
+    # Not JSON at all: refused now, a dead letter that counts towards suspending its box,
+    # instead of parked (1.23M junk messages, 41 minutes to take up). Parsing is the cheap
+    # part of decoding (about 1 µs a KB); validating is what waits for the box's share.
+    try:
+        orjson.loads(message.payload)
+    except orjson.JSONDecodeError:
+        return True
     return False
 
 
 def units(message: Received) -> int:
     per = TELEMETRY_UNIT_BYTES if message.topic.endswith("/telemetry") else UNIT_BYTES
-    return 1 + len(message.payload) // per
+    return 1 + len(message.payload) // per + message.extra_bytes // UNIT_BYTES
 
 
 def node_of(topic: str) -> str | None:
@@ -301,7 +309,9 @@ def parked_nodes(conn: psycopg.Connection) -> list[str]:
 def take(conn: psycopg.Connection, room: dict[str, int]) -> list[Received]:
     """Each box's oldest parked messages, as many as its `room`, removed in the caller's
     transaction (put back if it rolls back), as redeliveries: the quarantine screens them
-    before they are decoded."""
+    before they are decoded. Ordered as the (node_id, id) index is: ordered by id alone,
+    the planner walked the primary key past every other box's rows (498,046 a box, up to
+    1.1 s a take with 2.45M parked from five boxes)."""
     nodes = sorted(n for n, most in room.items() if most > 0)
     if not nodes:
         return []
@@ -309,7 +319,7 @@ def take(conn: psycopg.Connection, room: dict[str, int]) -> list[Received]:
         "DELETE FROM ingest_deferred WHERE id IN ("
         "  SELECT d.id FROM unnest(%s::text[], %s::int4[]) AS v(node_id, most) "
         "  CROSS JOIN LATERAL (SELECT id FROM ingest_deferred p WHERE p.node_id = v.node_id "
-        "                      ORDER BY id LIMIT v.most FOR UPDATE SKIP LOCKED) d) "
+        "                      ORDER BY p.node_id, p.id LIMIT v.most FOR UPDATE SKIP LOCKED) d) "
         "RETURNING node_id, topic, payload, received_at",
         (nodes, [room[n] for n in nodes]),
     ).fetchall()

@@ -63,6 +63,9 @@ class Received:
     received_at: datetime
     connection: int = 0
     duplicate: bool = False
+    # Bytes of MQTT 5 user properties that came with it: nothing here reads them, but they
+    # cost the broker and ingest all the same (a box's share counts them).
+    extra_bytes: int = 0
 
 
 class ConnectionLost(Exception):
@@ -484,6 +487,9 @@ class Subscriber:
                     datetime.now(UTC),
                     connection,
                     packet.duplicate,
+                    sum(len(k) + len(v) for k, v in packet.user_properties)
+                    if packet.user_properties
+                    else 0,
                 )
             )
         elif isinstance(packet, mqtt5.PingRespPacket):

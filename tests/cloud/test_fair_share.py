@@ -7,10 +7,15 @@ and PostgreSQL of test_hostile_nodes."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
+import httpx2 as httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from cloud.ingest.deferred import units
+from cloud.ingest.subscriber import Received
 from protocols import encode
 from tests.cloud.county_fixtures import County
 from tests.cloud.test_hostile_nodes import (  # noqa: F401 - the same county, broker, boxes
@@ -28,9 +33,10 @@ from tests.factories import make_detection_event
 from tests.support.cloud import FakeNodes, IngestProcess, count
 from tests.support.mosquitto import CountyBroker
 from tests.support.mqtt import MqttProbe
-from tests.support.ports import wait_until
+from tests.support.ports import free_port, wait_until
 
 RATE, BURST = 20, 50  # units a second, and at once: a small share, to see it at work
+METRICS_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +52,17 @@ def ingest(
         CLOUD_INGEST_NODE_RATE=str(RATE),
         CLOUD_INGEST_NODE_BURST=str(BURST),
         CLOUD_INGEST_NODE_DEFERRED_MAX_MB="1",
+        CLOUD_INGEST_METRICS_PORT=str(METRICS_PORT),
     )
+
+
+def parked_total() -> float:
+    """Messages ingest parked, from its /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        if family.name == "gridwatch_ingest_parked":
+            return sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
+    return 0.0
 
 
 FLOODED_SQL = "SELECT coalesce(sum(deliveries), 0) FROM ingest_dead_letters WHERE cause = 'flood'"
@@ -122,3 +138,37 @@ def test_what_will_be_refused_anyway_is_refused_now_not_parked(
         "SELECT count(*) FROM ingest_deferred WHERE position('[],[],'::bytea IN payload) > 0",
     )
     assert parked == 0
+
+
+def test_what_is_not_json_at_all_is_refused_now_not_parked(
+    county: County,  # noqa: F811
+    ingest: IngestProcess,
+    attacker: MqttProbe,  # noqa: F811
+    good_box: FakeNodes,  # noqa: F811
+) -> None:
+    """1.23M junk messages beyond a box's share were parked and took 41 minutes to refuse:
+    what is not JSON is refused at once (parsing is the cheap part of decoding)."""
+    before = count(county.url, "SELECT coalesce(sum(deliveries), 0) FROM ingest_dead_letters")
+    parked_before = parked_total()
+    send_raw(attacker, [b"not json %d" % i for i in range(200)])
+    good = GoodBox.send(good_box, 5)
+    wait_until(lambda: stored_ids(county.url, good) == 5, 30, "the good box's events")
+    wait_until(
+        lambda: (
+            count(county.url, "SELECT coalesce(sum(deliveries), 0) FROM ingest_dead_letters")
+            >= before + 200
+        ),
+        30,
+        "the junk refused",
+    )
+    assert parked_total() == parked_before
+
+
+def test_user_properties_count_towards_a_boxs_share() -> None:
+    """60 events a second carrying 1.9 MB of MQTT 5 user properties each were stored at
+    once, one unit apiece: what the broker and ingest carry counts, read or not."""
+    topic = f"gw/v1/nodes/{ATTACKER}/events"
+    plain = Received(1, 1, topic, b"{}" * 300, datetime.now(UTC))
+    heavy = Received(1, 1, topic, b"{}" * 300, datetime.now(UTC), extra_bytes=1_900_000)
+    assert units(plain) == 1
+    assert units(heavy) == 1 + 1_900_000 // 2048
