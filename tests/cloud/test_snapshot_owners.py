@@ -580,3 +580,37 @@ def test_a_box_has_a_quota_of_pictures_waiting_however_small(
     result = write(cloud_db, writer, Batch(snapshots=tiny))
     assert dropped(result) == ["quota", "quota"]
     assert len(files(store)) == 3
+
+
+def test_a_box_has_a_day_quota_of_pictures_however_small(
+    cloud_db: str, store: LocalSnapshotStore
+) -> None:
+    """700-byte pictures fit the day's byte quota 1.5 million times a day, each a file and
+    an inode: the day counts pictures too."""
+    node = "qx-day-count"
+    pictures = [jpeg(b"tiny%d" % i) for i in range(4)]
+    writer = BatchWriter(
+        timescale=False,
+        store=store,
+        timezone=ZoneInfo("Asia/Shanghai"),
+        snapshot_quota=Quota(daily_count=2),
+    )
+    now = datetime.now(UTC)
+    events = [event_with(p, node_id=node, seq=i + 1) for i, p in enumerate(pictures)]
+    write(cloud_db, writer, Batch(events=[(to_fast(e), now) for e in events]))
+    result = write(
+        cloud_db,
+        writer,
+        Batch(
+            snapshots=[
+                upload(node, e.event_id, p, now) for e, p in zip(events, pictures, strict=True)
+            ]
+        ),
+    )
+    assert dropped(result) == ["day_quota", "day_quota"]
+    assert [attached(cloud_db, node, e.event_id) is not None for e in events] == [
+        True,
+        True,
+        False,
+        False,
+    ]
