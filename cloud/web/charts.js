@@ -98,7 +98,8 @@ export function caseTimes(id, daily) {
   const minutes = (s) => (s === null ? null : Math.round(s / 6) / 10);
   chart(id).setOption({
     ...BASE,
-    grid: { left: 40, right: 40, top: 36, bottom: 24 },
+    // Room for a legend of two lines: three Chinese names wrap in the narrow panel.
+    grid: { left: 40, right: 40, top: 56, bottom: 24 },
     tooltip: { trigger: "axis" },
     legend: { top: 0, textStyle: { color: "#d6e2f0" } },
     xAxis: { type: "category", data: days, ...AXIS },
