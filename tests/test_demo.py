@@ -166,7 +166,7 @@ def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo) -> None
     [printed] = re.findall(r"^  new password +(.+)$", demo.text(), re.MULTILINE)
     reset = subprocess.run(
         ["bash", "-c", printed.replace("<user>", "worker")],
-        cwd=REPO,
+        cwd="/",  # a new terminal starts anywhere
         env={k: v for k, v in os.environ.items() if not k.startswith("CLOUD_")},
         capture_output=True,
         text=True,
@@ -176,7 +176,7 @@ def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo) -> None
     assert reset.returncode == 0, reset.stderr
     [new_password] = re.findall(r"^password worker (\S+)$", reset.stdout, re.MULTILINE)
     assert api(demo, "worker", new_password).get("/cases").status_code == 200
-    assert "alerts, live        .venv/bin/gridwatch alerts tail" in demo.text()
+    assert f"alerts, live        {REPO}/.venv/bin/gridwatch alerts tail" in demo.text()
 
     processes = demo.everything()
     assert len(processes) >= 8  # demo, PostgreSQL, Mosquitto, service, cameras, three boxes
@@ -203,10 +203,26 @@ def test_the_demo_started_again_after_a_crash_gives_the_same_county(
         wait_until(lambda: online(county) == set(BOXES), 120, "the three boxes online")
         wait_until(lambda: bool(newest(county)), 180, "events stored")
         before = newest(county)
+        # The county admin changes a deadline: a later start must leave it alone.
+        admin = api(first, "admin", logins["admin"])
+        rules = admin.get("/case-rules").json()
+        rules["rules"]["deadlines"]["low"]["ack_s"] = 120
+        changed = admin.put(
+            "/case-rules",
+            json={
+                "rules": rules["rules"],
+                "reason": "a longer low deadline",
+                "based_on": rules["version"],
+            },
+        )
+        assert changed.status_code == 200, changed.text
     finally:
-        for process in first.everything():
+        # Listed before the kill: a killed process has no command line to be found by, and
+        # its pid stays taken until it is reaped (PostgreSQL's lock names it).
+        crashed = first.everything()
+        for process in crashed:
             process.kill()
-        psutil.wait_procs(first.everything(), timeout=30)
+        psutil.wait_procs(crashed, timeout=30)
     broker_port = int((tmp_path / "county" / "broker" / "port").read_text())
     with socket.socket() as squatter:  # something else took the broker's port meanwhile
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # its old links linger
@@ -217,6 +233,9 @@ def test_the_demo_started_again_after_a_crash_gives_the_same_county(
             wait_until(lambda: "stop                Ctrl-C" in second.text(), 240, "the banner")
             assert f"127.0.0.1:{broker_port}" not in second.text()
             county = api(second, "county-op", logins["county-op"])  # the same logins
+            assert "logins              admin, county-op, town-op" in second.text()
+            in_force = county.get("/case-rules").json()
+            assert (in_force["reason"], in_force["set_by"]) == ("a longer low deadline", "admin")
             wait_until(lambda: online(county) == set(BOXES), 120, "the boxes online again")
             wait_until(lambda: bool(newest(county) - before), 120, "new events")
             assert all(  # the history kept

@@ -52,6 +52,14 @@ def versions(conn: psycopg.Connection, *, limit: int = 100) -> list[dict[str, An
     return [{"version": v, "set_by": by, "set_at": at, "reason": why} for v, by, at, why in cur]
 
 
+def ever_set_by(conn: psycopg.Connection, subject: str) -> bool:
+    """Whether `subject` has ever set the rules (whatever is in force now)."""
+    row = conn.execute(
+        "SELECT 1 FROM case_rule_sets WHERE set_by = %s LIMIT 1", (subject,)
+    ).fetchone()
+    return row is not None
+
+
 def version(conn: psycopg.Connection, number: int) -> CaseRules | None:
     row = conn.execute("SELECT rules FROM case_rule_sets WHERE version = %s", (number,)).fetchone()
     return None if row is None else CaseRules.model_validate(row[0])

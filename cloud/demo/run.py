@@ -33,7 +33,7 @@ import typer
 
 from cloud.access import Principal, Role
 from cloud.auth import issue_access_token
-from cloud.cases.rule_sets import current, set_rules
+from cloud.cases.rule_sets import ever_set_by, set_rules
 from cloud.cases.rules import load_rules
 from cloud.db.schema import prepare_database
 from cloud.demo import county
@@ -124,12 +124,11 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float =
 
 
 def _demo_rules(conn: psycopg.Connection, path: Path) -> None:
-    """The demo's short deadlines in force (as a county admin sets rules), unless they are
-    already."""
+    """The demo's short deadlines put in force once, as a county admin sets rules; after
+    that the rules are the county's (a later start leaves an admin's changes alone)."""
     path.write_text(DEMO_RULES)
     rules = load_rules(path)
-    found = current(conn)
-    if found is None or found[1] != rules:
+    if not ever_set_by(conn, DEMO.subject):
         set_rules(conn, rules, principal=DEMO, reason="the demo's one-minute deadlines")
 
 
@@ -231,7 +230,8 @@ def _banner(
         lines += ["", "  logins (printed once):"]
         lines += [f"    {user:<10} {password}" for user, password in sorted(logins.items())]
     else:
-        lines += ["", "  logins: as printed at the first run"]
+        users = ", ".join(user for user, *_ in county.STAFF)
+        lines += ["", f"  logins              {users} (passwords as printed at the first run)"]
     lines += [
         # Pasted in another terminal while the demo runs, each works as printed: the
         # demo's database is its own embedded one, which no default setting names.
@@ -247,15 +247,11 @@ def _banner(
 
 
 def _gridwatch_command() -> str:
-    """How to run `gridwatch` from here: the script beside this Python (`make setup` puts
-    it in .venv/bin, which is not on the PATH), relative when it is under the directory."""
+    """How to run `gridwatch` from any terminal: the script beside this Python (`make setup`
+    puts it in .venv/bin, which is not on the PATH), by its absolute path (a relative one
+    failed pasted in a new terminal, which starts in the home folder)."""
     script = Path(sys.executable).parent / "gridwatch"
-    if not script.exists():
-        return "gridwatch"
-    try:
-        return str(script.relative_to(Path.cwd()))
-    except ValueError:
-        return str(script)
+    return str(script.absolute()) if script.exists() else "gridwatch"
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # GStreamer's GObject bindings live in the system Python

@@ -292,12 +292,14 @@ function driftText(config) {
   return text;
 }
 
-// A camera's stream as its box last reported it; from a box that is not online, that report
-// is history, and says so.
+// A camera's stream as its box last reported it. From a box that is not online nothing is
+// known now: "unknown", with the last report only as the cell's tooltip.
 function streamCell(status, boxOnline) {
   if (!status) return el("td", { class: "bad" }, "–");
-  const text = named("stream", status);
-  if (!boxOnline) return el("td", { class: "bad" }, `${text} (${t("last_report")})`);
+  const text = named("stream_status", status);
+  if (!boxOnline) {
+    return el("td", { class: "bad", title: `${t("last_report")}: ${text}` }, named("node_status", "unknown"));
+  }
   return el("td", { class: status === "connected" ? "" : "bad" }, text);
 }
 

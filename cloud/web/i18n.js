@@ -18,7 +18,7 @@ const WORDS = {
     unit_tree: "下级单位", agent: "版本", model: "模型", last_seen: "最近上报",
     config: "配置", none: "无", last_report: "最近上报", suspended_until: "暂停接入至",
     node_status: { online: "在线", offline: "离线", unknown: "未知", flapping: "频繁掉线" },
-    stream: { connected: "已连接", connecting: "连接中", offline: "离线", disabled: "已停用" },
+    stream_status: { connected: "已连接", connecting: "连接中", offline: "离线", disabled: "已停用" },
     severity: { low: "低", medium: "中", high: "高", critical: "紧急" },
     states: {
       intake: "受理", triage: "研判", dispatch: "分流", handling: "处置中",
@@ -53,7 +53,9 @@ const WORDS = {
     last_seen: "Last seen", config: "Config", none: "none", last_report: "last report",
     suspended_until: "Suspended until",
     node_status: { online: "online", offline: "offline", unknown: "unknown", flapping: "flapping" },
-    stream: { connected: "connected", connecting: "connecting", offline: "offline", disabled: "disabled" },
+    stream_status: {
+      connected: "connected", connecting: "connecting", offline: "offline", disabled: "disabled",
+    },
     severity: { low: "low", medium: "medium", high: "high", critical: "critical" },
     states: {
       intake: "intake", triage: "triage", dispatch: "dispatch", handling: "handling",

@@ -196,6 +196,8 @@ def test_a_town_operator_sees_the_town_live_and_a_box_page(
         page.click(f"#worst-nodes a[href='#/node/{VILLAGE_NODE}']")
         expect(page.locator("#node-page")).to_be_visible()
         expect(page.locator("#node-status")).to_contain_text("online")
+        expect(page.locator("#node-cameras thead")).to_contain_text("Stream")
+        expect(page.locator("#node-cameras thead")).not_to_contain_text("object")
         expect(page.locator("#node-cameras tr[data-camera='cam02']")).to_contain_text("offline")
         expect(page.locator("#node-drift")).to_contain_text("config")
         page.select_option("#command", "identify")
