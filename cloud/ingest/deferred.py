@@ -112,12 +112,9 @@ class Share:
     def charge(self, messages: list[Received]) -> dict[str, float]:
         """Count messages taken up against their boxes' shares and days (a large one may
         overdraw: its box then waits the longer); returns the units by box."""
-        used: dict[str, float] = {}
-        for message in messages:
-            node = node_of(message.topic)
-            if node is not None:
-                self._room(node)  # brings the box's bucket up to now
-                used[node] = used.get(node, 0.0) + units(message)
+        used = units_by_box(messages)
+        for node in used:
+            self._room(node)  # brings the box's bucket up to now
         self._spend(used)
         return used
 
@@ -202,6 +199,16 @@ def refused_anyway(message: Received) -> bool:
 def units(message: Received) -> int:
     per = TELEMETRY_UNIT_BYTES if message.topic.endswith("/telemetry") else UNIT_BYTES
     return 1 + len(message.payload) // per + message.extra_bytes // UNIT_BYTES
+
+
+def units_by_box(messages: Sequence[Received]) -> dict[str, float]:
+    """The units of the messages on shared channels, by box."""
+    used: dict[str, float] = {}
+    for message in messages:
+        node = node_of(message.topic)
+        if node is not None:
+            used[node] = used.get(node, 0.0) + units(message)
+    return used
 
 
 def node_of(topic: str) -> str | None:

@@ -29,12 +29,11 @@ from cloud.ingest.dead_letters import Cause, DeadLetter, prune_dead_letters
 from cloud.ingest.decode import decode_batch, unexpected
 from cloud.ingest.deferred import (
     Share,
-    node_of,
     parked_nodes,
     prune_days,
     refused_anyway,
     take,
-    units,
+    units_by_box,
 )
 from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
 from cloud.ingest.snapshot_uploads import Quota, report_dropped
@@ -559,12 +558,7 @@ class IngestWorker:
         refused, self.refused = self.refused + dead, []
         tripped = self.guard.count("refused", by_sender(refused))
         if parked:
-            units_parked: dict[str, float] = {}
-            for message in parked:
-                node = node_of(message.topic)
-                if node is not None:
-                    units_parked[node] = units_parked.get(node, 0.0) + units(message)
-            tripped |= self.guard.count("parked", units_parked)
+            tripped |= self.guard.count("parked", units_by_box(parked))
         if tripped:
             suspend(conn, tripped, seconds=self.settings.ingest_suspend_s)
 
