@@ -36,6 +36,8 @@ class NodeView:
     outbox_oldest_age_s: float | None = None
     config_error: str | None = None  # the latest config report was a rejection
     suspended: str | None = None  # why, while its suspension runs (cloud.ingest.suspend)
+    clean_stop: bool = False  # offline because its agent said it stops (clean_shutdown)
+    previous_clean: bool = False  # `previous` was such an offline
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,12 @@ def read_nodes(
         "SELECT l.node_id, l.status, f.status, f.since, l.disk_used_bytes, l.disk_total_bytes, "
         "l.outbox_depth, l.outbox_oldest_age_s, "
         "CASE WHEN r.status = 'rejected' THEN coalesce(r.errors->0->>'field', '') || ': ' || "
-        "coalesce(r.errors->0->>'message', '') END, s.reason "
+        "coalesce(r.errors->0->>'message', '') END, s.reason, "
+        "l.status = 'offline' AND coalesce(ns.status = 'offline' "
+        "AND ns.reason = 'clean_shutdown', false), coalesce(f.clean, false) "
         "FROM node_liveness(%(now)s, %(heartbeat_s)s, %(missed)s::integer) l "
         "LEFT JOIN fleet_status f ON f.node_id = l.node_id "
+        "LEFT JOIN node_state ns ON ns.node_id = l.node_id "
         "LEFT JOIN config_reports r ON r.node_id = l.node_id "
         "LEFT JOIN node_suspensions s ON s.node_id = l.node_id AND s.until > %(now)s "
         "WHERE l.status IS DISTINCT FROM f.status OR l.status <> 'online' "
@@ -93,23 +98,32 @@ def read_nodes(
 
 
 def record_changes(conn: psycopg.Connection, nodes: Iterable[NodeView], now: datetime) -> int:
-    """Store each node's new status, and a transition for each change (not for a node seen
-    for the first time). Returns the number of changes."""
+    """Store each node's new status, and a transition for each change that counts towards
+    flapping: not for a node seen for the first time, nor for a stop in order and the
+    return from it. Returns the number of transitions."""
     changed = [n for n in nodes if n.status != "unknown" and n.status != n.previous]
     if not changed:
         return 0
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO fleet_status (node_id, status, since) VALUES (%s, %s, %s) "
-            "ON CONFLICT (node_id) DO UPDATE SET status = excluded.status, since = excluded.since",
-            [(n.node_id, n.status, now) for n in changed],
+            "INSERT INTO fleet_status (node_id, status, since, clean) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (node_id) DO UPDATE SET status = excluded.status, "
+            "since = excluded.since, clean = excluded.clean",
+            [(n.node_id, n.status, now, n.clean_stop) for n in changed],
         )
+        flaps = [
+            n
+            for n in changed
+            if n.previous is not None
+            and not n.clean_stop
+            and not (n.previous == "offline" and n.previous_clean)
+        ]
         cur.executemany(
             "INSERT INTO fleet_transitions (node_id, at, status) VALUES (%s, %s, %s) "
             "ON CONFLICT DO NOTHING",
-            [(n.node_id, now, n.status) for n in changed if n.previous is not None],
+            [(n.node_id, now, n.status) for n in flaps],
         )
-    return sum(1 for n in changed if n.previous is not None)
+    return len(flaps)
 
 
 def recent_changes(conn: psycopg.Connection, now: datetime, fleet: FleetSettings) -> dict[str, int]:

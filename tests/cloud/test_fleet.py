@@ -203,6 +203,30 @@ def test_a_flapping_link_opens_one_flapping_order_and_no_offline_orders(county: 
     )
 
 
+def test_restarts_in_order_are_not_flapping_but_a_drop_after_them_counts(county: County) -> None:
+    """A box restarted in order (its agent says clean_shutdown) three times in a window has
+    not lost its link: no flapping order. Drops of the link still count."""
+    fleet = FleetSettings(heartbeat_s=3600, offline_after_s=3600, flap_changes=4, flap_window_s=600)
+    node = "qx-restarted-01"
+    start = datetime.now(UTC)
+    at = iter(range(0, 600, 10))
+
+    def say(status: NodeStatus, reason: StateReason) -> None:
+        state = make_node_state(node_id=node, status=status, reason=reason)
+        county.write_batch(Batch(states=[(state, datetime.now(UTC))]))
+        check(county.url, start + timedelta(seconds=next(at)), fleet)
+
+    say(NodeStatus.ONLINE, StateReason.CONNECTED)
+    for _ in range(3):
+        say(NodeStatus.OFFLINE, StateReason.CLEAN_SHUTDOWN)
+        say(NodeStatus.ONLINE, StateReason.CONNECTED)
+    assert fleet_orders(county.url, node) == []
+    for _ in range(2):
+        say(NodeStatus.OFFLINE, StateReason.CONNECTION_LOST)
+        say(NodeStatus.ONLINE, StateReason.CONNECTED)
+    assert [c for c, _, _ in fleet_orders(county.url, node)] == ["node_flapping"]
+
+
 def test_a_full_disk_a_backlog_and_a_rejected_config_open_orders_that_close_when_fixed(
     county: County,
 ) -> None:
