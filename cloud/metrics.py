@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg import AsyncConnection
 
+from cloud.db.cases import OVERDUE
 from cloud.settings import FleetSettings
 
 if TYPE_CHECKING:
@@ -110,7 +111,9 @@ INGEST_SUBSCRIBED = Gauge(
 CASES_OPEN = Gauge(
     "gridwatch_cases_open", "Cases not closed, by state and source.", ["state", "source"]
 )
-CASES_OVERDUE = Gauge("gridwatch_cases_overdue", "Open cases past a deadline.")
+CASES_OVERDUE = Gauge(
+    "gridwatch_cases_overdue", "Open cases that missed a deadline (as in /cases/stats)."
+)
 NODES = Gauge("gridwatch_nodes", "Edge nodes by liveness.", ["status"])
 SEQ_GAPS_OPEN = Gauge(
     "gridwatch_seq_gaps_open",
@@ -167,8 +170,7 @@ async def refresh_from_database(
     for state, source, n in await cur.fetchall():
         CASES_OPEN.labels(state, source).set(n)
     cur = await conn.execute(
-        "SELECT count(*) FROM cases WHERE state <> 'closed' AND (resolve_due_at < now() "
-        "OR (acknowledged_at IS NULL AND ack_due_at < now()))"
+        f"SELECT count(*) FROM cases c WHERE c.state <> 'closed' AND {OVERDUE.format(now='now()')}"  # noqa: S608
     )
     row = await cur.fetchone()
     CASES_OVERDUE.set(row[0] if row else 0)

@@ -72,9 +72,10 @@ class UnitSummary(BaseModel):
     code: str
     name: str
     level: str
-    open_cases: int
-
-    overdue_cases: int
+    open_cases: int = Field(description="Open cases there (a technician: open work orders).")
+    overdue_cases: int = Field(
+        description="Of those, the ones that missed a deadline, as `overdue` in /cases/stats."
+    )
     nodes: int
     nodes_offline: int
     nodes_with_problems: int

@@ -25,6 +25,15 @@ CASE_COLUMNS = (
 )
 
 
+# One meaning of overdue on every screen and metric, for an open case `c`: it missed a
+# deadline, even one an escalation has since replaced with a new one, or its current
+# acknowledge or resolve deadline has passed. {now} is the instant (SQL) to judge at.
+OVERDUE = (
+    "(c.deadlines_missed > 0 OR c.resolve_due_at < {now} "
+    "OR (c.acknowledged_at IS NULL AND c.ack_due_at < {now}))"
+)
+
+
 def scope(principal: Principal) -> tuple[sql.Composable, dict[str, Any]]:
     """The cases a caller may see: those in their unit or dispatched to it; a department
     sees what was dispatched to it; a technician sees the fleet's work orders."""
@@ -341,11 +350,9 @@ async def case_stats(
         "SELECT count(*) AS cases, count(*) FILTER (WHERE c.state <> 'closed') AS open, "
         "count(*) FILTER (WHERE c.escalations > 0) AS escalated, "
         "count(*) FILTER (WHERE c.false_alarm) AS false_alarms, "
-        "count(*) FILTER (WHERE c.state <> 'closed' AND (c.deadlines_missed > 0 OR "
-        "c.resolve_due_at < now() OR (c.acknowledged_at IS NULL AND c.ack_due_at < now()))) "
-        "AS overdue, "
+        "count(*) FILTER (WHERE c.state <> 'closed' AND {overdue}) AS overdue, "
         "{times}, avg(c.satisfaction)::float AS satisfaction_avg FROM cases c WHERE {condition}"
-    ).format(times=times, condition=condition)
+    ).format(times=times, condition=condition, overdue=sql.SQL(OVERDUE.format(now="now()")))
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         row = await cur.fetchone()

@@ -12,6 +12,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from cloud.database import like_prefix
+from cloud.db.cases import OVERDUE
 from cloud.settings import FleetSettings
 from protocols.health import ONLINE_FRACTION
 
@@ -117,10 +118,16 @@ async def overview(
 
 
 async def unit_summaries(
-    conn: AsyncConnection, fleet: FleetSettings, now: datetime, parent: str
+    conn: AsyncConnection,
+    fleet: FleetSettings,
+    now: datetime,
+    parent: str,
+    *,
+    work_orders_only: bool = False,
 ) -> list[dict[str, Any]]:
     """The children of a unit with their geometry, open and overdue cases and node health:
-    what the map colours, one level down at a time."""
+    what the map colours, one level down at a time. `work_orders_only`: count only the
+    fleet's work orders, the cases a technician sees."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"""
@@ -130,8 +137,9 @@ async def unit_summaries(
             FROM org_units k
             CROSS JOIN LATERAL (
                 SELECT count(*) AS open_cases,
-                       count(*) FILTER (WHERE c.resolve_due_at < %(now)s) AS overdue_cases
+                       count(*) FILTER (WHERE {OVERDUE.format(now="%(now)s")}) AS overdue_cases
                 FROM cases c WHERE c.state <> 'closed' AND starts_with(c.unit_code, k.code)
+                  AND (c.source = 'fleet' OR NOT %(work_orders_only)s)
             ) cs
             CROSS JOIN LATERAL (
                 SELECT count(*) AS nodes,
@@ -142,13 +150,18 @@ async def unit_summaries(
             ) ns
             WHERE k.parent_code = %(parent)s ORDER BY k.code
             """,  # noqa: S608
-            {**_params(fleet, now, parent), "parent": parent},
+            {**_params(fleet, now, parent), "parent": parent, "work_orders_only": work_orders_only},
         )
         return await cur.fetchall()
 
 
 async def grid_map(
-    conn: AsyncConnection, fleet: FleetSettings, now: datetime, unit: str
+    conn: AsyncConnection,
+    fleet: FleetSettings,
+    now: datetime,
+    unit: str,
+    *,
+    work_orders_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Every grid with a geometry under a unit: its open and overdue cases, its cameras and
     how many of them are down (their box offline, or the stream not connected), and the
@@ -166,10 +179,11 @@ async def grid_map(
                 FROM node_last_health h, jsonb_array_elements(h.cameras) c
             ),
             open_cases AS (
-                SELECT unit_code, count(*) AS open_cases,
-                       count(*) FILTER (WHERE resolve_due_at < %(now)s) AS overdue_cases
-                FROM cases WHERE state <> 'closed' AND unit_code LIKE %(unit)s
-                GROUP BY unit_code
+                SELECT c.unit_code, count(*) AS open_cases,
+                       count(*) FILTER (WHERE {OVERDUE.format(now="%(now)s")}) AS overdue_cases
+                FROM cases c WHERE c.state <> 'closed' AND c.unit_code LIKE %(unit)s
+                  AND (c.source = 'fleet' OR NOT %(work_orders_only)s)
+                GROUP BY c.unit_code
             ),
             grid_cameras AS (
                 SELECT k.unit_code, count(*) AS cameras,
@@ -194,7 +208,12 @@ async def grid_map(
             WHERE g.level = 'grid' AND g.code LIKE %(unit)s AND g.geometry IS NOT NULL
             ORDER BY g.code
             """,  # noqa: S608
-            {**_params(fleet, now, unit), "parent": unit, "online_fraction": ONLINE_FRACTION},
+            {
+                **_params(fleet, now, unit),
+                "parent": unit,
+                "online_fraction": ONLINE_FRACTION,
+                "work_orders_only": work_orders_only,
+            },
         )
         return await cur.fetchall()
 

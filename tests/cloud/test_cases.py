@@ -500,6 +500,22 @@ def test_a_case_at_the_county_is_pressed_ever_less_often_not_escalated_again(
     assert stats.status_code == 200, stats.text
     assert stats.json()["overdue"] == 1
 
+    # The map's overdue is the same overdue, and a technician's map counts what their
+    # pipeline counts: the fleet's work orders.
+    for user in ("county-op", "tech"):
+        headers = signed_in(client, county, user)
+        [child] = [
+            u
+            for u in client.get(
+                "/api/v1/fleet/units", params={"unit": TOWN}, headers=headers
+            ).json()
+            if after["unit_code"].startswith(u["code"])
+        ]
+        there = client.get(
+            "/api/v1/stats/cases", params={"unit": child["code"]}, headers=headers
+        ).json()
+        assert (child["open_cases"], child["overdue_cases"]) == (there["open"], there["overdue"])
+
 
 def case_history(url: str, case_id: object) -> list[str]:
     with psycopg.connect(url) as conn:

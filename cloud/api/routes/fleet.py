@@ -56,7 +56,13 @@ async def fleet_units(
     health: the org tree, one level down at a time."""
 
     scope = principal.scope(unit) or principal.unit_code
-    rows = await db.unit_summaries(conn, settings.fleet, datetime.now(UTC), scope)
+    rows = await db.unit_summaries(
+        conn,
+        settings.fleet,
+        datetime.now(UTC),
+        scope,
+        work_orders_only=principal.sees_only_work_orders,
+    )
     return [UnitSummary(**r) for r in rows]
 
 
@@ -67,7 +73,13 @@ async def fleet_map(
     """GeoJSON of the grids under a unit (default: the caller's), each with open and overdue
     cases, cameras and cameras down, and `child_code`: the child of the unit it lies in."""
     scope = principal.scope(unit) or principal.unit_code
-    rows = await db.grid_map(conn, settings.fleet, datetime.now(UTC), scope)
+    rows = await db.grid_map(
+        conn,
+        settings.fleet,
+        datetime.now(UTC),
+        scope,
+        work_orders_only=principal.sees_only_work_orders,
+    )
     features = [
         {
             "type": "Feature",
