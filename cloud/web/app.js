@@ -315,7 +315,7 @@ async function renderNode(nodeId) {
     [t("last_seen"), node.last_seen_at ? clockTime(node.last_seen_at) : "–"],
     [t("cameras"), node.cameras_total === null ? "–" : `${node.cameras_connected}/${node.cameras_total}`],
     ["CPU", node.cpu_percent === null ? "–" : `${node.cpu_percent.toFixed(0)}%`],
-    [t("disk"), node.disk_total_bytes ? `${bytes(node.disk_used_bytes)} / ${bytes(node.disk_total_bytes)}` : "–"],
+    [t("disk_space"), node.disk_total_bytes ? `${bytes(node.disk_used_bytes)} / ${bytes(node.disk_total_bytes)}` : "–"],
     [t("outbox"), node.outbox_depth ?? "–"],
     [t("agent"), node.agent_version || "–"],
     [t("model"), node.model_profile || "–"],
@@ -339,8 +339,9 @@ async function renderNode(nodeId) {
   nodeHealth("chart-health", hours);
   $("node-commands").tBodies[0].replaceChildren(...commands.map((c) => el("tr", { "data-request": c.request_id },
     el("td", {}, clockTime(c.issued_at)),
-    el("td", {}, c.command),
-    el("td", { class: `command-${c.status}` }, c.error ? `${c.status}: ${c.error}` : c.status),
+    el("td", {}, named("command_name", c.command)),
+    el("td", { class: `command-${c.status}` },
+      c.error ? `${named("command_status", c.status)}: ${c.error}` : named("command_status", c.status)),
     el("td", {}, c.issued_by),
   )));
 }

@@ -13,12 +13,18 @@ const WORDS = {
     send_command: "发送指令", time: "时间", command: "指令", by: "操作人",
     in_sync: "配置已同步",
     pending: "配置待生效", rejected: "配置被拒绝", no_config: "未下发配置",
-    opened: "新增事件", cpu: "CPU %", disk: "磁盘 %", outbox: "待发消息",
+    opened: "新增事件", cpu: "CPU %", disk: "磁盘 %", disk_space: "磁盘空间", outbox: "待发消息",
+    camera_optional: "摄像头编号(可选)",
     login_failed: "用户名或密码错误", live: "实时", reconnecting: "重连中",
     unit_tree: "下级单位", agent: "版本", model: "模型", last_seen: "最近上报",
     config: "配置", none: "无", last_report: "最近上报", suspended_until: "暂停接入至",
     node_status: { online: "在线", offline: "离线", unknown: "未知", flapping: "频繁掉线" },
     stream_status: { connected: "已连接", connecting: "连接中", offline: "离线", disabled: "已停用" },
+    command_name: {
+      identify: "闪灯识别", snapshot: "抓拍", restart_camera: "重启摄像头",
+      reload_config: "重新加载配置", recheck_zone: "复核区域",
+    },
+    command_status: { pending: "等待执行", ok: "已完成", error: "失败", expired: "已过期" },
     severity: { low: "低", medium: "中", high: "高", critical: "紧急" },
     states: {
       intake: "受理", triage: "研判", dispatch: "分流", handling: "处置中",
@@ -48,6 +54,7 @@ const WORDS = {
     by: "By",
     in_sync: "config in sync", pending: "config pending", rejected: "config rejected",
     no_config: "no config issued", opened: "Opened", cpu: "CPU %", disk: "Disk %",
+    disk_space: "Disk", camera_optional: "camera id (optional)",
     outbox: "Unsent", login_failed: "Wrong username or password", live: "live",
     reconnecting: "reconnecting", unit_tree: "Units", agent: "Agent", model: "Model",
     last_seen: "Last seen", config: "Config", none: "none", last_report: "last report",
@@ -56,6 +63,11 @@ const WORDS = {
     stream_status: {
       connected: "connected", connecting: "connecting", offline: "offline", disabled: "disabled",
     },
+    command_name: {
+      identify: "identify", snapshot: "snapshot", restart_camera: "restart camera",
+      reload_config: "reload config", recheck_zone: "recheck zone",
+    },
+    command_status: { pending: "pending", ok: "done", error: "failed", expired: "expired" },
     severity: { low: "low", medium: "medium", high: "high", critical: "critical" },
     states: {
       intake: "intake", triage: "triage", dispatch: "dispatch", handling: "handling",
@@ -105,6 +117,12 @@ export function named(group, key) {
 export function applyWords(root = document) {
   for (const el of root.querySelectorAll("[data-i18n]")) {
     el.textContent = t(el.dataset.i18n);
+  }
+  for (const el of root.querySelectorAll("[data-named]")) {
+    el.textContent = named(el.dataset.named, el.value);
+  }
+  for (const el of root.querySelectorAll("[data-i18n-placeholder]")) {
+    el.placeholder = t(el.dataset.i18nPlaceholder);
   }
   for (const el of root.querySelectorAll(".lang-toggle")) {
     el.textContent = t("language");

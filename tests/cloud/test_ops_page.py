@@ -203,7 +203,14 @@ def test_a_town_operator_sees_the_town_live_and_a_box_page(
         page.select_option("#command", "identify")
         page.click("#send-command")
         expect(page.locator("#node-commands tbody tr").first).to_contain_text("identify")
+        expect(page.locator("#node-commands tbody tr").first).to_contain_text("pending")
         shot(page, "node-page-en")
+        # In Chinese, the commands and their states are words, not the protocol's names.
+        page.click("header .lang-toggle")
+        expect(page.locator("#command option[value='identify']")).to_have_text("闪灯识别")
+        expect(page.locator("#node-commands tbody tr").first).to_contain_text("闪灯识别")
+        expect(page.locator("#node-commands tbody tr").first).to_contain_text("等待执行")
+        expect(page.locator("#node-facts")).to_contain_text("磁盘空间")
     finally:
         nodes.close()
 
