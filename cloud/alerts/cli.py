@@ -15,8 +15,10 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
@@ -59,11 +61,26 @@ def acknowledge(url: str, token: str, alert_id: str) -> dict[str, Any]:
         return result
 
 
-def line(alert: dict[str, Any]) -> str:
+def county_zone(url: str, token: str) -> ZoneInfo | None:
+    """The county's time zone, as the service names it (/auth/me): the times printed are
+    the county's, as on its screens; None (UTC as sent) when it cannot be had."""
+    request = urllib.request.Request(  # noqa: S310 - `tail` checked the scheme
+        f"{url}/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+            return ZoneInfo(str(json.load(response)["timezone"]))
+    except (OSError, KeyError, ValueError, ZoneInfoNotFoundError):
+        return None
+
+
+def line(alert: dict[str, Any], zone: ZoneInfo | None = None) -> str:
     org = alert["org"]
     place = org.get("grid") or org.get("village") or org.get("town") or org["county"]
+    sent = datetime.fromisoformat(alert["sent_at"])
+    when = sent.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if zone else alert["sent_at"]
     return (
-        f"{alert['sent_at']}  {alert['msg_type']:<6} {alert['severity']:<8} {alert['kind']:<14} "
+        f"{when}  {alert['msg_type']:<6} {alert['severity']:<8} {alert['kind']:<14} "
         f"{place}  {alert['headline_zh']}  case={alert.get('case_id') or '-'}"
     )
 
@@ -80,6 +97,7 @@ async def follow(
 ) -> int:
     """Print alerts until stopped (or `stop_after` of them); returns how many."""
     token = token_source()
+    zone = None if as_json else county_zone(url, token)
     printed = 0
     ws_base = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     async for attempt in AsyncRetrying(
@@ -102,7 +120,9 @@ async def follow(
             async with socket:
                 async for raw in socket:
                     alert = json.loads(raw)["alert"]
-                    typer.echo(json.dumps(alert, ensure_ascii=False) if as_json else line(alert))
+                    typer.echo(
+                        json.dumps(alert, ensure_ascii=False) if as_json else line(alert, zone)
+                    )
                     if ack and alert["msg_type"] == "alert" and alert.get("case_state") == "intake":
                         await _acknowledge(url, token, alert["alert_id"])
                     _remember(state_file, alert["alert_id"])  # after handling: at least once

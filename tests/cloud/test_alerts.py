@@ -9,9 +9,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx2 as httpx
 import pytest
@@ -293,6 +295,18 @@ def test_the_reference_client_resumes_where_it_stopped_and_acknowledges(
     assert (new["kind"], new["msg_type"]) == ("line_crossing", "alert")
     assert (acknowledged["msg_type"], acknowledged["case_state"]) == ("update", "triage")
     assert acknowledged["references"] == [new["alert_id"]]
+
+
+def test_the_reference_client_prints_the_county_time(
+    county: County, service: Service, tmp_path: Path
+) -> None:
+    """Lines a person reads carry the county's clock, as its screens do, not UTC."""
+    headers = {"Authorization": f"Bearer {service.token(county, 'worker')}"}
+    [first] = httpx.get(f"{service.base}/alerts", headers=headers, timeout=10).json()["items"][:1]
+    zone = httpx.get(f"{service.base}/auth/me", headers=headers, timeout=10).json()["timezone"]
+    printed = tail(service, county, tmp_path / "tail.last", "--count", "1").stdout
+    sent = datetime.fromisoformat(first["sent_at"]).astimezone(ZoneInfo(zone))
+    assert printed.startswith(sent.strftime("%Y-%m-%d %H:%M:%S  ")), printed
 
 
 def test_the_reference_client_passes_a_case_someone_else_acknowledged_first(
