@@ -68,13 +68,17 @@ def _forget_dead_postmaster(pgdata: Path) -> None:
     pid_file = pgdata / "postmaster.pid"
     try:
         pid = int(pid_file.read_text().split("\n", 1)[0])
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
-        cmdline = b""
         pid = 0
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
+    except OSError:
+        cmdline = b""
     if pid_file.exists() and not (pid and alive(pid) and b"postgres" in cmdline):
         logger.warning(
-            "PostgreSQL in %s was not stopped (pid %s gone): starting it again", pgdata, pid
+            "PostgreSQL in %s was not stopped (%s): starting it again",
+            pgdata,
+            f"its pid {pid} is not a running PostgreSQL" if pid else "its pid file is unreadable",
         )
         pid_file.unlink(missing_ok=True)
     # The processes using the server, the last of which stops it: one killed never left
