@@ -170,6 +170,8 @@ async def _changes(
             if request.satisfaction is not None:
                 changes["satisfaction"] = detail["satisfaction"] = request.satisfaction
             changes["closed_at"] = now
+            # Why it closed, as every other closing says: the closer's words, or the loop's.
+            changes["close_reason"] = request.reason or "resolved and verified"
         case CaseAction.NOTE:
             if not request.comment and not request.photos:
                 raise BadRequest("comment or photos is required to note")

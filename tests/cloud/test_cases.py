@@ -140,6 +140,7 @@ def test_a_village_camera_event_runs_the_whole_loop(
     assert act(client, town, case_id, action="approve")["state"] == "feedback"
     closed = act(client, town, case_id, action="close", satisfaction=5)
     assert (closed["state"], closed["satisfaction"]) == ("closed", 5)
+    assert closed["close_reason"] == "resolved and verified"
     assert closed["acknowledged_at"] <= closed["dispatched_at"] <= closed["resolved_at"]
 
     detail = client.get(f"/api/v1/cases/{case_id}", headers=town).json()
@@ -606,6 +607,9 @@ def test_a_recheck_that_still_sees_it_holds_closure_until_a_reason(
     assert refused.status_code == 400
     assert "reason" in refused.json()["detail"]
     closed = act(client, town, case_id, action="close", reason="parked legally, checked on site")
-    assert closed["state"] == "closed"
+    assert (closed["state"], closed["close_reason"]) == (
+        "closed",
+        "parked legally, checked on site",
+    )
     detail = client.get(f"/api/v1/cases/{case_id}", headers=town).json()
     assert detail["history"][-1]["detail"]["reason"] == "parked legally, checked on site"
