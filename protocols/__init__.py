@@ -13,6 +13,7 @@ from protocols.config import CameraConfig, ConfigFieldError, ConfigReport, Model
 from protocols.errors import InvalidIdentifier, InvalidPayload, InvalidTopic, ProtocolError
 from protocols.events import DetectionEvent, ModelRef, Reading, Snapshot, Telemetry
 from protocols.health import CameraHealth, NodeHealth, NodeState, OutboxHealth
+from protocols.receipts import Receipt
 from protocols.topics import AlertTopic, Channel, NodeTopic, parse_topic
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "Payload",
     "ProtocolError",
     "Reading",
+    "Receipt",
     "Snapshot",
     "Telemetry",
     "WireModel",

@@ -8,7 +8,7 @@ import re
 from enum import StrEnum
 
 from protocols.catalog import CHANNELS, ChannelSpec, Direction
-from protocols.topics import alerts_filter
+from protocols.topics import Channel, alerts_filter
 
 NODE_PLACEHOLDER = "%u"  # Mosquitto's acl_file substitutes the client's username
 
@@ -36,7 +36,8 @@ def node_acl(node_id: str = NODE_PLACEHOLDER) -> list[tuple[Access, str]]:
 
 
 def cloud_acl() -> list[tuple[Access, str]]:
-    """The cloud as a whole reads every node's reports and writes configs, commands, alerts."""
+    """The cloud as a whole reads every node's reports and writes configs, commands,
+    receipts and alerts."""
     rules = []
     for spec in CHANNELS.values():
         access = Access.READ if spec.direction is Direction.EDGE_TO_CLOUD else Access.WRITE
@@ -52,12 +53,19 @@ def ingest_acl() -> list[tuple[Access, str]]:
     for spec in CHANNELS.values():
         if spec.direction is Direction.EDGE_TO_CLOUD and not spec.retain:
             rules.append((Access.WRITE, _filter_of(spec, "+")))
+    rules.append((Access.WRITE, _filter_of(CHANNELS[Channel.RECEIPTS], "+")))
     return rules
 
 
 def api_acl() -> list[tuple[Access, str]]:
-    """The API writes desired configs, commands and alerts, and reads nothing."""
-    return [(access, topic) for access, topic in cloud_acl() if access is Access.WRITE]
+    """The API writes desired configs, commands and alerts (receipts are ingest's: only
+    what stored an event may say so), and reads nothing."""
+    receipts = _filter_of(CHANNELS[Channel.RECEIPTS], "+")
+    return [
+        (access, topic)
+        for access, topic in cloud_acl()
+        if access is Access.WRITE and topic != receipts
+    ]
 
 
 def app_acl(

@@ -15,6 +15,7 @@ from protocols.commands import CommandRequest, CommandResponse
 from protocols.config import ConfigReport, NodeConfig
 from protocols.events import MAX_SNAPSHOT_BYTES, DetectionEvent, Telemetry
 from protocols.health import NodeHealth, NodeState
+from protocols.receipts import Receipt
 from protocols.topics import MAX_TOPIC_BYTES, Channel
 
 
@@ -130,6 +131,17 @@ CHANNELS: dict[Channel, ChannelSpec] = {
             CommandResponse,
             256 * 1024,
             "The node's answer to a command, with the same request id.",
+        ),
+        ChannelSpec(
+            Channel.RECEIPTS,
+            f"{_NODE}/receipts",
+            Direction.CLOUD_TO_EDGE,
+            1,
+            False,
+            Receipt,
+            64 * 1024,
+            "The events of the node the county has stored: only a receipt lets the node "
+            "forget an event (a PUBACK says only that the broker took it).",
         ),
         ChannelSpec(
             Channel.ALERTS,

@@ -42,6 +42,7 @@ from protocols.enums import (
 from protocols.events import DetectionEvent, ModelRef, Reading, Snapshot, Telemetry
 from protocols.geometry import BBox
 from protocols.health import CameraHealth, InferenceHealth, NodeHealth, NodeState, OutboxHealth
+from protocols.receipts import Receipt
 
 NODE_ID = "qx-tuxi-shuangfeng-01"
 AT = datetime(2026, 11, 25, 8, 30, 0, tzinfo=UTC)
@@ -195,6 +196,8 @@ COMMAND_RESPONSE = CommandResponse(
     responded_at=AT,
 )
 
+RECEIPT = Receipt(node_id=NODE_ID, sent_at=AT, seqs=[(1041, 1187), (1190, 1190)])
+
 ALERT = Alert(
     alert_id=ALERT_ID,
     sent_at=AT,
@@ -226,6 +229,7 @@ EXAMPLES: dict[type[Payload], Payload] = {
         CONFIG_REPORT,
         COMMAND_REQUEST,
         COMMAND_RESPONSE,
+        RECEIPT,
         ALERT,
     )
 }

@@ -162,11 +162,16 @@ def asyncapi_document() -> dict[str, Any]:
             "version": f"{SCHEMA_VERSION}.0.0",
             "description": (
                 "Edge nodes publish state, health, detection events, snapshots and telemetry "
-                "under `gw/v1/nodes/<node_id>/` and read their desired config and commands "
-                "there; grid apps read alerts under `gw/v1/alerts/<county>/<town>/<village>/"
-                "<grid>/<kind>`. Payloads are UTF-8 JSON objects with `schema_version` 1; "
+                "under `gw/v1/nodes/<node_id>/` and read their desired config, commands and "
+                "receipts there; grid apps read alerts under "
+                "`gw/v1/alerts/<county>/<town>/<village>/<grid>/<kind>`. Payloads are UTF-8 "
+                "JSON objects with `schema_version` 1; "
                 "receivers ignore unknown fields, and a breaking change is a new topic "
-                "version (`gw/v2`). Operations are described from the cloud service's side."
+                "version (`gw/v2`). Operations are described from the cloud service's side. "
+                "A PUBACK says only that the broker took a message: a node keeps each event "
+                "until a receipt names its seq and sends it again when none comes. PUBACK "
+                "reason 0x10 (no matching subscribers) means nobody took it: send it again "
+                "later; 0x80 and above, refused: sending it again will not help."
             ),
         },
         "defaultContentType": "application/json",

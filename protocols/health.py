@@ -82,11 +82,22 @@ class InferenceHealth(WireModel):
 
 class OutboxHealth(WireModel):
     depth: int = Field(
-        ge=0, le=_MAX_COUNT, description="Entries not yet acknowledged by the broker."
+        ge=0,
+        le=_MAX_COUNT,
+        description="Entries kept: not yet taken by the broker, or events not yet receipted.",
     )
     oldest_age_s: float | None = Field(default=None, ge=0)
     bytes: int = Field(ge=0, le=_MAX_COUNT)
     budget_bytes: int = Field(ge=0, le=_MAX_COUNT)
+    unreceipted: int = Field(
+        default=0,
+        ge=0,
+        le=_MAX_COUNT,
+        description="Of them, events the broker took that no receipt has named yet.",
+    )
+    unreceipted_oldest_age_s: float | None = Field(
+        default=None, ge=0, description="How long the oldest of those has waited for one."
+    )
 
 
 class DropCounts(WireModel):
@@ -116,3 +127,10 @@ class NodeHealth(Payload):
     dropped: DropCounts = Field(default_factory=DropCounts)
     agent_version: str = Field(max_length=64)
     config_version: int | None = Field(default=None, ge=1)
+    last_seq: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**63 - 1,
+        description="The highest event `seq` the node has given out: events up to it that "
+        "the county lacks are missing, even if the node sends nothing more.",
+    )

@@ -63,6 +63,15 @@ JPEGs. The machine-readable forms are [`asyncapi.json`](asyncapi.json) (AsyncAPI
   is minted at its `observed_at`: the time in the id may differ from it by at most
   {_ID_TOLERANCE_H:g} h (a node that replays old events keeps their ids), and an id the cloud
   holds already is never stored again, whatever the time beside it.
+- **Delivery.** Everything is QoS 1, and a PUBACK says only that the broker took the
+  message: a broker that dies before it saves loses what it acknowledged. A node keeps each
+  event until a message on its `receipts` names the event's `seq` (the county stored it, or
+  holds it to store, or refused it for what it is), and sends it again, unchanged, when no
+  receipt has come within its receipt timeout, then after growing waits. Reason codes of
+  the PUBACK: 0x00, taken; **0x10** (no matching subscribers), taken by nobody: the county's
+  ingest is not subscribed at the moment (it restarts, or the broker just came back): keep
+  the message and send it again a few seconds later; **0x80 and above**, refused (not
+  allowed, too large): sending it again will not help.
 - **Retained** messages are a node's `state` and `config/reported` and the cloud's
   `config/desired`, one per node each. A message published retained on any other topic is
   taken as sent, and its retained copy is removed (the cloud publishes an empty retained

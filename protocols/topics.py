@@ -36,6 +36,7 @@ class Channel(StrEnum):
     CONFIG_REPORTED = "config/reported"
     COMMANDS = "commands"
     RESPONSES = "responses"
+    RECEIPTS = "receipts"
     ALERTS = "alerts"
 
 
@@ -71,6 +72,10 @@ def config_desired_topic(node_id: str) -> str:
 
 def config_reported_topic(node_id: str) -> str:
     return node_topic(node_id, Channel.CONFIG_REPORTED)
+
+
+def receipts_topic(node_id: str) -> str:
+    return node_topic(node_id, Channel.RECEIPTS)
 
 
 def snapshot_topic(node_id: str, event_id: UUID, variant: SnapshotVariant) -> str:
@@ -197,6 +202,7 @@ _FIXED_SUFFIXES = {
     ("telemetry",): Channel.TELEMETRY,
     ("config", "desired"): Channel.CONFIG_DESIRED,
     ("config", "reported"): Channel.CONFIG_REPORTED,
+    ("receipts",): Channel.RECEIPTS,
 }
 
 

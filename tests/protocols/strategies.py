@@ -52,6 +52,7 @@ from protocols.identifiers import (
     SHA256_PATTERN,
     TOKEN_PATTERN,
 )
+from protocols.receipts import Receipt
 
 node_ids = st.from_regex(NODE_ID_PATTERN, fullmatch=True)
 camera_ids = st.from_regex(CAMERA_ID_PATTERN, fullmatch=True)
@@ -394,6 +395,15 @@ command_responses = st.builds(
 )
 
 
+seq_ranges = st.tuples(counts, counts).map(lambda r: (min(r), max(r)))
+receipts = st.builds(
+    Receipt,
+    node_id=node_ids,
+    sent_at=any_times,
+    seqs=st.lists(seq_ranges, min_size=1, max_size=8),
+)
+
+
 @st.composite
 def org_paths(draw: st.DrawFn) -> OrgPath:
     depth = draw(st.integers(0, 3))
@@ -439,5 +449,6 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     ConfigReport: config_reports,
     CommandRequest: command_requests(),
     CommandResponse: command_responses,
+    Receipt: receipts,
     Alert: alerts(),
 }
