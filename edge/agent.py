@@ -28,7 +28,14 @@ from edge.outbox import Message, Outbox, Priority
 from edge.pipeline import CameraPipeline, wall_clock
 from edge.publisher import Publisher
 from edge.settings import EdgeSettings
-from protocols import CommandRequest, InvalidPayload, InvalidTopic, NodeConfig, decode_message
+from protocols import (
+    CommandRequest,
+    InvalidPayload,
+    InvalidTopic,
+    NodeConfig,
+    Receipt,
+    decode_message,
+)
 from protocols import encode as encode_message
 from protocols.config import CameraConfig, ModelSpec, PublishSettings
 from protocols.enums import EventKind, Severity
@@ -40,6 +47,7 @@ from protocols.topics import (
     events_topic,
     health_topic,
     node_commands_filter,
+    receipts_topic,
     snapshot_topic,
 )
 
@@ -58,6 +66,7 @@ def event_messages(node_id: str, emitted: EmittedEvent) -> list[Message]:
             events_topic(node_id),
             encode_message(event),
             Priority.ALERT if urgent else Priority.EVENT,
+            seq=event.seq,
         )
     ]
     messages += [
@@ -75,14 +84,20 @@ class Agent:
         self.publish_settings = PublishSettings()
         self.timezone = ZoneInfo("Asia/Shanghai")
         self.outbox = Outbox(
-            settings.outbox_path, budget_bytes=self.publish_settings.outbox_budget_mb * MB
+            settings.outbox_path,
+            budget_bytes=self.publish_settings.outbox_budget_mb * MB,
+            receipt_timeout_s=settings.receipt_timeout_s,
         )
         self.analyzer = Analyzer(self._sink, workers=settings.workers)
         self.link = Link(
             settings,
             boot_id=self.boot_id,
             on_published=self._on_published,
-            subscriptions=[config_desired_topic(self.node_id), node_commands_filter(self.node_id)],
+            subscriptions=[
+                config_desired_topic(self.node_id),
+                node_commands_filter(self.node_id),
+                receipts_topic(self.node_id),
+            ],
         )
         self.publisher = Publisher(self.outbox, self.link)
         self.config_manager = ConfigManager(
@@ -197,6 +212,12 @@ class Agent:
             self.config_manager.handle_desired(payload)
         elif parts.channel is Channel.COMMANDS and isinstance(message, CommandRequest):
             self.send(self.commands.respond(self.commands.handle(message)))
+        elif (
+            parts.channel is Channel.RECEIPTS
+            and isinstance(message, Receipt)
+            and message.node_id == self.node_id
+        ):
+            self.outbox.receipted(message.seqs)
 
     # ---- running ------------------------------------------------------------------------
 

@@ -134,6 +134,8 @@ class HealthReporter:
                 oldest_age_s=stats.oldest_age_s,
                 bytes=stats.bytes,
                 budget_bytes=stats.budget_bytes,
+                unreceipted=stats.unreceipted,
+                unreceipted_oldest_age_s=stats.unreceipted_oldest_age_s,
             ),
             dropped=DropCounts(
                 events=stats.dropped_events,
@@ -143,6 +145,7 @@ class HealthReporter:
             ),
             agent_version=AGENT_VERSION,
             config_version=self.config_version(),
+            last_seq=self.outbox.last_seq(),
         )
 
 
@@ -168,6 +171,11 @@ class HealthCollector:
         yield gauge("temperature_celsius", "Hottest sensor.", health.temperature_c)
         yield gauge("outbox_depth", "Entries awaiting the broker.", health.outbox.depth)
         yield gauge("outbox_bytes", "Outbox size.", health.outbox.bytes)
+        yield gauge(
+            "outbox_unreceipted",
+            "Events the broker took that no county receipt has named yet.",
+            health.outbox.unreceipted,
+        )
         yield gauge(
             "outbox_oldest_age_seconds", "Age of the oldest entry.", health.outbox.oldest_age_s
         )

@@ -1,7 +1,10 @@
-"""The durable outbox: every message a node sends is written here first, and deleted only
-after the broker's PUBACK for it. SQLite in WAL mode with synchronous=FULL, so a write
-that `add` returned from survives a power cut; a disk budget drops health, then snapshots,
-then events, oldest first, and counts every drop."""
+"""The durable outbox: every message a node sends is written here first. An event (one
+with a `seq`) is deleted only when the county's receipt names it: the broker's PUBACK only
+marks it sent, and one sent and not receipted is sent again after `receipt_timeout_s`,
+then after doubling waits (a broker that died before saving lost it; the county stores it
+once). Other messages go at the broker's PUBACK. SQLite in WAL mode with synchronous=FULL,
+so a write that `add` returned from survives a power cut; a disk budget drops health, then
+snapshots, then events, oldest first, and counts every drop."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -58,6 +61,21 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_drain ON entries (priority, id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# Receipts (added to outboxes made before them): an event's seq; when the broker took it
+# (NULL: not yet), how often, and when to send it again if no receipt names it.
+_RECEIPT_COLUMNS = {
+    "seq": "INTEGER",
+    "sent_at": "REAL",
+    "sends": "INTEGER NOT NULL DEFAULT 0",
+    "resend_at": "REAL",
+}
+_RECEIPT_INDEXES = """
+CREATE INDEX IF NOT EXISTS entries_unsent ON entries (priority, id) WHERE sent_at IS NULL;
+CREATE INDEX IF NOT EXISTS entries_resend ON entries (resend_at) WHERE sent_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entries_seq ON entries (seq) WHERE seq IS NOT NULL;
+"""
+# The longest wait between sends of an event no receipt names.
+MAX_RESEND_WAIT_S = 3600.0
 # Row overhead beyond topic and payload, for the budget (SQLite record and index entry).
 _ROW_OVERHEAD = 64
 
@@ -69,6 +87,7 @@ class Message:
     priority: Priority
     qos: int = 1
     retain: bool = False
+    seq: int | None = None  # an event's: kept until a receipt names it
 
 
 @dataclass(frozen=True)
@@ -79,13 +98,14 @@ class Entry:
     qos: int
     retain: bool
     priority: Priority
+    seq: int | None = None
 
 
 @dataclass
 class _Ticket:
     """One caller's rows waiting for a (shared) commit."""
 
-    rows: list[tuple[int, str, bytes, int, int]]
+    rows: list[tuple[int, str, bytes, int, int, int | None]]
     done: bool = False
     error: Exception | None = None
 
@@ -99,16 +119,28 @@ class OutboxStats:
     dropped_events: int
     dropped_snapshots: int
     dropped_health: int
+    unreceipted: int = 0  # sent, and no receipt yet
+    unreceipted_oldest_age_s: float | None = None
+    unsent: int = 0
 
 
 class Outbox:
     """Thread-safe. One connection writes (add, budget); deletes of acknowledged entries go
     through the same connection in small transactions."""
 
-    def __init__(self, path: Path, *, budget_bytes: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        budget_bytes: int,
+        receipt_timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
         self.path = path
         self.budget_bytes = budget_bytes
+        self.receipt_timeout_s = receipt_timeout_s
         self._lock = threading.Lock()  # the write lock: one transaction at a time
         self._queue_lock = threading.Lock()
         self._queue: list[_Ticket] = []
@@ -118,6 +150,11 @@ class Outbox:
         # in a power cut, which on a village box is the common way to stop).
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(entries)")}
+        for column, kind in _RECEIPT_COLUMNS.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE entries ADD COLUMN {column} {kind}")
+        self._db.executescript(_RECEIPT_INDEXES)
         self._bytes = self._db.execute(
             "SELECT COALESCE(SUM(length(topic) + length(payload)), 0) + COUNT(*) * ? FROM entries",
             (_ROW_OVERHEAD,),
@@ -145,13 +182,18 @@ class Outbox:
             self._seq += 1
             return value
 
+    def last_seq(self) -> int | None:
+        """The highest seq given out, None before the first."""
+        with self._lock:
+            return self._seq - 1 if self._seq > 0 else None
+
     # ---- writing ---------------------------------------------------------------------
 
     def add(self, messages: Iterable[Message]) -> None:
         """Store messages durably, making room within the budget; returns once they are on
         disk. Concurrent callers share one commit (group commit): whoever holds the write
         lock commits everything queued so far, its own and the others'."""
-        rows = [(m.priority, m.topic, m.payload, m.qos, int(m.retain)) for m in messages]
+        rows = [(m.priority, m.topic, m.payload, m.qos, int(m.retain), m.seq) for m in messages]
         if not rows:
             return
         ticket = _Ticket(rows)
@@ -168,14 +210,14 @@ class Outbox:
     def _commit(self, batch: list[_Ticket]) -> None:
         rows = [row for ticket in batch for row in ticket.rows]
         size = sum(len(r[1]) + len(r[2]) + _ROW_OVERHEAD for r in rows)
-        now = time.time()
+        now = self.clock()
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._make_room(size)
                 self._db.executemany(
-                    "INSERT INTO entries (priority, topic, payload, qos, retain, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO entries (priority, topic, payload, qos, retain, seq, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(*r, now) for r in rows],
                 )
                 self._db.execute(
@@ -227,52 +269,98 @@ class Outbox:
     # ---- draining --------------------------------------------------------------------
 
     def pending(self, limit: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[Entry]:
-        """The next entries to send, by priority then age, skipping those in flight."""
+        """The next entries to send, skipping those in flight: events whose receipt is
+        overdue first (the oldest sent), then what was never sent, by priority then age."""
+        columns = "id, topic, payload, qos, retain, priority, seq"
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, topic, payload, qos, retain, priority FROM entries "
+                f"SELECT {columns} FROM entries WHERE sent_at IS NOT NULL "  # noqa: S608
+                "AND resend_at <= ? ORDER BY resend_at LIMIT ?",
+                (self.clock(), limit + len(exclude)),
+            ).fetchall()
+            rows += self._db.execute(
+                f"SELECT {columns} FROM entries WHERE sent_at IS NULL "  # noqa: S608
                 "ORDER BY priority, id LIMIT ?",
                 (limit + len(exclude),),
             ).fetchall()
         return [
-            Entry(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), Priority(r[5]))
+            Entry(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), Priority(r[5]), r[6])
             for r in rows
             if r[0] not in exclude
         ][:limit]
 
     def remove(self, ids: Iterable[int]) -> None:
-        """Delete entries the broker acknowledged."""
+        """Delete entries the broker acknowledged (not events: see `mark_sent`)."""
+        keys = [(i,) for i in ids]
+        if keys:
+            self._delete("id = ?", keys)
+
+    def mark_sent(self, ids: Iterable[int]) -> None:
+        """Events the broker acknowledged: kept until a receipt names them, and sent again
+        if none has by their time (`receipt_timeout_s`, doubling with each send)."""
         keys = [(i,) for i in ids]
         if not keys:
             return
+        now = self.clock()
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")  # see _delete
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "UPDATE entries SET sent_at = coalesce(sent_at, ?), sends = sends + 1, "
+                "resend_at = ? + min(?, ? * (1 << min(sends, 16))) WHERE id = ?",
+                [(now, now, MAX_RESEND_WAIT_S, self.receipt_timeout_s, k[0]) for k in keys],
+            )
+            self._db.execute("COMMIT")
+            self._db.execute("PRAGMA synchronous=FULL")
+
+    def receipted(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Forget the events a receipt names (seq ranges, inclusive); returns how many."""
+        keys = [(first, last) for first, last in ranges]
+        if not keys:
+            return 0
+        return self._delete("seq BETWEEN ? AND ?", keys)
+
+    def _delete(self, condition: str, keys: Sequence[tuple[int, ...]]) -> int:
         with self._lock:
             # A lost delete only sends an entry twice (ids make that harmless): deletes need
             # no fsync of their own; the next FULL commit makes them durable too.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
-            freed = self._db.execute(
-                f"SELECT COALESCE(SUM(length(topic) + length(payload)), 0), COUNT(*) "  # noqa: S608
-                f"FROM entries WHERE id IN ({','.join('?' * len(keys))})",
-                [k[0] for k in keys],
-            ).fetchone()
-            self._db.executemany("DELETE FROM entries WHERE id = ?", keys)
+            size = count = 0
+            for key in keys:
+                freed = self._db.execute(
+                    "SELECT COALESCE(SUM(length(topic) + length(payload)), 0), COUNT(*) "  # noqa: S608
+                    f"FROM entries WHERE {condition}",
+                    key,
+                ).fetchone()
+                size += freed[0]
+                count += freed[1]
+            self._db.executemany(f"DELETE FROM entries WHERE {condition}", keys)  # noqa: S608
             self._db.execute("COMMIT")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._bytes -= freed[0] + freed[1] * _ROW_OVERHEAD
+            self._bytes -= size + count * _ROW_OVERHEAD
+            return int(count)
 
     def stats(self) -> OutboxStats:
         with self._lock:
-            depth, oldest = self._db.execute(
-                "SELECT COUNT(*), MIN(created_at) FROM entries"
+            depth, oldest, unreceipted, oldest_sent = self._db.execute(
+                "SELECT COUNT(*), MIN(created_at), COUNT(sent_at), "
+                "MIN(created_at) FILTER (WHERE sent_at IS NOT NULL) FROM entries"
             ).fetchone()
+            now = self.clock()
             return OutboxStats(
                 depth=depth,
                 bytes=self._bytes,
-                oldest_age_s=None if oldest is None else max(0.0, time.time() - oldest),
+                oldest_age_s=None if oldest is None else max(0.0, now - oldest),
                 budget_bytes=self.budget_bytes,
                 dropped_events=self.counter("dropped_events"),
                 dropped_snapshots=self.counter("dropped_snapshots"),
                 dropped_health=self.counter("dropped_health"),
+                unreceipted=unreceipted,
+                unreceipted_oldest_age_s=None
+                if oldest_sent is None
+                else max(0.0, now - oldest_sent),
+                unsent=depth - unreceipted,
             )
 
     def close(self) -> None:

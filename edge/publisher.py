@@ -1,5 +1,6 @@
-"""Drains the outbox over the link: a window of messages in flight, each deleted from the
-outbox only after the broker's PUBACK."""
+"""Drains the outbox over the link: a window of messages in flight. At the broker's PUBACK
+an event is marked sent (its receipt deletes it, see edge/outbox.py) and anything else is
+deleted."""
 
 from __future__ import annotations
 
@@ -35,11 +36,13 @@ class Publisher:
         self.sent = 0
         self.acked = 0
         self.refused = 0
-        self._inflight: dict[int, tuple[int, bool, float]] = {}  # mid -> (id, retain, at)
+        # mid -> (entry id, retain, handed at, kept for a receipt)
+        self._inflight: dict[int, tuple[int, bool, float, bool]] = {}
         self._paused_until = 0.0  # nobody subscribed: wait before trying again
         self.unheard = 0
         self._acks: queue.Queue[tuple[int, int]] = queue.Queue()
         self._done: list[int] = []  # acknowledged, not yet deleted from the outbox
+        self._sent: list[int] = []  # events acknowledged, not yet marked sent
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
@@ -62,10 +65,16 @@ class Publisher:
         self._thread.join(5)
 
     def idle(self) -> bool:
-        return not self._inflight and not self._done and self.outbox.stats().depth == 0
+        return (
+            not self._inflight
+            and not self._done
+            and not self._sent
+            and self.outbox.stats().unsent == 0
+        )
 
     def flush(self, timeout_s: float) -> bool:
-        """Wait (bounded) until everything stored has been acknowledged."""
+        """Wait (bounded) until the broker has taken everything stored (events awaiting
+        their receipt stay in the outbox, and are sent again after a restart if need be)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.idle():
@@ -91,7 +100,7 @@ class Publisher:
             entry = self._inflight.pop(mid, None)
             if entry is None:
                 continue
-            entry_id, retain, _ = entry
+            entry_id, retain, _, kept = entry
             if reason == NO_MATCHING_SUBSCRIBERS and not retain:
                 # The broker took it but nobody subscribes: the cloud's ingest is away (or,
                 # after a broker restart, not subscribed again yet). Keep it and retry.
@@ -109,18 +118,22 @@ class Publisher:
                 logger.error(
                     "broker refused an outbox entry id=%d reason=%d; dropped", entry_id, reason
                 )
-            self._done.append(entry_id)
-        # Delete in batches: one transaction per acknowledged message caps the drain.
-        if self._done and (len(self._done) >= self.window // 2 or not self._inflight):
+                self._done.append(entry_id)
+            else:
+                (self._sent if kept else self._done).append(entry_id)
+        # In batches: one transaction per acknowledged message caps the drain.
+        waiting = len(self._done) + len(self._sent)
+        if waiting and (waiting >= self.window // 2 or not self._inflight):
             self.outbox.remove(self._done)
-            self.acked += len(self._done)
-            self._done = []
+            self.outbox.mark_sent(self._sent)
+            self.acked += waiting
+            self._done, self._sent = [], []
 
     def _send(self) -> int:
         if not self.link.connected.is_set() or time.monotonic() < self._paused_until:
             return 0
         now = time.monotonic()
-        for mid, (_, _, handed) in list(self._inflight.items()):
+        for mid, (_, _, handed, _) in list(self._inflight.items()):
             if now - handed > RESEND_AFTER_S:
                 del self._inflight[mid]  # lost with a broker session: send it again
         room = self.window - len(self._inflight)
@@ -129,7 +142,11 @@ class Publisher:
             # entries instead of one (one transaction per message capped drains at ~7k/s).
             return 0
         # In flight, or acknowledged and waiting for the batched delete: not to send again.
-        busy = {entry_id for entry_id, _, _ in self._inflight.values()} | set(self._done)
+        busy = (
+            {entry_id for entry_id, _, _, _ in self._inflight.values()}
+            | set(self._done)
+            | set(self._sent)
+        )
         entries = self.outbox.pending(room, exclude=busy)
         sent = 0
         handed_bytes = 0
@@ -143,7 +160,7 @@ class Publisher:
             if entry.qos == 0:
                 self.outbox.remove([entry.id])
             else:
-                self._inflight[mid] = (entry.id, entry.retain, now)
+                self._inflight[mid] = (entry.id, entry.retain, now, entry.seq is not None)
 
             sent += 1
         self.sent += sent

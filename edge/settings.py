@@ -51,6 +51,11 @@ class EdgeSettings(BaseSettings):
     session_expiry_s: Annotated[int, Field(ge=0)] = 7 * 86_400
     workers: Annotated[int, Field(ge=1, le=64)] | None = None
     shutdown_flush_s: Annotated[float, Field(ge=0, le=60)] = 5.0
+    receipt_timeout_s: Annotated[float, Field(ge=0.5, le=3600)] = Field(
+        default=60.0,
+        description="An event the broker took and no county receipt has named this long "
+        "after is sent again (then after doubling waits, up to an hour).",
+    )
 
     @field_validator("broker_url")
     @classmethod

@@ -22,6 +22,7 @@ from protocols import (
 )
 from protocols.base import utc_now
 from protocols.enums import ConfigStatus, NodeStatus, ReplyStatus, StateReason, StreamStatus
+from protocols.receipts import Receipt, seq_ranges
 from protocols.topics import (
     command_topic,
     config_desired_topic,
@@ -29,6 +30,7 @@ from protocols.topics import (
     events_topic,
     health_topic,
     node_filter,
+    receipts_topic,
     response_topic,
     state_topic,
 )
@@ -41,7 +43,8 @@ from tests.support.ports import wait_until
 
 
 class Cloud:
-    """The cloud's side of the broker for one node: everything the node publishes."""
+    """The cloud's side of the broker for one node: everything the node publishes, and a
+    receipt for the events it keeps, as the county's ingest sends once they are stored."""
 
     def __init__(
         self,
@@ -59,7 +62,9 @@ class Cloud:
         self.other: list[Received] = []
 
     def pump(self, timeout_s: float = 0.2) -> None:
-        """Take what arrived; events are kept by id, as the cloud stores them."""
+        """Take what arrived; events are kept by id, as the cloud stores them, and
+        receipted."""
+        stored: list[int] = []
         try:
             while True:
                 message = self.probe.expect(timeout_s=timeout_s)
@@ -67,11 +72,15 @@ class Cloud:
                     event = decode(DetectionEvent, message.payload)
                     self.events[event.event_id] = event
                     self.deliveries += 1
-                else:
+                    stored.append(event.seq)
+                elif message.topic != receipts_topic(self.node_id):
                     self.other.append(message)
                 timeout_s = 0.0
         except TimeoutError:
-            return
+            pass
+        if stored:
+            receipt = Receipt(node_id=self.node_id, sent_at=utc_now(), seqs=seq_ranges(stored))
+            self.probe.publish(receipts_topic(self.node_id), encode(receipt))
 
     def wait_events(self, count: int, timeout_s: float) -> None:
         def enough() -> bool:
@@ -130,7 +139,12 @@ def test_broker_outage_loses_nothing_and_duplicates_nothing(
             "events waiting in the outbox while the broker is away",
         )
         durable_broker.start()  # ... and comes back
-        wait_until(lambda: agent.outbox_depth() == 0, 60, "the outbox drained")
+
+        def drained() -> bool:
+            cloud.pump()
+            return agent.outbox_depth() == 0
+
+        wait_until(drained, 60, "the outbox drained: every event receipted")
         assert agent.stop() == 0
     finally:
         agent.kill()
@@ -158,7 +172,7 @@ def test_kill_9_mid_stream_loses_nothing_acknowledged(
     finally:
         agent.kill()
     generated = agent.events_generated()
-    assert agent.outbox_depth() == 0
+    assert agent.outbox_unsent() == 0
     cloud.wait_events(generated, 30)
     assert_complete(cloud, generated)
     # Restarted agents announce themselves with a new boot id, so restarts are visible.

@@ -47,6 +47,70 @@ def test_drains_by_priority_then_age(tmp_path: Path) -> None:
     assert outbox.stats().depth == 4
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_event_waits_for_its_receipt_and_is_sent_again_without_one(tmp_path: Path) -> None:
+    """The broker's PUBACK marks an event sent; only a receipt deletes it. Unreceipted, it
+    is handed out again after the timeout, then after doubling waits."""
+    clock = Clock()
+    outbox = Outbox(tmp_path / "o.db", budget_bytes=1 << 20, receipt_timeout_s=60, clock=clock)
+    outbox.add(
+        [
+            Message("t/event", b"e0", Priority.EVENT, seq=0),
+            Message("t/event", b"e1", Priority.EVENT, seq=1),
+            Message("t/health", b"h", Priority.HEALTH),
+        ]
+    )
+    sent = outbox.pending(10)
+    outbox.mark_sent([e.id for e in sent if e.seq is not None])
+    outbox.remove([e.id for e in sent if e.seq is None])
+    stats = outbox.stats()
+    assert (stats.depth, stats.unreceipted, stats.unsent) == (2, 2, 0)
+    assert outbox.pending(10) == []
+
+    clock.now += 61  # no receipt came: both go again, and wait twice as long next time
+    assert [e.seq for e in outbox.pending(10)] == [0, 1]
+    outbox.mark_sent([e.id for e in outbox.pending(10)])
+    clock.now += 61
+    assert outbox.pending(10) == []
+    clock.now += 60
+    assert [e.seq for e in outbox.pending(10)] == [0, 1]
+
+    before = outbox.stats().bytes
+    assert outbox.receipted([(0, 0), (5, 9)]) == 1
+    assert [e.seq for e in outbox.pending(10)] == [1]
+    assert outbox.stats().bytes < before
+    assert outbox.receipted([(1, 1)]) == 1
+    assert outbox.stats().depth == 0
+    assert outbox.stats().bytes == 0
+
+
+def test_an_outbox_from_before_receipts_keeps_its_entries(tmp_path: Path) -> None:
+    """A box upgraded with messages waiting: its outbox gains the receipt columns and
+    sends what it holds."""
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "o.db")
+    db.executescript(
+        "CREATE TABLE entries (id INTEGER PRIMARY KEY AUTOINCREMENT, priority INTEGER NOT NULL, "
+        "topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL, "
+        "retain INTEGER NOT NULL, created_at REAL NOT NULL);"
+        "INSERT INTO entries (priority, topic, payload, qos, retain, created_at) "
+        "VALUES (2, 't/event', x'7b7d', 1, 0, 1.0);"
+    )
+    db.commit()
+    db.close()
+    outbox = Outbox(tmp_path / "o.db", budget_bytes=1 << 20)
+    [entry] = outbox.pending(10)
+    assert (entry.payload, entry.seq) == (b"{}", None)
+
+
 def test_sequence_numbers_grow_across_restarts(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "o.db", budget_bytes=1 << 20)
     seqs = [outbox.next_seq() for _ in range(3)]

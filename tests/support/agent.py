@@ -77,3 +77,11 @@ class AgentProcess(GridwatchProcess):
     def outbox_depth(self) -> int:
         with sqlite3.connect(self.data_dir / "outbox.sqlite3") as db:
             return int(db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    def outbox_unsent(self) -> int:
+        """Entries the broker has not taken yet (events it took wait for their receipt)."""
+        with sqlite3.connect(self.data_dir / "outbox.sqlite3") as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
+            # An agent from before receipts keeps nothing the broker took.
+            where = " WHERE sent_at IS NULL" if "sent_at" in columns else ""
+            return int(db.execute(f"SELECT COUNT(*) FROM entries{where}").fetchone()[0])  # noqa: S608
