@@ -103,6 +103,12 @@ BROKER_REFUSED = Counter(
     "above: it delivers them to nobody), by channel and reason. They stay unpublished.",
     ["channel", "reason"],
 )
+INGEST_RECEIPTS = Counter(
+    "gridwatch_ingest_receipts_total",
+    "Receipts ingest sent boxes, by the broker's answer: sent, unheard (the box is not "
+    "subscribed: an agent without receipts, or its session gone) or refused.",
+    ["outcome"],
+)
 INGEST_SUBSCRIBED = Gauge(
     "gridwatch_ingest_subscribed",
     "1 while this process's ingest holds every subscription it asked for; 0 while it is "

@@ -11,7 +11,8 @@ and one write of every acknowledgement of a batch. Ingest now spends 18–22 µs
 draining a backlog, about 6 of them here (a third of its samples, in this thread).
 
 One thread does all socket I/O (an SSL object must not be read and written by two threads
-at once); `ack` queues the acknowledgements and wakes it.
+at once); `ack` queues the acknowledgements and `publish` the receipts (cloud.ingest.
+receipts, QoS 1 within the broker's Receive Maximum), and both wake it.
 
 A connection counts as up only once the broker granted every subscription: a refused one
 (SUBACK 0x80 or above, e.g. an account without the ingest role) is logged, the subscriber
@@ -28,6 +29,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +38,7 @@ from typing import TypeVar
 import mqtt5
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
-from cloud.metrics import INGEST_RETAINED_CLEARED, INGEST_SUBSCRIBED
+from cloud.metrics import INGEST_RECEIPTS, INGEST_RETAINED_CLEARED, INGEST_SUBSCRIBED
 from cloud.mqtt import FailureLog, broker_address
 from cloud.settings import CloudSettings
 from protocols.topics import may_be_retained
@@ -48,6 +50,10 @@ _P = TypeVar("_P", bound=mqtt5.Packet)
 CONNECT_TIMEOUT_S = 10.0
 READ_SIZE = 256 * 1024
 IDLE_AFTER_LOSS_S = 1.0  # a session taken over again and again reconnects once a second
+# Receipts waiting for room in the broker's Receive Maximum: beyond this many the oldest
+# go (their boxes send those events again, and they are receipted then).
+MAX_WAITING_PUBLISHES = 100_000
+NO_MATCHING_SUBSCRIBERS = 0x10
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +69,18 @@ class Received:
     received_at: datetime
     connection: int = 0
     duplicate: bool = False
-    # Bytes of MQTT 5 user properties that came with it: nothing here reads them, but they
-    # cost the broker and ingest all the same (a box's share counts them).
+    # Bytes of MQTT 5 properties that came with it (user properties, correlation data,
+    # response topic, content type): nothing here reads them, but they cost the broker
+    # and ingest all the same (a box's share counts them).
     extra_bytes: int = 0
+
+
+def _property_bytes(packet: mqtt5.PublishPacket) -> int:
+    size = len(packet.correlation_data or b"") + len(packet.response_topic or "")
+    size += len(packet.content_type or "")
+    if packet.user_properties:
+        size += sum(len(k) + len(v) for k, v in packet.user_properties)
+    return size
 
 
 class ConnectionLost(Exception):
@@ -182,6 +197,13 @@ class Subscriber:
         self._lock = threading.Lock()  # guards the connection number and the outgoing acks
         self._connection = 0
         self._outgoing: list[bytes] = []
+        # Our own QoS 1 publishes: waiting, and in flight by packet id (the broker's
+        # Receive Maximum bounds those; ids 1 is the SUBSCRIBE's).
+        self._to_publish: deque[tuple[str, bytes]] = deque(maxlen=MAX_WAITING_PUBLISHES)
+        self._publishing: dict[int, str] = {}
+        self._next_packet_id = 2
+        self._send_max = 65_535
+        self._refusals: set[str] = set()
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_read.setblocking(False)
         self._wake_write.setblocking(False)
@@ -232,6 +254,61 @@ class Subscriber:
         if packets:
             self._wake()
         return len(packets)
+
+    def publish(self, messages: list[tuple[str, bytes]]) -> None:
+        """Send (topic, payload) messages at QoS 1, in order, as the broker has room; a
+        refusal is logged and counted (`gridwatch_ingest_receipts_total`), not retried."""
+        if not messages:
+            return
+        with self._lock:
+            self._to_publish.extend(messages)
+        self._wake()
+
+    def _publishes(self) -> list[bytes]:
+        """PUBLISH packets for what waits, within the broker's Receive Maximum. Under the
+        lock."""
+        packets = []
+        while self._to_publish and len(self._publishing) < self._send_max:
+            topic, payload = self._to_publish.popleft()
+            packet_id = self._free_packet_id()
+            self._publishing[packet_id] = topic
+            packets.append(
+                mqtt5.PublishPacket(
+                    topic, payload, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=packet_id
+                ).write()
+            )
+        return packets
+
+    def _free_packet_id(self) -> int:
+        """The next packet id not in flight (2..65535; `_send_max` keeps some free)."""
+        while True:
+            packet_id = self._next_packet_id
+            self._next_packet_id = 2 if packet_id >= 65_535 else packet_id + 1
+            if packet_id not in self._publishing:
+                return packet_id
+
+    def _published(self, packet: mqtt5.PubAckPacket) -> None:
+        """The broker's answer to one of our publishes."""
+        with self._lock:
+            topic = self._publishing.pop(packet.packet_id, None)
+        if topic is None:
+            return
+        code = int(packet.reason_code.value)
+        if code < 0x80:
+            INGEST_RECEIPTS.labels("unheard" if code == NO_MATCHING_SUBSCRIBERS else "sent").inc()
+            if self._to_publish:
+                self._wake()
+            return
+        INGEST_RECEIPTS.labels("refused").inc()
+        reason = packet.reason_code.name
+        if reason not in self._refusals:  # once per reason: one per box would flood the log
+            self._refusals.add(reason)
+            logger.error(
+                "the broker refused ingest's receipt on %s: %s (the account needs write on "
+                "gw/v1/nodes/+/receipts; boxes send their events again meanwhile)",
+                topic,
+                reason,
+            )
 
     def pause(self) -> None:
         """Stop reading messages (keep-alive goes on): the caller has enough waiting."""
@@ -338,6 +415,10 @@ class Subscriber:
             with self._lock:
                 self._connection += 1
                 self._outgoing.clear()  # acks of the last connection name nothing here
+                # Receipts in flight on the last connection are not sent again: their
+                # boxes send those events again, and they are receipted then.
+                self._publishing.clear()
+                self._send_max = min(connack.receive_max or 65_535, 65_000)
             if self.leaving:
                 # The broker stops giving this session a share of the stream; what it
                 # queued for the session before still comes.
@@ -429,6 +510,8 @@ class Subscriber:
         while not self._stopping.is_set():
             with self._lock:
                 outgoing, self._outgoing = self._outgoing, []
+                if self._to_publish:
+                    outgoing += self._publishes()
             if outgoing:
                 sock.sendall(b"".join(outgoing))
                 last_sent = time.monotonic()
@@ -487,11 +570,11 @@ class Subscriber:
                     datetime.now(UTC),
                     connection,
                     packet.duplicate,
-                    sum(len(k) + len(v) for k, v in packet.user_properties)
-                    if packet.user_properties
-                    else 0,
+                    _property_bytes(packet),
                 )
             )
+        elif isinstance(packet, mqtt5.PubAckPacket):
+            self._published(packet)
         elif isinstance(packet, mqtt5.PingRespPacket):
             self.pings_answered += 1
             return True
@@ -526,6 +609,7 @@ class Subscriber:
         when leaving, it ends with this connection (session expiry 0)."""
         with self._lock:
             outgoing, self._outgoing = self._outgoing, []
+            outgoing += self._publishes()
         goodbye = (
             mqtt5.DisconnectPacket(session_expiry_interval=0)
             if self.leaving

@@ -36,6 +36,7 @@ from cloud.ingest.deferred import (
     units_by_box,
 )
 from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
+from cloud.ingest.receipts import Receipts, flooded_payloads, settled
 from cloud.ingest.snapshot_uploads import Quota, report_dropped
 from cloud.ingest.subscriber import Received, Subscriber
 from cloud.ingest.suspend import Guard, Limit, by_sender, suspend
@@ -162,6 +163,8 @@ class IngestWorker:
             settings.ingest_suspend_s,
         )
         self.refused: list[str] = []  # topics dropped before decoding, for the guard
+        self.receipts = Receipts()
+        self._flooded: set[int] = set()  # payloads the parking refused, see receipts
         self.pending: deque[Received] = deque()
         self.max_pending = RECEIVE_BATCHES * settings.ingest_batch_max
         # Bytes as well as messages: 5,000 forged 250 KB answers made a 1.25 GB batch that
@@ -220,6 +223,8 @@ class IngestWorker:
                     decoded = self._store(*decoded)
                 elif self.leaving and self._left():
                     break
+                if self.receipts.due():
+                    self.subscriber.publish(self.receipts.take())
                 # Parked messages when nothing waits, and once a second whatever waits.
                 idle = decoded is None and not self.pending
                 if self.parked and (idle or time.monotonic() >= next_take_up):
@@ -235,6 +240,7 @@ class IngestWorker:
                     next_maintenance = time.monotonic() + MAINTAIN_EVERY_S
                     self._with_database(self._maintain)
         finally:
+            self.subscriber.publish(self.receipts.take())  # sent with the last acks
             self.subscriber.stop()
             self.answers.close()
             if self._conn is not None:
@@ -439,6 +445,8 @@ class IngestWorker:
     def _acknowledge(self, messages: list[Received], batch: Batch) -> None:
         self.subscriber.ack(messages)  # only now: the batch is committed
         self.acked += len(messages)
+        self.receipts.add(settled(messages, batch, self._flooded))
+        self._flooded = set()
 
     def _store_singly(self, messages: list[Received]) -> None:
         for message in messages:
@@ -469,6 +477,7 @@ class IngestWorker:
         """The rest of a batch in its transaction, and the process's progress row."""
         now = datetime.now(UTC)
         result = self.writer.finish(conn, batch, moving)
+        self._flooded |= flooded_payloads(result.dead)
         self._count_day(result.day_units)
         self._guard(conn, [letter.topic for letter in result.dead], batch.deferred)
         report_dropped(result.snapshots_dropped)

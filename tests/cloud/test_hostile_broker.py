@@ -26,6 +26,8 @@ from cloud.ingest.subscriber import Subscriber
 from cloud.ingest.worker import subscriptions
 from cloud.org_files import read_rows
 from cloud.settings import CloudSettings
+from protocols import Receipt, decode, encode
+from protocols.base import utc_now
 from protocols.catalog import max_packet_bytes
 from protocols.enums import SnapshotVariant
 from protocols.events import MAX_SNAPSHOT_BYTES
@@ -40,6 +42,7 @@ from protocols.topics import (
     node_commands_filter,
     node_filter,
     node_topic,
+    receipts_topic,
     shared,
     snapshot_topic,
 )
@@ -207,6 +210,45 @@ def stored(county: County) -> int:
         "SELECT count(*) FROM events WHERE node_id = %s AND seq BETWEEN 1 AND 40",
         VILLAGE_NODE,
     )
+
+
+def test_only_ingest_says_what_is_stored_and_a_node_reads_only_its_own_receipts(
+    broker: CountyBroker, ingest: IngestProcess
+) -> None:
+    """A receipt makes a box forget its events: a box forging one for another (or an API
+    account) is refused, nobody reads another box's, and ingest's own arrive."""
+    hostile = node(broker, OTHER_NODE).connect()
+    api = MqttProbe(
+        broker.port, username="api.1", password=SERVICE_PASSWORD, client_id="api.1"
+    ).connect()
+    honest = node(broker, VILLAGE_NODE).connect()
+    try:
+        assert hostile.subscribe(receipts_topic(VILLAGE_NODE)).value == NOT_AUTHORIZED
+        assert not hostile.subscribe(receipts_topic(OTHER_NODE)).is_failure
+        forged = encode(Receipt(node_id=VILLAGE_NODE, sent_at=utc_now(), seqs=[(0, 10**6)]))
+        for sender in (hostile, api):
+            for target in (VILLAGE_NODE, OTHER_NODE):
+                reason = sender.publish(receipts_topic(target), forged)
+                assert reason is not None
+                assert reason.value == NOT_AUTHORIZED
+        assert not honest.subscribe(receipts_topic(VILLAGE_NODE)).is_failure
+        for seq in range(5001, 5011):
+            event = make_detection_event(node_id=VILLAGE_NODE, seq=seq)
+            assert honest.publish(events_topic(VILLAGE_NODE), encode(event)) is not None
+        receipted: set[int] = set()
+
+        def all_receipted() -> bool:
+            for message in honest.drain():
+                receipt = decode(Receipt, message.payload)
+                assert receipt.node_id == VILLAGE_NODE
+                receipted.update(s for a, b in receipt.seqs for s in range(a, b + 1))
+            return receipted >= set(range(5001, 5011))
+
+        wait_until(all_receipted, 30, "ingest's receipts for the 10 events")
+        assert hostile.drain() == []
+    finally:
+        for probe in (hostile, api, honest):
+            probe.close()
 
 
 def test_ingest_may_remove_a_retained_copy_only_where_the_protocol_keeps_none(

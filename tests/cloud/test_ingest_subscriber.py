@@ -16,6 +16,8 @@ import mqtt5
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from cloud.ingest.subscriber import ConnectionLost, FrameReader, Received, Subscriber
 from cloud.settings import CloudSettings
@@ -305,3 +307,26 @@ def test_a_message_in_the_same_read_as_the_suback_is_delivered() -> None:
         done.set()
         sub.stop()
         server.close()
+
+
+def test_what_rides_in_a_publishs_properties_is_counted(
+    durable_broker: MosquittoBroker, publisher: MqttProbe
+) -> None:
+    """User properties, correlation data, a response topic and a content type cost the
+    broker and ingest as much as a payload: a box's share counts them (60 KB of each rode
+    free on tiny events)."""
+    inbox = Inbox()
+    sub = subscribed(subscriber(durable_broker.port, inbox))
+    try:
+        publish(publisher, [b"probe"])
+        wait_until(lambda: inbox.payloads() == [b"probe"], 10, "the subscription to work")
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = [("k", "v" * 60_000)]
+        props.CorrelationData = b"c" * 60_000
+        props.ResponseTopic = "r" * 60_000
+        props.ContentType = "t" * 1_000
+        publisher.client.publish(TOPIC, b"{}", qos=1, properties=props).wait_for_publish(10)
+        wait_until(lambda: len(inbox.messages) == 2, 10, "the padded message")
+        assert inbox.messages[1].extra_bytes >= 181_000
+    finally:
+        sub.stop()

@@ -33,6 +33,8 @@ class BrokerOptions:
     tls: bool = False  # a TLS listener (CA + server cert generated) besides plain TCP
     require_certificate: bool = False  # clients on the TLS listener need a CA-signed cert
     persistence: bool = False  # keep sessions and queued messages across restarts
+    # How often it saves them: a broker killed (-9) loses what it took since.
+    autosave_interval_s: int = 1
     # Mosquitto's defaults (20 in flight, 1,000 queued per client) throttle a manual-ack
     # ingest to a crawl and drop QoS 1 messages queued for a session beyond 1,000: a county
     # broker needs these raised, and so do the tests.
@@ -58,7 +60,7 @@ class MosquittoBroker(MosquittoProcess):
             password_file=opts.password_file,
             dynsec_file=opts.dynsec_file,
             persistence=opts.persistence,
-            autosave_interval_s=1,
+            autosave_interval_s=opts.autosave_interval_s,
             max_inflight_messages=opts.max_inflight_messages,
             max_queued_messages=opts.max_queued_messages,
             log_connections=True,
