@@ -54,6 +54,18 @@ def advance(state: NodeSequence, seqs: list[int]) -> NodeSequence:
     return state
 
 
+def announce(state: NodeSequence, last: int) -> NodeSequence:
+    """The node says (in its health) it has given out seqs up to `last`: those above the
+    high mark are missing until they come, as if a later event had arrived. Before the
+    node's first event nothing is known below it, as in `advance`."""
+    if state.high is not None and last > state.high:
+        gap = Gap(state.high + 1, last)
+        state.gaps.append(gap)
+        state.new_gaps.append(gap)
+        state.high = last
+    return state
+
+
 def _fill(state: NodeSequence, gap: Gap, seq: int) -> None:
     if gap.first == seq:
         gap.first += 1

@@ -29,7 +29,14 @@ from cloud.ingest.dead_letters import (
     write_dead_letters,
 )
 from cloud.ingest.deferred import county_day, park, record_day
-from cloud.ingest.gaps import MAX_OPEN_GAPS, Gap, NodeSequence, advance, oldest_beyond
+from cloud.ingest.gaps import (
+    MAX_OPEN_GAPS,
+    Gap,
+    NodeSequence,
+    advance,
+    announce,
+    oldest_beyond,
+)
 from cloud.ingest.snapshot_uploads import (
     DEFAULT_QUOTA,
     Dropped,
@@ -601,7 +608,12 @@ class BatchWriter:
             result.cases_opened, result.cases_merged, result.cases_closed = route_events(
                 conn, new_events
             )
-            self._sequences(conn, result, _new_seqs(conn, batch, new_events, stored))
+        seqs = _new_seqs(conn, batch, new_events, stored) if result.events_stored else {}
+        # The last seq each box says it gave out: a box that lost events and then sent
+        # nothing more shows its gap now, not at its next event.
+        announced = {h.node_id: h.last_seq for h, _, _ in batch.health if h.last_seq is not None}
+        if seqs or announced:
+            self._sequences(conn, result, seqs, announced)
         return result
 
     # ---- events ---------------------------------------------------------------------
@@ -630,11 +642,13 @@ class BatchWriter:
         conn.execute(ROLLUPS_SQL[new_events], {"timezone": self.timezone.key})
 
     def _sequences(
-        self, conn: psycopg.Connection, result: WriteResult, seqs: dict[str, list[int]]
+        self,
+        conn: psycopg.Connection,
+        result: WriteResult,
+        seqs: dict[str, list[int]],
+        announced: dict[str, int],
     ) -> None:
-        if not seqs:
-            return
-        nodes = sorted(seqs)
+        nodes = sorted(seqs.keys() | announced.keys())
         # Lock the nodes' rows in one order, so concurrent ingest processes never deadlock.
         known = {
             node_id: (high, holes)
@@ -659,7 +673,9 @@ class BatchWriter:
         for node_id in nodes:
             high, holes = known.get(node_id, (None, []))
             gaps = recorded.get(node_id, []) + _holes(holes)
-            state = advance(NodeSequence(high, gaps), seqs[node_id])
+            state = advance(NodeSequence(high, gaps), seqs.get(node_id, []))
+            if node_id in announced:
+                announce(state, announced[node_id])
             if excess := oldest_beyond(state):
                 written_off.append((node_id, excess))
             result.gaps_opened += self._age_holes(

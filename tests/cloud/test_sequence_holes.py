@@ -14,8 +14,9 @@ import psycopg
 from cloud.ingest.gaps import MAX_OPEN_GAPS
 from cloud.ingest.writer import Batch, BatchWriter
 from cloud.snapshots import LocalSnapshotStore
+from protocols import encode
 from protocols.fast_events import to_fast
-from tests.factories import make_detection_event
+from tests.factories import make_detection_event, make_node_health
 
 
 def writer(tmp_path: Path, window_s: float) -> BatchWriter:
@@ -117,6 +118,26 @@ def test_the_sweep_records_the_holes_of_a_node_gone_quiet(cloud_db: str, tmp_pat
     with psycopg.connect(cloud_db, autocommit=True) as conn, conn.transaction():
         assert w.record_stale_holes(conn) == 1
     assert (holes(cloud_db, node), gaps(cloud_db, node)) == ([], [(1, 2, False)])
+
+
+def test_a_node_that_lost_its_last_events_and_went_quiet_shows_the_gap(
+    cloud_db: str, tmp_path: Path
+) -> None:
+    """Its health says which seq it gave out last: what is missing up to it is a hole at
+    once, and a gap once missing for the window, without waiting for a next event."""
+    w = writer(tmp_path, 60)
+    node = "qx-lost-tail"
+    store(cloud_db, w, node, [0, 1, 2])
+    health = make_node_health(node_id=node, last_seq=6)
+    with psycopg.connect(cloud_db, autocommit=True) as conn, conn.transaction():
+        w.write(conn, Batch(health=[(health, encode(health), datetime.now(UTC))]))
+    assert holes(cloud_db, node) == [(3, 6)]
+    age_holes(cloud_db, node, 61)
+    with psycopg.connect(cloud_db, autocommit=True) as conn, conn.transaction():
+        assert w.record_stale_holes(conn) == 1
+    assert gaps(cloud_db, node) == [(3, 6, False)]
+    store(cloud_db, w, node, [3, 4, 5, 6])  # sent again: the gap closes
+    assert gaps(cloud_db, node) == [(3, 6, True)]
 
 
 def test_a_node_skipping_seqs_without_end_keeps_a_bounded_number_open(
