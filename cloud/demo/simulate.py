@@ -15,10 +15,12 @@ Simulated time ends at the real present (receivers refuse times in the future), 
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import random
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,6 +43,7 @@ from protocols.identifiers import uuid7_at
 from protocols.topics import events_topic, health_topic, telemetry_topic
 
 logger = logging.getLogger(__name__)
+NO_MATCHING_SUBSCRIBERS = 0x10  # PUBACK: taken, but nobody subscribes: send it again
 app = typer.Typer(
     help="A county's worth of boxes, for capacity planning.", invoke_without_command=True
 )
@@ -189,12 +192,20 @@ def plan(county: County, start: datetime, seconds: float, rng: random.Random) ->
 
 
 class Publisher:
-    """A few MQTT connections publishing on the boxes' behalf (QoS 1, window of acks)."""
+    """A few MQTT connections publishing on the boxes' behalf (QoS 1, window of acks), as
+    a box would: what the broker took for nobody (PUBACK 0x10, ingest not subscribed, e.g.
+    just after a broker restart) is sent again, and what the link dropped goes again when
+    it returns (paho resends it on reconnect)."""
 
     def __init__(
         self, broker: str, username: str | None, password: str | None, connections: int
     ) -> None:
         host, _, port = broker.removeprefix("mqtt://").partition(":")
+        self._lock = threading.Lock()
+        self._waiting: dict[tuple[int, int], tuple[str, bytes]] = {}  # (client, mid)
+        self._again: list[tuple[str, bytes]] = []  # taken for nobody: to send again
+        self._acked = threading.Event()
+        self.unheard = 0
         self.clients = []
         for i in range(connections):
             client = mqtt.Client(
@@ -205,22 +216,52 @@ class Publisher:
             if username:
                 client.username_pw_set(username, password)
             client.max_inflight_messages_set(1000)
+            client.on_publish = functools.partial(self._on_publish, i)
             client.connect(host, int(port or 1883))
             client.loop_start()
             self.clients.append(client)
-        self.infos: list[mqtt.MQTTMessageInfo] = []
         self.n = 0
+
+    def _on_publish(
+        self, index: int, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
+    ) -> None:
+        with self._lock:
+            message = self._waiting.pop((index, mid), None)
+            if message is not None and getattr(reason, "value", 0) == NO_MATCHING_SUBSCRIBERS:
+                self._again.append(message)
+                self.unheard += 1
+        self._acked.set()
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.n += 1
-        self.infos.append(self.clients[self.n % len(self.clients)].publish(topic, payload, qos=1))
+        index = self.n % len(self.clients)
+        # Under the lock: the PUBACK (another thread) must find the message registered.
+        with self._lock:
+            info = self.clients[index].publish(topic, payload, qos=1)
+            self._waiting[(index, info.mid)] = (topic, payload)
 
-    def close(self) -> None:
-        for info in self.infos:
-            info.wait_for_publish(60)
+    def close(self, timeout_s: float = 120.0) -> int:
+        """Wait for every PUBACK, sending again what nobody took, at most `timeout_s`;
+        returns how many messages could not be delivered (never raises for them)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                again, self._again = self._again, []
+                waiting = len(self._waiting)
+            if again:
+                self._acked.wait(1.0)  # nobody subscribed a moment ago: give ingest a second
+                for topic, payload in again:
+                    self.publish(topic, payload)
+            elif not waiting:
+                break
+            self._acked.clear()
+            self._acked.wait(1.0)
+        with self._lock:
+            undelivered = len(self._waiting) + len(self._again)
         for client in self.clients:
             client.disconnect()
             client.loop_stop()
+        return undelivered
 
 
 @dataclass
@@ -229,6 +270,8 @@ class Tally:
     replayed: int = 0
     heartbeats: int = 0
     sent_at: dict[UUID, float] = field(default_factory=dict)  # event id -> wall time sent
+    unheard: int = 0  # taken by the broker for nobody (0x10), and sent again
+    undelivered: int = 0  # never taken by the broker within the time allowed
 
 
 def _event(
@@ -404,7 +447,8 @@ def run(
             send(b, topic, payload, event_id)
             tally.replayed += 1
         b.backlog.clear()
-    publisher.close()
+    tally.undelivered = publisher.close()
+    tally.unheard = publisher.unheard
     return tally
 
 
@@ -513,7 +557,9 @@ def simulate(
     )
     typer.echo(
         f"published {tally.published} messages ({len(tally.sent_at)} events, "
-        f"{tally.heartbeats} heartbeats, {tally.replayed} replayed after the outage)"
+        f"{tally.heartbeats} heartbeats, {tally.replayed} replayed after the outage); "
+        f"{tally.unheard} taken by the broker for nobody (no subscriber) and sent again; "
+        f"{tally.undelivered} not delivered"
     )
     if database_url:
         result = report(database_url, county, tally, wait_s)

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cloud.demo.simulate import app
+from cloud.demo.simulate import Publisher, app
 from tests.support.cloud import ServeProcess
 from tests.support.county import TEST_JWT_SECRET
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.mqtt import MqttProbe
+from tests.support.ports import wait_until
 
 
 def test_a_small_county_is_stored_whole_even_across_an_outage(
@@ -63,3 +65,26 @@ def test_a_small_county_is_stored_whole_even_across_an_outage(
     assert report["open_gaps"] == 0
     assert report["cases_opened"] > 0
     assert report["alert_latency_p50_s"] is not None
+
+
+def test_what_the_broker_took_for_nobody_is_sent_again(broker: MosquittoBroker) -> None:
+    """PUBACK 0x10 (no subscriber: ingest restarting, or a broker just back) means send it
+    again later; the run ends with a report of what it could not deliver, not a crash."""
+    topic = "simulate-test/qx-simulate-01/events"  # no session of another test's ingest
+    publisher = Publisher(broker.url, None, None, connections=2)
+    for i in range(10):
+        publisher.publish(topic, f'{{"n": {i}}}'.encode())
+    wait_until(lambda: publisher.unheard >= 10, 30, "ten PUBACKs saying nobody took them")
+    ingest = MqttProbe(broker.port).connect()
+    try:
+        ingest.subscribe(topic)
+        assert publisher.close(timeout_s=30) == 0
+        received: set[bytes] = set()
+
+        def all_ten() -> bool:
+            received.update(m.payload for m in ingest.drain())
+            return len(received) == 10
+
+        wait_until(all_ten, 30, "the ten messages sent again")
+    finally:
+        ingest.close()
