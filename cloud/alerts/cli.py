@@ -15,7 +15,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -98,6 +98,10 @@ async def follow(
     """Print alerts until stopped (or `stop_after` of them); returns how many."""
     token = token_source()
     zone = None if as_json else county_zone(url, token)
+    # A first run (nothing handled before) catches up on the whole history, which may long
+    # have been someone else's to act on: it acknowledges only what comes while it runs.
+    # A run that resumes acknowledges what came since the last alert it handled.
+    started = datetime.now(UTC) if _last(state_file) is None else datetime.min.replace(tzinfo=UTC)
     printed = 0
     ws_base = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     async for attempt in AsyncRetrying(
@@ -123,7 +127,12 @@ async def follow(
                     typer.echo(
                         json.dumps(alert, ensure_ascii=False) if as_json else line(alert, zone)
                     )
-                    if ack and alert["msg_type"] == "alert" and alert.get("case_state") == "intake":
+                    if (
+                        ack
+                        and alert["msg_type"] == "alert"
+                        and alert.get("case_state") == "intake"
+                        and datetime.fromisoformat(alert["sent_at"]) >= started
+                    ):
                         await _acknowledge(url, token, alert["alert_id"])
                     _remember(state_file, alert["alert_id"])  # after handling: at least once
                     printed += 1
@@ -177,7 +186,10 @@ def tail(
         str | None, typer.Option(envvar="GRIDWATCH_TOKEN", help="An API token instead.")
     ] = None,
     unit: Annotated[str | None, typer.Option(help="Only this unit and below.")] = None,
-    ack: Annotated[bool, typer.Option(help="Acknowledge each new case as it arrives.")] = False,
+    ack: Annotated[
+        bool,
+        typer.Option(help="Acknowledge each new case as it arrives (not those it catches up on)."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON alert per line.")] = False,
     state_file: Annotated[
         Path | None, typer.Option(help="Where the last alert id is kept (resume point).")

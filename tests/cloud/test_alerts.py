@@ -309,6 +309,19 @@ def test_the_reference_client_prints_the_county_time(
     assert printed.startswith(sent.strftime("%Y-%m-%d %H:%M:%S  ")), printed
 
 
+def test_a_first_run_acknowledges_nothing_it_catches_up_on(
+    county: County, service: Service, tmp_path: Path
+) -> None:
+    """With nothing handled before, the client replays the whole history: cases opened
+    long ago (escalated, someone else's by now) are printed, not acknowledged."""
+    headers = {"Authorization": f"Bearer {service.token(county, 'worker')}"}
+    known = httpx.get(f"{service.base}/alerts", headers=headers, timeout=10).json()["items"]
+    assert any(a["msg_type"] == "alert" and a.get("case_state") == "intake" for a in known)
+    result = tail(service, county, tmp_path / "first.last", "--ack", "--count", str(len(known)))
+    assert "acknowledged case" not in result.stdout
+    assert "not acknowledged" not in result.stdout
+
+
 def test_the_reference_client_passes_a_case_someone_else_acknowledged_first(
     county: County, service: Service, nodes: FakeNodes, tmp_path: Path
 ) -> None:
