@@ -98,7 +98,9 @@ def test_cases_are_seen_only_inside_the_unit(
     assert client.get(f"/api/v1/cases/{case_id}", headers=headers).status_code == (
         200 if inside else 404
     )
-    assert (case_id in client.get("/api/v1/cases.csv", headers=headers).text) is inside
+    exported = client.get("/api/v1/cases.csv", headers=headers)
+    assert (case_id in exported.text) is inside
+    assert exported.content.startswith(b"\xef\xbb\xbf")  # a BOM: Excel reads it as UTF-8
     search = client.get("/api/v1/cases", params={"unit": GRID}, headers=headers)
     if inside:
         assert case_id in ids(search.json())
