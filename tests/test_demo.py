@@ -27,10 +27,10 @@ BOXES = ["gw-511725106-01", "gw-511725106201-01", "gw-511725106202-01"]
 
 
 class Demo:
-    def __init__(self, directory: Path, assets: Path) -> None:
+    def __init__(self, directory: Path, assets: Path, output: str = "demo.out") -> None:
         self.directory = directory
         self.port = free_port()
-        self.output = directory / "demo.out"
+        self.output = directory / output
         directory.mkdir(parents=True, exist_ok=True)
         with self.output.open("wb") as out:
             self.process = subprocess.Popen(
@@ -89,7 +89,7 @@ def api(demo: Demo, user: str, password: str) -> httpx.Client:
     )
 
 
-def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo) -> None:
+def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo, assets_dir: Path) -> None:
     wait_until(lambda: "stop                Ctrl-C" in demo.text(), 240, "the demo's banner")
     # The clips are served as RTSP cameras (GStreamer's server; `make test` installs it).
     assert "cameras             rtsp://127.0.0.1:" in demo.text(), demo.text()
@@ -178,6 +178,13 @@ def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo) -> None
     assert api(demo, "worker", new_password).get("/cases").status_code == 200
     assert f"alerts, live        {REPO}/.venv/bin/gridwatch alerts tail" in demo.text()
 
+    # A second demo from the same folder is refused, and the first goes on (it broke it:
+    # two ingests on one account, two agents on one outbox).
+    again = Demo(demo.directory, assets_dir, output="again.out")
+    assert again.process.wait(60) != 0
+    assert "a demo is already running from" in again.text(), again.text()
+    assert online(county) == set(BOXES)
+
     processes = demo.everything()
     assert len(processes) >= 8  # demo, PostgreSQL, Mosquitto, service, cameras, three boxes
     demo.process.send_signal(signal.SIGINT)
@@ -242,7 +249,7 @@ def test_the_demo_started_again_after_a_crash_gives_the_same_county(
                 county.get(f"/events/{event_id}").status_code == 200 for event_id in before
             )
             processes = second.everything()
-            second.process.send_signal(signal.SIGINT)
+            second.process.send_signal(signal.SIGHUP)  # its terminal closed
             assert second.process.wait(90) == 0, second.text()[-2000:]
             # Nothing left behind, the PostgreSQL the crash left unstopped included.
             _, left = psutil.wait_procs(processes, timeout=30)

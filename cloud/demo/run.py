@@ -6,12 +6,14 @@ they are made), imports a small real county, runs the county service (API, timer
 monitor) and ingest as processes of their own with their own broker accounts, provisions
 three boxes through the standalone provisioning path (each its own broker account and
 bundle), and runs them as separate `gridwatch edge run` processes on the demo's clips.
-Everything it keeps (database, broker, boxes' outboxes, logs) is under `--dir`, so a
-second run keeps its history. Ctrl-C stops everything.
+Everything it keeps (database, broker, boxes' outboxes, logs, the ports it handed out) is
+under `--dir`, so a second run keeps its history. Ctrl-C, a closed terminal (SIGHUP) or
+SIGTERM stop everything; one demo runs from a folder at a time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
@@ -33,6 +35,7 @@ import typer
 
 from cloud.access import Principal, Role
 from cloud.auth import issue_access_token
+from cloud.broker import alive
 from cloud.cases.rule_sets import ever_set_by, set_rules
 from cloud.cases.rules import load_rules
 from cloud.db.schema import prepare_database
@@ -63,8 +66,9 @@ class Processes:
     """The demo's child processes: started in their own session (Ctrl-C reaches the demo,
     which stops them in order), each logging to a file."""
 
-    def __init__(self, logs: Path) -> None:
+    def __init__(self, logs: Path, pids: Path) -> None:
         self.logs = logs
+        self.pids = pids  # what runs, for a next demo to stop if this one was killed
         self.started: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -83,6 +87,7 @@ class Processes:
                 start_new_session=True,
             )
         self.started.append((name, process))
+        self.pids.write_text("".join(f"{p.pid}\n" for _, p in self.started))
         return process
 
     def alive(self) -> list[str]:
@@ -101,6 +106,70 @@ class Processes:
                 process.wait(10)
 
 
+def stop_leftovers(pids: Path) -> int:
+    """Stop what a demo killed without its chance to stop them left running (its service,
+    ingest, boxes, cameras): a new demo beside them would share their database, outboxes
+    and broker accounts. Returns how many were stopped."""
+    try:
+        listed = [int(line) for line in pids.read_text().split()]
+    except (OSError, ValueError):
+        return 0
+    left = []
+    for pid in listed:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if alive(pid) and (b"gridwatch" in cmdline or CAMERA_SERVER.name.encode() in cmdline):
+            os.kill(pid, signal.SIGTERM)
+            left.append(pid)
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in left) and time.monotonic() < deadline:
+        time.sleep(0.1)  # waiting for them to stop, bounded by the deadline
+    for pid in left:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    pids.unlink(missing_ok=True)
+    return len(left)
+
+
+@contextmanager
+def one_demo(directory: Path) -> Iterator[None]:
+    """Hold the folder's lock while the demo runs: a second demo from the same folder is
+    refused (it broke the first: two ingests on one account, two agents on one outbox)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / "demo.lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            raise RuntimeError(
+                f"a demo is already running from {directory} (pid {holder}): stop it first "
+                f"(Ctrl-C in its terminal, or kill {holder}), or give this one another --dir"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
+def _service_port(directory: Path, wanted: int | None) -> int:
+    """The service's port: `wanted`, else the one kept from an earlier run (the boxes and
+    the logins printed name it), else 8080; a free one when that is taken."""
+    kept = directory / "service-port"
+    port = wanted or (int(kept.read_text()) if kept.exists() else DEFAULT_PORT)
+    if not _free(port):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            free = int(sock.getsockname()[1])
+        logger.warning("port %d is taken by another program: the service uses %d", port, free)
+        port = free
+    kept.write_text(str(port))
+    return port
+
+
 def _secret(path: Path, length: int = 48) -> str:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,11 +178,18 @@ def _secret(path: Path, length: int = 48) -> str:
     return path.read_text().strip()
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+def _wait_healthy(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 120
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError("the county service stopped while starting: see its log")
+            tail = (
+                log.read_text(errors="replace").strip().splitlines()[-3:] if log.is_file() else []
+            )
+            raise RuntimeError(
+                f"the county service stopped while starting (see {log}):\n  " + "\n  ".join(tail)
+            )
         try:
             if httpx.get(url + "/readyz", timeout=2).status_code == 200:
                 return
@@ -254,6 +330,7 @@ def _gridwatch_command() -> str:
     return str(script.absolute()) if script.exists() else "gridwatch"
 
 
+DEFAULT_PORT = 8080
 SYSTEM_PYTHON = "/usr/bin/python3"  # GStreamer's GObject bindings live in the system Python
 CAMERA_SERVER = Path(__file__).resolve().parent / "rtsp_cameras.py"
 
@@ -315,8 +392,14 @@ def _cameras(processes: Processes, assets: DemoAssets, directory: Path) -> int |
 
 
 @contextmanager
-def _county(directory: Path, port: int, assets: DemoAssets) -> Iterator[tuple[str, Processes]]:
-    processes = Processes(directory / "logs")
+def _county(
+    directory: Path, port: int | None, assets: DemoAssets
+) -> Iterator[tuple[str, Processes]]:
+    stopped = stop_leftovers(directory / "pids")
+    if stopped:
+        typer.echo(f"stopped {stopped} processes an earlier demo left running", err=True)
+    service_port = _service_port(directory, port)
+    processes = Processes(directory / "logs", directory / "pids")
     with ExitStack() as stack:
         database = stack.enter_context(embedded_database(directory / "pgdata"))
         jwt_secret = _secret(directory / "jwt-secret")
@@ -326,14 +409,14 @@ def _county(directory: Path, port: int, assets: DemoAssets) -> Iterator[tuple[st
             _demo_rules(conn, directory / "case-rules.yaml")
         logins = _import_county(database, directory / "org")
         broker = stack.enter_context(secured_broker(directory / "broker", database))
-        service_url = f"http://127.0.0.1:{port}"
+        service_url = f"http://127.0.0.1:{service_port}"
         stack.callback(processes.stop)
         cloud_env = {
             "CLOUD_DATABASE_URL": database,
             "CLOUD_BROKER_URL": broker.url,
             "CLOUD_BROKER_PASSWORD": broker.password,
             "CLOUD_DATA_DIR": str(directory / "cloud"),
-            "CLOUD_PORT": str(port),
+            "CLOUD_PORT": str(service_port),
             "CLOUD_PUBLIC_URL": service_url,
             "CLOUD_JWT_SECRET": jwt_secret,
         }
@@ -346,7 +429,7 @@ def _county(directory: Path, port: int, assets: DemoAssets) -> Iterator[tuple[st
         )
         ingest_env = {**cloud_env, "CLOUD_BROKER_USERNAME": broker.ingest_username}
         processes.start("ingest", ["cloud", "ingest"], ingest_env)
-        _wait_healthy(service_url, serve)
+        _wait_healthy(service_url, serve, directory / "logs" / "cloud.log")
         rtsp_port = _cameras(processes, assets, directory)
         bundles = _provision(directory, service_url, broker, jwt_secret, assets, rtsp_port)
         for bundle in bundles:
@@ -372,7 +455,14 @@ def demo(
     directory: Annotated[
         Path, typer.Option("--dir", help="Where the demo keeps everything between runs.")
     ] = Path("var/demo"),
-    port: Annotated[int, typer.Option(help="The service's port.")] = 8080,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="CLOUD_PORT",
+            help="The service's port (default: the last run's, at first 8080; a free one "
+            "when it is taken).",
+        ),
+    ] = None,
     seconds: Annotated[
         float | None, typer.Option(help="Stop after this long (default: at Ctrl-C).")
     ] = None,
@@ -395,10 +485,12 @@ def demo(
             err=True,
         )
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # A closed terminal (SIGHUP) stops it too: the demo's processes run in sessions of
+    # their own and outlived a demo that hung up.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        with _county(directory, port, assets) as (_, processes):
+        with one_demo(directory), _county(directory, port, assets) as (_, processes):
             deadline = None if seconds is None else time.monotonic() + seconds
             while not stop.wait(1.0):
                 if deadline is not None and time.monotonic() >= deadline:
