@@ -200,7 +200,7 @@ function renderFleet(fleet) {
     el("td", {}, el("a", { href: `#/node/${encodeURIComponent(n.node_id)}` }, n.name || n.node_id)),
     el("td", {}, statusBadge(n)),
     el("td", {}, n.cameras_total === null ? "–" : `${n.cameras_connected}/${n.cameras_total}`),
-    el("td", {}, n.problems.map((p) => named("kind", p)).join("、")),
+    el("td", {}, problemsText(n.problems)),
   )));
 }
 
@@ -303,6 +303,13 @@ function streamCell(status, boxOnline) {
   return el("td", { class: status === "connected" ? "" : "bad" }, text);
 }
 
+// "camera offline ×2", not the same word twice: one entry per kind, with how many.
+function problemsText(problems) {
+  const counts = new Map();
+  for (const p of problems) counts.set(p, (counts.get(p) || 0) + 1);
+  return [...counts].map(([p, n]) => (n > 1 ? `${named("kind", p)} ×${n}` : named("kind", p))).join("、");
+}
+
 async function renderNode(nodeId) {
   const id = encodeURIComponent(nodeId);
   const [node, hours, commands] = await Promise.all([
@@ -320,7 +327,7 @@ async function renderNode(nodeId) {
     [t("agent"), node.agent_version || "–"],
     [t("model"), node.model_profile || "–"],
     [t("config"), node.config_version ? `v${node.config_version}` : "–"],
-    [t("problems"), node.problems.map((p) => named("kind", p)).join("、") || t("none")],
+    [t("problems"), problemsText(node.problems) || t("none")],
   ];
   if (node.suspension) {
     // Shut out of the broker for what it sent: until when, and why.
