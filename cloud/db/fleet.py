@@ -13,6 +13,7 @@ from cloud.cases.rules import NODE_PROBLEMS
 from cloud.db.alerts import LOCK_SQL
 from cloud.db.routing import CLOSE_SQL
 from cloud.settings import FleetSettings
+from protocols.health import ONLINE_FRACTION
 
 # One fleet monitor at a time across API instances (a transaction-scoped try-lock).
 MONITOR_LOCK = 1735876979
@@ -195,6 +196,42 @@ CLEARED_SQL = CLOSE_SQL.replace(
     ORDER BY c.case_id
     FOR UPDATE OF c""",
 )
+
+# Camera work orders whose camera streams again by its box's health: a report made wholly
+# after the order's latest event (two health intervals later) that counts the camera online.
+# Their end event may never come: an agent restarted while the camera was down does not
+# know the situation it had open, and the order stayed open beside "cameras 4/4".
+RECOVERED_SQL = CLOSE_SQL.replace(
+    "{targets}",
+    """
+    SELECT c.case_id, c.state FROM cases c
+    JOIN node_last_health h ON h.node_id = c.node_id
+    CROSS JOIN LATERAL jsonb_array_elements(h.cameras) x
+    WHERE c.source = 'fleet' AND c.category = 'camera_offline' AND c.state <> 'closed'
+      AND x->>'camera_id' = c.camera_id
+      AND h.received_at >= c.last_event_at + make_interval(secs => 2 * %(heartbeat_s)s)
+      AND h.received_at >= %(now)s - make_interval(secs => 2 * %(heartbeat_s)s)
+      AND x->>'status' = 'connected'
+      AND coalesce((x->>'connected_fraction')::float8 >= %(online_fraction)s, true)
+    ORDER BY c.case_id
+    FOR UPDATE OF c""",
+)
+
+
+def close_recovered_cameras(conn: psycopg.Connection, fleet: FleetSettings, now: datetime) -> int:
+    """Close camera_offline orders of cameras their box reports streaming again."""
+    conn.execute(LOCK_SQL)  # before case rows, as everywhere
+    row = conn.execute(
+        RECOVERED_SQL,
+        {
+            "heartbeat_s": fleet.heartbeat_s,
+            "now": now,
+            "online_fraction": ONLINE_FRACTION,
+            "reason": "camera streaming again (its box's health)",
+        },
+    ).fetchone()
+    return int(row[0]) if row else 0
+
 
 CLEARED_REASON = {
     "node_offline": "node back online",

@@ -134,6 +134,7 @@ def check_fleet(conn: psycopg.Connection, fleet: FleetSettings, now: datetime) -
         )
         opened = db.open_work_orders(conn, decision.open)
         closed = db.close_work_orders(conn, decision.close)
+        closed += db.close_recovered_cameras(conn, fleet, now)
     if opened or closed:
         logger.info("fleet work orders opened=%d closed=%d", opened, closed)
     return MonitorRun(changed, opened, closed)

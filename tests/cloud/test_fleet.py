@@ -22,12 +22,17 @@ from cloud.fleet.monitor import check_fleet, decide
 from cloud.ingest.writer import Batch
 from cloud.settings import FleetSettings
 from protocols import encode
-from protocols.enums import ConfigStatus, NodeStatus, StateReason
-from protocols.health import OutboxHealth
+from protocols.enums import ConfigStatus, EventKind, NodeStatus, Severity, StateReason, StreamStatus
+from protocols.health import CameraHealth, OutboxHealth
 from protocols.topics import config_desired_topic
 from tests.cloud.county_fixtures import OTHER_NODE, VILLAGE_NODE, County, county_database
 from tests.conftest import BrokerFactory
-from tests.factories import make_config_report, make_node_health, make_node_state
+from tests.factories import (
+    make_config_report,
+    make_detection_event,
+    make_node_health,
+    make_node_state,
+)
 from tests.support.agent import AgentProcess, motion_config
 from tests.support.cloud import ServeProcess, count
 from tests.support.county import OTHER_TOWN, OTHER_VILLAGE, TEST_JWT_SECRET, VILLAGE
@@ -225,6 +230,53 @@ def test_restarts_in_order_are_not_flapping_but_a_drop_after_them_counts(county:
         say(NodeStatus.OFFLINE, StateReason.CONNECTION_LOST)
         say(NodeStatus.ONLINE, StateReason.CONNECTED)
     assert [c for c, _, _ in fleet_orders(county.url, node)] == ["node_flapping"]
+
+
+def test_a_camera_order_closes_when_its_box_reports_the_camera_streaming_again(
+    county: County,
+) -> None:
+    """The offline situation's end never came (the agent was restarted while the camera
+    was down and does not know it had one open): the box's health, made wholly after the
+    order's latest event, says the camera streams again, and the order closes."""
+    fleet = PATIENT
+    offline = make_detection_event(
+        node_id=OTHER_NODE,
+        camera_id="cam01",
+        seq=9100,
+        kind=EventKind.CAMERA_OFFLINE,
+        severity=Severity.MEDIUM,
+    )
+    county.write([offline], datetime.now(UTC))
+
+    def camera_order() -> tuple[str, str]:
+        with psycopg.connect(county.url) as conn:
+            row = conn.execute(
+                "SELECT state, coalesce(close_reason, '') FROM cases WHERE node_id = %s "
+                "AND camera_id = 'cam01' AND category = 'camera_offline' "
+                "ORDER BY opened_at DESC LIMIT 1",
+                (OTHER_NODE,),
+            ).fetchone()
+        assert row is not None
+        return str(row[0]), str(row[1])
+
+    assert camera_order()[0] != "closed"
+    streaming = CameraHealth(
+        camera_id="cam01",
+        status=StreamStatus.CONNECTED,
+        input_fps=10,
+        analysed_fps=5,
+        reconnects=1,
+        connected_fraction=1.0,
+    )
+    health = make_node_health(node_id=OTHER_NODE, cameras=[streaming])
+    # Too soon: the report's interval may still cover the outage.
+    county.write_batch(Batch(health=[(health, encode(health), datetime.now(UTC))]))
+    check(county.url, datetime.now(UTC), fleet)
+    assert camera_order()[0] != "closed"
+    later = datetime.now(UTC) + timedelta(seconds=2 * fleet.heartbeat_s + 1)
+    county.write_batch(Batch(health=[(health, encode(health), later)]))
+    check(county.url, later, fleet)
+    assert camera_order() == ("closed", "camera streaming again (its box's health)")
 
 
 def test_a_full_disk_a_backlog_and_a_rejected_config_open_orders_that_close_when_fixed(
