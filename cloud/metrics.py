@@ -57,6 +57,12 @@ INGEST_SUSPENDED = Counter(
     "Boxes suspended for sending what the county refuses faster than any fault would "
     "(CLOUD_INGEST_SUSPEND_REFUSED_RATE): their broker accounts disabled for a while.",
 )
+INGEST_DROPPED_SUSPENDED = Counter(
+    "gridwatch_ingest_dropped_suspended_total",
+    "Messages of suspended boxes that the broker had queued before it shut them out: "
+    "acknowledged and dropped, not receipted (the boxes keep their events and send them "
+    "again once let back in).",
+)
 INGEST_DAY_REACHED = Counter(
     "gridwatch_ingest_day_reached_total",
     "Times a box reached its day's units (CLOUD_INGEST_NODE_DAILY_UNITS): the rest of its "

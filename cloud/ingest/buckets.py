@@ -46,6 +46,10 @@ class Buckets(Generic[K]):
         """Take `amount` from `key`'s bucket (read with `level` first); it may overdraw."""
         self._buckets[key].level -= amount
 
+    def forget(self, key: K) -> None:
+        """Start `key` afresh: its next bucket is full."""
+        self._buckets.pop(key, None)
+
     def _forget_full(self, now: float) -> None:
         """Drop buckets that have refilled: a new one starts full just the same."""
         refill_s = self.burst / self.rate if self.rate > 0 else float("inf")

@@ -89,6 +89,26 @@ class Guard:
                 )
         return tripped
 
+    def follow(self, remaining_s: dict[str, float]) -> list[str]:
+        """The suspensions in force now, by box with the seconds each has left (every
+        process's, as the database holds them): boxes suspended elsewhere are suspended
+        here too, and a box let back in (lifted by an operator, or over) starts afresh (it
+        stayed suspended here, immune, until its time here ran out). Returns the boxes let
+        back in."""
+        now = self.clock()
+        back = [node for node in self.suspended if node not in remaining_s]
+        for node in back:
+            del self.suspended[node]
+            for _, buckets in self.limits.values():
+                buckets.forget(node)
+        for node, seconds in remaining_s.items():
+            self.suspended[node] = now + seconds
+        return back
+
+    def shut_out(self, node: str) -> bool:
+        """Whether `node` is suspended now."""
+        return self.suspended.get(node, 0.0) > self.clock()
+
 
 def by_sender(topics: Iterable[str]) -> dict[str, float]:
     counts: dict[str, float] = {}

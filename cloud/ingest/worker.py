@@ -39,10 +39,10 @@ from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
 from cloud.ingest.receipts import Receipts, flooded_payloads, settled
 from cloud.ingest.snapshot_uploads import Quota, report_dropped
 from cloud.ingest.subscriber import Received, Subscriber
-from cloud.ingest.suspend import Guard, Limit, by_sender, suspend
+from cloud.ingest.suspend import Guard, Limit, by_sender, sender_of, suspend
 from cloud.ingest.throttle import Throttle
 from cloud.ingest.writer import Batch, BatchWriter, Moving, lag_ms, prune_event_ids
-from cloud.metrics import INGEST_DAY_REACHED, record_batch
+from cloud.metrics import INGEST_DAY_REACHED, INGEST_DROPPED_SUSPENDED, record_batch
 from cloud.settings import CloudSettings
 from cloud.snapshots import snapshot_store
 from protocols.topics import Channel, all_nodes_filter, shared
@@ -65,6 +65,8 @@ CHANNELS = (
 # queue enough for a session that is away (max_queued_messages).
 RECEIVE_BATCHES = 3
 TAKE_UP_EVERY_S = 1.0  # parked messages are taken up at least this often, however busy
+FOLLOW_SUSPENSIONS_EVERY_S = 1.0  # other processes' suspensions, and lifts, seen this soon
+STATE_SUFFIX = "/state"
 SESSION_EXPIRY_S = 86_400  # the broker keeps our messages a day while ingest is away
 # Leaving the group: once unsubscribed, this long without a message means the session's
 # queue is empty (the broker sends what it holds at once, up to the receive maximum).
@@ -164,7 +166,10 @@ class IngestWorker:
         )
         self.refused: list[str] = []  # topics dropped before decoding, for the guard
         self.receipts = Receipts()
-        self._flooded: set[int] = set()  # payloads the parking refused, see receipts
+        # Payloads not to receipt (see receipts): what the parking refused, what a
+        # suspended box's queue held.
+        self._unreceipted: set[int] = set()
+        self._dropping: set[str] = set()  # suspended boxes whose queue is being dropped
         self.pending: deque[Received] = deque()
         self.max_pending = RECEIVE_BATCHES * settings.ingest_batch_max
         # Bytes as well as messages: 5,000 forged 250 KB answers made a 1.25 GB batch that
@@ -211,7 +216,7 @@ class IngestWorker:
     def run(self) -> None:
         """Until stopped: batches in, committed, acknowledged."""
         self.subscriber.start()
-        next_maintenance = next_sweep = next_take_up = time.monotonic()
+        next_maintenance = next_sweep = next_take_up = next_suspensions = time.monotonic()
         sweep_every_s = min(SWEEP_EVERY_S, max(1.0, self.settings.ingest_reorder_window_s / 2))
         decoded: Decoded | None = None
         try:
@@ -230,6 +235,9 @@ class IngestWorker:
                 if self.parked and (idle or time.monotonic() >= next_take_up):
                     next_take_up = time.monotonic() + TAKE_UP_EVERY_S
                     self._with_database(self._take_up)
+                if time.monotonic() >= next_suspensions:
+                    next_suspensions = time.monotonic() + FOLLOW_SUSPENSIONS_EVERY_S
+                    self._with_database(self._follow_suspensions)
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + sweep_every_s
                     self._with_database(self._record_stale_holes)
@@ -330,6 +338,8 @@ class IngestWorker:
         parked ones, whose share was counted); messages delivered before (the broker's DUP
         flag: a process may have died on them) are tried in the quarantine first."""
         # Dropped here are acknowledged all the same, by the caller.
+        if self.guard.suspended:
+            messages = self._shut_out(messages)
         kept = self.answers.asked(self.throttle.admit(messages))
         if len(kept) < len(messages):
             ids = {id(m) for m in kept}
@@ -346,6 +356,42 @@ class IngestWorker:
         batch.deferred = parked
         batch.day_units = day_units
         return batch
+
+    def _shut_out(self, messages: list[Received]) -> list[Received]:
+        """Drop what suspended boxes sent before the broker shut them out (their queue, up
+        to millions of messages, stood in front of every other box's for as long as it
+        took to park it): acknowledged, not receipted, so a box keeps those events and
+        sends them again once let back in. Their state (the broker's last will) is kept."""
+        kept: list[Received] = []
+        for message in messages:
+            node = sender_of(message.topic)
+            if (
+                node is not None
+                and self.guard.shut_out(node)
+                and not message.topic.endswith(STATE_SUFFIX)
+            ):
+                self._unreceipted.add(id(message.payload))
+                INGEST_DROPPED_SUSPENDED.inc()
+                if node not in self._dropping:
+                    self._dropping.add(node)
+                    logger.warning(
+                        "box %s is suspended: what the broker still held of it is dropped "
+                        "unreceipted (it sends its events again once let back in)",
+                        node,
+                    )
+            else:
+                kept.append(message)
+        return kept
+
+    def _follow_suspensions(self, conn: psycopg.Connection) -> None:
+        """Every process's suspensions and lifts, from the database (see Guard.follow)."""
+        with conn.transaction():
+            rows = conn.execute(
+                "SELECT node_id, extract(epoch FROM until - now()) FROM node_suspensions "
+                "WHERE until > now()"
+            ).fetchall()
+        for node in self.guard.follow({str(n): float(s) for n, s in rows}):
+            self._dropping.discard(node)
 
     def _decode_now(self, messages: list[Received]) -> Batch:
         suspects = [m for m in messages if m.duplicate]
@@ -445,8 +491,8 @@ class IngestWorker:
     def _acknowledge(self, messages: list[Received], batch: Batch) -> None:
         self.subscriber.ack(messages)  # only now: the batch is committed
         self.acked += len(messages)
-        self.receipts.add(settled(messages, batch, self._flooded))
-        self._flooded = set()
+        self.receipts.add(settled(messages, batch, self._unreceipted))
+        self._unreceipted = set()
 
     def _store_singly(self, messages: list[Received]) -> None:
         for message in messages:
@@ -477,7 +523,7 @@ class IngestWorker:
         """The rest of a batch in its transaction, and the process's progress row."""
         now = datetime.now(UTC)
         result = self.writer.finish(conn, batch, moving)
-        self._flooded |= flooded_payloads(result.dead)
+        self._unreceipted |= flooded_payloads(result.dead)
         self._count_day(result.day_units)
         self._guard(conn, [letter.topic for letter in result.dead], batch.deferred)
         report_dropped(result.snapshots_dropped)

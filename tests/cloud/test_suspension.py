@@ -17,6 +17,7 @@ from cloud.app import create_app
 from cloud.fleet.monitor import check_fleet
 from cloud.ingest.suspend import Guard, Limit
 from cloud.settings import FleetSettings
+from protocols import encode
 from tests.cloud.county_fixtures import County, app_settings, signed_in
 from tests.cloud.test_hostile_nodes import (  # noqa: F401 - the same county, broker, boxes
     ATTACKER,
@@ -31,6 +32,7 @@ from tests.cloud.test_hostile_nodes import (  # noqa: F401 - the same county, br
     stored_ids,
 )
 from tests.conftest import BrokerFactory
+from tests.factories import make_detection_event
 from tests.support.cloud import FakeNodes, IngestProcess, count
 from tests.support.mosquitto import CountyBroker
 from tests.support.mqtt import MqttProbe
@@ -81,6 +83,15 @@ def test_a_box_sending_junk_is_shut_out_until_an_operator_lets_it_back(
     assert f"box {ATTACKER} suspended until" in ingest.log()
     good = GoodBox.send(good_box, 5)
     wait_until(lambda: stored_ids(county.url, good) == 5, 30, "the good box's events")
+    # What it still sends before the broker shuts it out (a queue of millions stood in
+    # front of every other box's while it was parked) is dropped, not stored or receipted:
+    # a real box keeps those events and sends them again once let back in.
+    queued = [encode(make_detection_event(node_id=ATTACKER, seq=70_000 + i)) for i in range(50)]
+    send_raw(attacker, queued)
+    after = GoodBox.send(good_box, 2)
+    wait_until(lambda: stored_ids(county.url, after) == 2, 30, "the good box behind them")
+    assert stored_ids(county.url, queued) == 0
+    assert f"box {ATTACKER} is suspended: what the broker still held" in ingest.log()
 
     # `broker sync` (as --follow does on the notice): the account disabled, the box
     # disconnected and refused; the good box and its password file untouched.
@@ -133,6 +144,17 @@ def test_a_box_sending_junk_is_shut_out_until_an_operator_lets_it_back(
         ).fetchall()
     assert state == "closed"
 
+    # Let back in, it starts afresh: the same junk again is suspended again (ingest held
+    # it immune until its own ten minutes ran out).
+    back = MqttProbe(
+        broker.port, username=ATTACKER, password=PASSWORDS[ATTACKER], client_id=ATTACKER
+    ).connect()
+    try:
+        send_raw(back, [b"not json again %d" % i for i in range(400)])
+        wait_until(lambda: count(county.url, SUSPENDED_SQL, ATTACKER) == 1, 30, "again")
+    finally:
+        back.close()
+
 
 def test_valid_messages_beyond_the_share_suspend_only_far_beyond_a_long_outages_replay() -> None:
     now = [0.0]
@@ -157,3 +179,21 @@ def test_valid_messages_beyond_the_share_suspend_only_far_beyond_a_long_outages_
     assert "beyond its share" in tripped["gw-rogue-01"]
     assert seconds <= 30
     assert guard.count("parked", {"gw-rogue-01": 12_000}) == {}  # once while it lasts
+
+
+def test_a_box_let_back_in_starts_afresh_and_one_suspended_elsewhere_is_here_too() -> None:
+    now = [0.0]
+    guard = Guard(Limit(10, 2, "refused"), Limit(10, 2, "parked"), 600, clock=lambda: now[0])
+    assert list(guard.count("refused", {"gw-a-01": 100})) == ["gw-a-01"]
+    assert guard.shut_out("gw-a-01")
+    # An operator lifts it (the database holds no suspension for it any more): it is
+    # counted again from a full bucket, and suspended again when it goes on.
+    assert guard.follow({}) == ["gw-a-01"]
+    assert not guard.shut_out("gw-a-01")
+    assert guard.count("refused", {"gw-a-01": 5}) == {}
+    assert list(guard.count("refused", {"gw-a-01": 100})) == ["gw-a-01"]
+    # Another process suspended a box: this one shuts it out too, for the time it has left.
+    guard.follow({"gw-a-01": 500, "gw-b-01": 30})
+    assert guard.shut_out("gw-b-01")
+    now[0] += 31
+    assert not guard.shut_out("gw-b-01")
