@@ -72,6 +72,11 @@ class UnitSummary(BaseModel):
     code: str
     name: str
     level: str
+    own: bool = Field(
+        default=False,
+        description="The unit asked about itself, with only what is its own (its cases and "
+        "boxes, not its children's): the rows then add up to the unit's figures.",
+    )
     open_cases: int = Field(description="Open cases there (a technician: open work orders).")
     overdue_cases: int = Field(
         description="Of those, the ones that missed a deadline, as `overdue` in /cases/stats."

@@ -125,30 +125,46 @@ async def unit_summaries(
     *,
     work_orders_only: bool = False,
 ) -> list[dict[str, Any]]:
-    """The children of a unit with their geometry, open and overdue cases and node health:
-    what the map colours, one level down at a time. `work_orders_only`: count only the
+    """The children of a unit with their open and overdue cases and node health, one level
+    down at a time, and last (`own`) the unit itself with its own cases and boxes when it
+    has any: the rows add up to the unit's figures. `work_orders_only`: count only the
     fleet's work orders, the cases a technician sees."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"""
-            WITH nodes_here AS ({NODES_SQL})
-            SELECT k.code, k.name, k.level, cs.open_cases, cs.overdue_cases,
-                   ns.nodes, ns.nodes_offline, ns.nodes_with_problems
-            FROM org_units k
-            CROSS JOIN LATERAL (
-                SELECT count(*) AS open_cases,
-                       count(*) FILTER (WHERE {OVERDUE.format(now="%(now)s")}) AS overdue_cases
-                FROM cases c WHERE c.state <> 'closed' AND starts_with(c.unit_code, k.code)
-                  AND (c.source = 'fleet' OR NOT %(work_orders_only)s)
-            ) cs
-            CROSS JOIN LATERAL (
-                SELECT count(*) AS nodes,
-                       count(*) FILTER (WHERE n.status = 'offline') AS nodes_offline,
-                       count(*) FILTER (WHERE cardinality(n.problems) > 0)
-                         AS nodes_with_problems
-                FROM nodes_here n WHERE starts_with(n.unit_code, k.code)
-            ) ns
-            WHERE k.parent_code = %(parent)s ORDER BY k.code
+            WITH nodes_here AS ({NODES_SQL}),
+            rows AS (
+                -- Each child with everything under it, and the unit itself with what is its
+                -- own (a town's road camera opens cases at the town, its box is the
+                -- town's): without it the rows did not add up to the unit's figures.
+                SELECT k.code, k.name, k.level, false AS own
+                FROM org_units k WHERE k.parent_code = %(parent)s
+                UNION ALL
+                SELECT k.code, k.name, k.level, true FROM org_units k WHERE k.code = %(parent)s
+            )
+            SELECT * FROM (
+                SELECT k.code, k.name, k.level, k.own, cs.open_cases, cs.overdue_cases,
+                       ns.nodes, ns.nodes_offline, ns.nodes_with_problems
+                FROM rows k
+                CROSS JOIN LATERAL (
+                    SELECT count(*) AS open_cases,
+                           count(*) FILTER (WHERE {OVERDUE.format(now="%(now)s")})
+                             AS overdue_cases
+                    FROM cases c WHERE c.state <> 'closed'
+                      AND (c.unit_code = k.code OR NOT k.own AND starts_with(c.unit_code, k.code))
+                      AND (c.source = 'fleet' OR NOT %(work_orders_only)s)
+                ) cs
+                CROSS JOIN LATERAL (
+                    SELECT count(*) AS nodes,
+                           count(*) FILTER (WHERE n.status = 'offline') AS nodes_offline,
+                           count(*) FILTER (WHERE cardinality(n.problems) > 0)
+                             AS nodes_with_problems
+                    FROM nodes_here n
+                    WHERE n.unit_code = k.code OR NOT k.own AND starts_with(n.unit_code, k.code)
+                ) ns
+            ) r
+            WHERE NOT r.own OR r.open_cases > 0 OR r.nodes > 0
+            ORDER BY r.own, r.code
             """,  # noqa: S608
             {**_params(fleet, now, parent), "parent": parent, "work_orders_only": work_orders_only},
         )

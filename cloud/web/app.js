@@ -206,7 +206,7 @@ function renderFleet(fleet) {
 
 function renderUnits(units) {
   $("units").tBodies[0].replaceChildren(...units.map((u) => el("tr", { "data-unit": u.code },
-    el("td", {}, el("a", { href: `#/unit/${u.code}` }, u.name)),
+    el("td", {}, u.own ? `${u.name} ${t("own_level")}` : el("a", { href: `#/unit/${u.code}` }, u.name)),
     el("td", { class: u.open_cases ? "warn" : "" }, u.open_cases),
     el("td", { class: u.overdue_cases ? "bad" : "" }, u.overdue_cases),
     el("td", { class: u.nodes_offline ? "bad" : "" }, `${u.nodes_offline}/${u.nodes}`),

@@ -222,7 +222,10 @@ def test_a_village_operator_cannot_drill_out_of_the_village(
     expect(page.locator("#crumbs")).to_have_text("双凤村")
     page.goto(f"http://127.0.0.1:{serve.port}/ops/#/unit/511725100")  # another town
     expect(page.locator("#crumbs")).to_have_text("双凤村")
-    expect(page.locator("#units tbody tr")).to_have_count(2)  # its two grids
+    # Its two grids, and itself with what is its own (its box): the rows add up.
+    expect(page.locator("#units tbody tr")).to_have_count(3)
+    expect(page.locator("#units tbody tr").last).to_contain_text("双凤村 (本级)")
+    expect(page.locator("#units tbody tr").last).to_contain_text("/1")  # its one box
 
 
 def test_a_technician_sees_the_fleet_and_a_box_naming_cameras_it_does_not_have(
