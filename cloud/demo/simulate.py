@@ -204,6 +204,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._waiting: dict[tuple[int, int], tuple[str, bytes]] = {}  # (client, mid)
         self._again: list[tuple[str, bytes]] = []  # taken for nobody: to send again
+        self._early: dict[tuple[int, int], int] = {}  # answers that came before `publish` noted
         self._acked = threading.Event()
         self.unheard = 0
         self.clients = []
@@ -225,20 +226,31 @@ class Publisher:
     def _on_publish(
         self, index: int, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
     ) -> None:
+        code = int(getattr(reason, "value", 0))
         with self._lock:
             message = self._waiting.pop((index, mid), None)
-            if message is not None and getattr(reason, "value", 0) == NO_MATCHING_SUBSCRIBERS:
-                self._again.append(message)
-                self.unheard += 1
+            if message is None:
+                self._early[(index, mid)] = code  # before `publish` noted it
+            else:
+                self._answered(message, code)
         self._acked.set()
+
+    def _answered(self, message: tuple[str, bytes], code: int) -> None:
+        if code == NO_MATCHING_SUBSCRIBERS:
+            self._again.append(message)
+            self.unheard += 1
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.n += 1
         index = self.n % len(self.clients)
-        # Under the lock: the PUBACK (another thread) must find the message registered.
+        # Not under our lock: paho calls on_publish holding its own, which `publish` takes.
+        info = self.clients[index].publish(topic, payload, qos=1)
         with self._lock:
-            info = self.clients[index].publish(topic, payload, qos=1)
-            self._waiting[(index, info.mid)] = (topic, payload)
+            code = self._early.pop((index, info.mid), None)
+            if code is None:
+                self._waiting[(index, info.mid)] = (topic, payload)
+            else:
+                self._answered((topic, payload), code)
 
     def close(self, timeout_s: float = 120.0) -> int:
         """Wait for every PUBACK, sending again what nobody took, at most `timeout_s`;
