@@ -2,13 +2,15 @@
 
 Run: .venv/bin/python -m bench.edge_outbox [--events 20000]
 
-Both paths publish the same encoded DetectionEvents with QoS 1 to a private Mosquitto and
-count an event done at its PUBACK:
+Both paths publish the same encoded DetectionEvents with QoS 1 to a private Mosquitto:
 
-  (a) direct: paho publishes from memory, at most 50 in flight (nothing survives a crash);
+  (a) direct: paho publishes from memory, at most 50 in flight, an event done at its
+      PUBACK (nothing survives a crash, nor a broker that dies before it saves);
   (b) backlog: events already committed to the outbox (WAL, synchronous=FULL) drain when
-      the link returns, each deleted only on its PUBACK: the path that must be fast (a
-      day of a town's events after an outage);
+      the link returns, each marked sent at its PUBACK and deleted only when the cloud's
+      receipt names it (the bench's subscriber receipts what it received every 50 ms, as
+      ingest does after each commit): the path that must be fast (a day of a town's
+      events after an outage);
   (c) live: 8 camera threads commit each event as it happens (commits shared by group
       commit) while the publisher drains: bounded by the disk's fsync rate.
 
@@ -18,6 +20,7 @@ The last line is the ratio (b)/(a) of sustained rates.
 from __future__ import annotations
 
 import argparse
+import queue
 import subprocess
 import sys
 import tempfile
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -33,8 +37,10 @@ from edge.link import MAX_INFLIGHT, Link
 from edge.outbox import Message, Outbox, Priority
 from edge.publisher import Publisher
 from edge.settings import EdgeSettings
-from protocols import encode
-from protocols.topics import events_topic
+from protocols import Receipt, decode, encode
+from protocols.base import utc_now
+from protocols.receipts import seq_ranges
+from protocols.topics import events_topic, receipts_topic
 from tests.factories import make_detection_event
 from tests.support.mosquitto import MosquittoBroker
 
@@ -44,6 +50,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 def payloads(count: int) -> list[bytes]:
     return [encode(make_detection_event(node_id=NODE, seq=i)) for i in range(count)]
+
+
+def take_receipts(link: Link, outbox: Outbox, stop: threading.Event, done: list[int]) -> None:
+    """What the agent does with the receipts that arrive: forget what they name."""
+    while not stop.is_set():
+        try:
+            incoming = link.incoming.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        done[0] += outbox.receipted(decode(Receipt, incoming.payload).seqs)
 
 
 def direct(port: int, events: list[bytes]) -> float:
@@ -87,15 +103,19 @@ def through_outbox(
         settings,
         boot_id=None,
         on_published=lambda mid, reason: publisher.on_published(mid, reason),
-        subscriptions=[],
+        subscriptions=[receipts_topic(NODE)],
     )
     publisher = Publisher(outbox, link)
     topic = events_topic(NODE)
+    receipted = [0]
+    stop = threading.Event()
+    receiver = threading.Thread(target=take_receipts, args=(link, outbox, stop, receipted))
+    receiver.start()
     write_rate = 0.0
     if prefill:
         start = time.perf_counter()
-        for payload in events:
-            outbox.add([Message(topic, payload, Priority.EVENT)])
+        for seq, payload in enumerate(events):
+            outbox.add([Message(topic, payload, Priority.EVENT, seq=seq)])
         write_rate = len(events) / (time.perf_counter() - start)
     publisher.start()
     link.start()
@@ -103,22 +123,26 @@ def through_outbox(
     start = time.perf_counter()
     if not prefill:
         # Camera threads each commit their events as they happen (group commit joins them).
-        def produce(share: list[bytes]) -> None:
-            for payload in share:
-                outbox.add([Message(topic, payload, Priority.EVENT)])
+        def produce(share: list[tuple[int, bytes]]) -> None:
+            for seq, payload in share:
+                outbox.add([Message(topic, payload, Priority.EVENT, seq=seq)])
                 publisher.notify()
 
+        numbered = list(enumerate(events))
         threads = [
-            threading.Thread(target=produce, args=(events[i::producers],)) for i in range(producers)
+            threading.Thread(target=produce, args=(numbered[i::producers],))
+            for i in range(producers)
         ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         write_rate = len(events) / (time.perf_counter() - start)
-    while publisher.acked < len(events):
+    while receipted[0] < len(events):
         time.sleep(0.01)  # a benchmark polls its own counter
     elapsed = time.perf_counter() - start
+    stop.set()
+    receiver.join()
     publisher.stop()
     link.stop()
     outbox.close()
@@ -127,13 +151,37 @@ def through_outbox(
 
 def subscribe(port: int) -> None:
     """The cloud's side: a subscriber must exist, or the broker answers "no matching
-    subscribers" and the outbox (rightly) keeps the events. Runs until its stdin closes."""
+    subscribers" and the outbox (rightly) keeps the events; and it receipts what it got,
+    every 50 ms. Runs until its stdin closes."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-cloud", protocol=mqtt.MQTTv5)
     client.on_subscribe = lambda *_: print("subscribed", flush=True)
     client.on_connect = lambda c, *_: c.subscribe(events_topic(NODE), qos=1)
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        seq = orjson.loads(message.payload)["seq"]
+        with lock:
+            got.append(seq)
+
+    client.on_message = on_message
     client.connect("127.0.0.1", port)
     client.loop_start()
+    stopped = threading.Event()
+
+    def receipts() -> None:
+        while not stopped.wait(0.05):
+            with lock:
+                seqs, got[:] = list(got), []
+            if seqs:
+                receipt = Receipt(node_id=NODE, sent_at=utc_now(), seqs=seq_ranges(seqs))
+                client.publish(receipts_topic(NODE), encode(receipt), qos=1)
+
+    sender = threading.Thread(target=receipts)
+    sender.start()
     sys.stdin.read()
+    stopped.set()
+    sender.join()
     client.disconnect()
     client.loop_stop()
 
