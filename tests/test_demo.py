@@ -98,6 +98,7 @@ def test_the_demo_shows_the_county_at_work_and_stops_cleanly(demo: Demo, assets_
         "admin",
         "county-op",
         "town-op",
+        "village-op",
         "worker",
         "tech",
         "police",

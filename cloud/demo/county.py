@@ -30,6 +30,7 @@ STAFF = [
     ("admin", "县平台管理员", "county_admin", COUNTY, "", "operator"),
     ("county-op", "县指挥中心值班员", "county_operator", COUNTY, "", "duty_staff"),
     ("town-op", "土溪镇综治中心值班员", "town_operator", TOWN, "", "operator"),
+    ("village-op", "双凤村综治站值班员", "village_operator", VILLAGE_A, "", "operator"),
     ("worker", "双凤村第一网格网格员", "grid_worker", "511725106201001", "", "grid_worker"),
     ("tech", "县运维技术员", "field_technician", TOWN, "", "technician"),
     # "The grid blows the whistle, the departments report for duty": an officer for each
