@@ -30,25 +30,33 @@ EVERY_S = 0.5
 _EVENTS_SUFFIX = "/events"
 
 
-def settled(messages: Iterable[Received], batch: Batch, flooded: set[int]) -> dict[str, set[int]]:
+def settled(
+    messages: Iterable[Received], batch: Batch, unreceipted: set[int]
+) -> dict[str, set[int]]:
     """The seqs of the events among `messages` (acknowledged together) the county holds
-    now, by box. `flooded`: ids of the payloads the parking refused."""
-    decoded = {}
-    for event, _ in batch.events:
-        source = batch.sources.get(event.event_id)
-        if source is not None:
-            decoded[id(source)] = event.seq
+    now, by box. `unreceipted`: ids of the payloads not to receipt (what the parking
+    refused, what a suspended box's queue held)."""
     seqs: dict[str, set[int]] = {}
+    for event, _ in batch.events:  # the common case: each message decoded into its event
+        box = seqs.get(event.node_id)
+        if box is None:
+            box = seqs[event.node_id] = set()
+        box.add(event.seq)
+    if not (batch.duplicates or batch.dead or batch.deferred or unreceipted):
+        return seqs
+    # Copies, parked, refused or dropped messages: rare, looked at one by one.
+    decoded = {id(batch.sources.get(event.event_id)) for event, _ in batch.events}
     for message in messages:
-        if not message.topic.endswith(_EVENTS_SUFFIX) or id(message.payload) in flooded:
+        if (
+            not message.topic.endswith(_EVENTS_SUFFIX)
+            or id(message) in decoded
+            or id(message.payload) in unreceipted
+        ):
             continue
-        seq = decoded.get(id(message))
-        if seq is None:
-            seq = _seq_in(message.payload)  # a copy, parked or refused: rare, parsed here
-            if seq is None:
-                continue
-        node = message.topic[: -len(_EVENTS_SUFFIX)].rsplit("/", 1)[-1]
-        seqs.setdefault(node, set()).add(seq)
+        seq = _seq_in(message.payload)
+        if seq is not None:
+            node = message.topic[: -len(_EVENTS_SUFFIX)].rsplit("/", 1)[-1]
+            seqs.setdefault(node, set()).add(seq)
     return seqs
 
 

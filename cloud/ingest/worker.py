@@ -392,6 +392,7 @@ class IngestWorker:
             ).fetchall()
         for node in self.guard.follow({str(n): float(s) for n, s in rows}):
             self._dropping.discard(node)
+            logger.info("box %s let back in: its messages are taken and counted afresh", node)
 
     def _decode_now(self, messages: list[Received]) -> Batch:
         suspects = [m for m in messages if m.duplicate]

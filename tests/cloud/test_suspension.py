@@ -146,6 +146,9 @@ def test_a_box_sending_junk_is_shut_out_until_an_operator_lets_it_back(
 
     # Let back in, it starts afresh: the same junk again is suspended again (ingest held
     # it immune until its own ten minutes ran out).
+    wait_until(
+        lambda: f"box {ATTACKER} let back in" in ingest.log(), 10, "ingest to follow the lift"
+    )
     back = MqttProbe(
         broker.port, username=ATTACKER, password=PASSWORDS[ATTACKER], client_id=ATTACKER
     ).connect()
