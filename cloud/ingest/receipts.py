@@ -1,5 +1,5 @@
 """Receipts: after a batch commits, each box is told which of its events the county now
-holds (`gw/v1/nodes/<node_id>/receipts`), and only then does the box forget them. A
+holds (on its `receipts` topic), and only then does the box forget them. A
 PUBACK from the broker says less: a broker that dies before it saves loses what it had
 acknowledged, and the boxes, told it was delivered, had deleted it.
 

@@ -41,7 +41,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 from cloud.metrics import INGEST_RECEIPTS, INGEST_RETAINED_CLEARED, INGEST_SUBSCRIBED
 from cloud.mqtt import FailureLog, broker_address
 from cloud.settings import CloudSettings
-from protocols.topics import may_be_retained
+from protocols.topics import Channel, all_nodes_filter, may_be_retained
 
 logger = logging.getLogger(__name__)
 
@@ -305,9 +305,10 @@ class Subscriber:
             self._refusals.add(reason)
             logger.error(
                 "the broker refused ingest's receipt on %s: %s (the account needs write on "
-                "gw/v1/nodes/+/receipts; boxes send their events again meanwhile)",
+                "%s; boxes send their events again meanwhile)",
                 topic,
                 reason,
+                all_nodes_filter(Channel.RECEIPTS),
             )
 
     def pause(self) -> None:
