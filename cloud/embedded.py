@@ -34,13 +34,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _kept_port(path: Path) -> int:
-    """The port kept in `path` while nothing else listens there, else a free one, kept:
-    whoever was told the port (a box's bundle) finds the broker there next time."""
-    kept = int(path.read_text()) if path.exists() else 0
-    if kept and not is_listening(kept):
-        return kept
-    port = _free_port()
+def kept_port(path: Path, wanted: int | None = None, default: int = 0) -> int:
+    """`wanted`, else the port kept in `path`, else `default`, while nothing else listens
+    there; else a free one. Kept in `path`: whoever was told the port (a box's bundle, a
+    login printed) finds the server there next time."""
+    port = wanted or (int(path.read_text()) if path.exists() else default)
+    if not port or is_listening(port):
+        port = _free_port()
     path.write_text(str(port))
     return port
 
@@ -144,7 +144,7 @@ def secured_broker(directory: Path, database_url: str, port: int = 0) -> Iterato
     password = _kept_secret(directory / "service-password")
     pid_file = directory / "mosquitto.pid"
     stop_stale(pid_file)  # before a port is chosen: it may hold one
-    port = port or _kept_port(directory / "port")
+    port = port or kept_port(directory / "port")
     files = BrokerFiles(
         password_file=directory / "passwd",
         pid_file=pid_file,

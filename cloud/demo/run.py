@@ -19,7 +19,6 @@ import os
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,13 +34,13 @@ import typer
 
 from cloud.access import Principal, Role
 from cloud.auth import issue_access_token
-from cloud.broker import alive
+from cloud.broker import alive, is_listening
 from cloud.cases.rule_sets import ever_set_by, set_rules
 from cloud.cases.rules import load_rules
 from cloud.db.schema import prepare_database
 from cloud.demo import county
 from cloud.demo.assets import DemoAssets, draw_scene, find_assets
-from cloud.embedded import SecuredBroker, embedded_database, secured_broker
+from cloud.embedded import SecuredBroker, embedded_database, kept_port, secured_broker
 from cloud.errors import CloudError
 from cloud.org_import import OrgFiles, import_org
 from cloud.settings import CloudSettings
@@ -159,14 +158,10 @@ def _service_port(directory: Path, wanted: int | None) -> int:
     """The service's port: `wanted`, else the one kept from an earlier run (the boxes and
     the logins printed name it), else 8080; a free one when that is taken."""
     kept = directory / "service-port"
-    port = wanted or (int(kept.read_text()) if kept.exists() else DEFAULT_PORT)
-    if not _free(port):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            free = int(sock.getsockname()[1])
-        logger.warning("port %d is taken by another program: the service uses %d", port, free)
-        port = free
-    kept.write_text(str(port))
+    asked = wanted or (int(kept.read_text()) if kept.exists() else DEFAULT_PORT)
+    port = kept_port(kept, asked)
+    if port != asked:
+        logger.warning("port %d is taken by another program: the service uses %d", asked, port)
     return port
 
 
@@ -335,11 +330,6 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # GStreamer's GObject bindings live in the s
 CAMERA_SERVER = Path(__file__).resolve().parent / "rtsp_cameras.py"
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
 def _cameras(processes: Processes, assets: DemoAssets, directory: Path) -> int | None:
     """The clips as RTSP cameras on loopback (GStreamer's RTSP server), or None when it
     cannot run here: then the boxes read the clips as files. The port is kept in
@@ -364,13 +354,7 @@ def _cameras(processes: Processes, assets: DemoAssets, directory: Path) -> int |
     if probe is None or probe.returncode != 0:
         logger.warning("no GStreamer RTSP server (gir1.2-gst-rtsp-server-1.0): clips read as files")
         return None
-    kept = directory / "rtsp-port"
-    port = int(kept.read_text()) if kept.exists() else 0
-    if not port or not _free(port):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        kept.write_text(str(port))
+    port = kept_port(directory / "rtsp-port")
     server = processes.start_program(
         "cameras",
         [
@@ -383,9 +367,8 @@ def _cameras(processes: Processes, assets: DemoAssets, directory: Path) -> int |
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and server.poll() is None:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return port
+        if is_listening(port):
+            return port
         time.sleep(0.2)  # polling a starting server, bounded
     logger.warning("the RTSP camera server did not start: clips read as files")
     return None
