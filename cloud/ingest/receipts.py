@@ -20,6 +20,7 @@ import orjson
 
 from cloud.ingest.dead_letters import Cause, DeadLetter
 from cloud.ingest.subscriber import Received
+from cloud.ingest.suspend import sender_of
 from cloud.ingest.writer import Batch
 from protocols import encode
 from protocols.events import MAX_SEQ
@@ -54,8 +55,8 @@ def settled(
         ):
             continue
         seq = _seq_in(message.payload)
-        if seq is not None:
-            node = message.topic[: -len(_EVENTS_SUFFIX)].rsplit("/", 1)[-1]
+        node = sender_of(message.topic)
+        if seq is not None and node is not None:
             seqs.setdefault(node, set()).add(seq)
     return seqs
 
