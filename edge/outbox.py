@@ -12,7 +12,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -302,16 +303,12 @@ class Outbox:
         if not keys:
             return
         now = self.clock()
-        with self._lock:
-            self._db.execute("PRAGMA synchronous=NORMAL")  # see _delete
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._unsynced():
             self._db.executemany(
                 "UPDATE entries SET sent_at = coalesce(sent_at, ?), sends = sends + 1, "
                 "resend_at = ? + min(?, ? * (1 << min(sends, 16))) WHERE id = ?",
                 [(now, now, MAX_RESEND_WAIT_S, self.receipt_timeout_s, k[0]) for k in keys],
             )
-            self._db.execute("COMMIT")
-            self._db.execute("PRAGMA synchronous=FULL")
 
     def receipted(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Forget the events a receipt names (seq ranges, inclusive); returns how many."""
@@ -320,12 +317,26 @@ class Outbox:
             return 0
         return self._delete("seq BETWEEN ? AND ?", keys)
 
-    def _delete(self, condition: str, keys: Sequence[tuple[int, ...]]) -> int:
+    @contextmanager
+    def _unsynced(self) -> Iterator[None]:
+        """One transaction without an fsync of its own, under the write lock: what it
+        changes (a delete, a mark of sent) lost in a power cut only sends an entry again
+        (ids make that harmless); the next FULL commit makes it durable too."""
         with self._lock:
-            # A lost delete only sends an entry twice (ids make that harmless): deletes need
-            # no fsync of their own; the next FULL commit makes them durable too.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+
+    def _delete(self, condition: str, keys: Sequence[tuple[int, ...]]) -> int:
+        with self._unsynced():
             size = count = 0
             for key in keys:
                 freed = self._db.execute(
@@ -336,10 +347,8 @@ class Outbox:
                 size += freed[0]
                 count += freed[1]
             self._db.executemany(f"DELETE FROM entries WHERE {condition}", keys)  # noqa: S608
-            self._db.execute("COMMIT")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._bytes -= size + count * _ROW_OVERHEAD
-            return int(count)
+            self._bytes -= size + count * _ROW_OVERHEAD  # under the write lock, as in _commit
+        return int(count)
 
     def stats(self) -> OutboxStats:
         with self._lock:
