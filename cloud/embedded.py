@@ -34,11 +34,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def kept_port(path: Path, wanted: int | None = None, default: int = 0) -> int:
-    """`wanted`, else the port kept in `path`, else `default`, while nothing else listens
-    there; else a free one. Kept in `path`: whoever was told the port (a box's bundle, a
-    login printed) finds the server there next time."""
-    port = wanted or (int(path.read_text()) if path.exists() else default)
+def kept_port(path: Path, wanted: int | None = None) -> int:
+    """`wanted`, else the port kept in `path`, while nothing else listens there; else a
+    free one. Kept in `path`: whoever was told the port (a box's bundle, a login printed)
+    finds the server there next time."""
+    port = wanted or (int(path.read_text()) if path.exists() else 0)
     if not port or is_listening(port):
         port = _free_port()
     path.write_text(str(port))
