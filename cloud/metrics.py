@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg import AsyncConnection
 
+from cloud.db import upkeep
 from cloud.db.cases import OVERDUE
 from cloud.settings import FleetSettings
 
@@ -171,6 +172,24 @@ def observe_delivery(path: str, sent_at: datetime) -> None:
     )
 
 
+UPKEEP_FAILING = Gauge(
+    "gridwatch_upkeep_failing",
+    "1 for a job keeping the time series (TimescaleDB policy, or the plain path's partitions "
+    "and retention) whose last run failed or that has not succeeded for two intervals.",
+    ["job"],
+)
+UPKEEP_LAST_SUCCESS = Gauge(
+    "gridwatch_upkeep_last_success_timestamp_seconds",
+    "When a job keeping the time series last succeeded (0: never seen to).",
+    ["job"],
+)
+UPKEEP_FALLBACK_RUNS = Gauge(
+    "gridwatch_upkeep_fallback_runs",
+    "Runs of a TimescaleDB policy that gridwatch made itself because its scheduler had not.",
+    ["job"],
+)
+
+
 async def refresh_from_database(
     conn: AsyncConnection, fleet: FleetSettings, reorder_window_s: float
 ) -> None:
@@ -213,3 +232,11 @@ async def refresh_from_database(
     )
     row = await cur.fetchone()
     DEAD_LETTER_ROWS.set(row[0] if row else 0)
+    for gauge in (UPKEEP_FAILING, UPKEEP_LAST_SUCCESS, UPKEEP_FALLBACK_RUNS):
+        gauge.clear()
+    for job in await upkeep.statuses(conn):
+        UPKEEP_FAILING.labels(job.job).set(int(job.failing))
+        UPKEEP_LAST_SUCCESS.labels(job.job).set(
+            job.last_success.timestamp() if job.last_success else 0
+        )
+        UPKEEP_FALLBACK_RUNS.labels(job.job).set(job.fallback_runs)

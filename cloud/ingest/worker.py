@@ -22,7 +22,8 @@ from zoneinfo import ZoneInfo
 import psycopg
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
-from cloud.db.timeseries import maintain
+from cloud.db.timeseries import MAINTAIN_EVERY, maintain, refresh_late
+from cloud.db.upkeep import follow_policies
 from cloud.errors import StorageError
 from cloud.ingest.answers import Answers
 from cloud.ingest.dead_letters import Cause, DeadLetter, prune_dead_letters
@@ -72,11 +73,13 @@ SESSION_EXPIRY_S = 86_400  # the broker keeps our messages a day while ingest is
 # queue is empty (the broker sends what it holds at once, up to the receive maximum).
 LEAVE_QUIET_S = 5.0
 
-MAINTAIN_EVERY_S = 3600.0
 # At most how often holes in nodes' sequences that no batch touches are checked against the
 # reorder window (half the window when shorter, at least a second): a node gone quiet after
 # a loss has its gap recorded within the window and this.
 SWEEP_EVERY_S = 10.0
+# On TimescaleDB: how often late rows' hours are refreshed and the policies' jobs checked
+# (within the hourly aggregates' own refresh interval, five minutes).
+AGGREGATES_EVERY_S = 60.0
 
 
 def subscriptions(settings: CloudSettings) -> list[str]:
@@ -217,6 +220,7 @@ class IngestWorker:
         """Until stopped: batches in, committed, acknowledged."""
         self.subscriber.start()
         next_maintenance = next_sweep = next_take_up = next_suspensions = time.monotonic()
+        next_aggregates = time.monotonic()
         sweep_every_s = min(SWEEP_EVERY_S, max(1.0, self.settings.ingest_reorder_window_s / 2))
         decoded: Decoded | None = None
         try:
@@ -245,8 +249,11 @@ class IngestWorker:
                     if not gc.isenabled():  # see tune_garbage_collector
                         gc.collect()
                 if time.monotonic() >= next_maintenance:
-                    next_maintenance = time.monotonic() + MAINTAIN_EVERY_S
+                    next_maintenance = time.monotonic() + MAINTAIN_EVERY.total_seconds()
                     self._with_database(self._maintain)
+                if self.timescale and time.monotonic() >= next_aggregates:
+                    next_aggregates = time.monotonic() + AGGREGATES_EVERY_S
+                    self._with_database(self._keep_aggregates)
         finally:
             self.subscriber.publish(self.receipts.take())  # sent with the last acks
             self.subscriber.stop()
@@ -562,6 +569,18 @@ class IngestWorker:
                 dropped,
                 claims,
             )
+
+    def _keep_aggregates(self, conn: psycopg.Connection) -> None:
+        """TimescaleDB: late rows counted, and policies its scheduler left stalled run."""
+        now = datetime.now(UTC)
+        try:
+            if hours := refresh_late(conn, self.writer.timezone, now):
+                logger.info("aggregates refreshed over %d hours of late rows", hours)
+            follow_policies(conn, now)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:  # shown by the jobs' metric; events go on being stored
+            logger.error("keeping the aggregates failed: %s", exc)
 
     def _take_up(self, conn: psycopg.Connection) -> None:
         """Store parked messages (see cloud.ingest.deferred), as their boxes' shares allow,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from cloud.db.routing import NEW_EVENT_TABLES, route_events
+from cloud.db.timeseries import mark_late
 from cloud.ingest.dead_letters import (
     CONFLICT_REASON,
     Cause,
@@ -608,6 +609,12 @@ class BatchWriter:
             result.cases_opened, result.cases_merged, result.cases_closed = route_events(
                 conn, new_events
             )
+        if self.timescale:  # hours the aggregates' refresh windows no longer cover
+            now = datetime.now(UTC)
+            if result.events_stored:
+                mark_late(conn, "events_hourly", (e.observed_at for e, _ in batch.events), now)
+            if batch.health:
+                mark_late(conn, "node_health_hourly", (h.sent_at for h, _, _ in batch.health), now)
         seqs = _new_seqs(conn, batch, new_events, stored) if result.events_stored else {}
         # The last seq each box says it gave out: a box that lost events and then sent
         # nothing more shows its gap now, not at its next event.

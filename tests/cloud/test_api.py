@@ -14,13 +14,15 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
 
 from cloud.access import Principal, Role
 from cloud.app import create_app
+from cloud.db.timeseries import maintain, partition_name
 from cloud.ingest.dead_letters import Cause, DeadLetter, write_dead_letters
 from cloud.ingest.writer import Batch, BatchWriter
 from cloud.org_import import OrgFiles, import_org
-from cloud.settings import CloudSettings
+from cloud.settings import CloudSettings, RetentionSettings
 from cloud.snapshots import LocalSnapshotStore, sha256_hex
 from cloud.tiers import Level
 from protocols import Channel, encode
@@ -360,3 +362,31 @@ def test_every_endpoint_but_health_needs_a_token(client: TestClient) -> None:
     forged = client.get("/api/v1/events", headers={"Authorization": "Bearer a.b.c"})
     assert forged.json() == {"detail": "invalid token"}
     assert client.get("/healthz", headers=anonymous).status_code == 200
+
+
+def test_upkeep_that_fails_shows_in_metrics_and_readyz_and_clears(
+    client: TestClient, cloud_db: str
+) -> None:
+    def failing() -> dict[str, float]:
+        return {
+            sample.labels["job"]: sample.value
+            for family in text_string_to_metric_families(client.get("/metrics").text)
+            for sample in family.samples
+            if sample.name == "gridwatch_upkeep_failing"
+        }
+
+    ahead = datetime.now(UTC) + timedelta(days=20)  # partitions not made yet
+    clash = partition_name("events", ahead.date())
+    with psycopg.connect(cloud_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(clash)))
+        maintain(conn, timescale=False, retention=RetentionSettings(), now=ahead)
+        broken = failing()
+        ready = client.get("/readyz")
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(clash)))
+        maintain(conn, timescale=False, retention=RetentionSettings(), now=ahead)
+    assert broken == {"partitions": 1, "retention": 0}
+    assert ready.status_code == 200  # the API answers all the same
+    shown = {job["job"]: job for job in ready.json()["upkeep"]}
+    assert shown["partitions"]["failing"] is True
+    assert clash in shown["partitions"]["last_error"]
+    assert failing() == {"partitions": 0, "retention": 0}

@@ -16,13 +16,17 @@ import pytest
 
 from cloud.db import events as event_queries
 from cloud.db import nodes as node_queries
+from cloud.db import upkeep
 from cloud.db.schema import prepare_database
 from cloud.db.timeseries import (
+    apply_timescale_policies,
     drop_expired,
     ensure_partitions,
     list_partitions,
     policy_jobs,
+    refresh_late,
 )
+from cloud.db.upkeep import JobStatus, follow_policies
 from cloud.ingest.writer import Batch, BatchWriter
 from cloud.settings import CloudSettings, RetentionSettings
 from cloud.snapshots import LocalSnapshotStore
@@ -42,7 +46,9 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 CAMERA = "rollup-cam"
 
 
-def situations(node_id: str, start: datetime, hours: int) -> list[DetectionEvent]:
+def situations(
+    node_id: str, start: datetime, hours: int, camera_id: str = CAMERA
+) -> list[DetectionEvent]:
     """A varying number of event threads per hour and kind, each a start and an end."""
     events = []
     seq = 0
@@ -53,7 +59,7 @@ def situations(node_id: str, start: datetime, hours: int) -> list[DetectionEvent
                 first = make_detection_event(
                     node_id=node_id,
                     seq=seq,
-                    camera_id=CAMERA,
+                    camera_id=camera_id,
                     kind=kind,
                     observed_at=at,
                     phase=EventPhase.START,
@@ -61,7 +67,7 @@ def situations(node_id: str, start: datetime, hours: int) -> list[DetectionEvent
                 last = make_detection_event(
                     node_id=node_id,
                     seq=seq + 1,
-                    camera_id=CAMERA,
+                    camera_id=camera_id,
                     kind=kind,
                     observed_at=at + timedelta(seconds=30),
                     phase=EventPhase.END,
@@ -92,14 +98,14 @@ def expected_counts(events: list[DetectionEvent], bucket: str) -> Counter[tuple[
 
 
 def counts_from_api_query(
-    url: str, bucket: str, start: datetime, end: datetime
+    url: str, bucket: str, start: datetime, end: datetime, camera_id: str = CAMERA
 ) -> Counter[tuple[datetime, str]]:
     """The API's own query (cloud.db.events.count_events), over an async connection."""
 
     async def run() -> list[dict[str, object]]:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             return await event_queries.count_events(
-                conn, bucket=bucket, start=start, end=end, unit=None, kind=None, camera_id=CAMERA
+                conn, bucket=bucket, start=start, end=end, unit=None, kind=None, camera_id=camera_id
             )
 
     return Counter(
@@ -182,6 +188,67 @@ def writer_for(timescale: bool, tmp_path: Path) -> BatchWriter:
     return BatchWriter(timescale=timescale, store=LocalSnapshotStore(tmp_path), timezone=SHANGHAI)
 
 
+def run_refresh_policies(conn: psycopg.Connection) -> None:
+    """What the job scheduler does every few minutes (the test endpoint has none)."""
+    for job_id, proc, _ in policy_jobs(conn):
+        if proc == "policy_refresh_continuous_aggregate":
+            conn.execute("CALL run_job(%s)", (job_id,))
+
+
+LATE_CAMERA = "late-cam"
+
+
+def lateness_mix(path: str, now: datetime) -> tuple[list[DetectionEvent], list[DetectionEvent]]:
+    """Events on time, then events 3 and 10 days late and in the current hour (each group
+    from its own box, as a town replaying an outage would send them)."""
+    on_time = situations(f"qx-{path}-ontime", now - timedelta(hours=8), 5, LATE_CAMERA)
+    late = [
+        *situations(f"qx-{path}-3d", now - timedelta(days=3, hours=5), 3, LATE_CAMERA),
+        *situations(f"qx-{path}-10d", now - timedelta(days=10, hours=5), 3, LATE_CAMERA),
+    ]
+    late += [
+        make_detection_event(
+            node_id=f"qx-{path}-now",
+            seq=i,
+            camera_id=LATE_CAMERA,
+            observed_at=now - timedelta(seconds=30 * i + 5),
+            phase=EventPhase.START,
+        )
+        for i in range(4)
+    ]
+    return on_time, late
+
+
+def direct_counts(conn: psycopg.Connection, bucket: str) -> Counter[tuple[datetime, str]]:
+    """Counted from the events table itself."""
+    truncated = (
+        "date_trunc('hour', observed_at)"
+        if bucket == "hour"
+        else "date_trunc('day', observed_at, 'Asia/Shanghai')"
+    )
+    return Counter(
+        {
+            (r[0], r[1]): r[2]
+            for r in conn.execute(
+                f"SELECT {truncated}, kind, count(*) FROM events "  # noqa: S608
+                "WHERE camera_id = %s AND phase = 'start' GROUP BY 1, 2",
+                (LATE_CAMERA,),
+            ).fetchall()
+        }
+    )
+
+
+def assert_counts_include_late_events(url: str, events: list[DetectionEvent]) -> None:
+    now = datetime.now(UTC)
+    with psycopg.connect(url, autocommit=True) as conn:
+        direct = {bucket: direct_counts(conn, bucket) for bucket in ("hour", "day")}
+    window = (now - timedelta(days=30), now + timedelta(days=1))
+    for bucket in ("hour", "day"):
+        expected = expected_counts(events, bucket)
+        assert direct[bucket] == expected
+        assert counts_from_api_query(url, bucket, *window, camera_id=LATE_CAMERA) == expected
+
+
 # ---- TimescaleDB ------------------------------------------------------------------------
 
 
@@ -215,13 +282,15 @@ def test_timescale_schema_has_hypertables_compression_and_policies(timescale_db:
             ).fetchall()
         }
         jobs = {(proc, table) for _, proc, table in policy_jobs(conn)}
-    assert hypertables == {"events": True, "node_health": True, "telemetry": False}
+    assert hypertables == {"events": True, "node_health": True, "telemetry": True}
     assert views == {"events_hourly", "events_daily", "node_health_hourly"}
     assert segment_by == {"camera_id", "kind"}
     assert {
         ("policy_retention", "events"),
         ("policy_retention", "node_health"),
         ("policy_compression", "events"),
+        ("policy_compression", "node_health"),
+        ("policy_compression", "telemetry"),
         ("policy_refresh_continuous_aggregate", "events_hourly"),
         ("policy_refresh_continuous_aggregate", "events_daily"),
         ("policy_refresh_continuous_aggregate", "node_health_hourly"),
@@ -237,14 +306,27 @@ def test_timescale_aggregates_equal_direct_counts_and_serve_the_api_query(
     with psycopg.connect(timescale_db, autocommit=True) as conn:
         assert write(conn, writer_for(True, tmp_path), events) == len(events)
         assert write(conn, writer_for(True, tmp_path), events[:10]) == 0  # redelivered
-        for job_id, proc, _ in policy_jobs(conn):
-            if proc == "policy_refresh_continuous_aggregate":
-                conn.execute("CALL run_job(%s)", (job_id,))  # the policies run as scheduled
-        conn.execute("CALL refresh_continuous_aggregate('events_hourly', NULL, NULL)")
-        conn.execute("CALL refresh_continuous_aggregate('events_daily', NULL, NULL)")
+        run_refresh_policies(conn)
     window = (start - timedelta(days=1), NOW + timedelta(days=1))
     assert counts_from_api_query(timescale_db, "hour", *window) == expected_counts(events, "hour")
     assert counts_from_api_query(timescale_db, "day", *window) == expected_counts(events, "day")
+
+
+def test_timescale_counts_late_events_of_any_age_and_the_current_hour(
+    timescale_db: str, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    on_time, late = lateness_mix("ts", now)
+    writer = writer_for(True, tmp_path)
+    with psycopg.connect(timescale_db, autocommit=True) as conn:
+        assert write(conn, writer, on_time) == len(on_time)
+        run_refresh_policies(conn)  # what came on time is materialised
+        assert write(conn, writer, late) == len(late)
+        run_refresh_policies(conn)  # their windows (3 and 35 days) leave the late hours out
+        # What ingest does each minute: the hours late events fell in, refreshed.
+        assert refresh_late(conn, SHANGHAI, datetime.now(UTC)) > 0
+        assert conn.execute("SELECT count(*) FROM aggregate_late_hours").fetchone() == (0,)
+    assert_counts_include_late_events(timescale_db, on_time + late)
 
 
 def test_timescale_health_hours_equal_direct_aggregates(timescale_db: str, tmp_path: Path) -> None:
@@ -290,6 +372,55 @@ def test_timescale_retention_and_compression_jobs(timescale_db: str, tmp_path: P
     assert compressed[0] >= 1  # the 9-day-old chunk, past compress_after_days
 
 
+def jobs_by_policy(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
+    return {(proc, table): job_id for job_id, proc, table in policy_jobs(conn)}
+
+
+def test_timescale_policies_stay_across_starts_and_change_in_place(timescale_db: str) -> None:
+    with psycopg.connect(timescale_db, autocommit=True) as conn:
+        before = jobs_by_policy(conn)
+        assert apply_timescale_policies(conn, RetentionSettings()) == []  # a restart
+        assert jobs_by_policy(conn) == before
+        changed = apply_timescale_policies(conn, RetentionSettings(events_days=90))
+        assert jobs_by_policy(conn) == before  # the same jobs, with their history
+        config = conn.execute(
+            "SELECT (config->>'drop_after')::interval FROM timescaledb_information.jobs "
+            "WHERE job_id = %s",
+            (before[("policy_retention", "events")],),
+        ).fetchone()
+        apply_timescale_policies(conn, RetentionSettings())
+    assert changed == ["policy_retention events altered"]
+    assert config == (timedelta(days=90),)
+
+
+def upkeep_now(url: str) -> dict[str, JobStatus]:
+    async def run() -> list[JobStatus]:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return await upkeep.statuses(conn)
+
+    return {job.job: job for job in asyncio.run(run())}
+
+
+def test_timescale_policies_its_scheduler_leaves_are_shown_and_run_once(
+    timescale_db: str,
+) -> None:
+    now = datetime.now(UTC)
+    with psycopg.connect(timescale_db, autocommit=True) as conn:
+        # Seen a day ago, and the endpoint has no scheduler: none has run since.
+        assert follow_policies(conn, now - timedelta(days=1)) == []
+    stalled = upkeep_now(timescale_db)
+    with psycopg.connect(timescale_db, autocommit=True) as conn:
+        ran = follow_policies(conn, now)
+        again = follow_policies(conn, now + timedelta(minutes=1))
+    after = upkeep_now(timescale_db)
+    refreshes = {"refresh events_hourly", "refresh events_daily", "refresh node_health_hourly"}
+    assert {job for job, s in stalled.items() if s.failing} >= refreshes
+    assert set(ran) >= refreshes
+    assert again == []  # once an interval, whoever asks
+    assert not any(after[job].failing for job in ran)
+    assert all(after[job].fallback_runs == stalled[job].fallback_runs + 1 for job in ran)
+
+
 # ---- plain PostgreSQL -------------------------------------------------------------------
 
 
@@ -316,6 +447,17 @@ def test_plain_rollups_equal_direct_counts_and_serve_the_api_query(
     hourly = counts_from_api_query(cloud_db, "hour", *window)
     assert hourly == expected_counts(events, "hour") == direct
     assert counts_from_api_query(cloud_db, "day", *window) == expected_counts(events, "day")
+
+
+def test_plain_counts_late_events_of_any_age_and_the_current_hour(
+    cloud_db: str, tmp_path: Path
+) -> None:
+    on_time, late = lateness_mix("plain", datetime.now(UTC))
+    writer = writer_for(False, tmp_path)
+    with psycopg.connect(cloud_db, autocommit=True) as conn:
+        assert write(conn, writer, on_time) == len(on_time)
+        assert write(conn, writer, late) == len(late)
+    assert_counts_include_late_events(cloud_db, on_time + late)
 
 
 def test_plain_health_hours_equal_direct_aggregates_and_the_newest_report_wins(

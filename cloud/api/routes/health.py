@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cloud.db import upkeep
 from cloud.errors import Unauthorized
 from cloud.ingest.status import ingest_status
 from cloud.metrics import refresh_from_database
@@ -40,9 +41,10 @@ async def _broker_reachable(url: str | None) -> bool:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Database and broker reachable, an ingest in this process subscribed, and how far
-    behind every ingest is (503 when not ready)."""
-    body: dict[str, Any] = {"database": False, "broker": False, "ingest": []}
+    """Database and broker reachable, an ingest in this process subscribed, how far behind
+    every ingest is (503 when not ready), and the jobs keeping the time series (`upkeep`:
+    one failing is reported, but does not make the service unready)."""
+    body: dict[str, Any] = {"database": False, "broker": False, "ingest": [], "upkeep": []}
     try:
         async with request.app.state.pool.connection(timeout=2) as conn:
             cur = await conn.execute(
@@ -58,6 +60,8 @@ async def readyz(request: Request) -> JSONResponse:
                 }
                 for r in await cur.fetchall()
             ]
+            # Shown, not a reason to leave the load balancer: the API answers all the same.
+            body["upkeep"] = [job.summary() for job in await upkeep.statuses(conn)]
             body["database"] = True
     except Exception:  # noqa: BLE001 - any failure here means "not ready", which is the answer
         body["database"] = False
