@@ -69,25 +69,21 @@ def migrate(log_level: LogLevel = "INFO") -> None:
     """Bring the database to the current schema (idempotent). Without CLOUD_DATABASE_URL,
     the embedded database in CLOUD_DATA_DIR."""
     _logging(log_level)
-    from cloud.database import connect
+    from cloud.database import with_database
     from cloud.db.schema import prepare_database
 
-    with (
-        _embedded(_settings(), broker=False) as (settings, _),
-        connect(settings) as conn,
-    ):
-        timescale = prepare_database(conn, settings)
+    with _embedded(_settings(), broker=False) as (settings, _):
+        timescale = with_database(settings, lambda conn: prepare_database(conn, settings))
 
     typer.echo(f"database ready ({'TimescaleDB' if timescale else 'plain PostgreSQL'})")
 
 
 def _ingest_worker(settings: CloudSettings, *, leaving: bool = False) -> IngestWorker:
-    from cloud.database import connect
+    from cloud.database import connect, with_database
     from cloud.db.schema import prepare_database
     from cloud.ingest.worker import IngestWorker
 
-    with connect(settings) as conn:
-        timescale = prepare_database(conn, settings)
+    timescale = with_database(settings, lambda conn: prepare_database(conn, settings))
     return IngestWorker(
         settings, connect=lambda: connect(settings), timescale=timescale, leaving=leaving
     )
@@ -152,7 +148,7 @@ def serve(
     import uvicorn
 
     from cloud.app import create_app
-    from cloud.database import connect
+    from cloud.database import with_database
     from cloud.db.schema import prepare_database
 
     with _embedded(_settings()) as (settings, embedded):
@@ -170,8 +166,8 @@ def serve(
             worker = _ingest_worker(settings)
         else:
             worker = None
-            with connect(settings) as conn:  # migrations are idempotent and one at a time
-                prepare_database(conn, settings)
+            # Migrations are idempotent and one at a time.
+            with_database(settings, lambda conn: prepare_database(conn, settings))
         thread = None
         if worker is not None:
             thread = threading.Thread(target=worker.run, name="ingest", daemon=True)

@@ -64,3 +64,38 @@ def fresh_database(admin_url: str, prefix: str = "gridwatch_test") -> Iterator[s
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@contextmanager
+def private_server(port: int) -> Iterator[str]:
+    """A PostgreSQL 15 of its own on `port` (Debian's binaries; as the postgres user when
+    run as root, which PostgreSQL refuses, in a folder of its own that user can reach),
+    trust auth, stopped and removed afterwards."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix="gridwatch-pg-"))
+    data = directory / "pgdata"
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(directory, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+
+    def run(*args: str) -> None:
+        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
+
+    try:
+        run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+        options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1"
+        pg_ctl = str(PG_BIN / "pg_ctl")
+        run(pg_ctl, "-D", str(data), "-o", options, "-w", "-l", str(directory / "log"), "start")
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            run(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
