@@ -160,17 +160,21 @@ async def _changes(
         case CaseAction.RECHECK:
             detail |= await _recheck(conn, principal, case, now, required=True)
         case CaseAction.CLOSE:
-            if await _still_seen(conn, case_id):
-                # The box looked again and the situation is still there: closing anyway
+            recheck = await _recheck_outcome(conn, case_id)
+            if recheck in ("still_seen", "unanswered"):
+                # The box still sees the situation, or has not said yet: closing anyway
                 # needs a reason, kept in the history and the audit log.
-                detail["reason"] = _require(
-                    request.reason, "reason (the camera's re-check still sees it)", action
-                )
-                detail["recheck_still_seen"] = True
+                why = {
+                    "still_seen": "the camera's re-check still sees it",
+                    "unanswered": "the camera's re-check has not been answered yet",
+                }[recheck]
+                detail["reason"] = _require(request.reason, f"reason ({why})", action)
+                detail[f"recheck_{recheck}"] = True
             if request.satisfaction is not None:
                 changes["satisfaction"] = detail["satisfaction"] = request.satisfaction
             changes["closed_at"] = now
-            # Why it closed, as every other closing says: the closer's words, or the loop's.
+            # Why it closed, as every other closing says: the closer's words, or the loop's
+            # (verified: approved, and the camera's re-check, if any, no longer sees it).
             changes["close_reason"] = request.reason or "resolved and verified"
         case CaseAction.NOTE:
             if not request.comment and not request.photos:
@@ -181,16 +185,22 @@ async def _changes(
     return changes, detail
 
 
-async def _still_seen(conn: AsyncConnection, case_id: UUID) -> bool:
-    """Whether the case's latest answered re-check says the situation is still there."""
+async def _recheck_outcome(conn: AsyncConnection, case_id: UUID) -> str | None:
+    """What the case's latest re-check says: `still_seen`, `clear`, `unanswered` (asked, and
+    no answer, or the box could not look), or None when none was asked."""
     cur = await conn.execute(
-        "SELECT (r.data->>'present')::boolean FROM case_checks k "
-        "JOIN command_responses r ON r.request_id = k.request_id "
-        "WHERE k.case_id = %s AND r.status = 'ok' ORDER BY k.requested_at DESC LIMIT 1",
+        "SELECT r.status, (r.data->>'present')::boolean FROM case_checks k "
+        "LEFT JOIN command_responses r ON r.request_id = k.request_id "
+        "WHERE k.case_id = %s ORDER BY k.requested_at DESC, k.request_id DESC LIMIT 1",
         (case_id,),
     )
     row = await cur.fetchone()
-    return bool(row and row[0])
+    if row is None:
+        return None
+    status, present = row
+    if status != "ok":
+        return "unanswered"
+    return "still_seen" if present else "clear"
 
 
 async def _check_photos(conn: AsyncConnection, case_id: UUID, photos: tuple[UUID, ...]) -> None:

@@ -613,3 +613,63 @@ def test_a_recheck_that_still_sees_it_holds_closure_until_a_reason(
     )
     detail = client.get(f"/api/v1/cases/{case_id}", headers=town).json()
     assert detail["history"][-1]["detail"]["reason"] == "parked legally, checked on site"
+
+
+def approved_camera_case(county: County, client: TestClient, seq: int) -> str:
+    """A camera case taken through to approval, which asks the box to look again."""
+    town = signed_in(client, county, "town-op")
+    event = make_detection_event(
+        node_id=VILLAGE_NODE,
+        camera_id="cam01",
+        seq=seq,
+        kind=EventKind.OBJECT,
+        label="car",
+        severity=Severity.HIGH,
+        rule_id="lane_vehicle",
+    )
+    county.write([event], datetime.now(UTC))
+    [case] = [c for c in cases_of(county.url, "cam01") if c["first_event_id"] == event.event_id]
+    worker = signed_in(client, county, "worker")
+    for headers, body in [
+        (worker, {"action": "acknowledge"}),
+        (town, {"action": "confirm"}),
+        (town, {"action": "dispatch", "unit_code": GRID}),
+        (worker, {"action": "resolve", "comment": "asked the driver to move"}),
+        (town, {"action": "approve"}),
+    ]:
+        act(client, headers, case["case_id"], **body)
+    return str(case["case_id"])
+
+
+def test_a_recheck_not_answered_yet_is_not_called_verified(
+    county: County, client: TestClient
+) -> None:
+    town = signed_in(client, county, "town-op")
+    case_id = approved_camera_case(county, client, 7100)
+    checks = client.get(f"/api/v1/cases/{case_id}", headers=town).json()["checks"]
+    assert [c["status"] for c in checks] == [None]  # asked; the box has not answered
+    refused = client.post(
+        f"/api/v1/cases/{case_id}/actions", json={"action": "close"}, headers=town
+    )
+    assert refused.status_code == 400
+    assert "not been answered" in refused.json()["detail"]
+    closed = act(client, town, case_id, action="close", reason="checked on site: the lane is clear")
+    assert closed["close_reason"] == "checked on site: the lane is clear"
+    detail = client.get(f"/api/v1/cases/{case_id}", headers=town).json()
+    assert detail["history"][-1]["detail"]["recheck_unanswered"] is True
+
+
+def test_a_recheck_that_no_longer_sees_it_closes_as_verified(
+    county: County, client: TestClient
+) -> None:
+    town = signed_in(client, county, "town-op")
+    case_id = approved_camera_case(county, client, 7200)
+    with psycopg.connect(county.url, autocommit=True) as conn:  # the box answers: gone
+        conn.execute(
+            "INSERT INTO command_responses (request_id, node_id, status, data, responded_at, "
+            "received_at) SELECT request_id, node_id, 'ok', %s, now(), now() FROM case_checks "
+            "WHERE case_id = %s",
+            (psycopg.types.json.Jsonb({"present": False}), case_id),
+        )
+    closed = act(client, town, case_id, action="close")
+    assert closed["close_reason"] == "resolved and verified"
