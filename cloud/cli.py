@@ -50,6 +50,8 @@ def _logging(level: str) -> None:
 @contextmanager
 def _embedded(settings: CloudSettings, broker: bool = True) -> Iterator[tuple[CloudSettings, bool]]:
     """`with_embedded_defaults`, with a clear error and exit code 2 when one cannot start."""
+    from psycopg.errors import UndefinedTable
+
     from cloud.embedded import with_embedded_defaults
     from cloud.errors import ServiceUnavailable
 
@@ -58,6 +60,19 @@ def _embedded(settings: CloudSettings, broker: bool = True) -> Iterator[tuple[Cl
             yield result
     except ServiceUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except UndefinedTable as exc:
+        where = (
+            "CLOUD_DATABASE_URL"
+            if settings.database_url
+            else f"the embedded database in {settings.data_dir}"
+        )
+        typer.echo(
+            f"error: {where} holds no gridwatch county ({exc.diag.message_primary}): set "
+            "CLOUD_DATABASE_URL to the county's database (a running demo prints its own), "
+            "or run `gridwatch cloud migrate` to begin one here",
+            err=True,
+        )
         raise typer.Exit(2) from exc
 
 

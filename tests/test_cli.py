@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -72,3 +73,20 @@ def test_protocols_export_check_passes_on_the_committed_files() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_command_on_a_database_without_a_county_says_so(postgres_admin_url: str) -> None:
+    from tests.support.postgres import fresh_database
+
+    with fresh_database(postgres_admin_url, prefix="gridwatch_test_empty") as url:
+        result = subprocess.run(
+            [sys.executable, "-m", "gridwatch", "cloud", "org", "passwd", "worker"],
+            env={**os.environ, "CLOUD_DATABASE_URL": url},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "CLOUD_DATABASE_URL holds no gridwatch county" in result.stderr
