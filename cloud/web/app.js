@@ -263,7 +263,11 @@ function renderFeed() {
       el("span", {}, headline),
     );
     if (alert.node_id) {
-      item.append(" ", el("a", { href: `#/node/${encodeURIComponent(alert.node_id)}` }, alert.node_id));
+      // A link only for who may read the box's page (a grid worker's led to an empty page).
+      const mayRead = session.me.permissions.includes("read_fleet");
+      item.append(" ", mayRead
+        ? el("a", { href: `#/node/${encodeURIComponent(alert.node_id)}` }, alert.node_id)
+        : el("span", { class: "node" }, alert.node_id));
     }
     return item;
   }));

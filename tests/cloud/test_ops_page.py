@@ -291,6 +291,33 @@ def test_every_role_sees_the_panels_it_may_read_and_no_request_fails(
     assert failed == []
 
 
+def test_a_grid_worker_on_a_phone_sees_the_whole_screen_and_no_box_links(
+    browser: Browser, serve: ServeProcess, county: County, broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, locale="zh-CN"
+    )
+    phone = context.new_page()
+    nodes = FakeNodes(broker.port, tmp_path / "nodes")
+    try:
+        sign_in(phone, serve, county, "worker")
+        expect(phone.locator("#kpi-open")).not_to_have_text("–")
+        expect(phone.locator("#alert-link")).to_have_class("status-dot live")
+        nodes.publish(VILLAGE_NODE, [900], camera_id="cam01", severity=Severity.HIGH)
+        expect(phone.locator("#alert-feed li").first).to_contain_text(VILLAGE_NODE, timeout=30_000)
+        overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        sign_out = phone.locator("#logout").bounding_box()
+        node_links = phone.locator("#alert-feed a[href^='#/node/']").count()
+        boxes_named = phone.locator("#alert-feed .node").count()
+    finally:
+        nodes.close()
+        context.close()
+    assert overflow <= 0  # nothing wider than the phone (the header was 432 px)
+    assert sign_out is not None and sign_out["x"] + sign_out["width"] <= 390
+    assert node_links == 0  # a box's page is not the grid worker's to read
+    assert boxes_named > 0  # named, not linked
+
+
 @pytest.mark.parametrize(
     ("path", "shows"),
     # /redoc leads to the same page.

@@ -51,8 +51,8 @@ async def check_node_visible(principal: Principal, conn: Conn, node_id: str) -> 
         "LIMIT 1",
         {"node": node_id, "unit": like_prefix(principal.unit_code)},
     )
-    if await cur.fetchone() is None:
-        raise NotFound(f"node {node_id} has never reported")
+    if await cur.fetchone() is None:  # the same answer whether it exists elsewhere or not
+        raise NotFound(f"no node {node_id} in your jurisdiction")
 
 
 @router.get("/nodes/{node_id}/state", response_model=NodeStateOut)
