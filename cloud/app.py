@@ -15,6 +15,7 @@ from cloud.alerts.hub import AlertHub
 from cloud.alerts.relay import AlertRelay
 from cloud.alerts.webhooks import WebhookDispatcher
 from cloud.api.errors import install_error_handlers
+from cloud.api.guards import Guards
 from cloud.api.routes import alerts as alert_routes
 from cloud.api.routes import (
     auth,
@@ -129,6 +130,7 @@ def create_app(settings: CloudSettings, *, ingest: Subscriber | None = None) -> 
     config_relay = ConfigRelay(pool, publisher, retry_after_s=settings.fleet.config_retry_after_s)
     webhooks = WebhookDispatcher(pool, alerts, settings)
     install_error_handlers(app)
+    app.add_middleware(Guards)
     app.include_router(health.router)
     app.include_router(events.router, prefix="/api/v1")
     app.include_router(nodes.router, prefix="/api/v1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -390,3 +391,40 @@ def test_upkeep_that_fails_shows_in_metrics_and_readyz_and_clears(
     assert shown["partitions"]["failing"] is True
     assert clash in shown["partitions"]["last_error"]
     assert failing() == {"partitions": 0, "retention": 0}
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/events?camera_id=cam%00", "camera_id"),
+        ("/api/v1/events.csv?label=a%00b", "label"),
+        ("/api/v1/cases?q=%00", "q"),
+        ("/api/v1/cases.csv?unit=51%001", "unit"),
+        ("/api/v1/stats/cases?unit=%00", "unit"),
+        ("/api/v1/gaps?node_id=x%00", "node_id"),
+        ("/api/v1/audit?actor=%00", "actor"),
+    ],
+)
+def test_a_nul_in_a_query_is_a_422_naming_the_field(
+    client: TestClient, path: str, field: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", field]
+
+
+@pytest.mark.parametrize("title", ["bad\u0000title", "lone \ud800 surrogate"])
+def test_bad_text_in_a_json_body_is_a_422_naming_the_field(client: TestClient, title: str) -> None:
+    body = json.dumps({"category": "safety_hazard", "severity": "low", "title": title})
+    response = client.post(
+        "/api/v1/cases", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "title"]
+
+
+def test_every_answer_carries_the_security_headers(client: TestClient) -> None:
+    for response in (client.get("/api/v1/events"), client.get("/"), client.get("/healthz")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["referrer-policy"] == "no-referrer"

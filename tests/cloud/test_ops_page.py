@@ -313,7 +313,8 @@ def test_a_grid_worker_on_a_phone_sees_the_whole_screen_and_no_box_links(
         nodes.close()
         context.close()
     assert overflow <= 0  # nothing wider than the phone (the header was 432 px)
-    assert sign_out is not None and sign_out["x"] + sign_out["width"] <= 390
+    assert sign_out is not None
+    assert sign_out["x"] + sign_out["width"] <= 390
     assert node_links == 0  # a box's page is not the grid worker's to read
     assert boxes_named > 0  # named, not linked
 

@@ -1,0 +1,155 @@
+"""What every request and response passes: text PostgreSQL cannot store refused as a 422
+naming the field, before any route runs (a NUL in a query parameter answered 500 and cut CSV
+exports mid-stream); security headers on every response.
+
+Pure ASGI middleware: a body is read once, checked only when it could hold such text (JSON
+writes a NUL or a lone surrogate only as a `\\u` escape), and handed on unchanged."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+MESSAGE = "text may not contain NUL characters or lone surrogates"
+
+
+def bad_text(value: str) -> bool:
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _bad_fields(value: Any, loc: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
+    """Where in a parsed JSON document text is bad (keys included)."""
+    if isinstance(value, str):
+        if bad_text(value):
+            yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if bad_text(key):
+                yield (*loc, key.encode("utf-8", "backslashreplace").decode())
+            yield from _bad_fields(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _bad_fields(item, (*loc, index))
+
+
+def _query_fields(raw: bytes, where: str) -> list[tuple[str | int, ...]]:
+    # A lone surrogate cannot arrive percent-encoded (it is no UTF-8); a NUL can.
+    if b"%00" not in raw and b"\x00" not in raw:
+        return []
+    return [
+        (where, key)
+        for key, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+        if "\x00" in key or "\x00" in value
+    ]
+
+
+class Guards:
+    """Refuse bad text with a 422 (the shape FastAPI gives a validation error) and add the
+    security headers to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        bad = _query_fields(scope.get("query_string", b""), "query")
+        if "\x00" in scope.get("path", ""):
+            bad.append(("path",))
+        body: list[Message] = []
+        if scope["type"] == "http" and not bad:
+            body, fields = await self._read_body(scope, receive)
+            bad += fields
+        if bad:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": MESSAGE})
+                return
+            await self._refuse(send, bad)
+            return
+        if body:
+            receive = _replay(body, receive)
+        await self.app(
+            scope, receive, self._with_headers(send) if scope["type"] == "http" else send
+        )
+
+    async def _read_body(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[list[Message], list[tuple[str | int, ...]]]:
+        headers = dict(scope.get("headers", []))
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if kind not in (b"application/json", b"application/x-www-form-urlencoded"):
+            return [], []
+        messages: list[Message] = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        raw = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+        if kind == b"application/x-www-form-urlencoded":
+            return messages, _query_fields(raw, "body")
+        if b"\\u" not in raw:
+            return messages, []
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            return messages, []  # not JSON: the route's own validation says so
+        return messages, list(_bad_fields(document, ("body",)))
+
+    async def _refuse(self, send: Send, bad: list[tuple[str | int, ...]]) -> None:
+        detail = [{"type": "bad_text", "loc": list(loc), "msg": MESSAGE} for loc in bad]
+        payload = json.dumps({"detail": detail}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 422,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    *SECURITY_HEADERS,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    @staticmethod
+    def _with_headers(send: Send) -> Send:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *(h for h in SECURITY_HEADERS if h[0] not in present),
+                ]
+            await send(message)
+
+        return sending
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """The body read here, then whatever comes next (a disconnect) from the client."""
+    pending = list(messages)
+
+    async def replaying() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replaying
