@@ -35,6 +35,14 @@ class Unauthorized(CloudError):
     """No valid credentials: missing, expired or revoked token, or a wrong password."""
 
 
+class TooManyRequests(CloudError):
+    """Too many attempts (failed sign-ins): answered 429 with `Retry-After`."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class Forbidden(CloudError):
     """The caller's role may not do this (outside their unit, it is NotFound instead)."""
 

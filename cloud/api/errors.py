@@ -14,6 +14,7 @@ from cloud.errors import (
     NotFound,
     SnapshotMismatch,
     StorageError,
+    TooManyRequests,
     Unauthorized,
 )
 
@@ -27,6 +28,7 @@ _STATUS = {
     SnapshotMismatch: 500,  # the store holds other bytes than were stored: a person must look
     BrokerUnavailable: 503,
     BrokerRefused: 502,  # the broker answered, and said no: not a passing outage
+    TooManyRequests: 429,
 }
 
 
@@ -36,6 +38,8 @@ def install_error_handlers(app: FastAPI) -> None:
         def handler(request: Request, exc: Exception, status: int = status) -> JSONResponse:
             # RFC 6750: a 401 says which scheme to use.
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            if isinstance(exc, TooManyRequests):
+                headers = {"Retry-After": str(exc.retry_after_s)}
             return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
         app.add_exception_handler(error, handler)

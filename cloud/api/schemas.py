@@ -9,6 +9,12 @@ from uuid import UUID
 from pydantic import BaseModel, Field, field_validator
 
 
+class ErrorOut(BaseModel):
+    """Every refusal but a validation error (422): a short, stable reason."""
+
+    detail: str = Field(examples=["wrong username or password"])
+
+
 class EventOut(BaseModel):
     event_id: UUID
     thread_id: UUID

@@ -12,12 +12,14 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from uuid6 import uuid7
 
+from cloud import sign_in
 from cloud.access import PERMISSIONS, ROLE_LEVELS, Permission, Principal, Role
 from cloud.api.deps import Caller, Conn, OrgManager, Settings
-from cloud.auth import issue_access_token, new_api_token, verify_password
+from cloud.api.schemas import ErrorOut
+from cloud.auth import issue_access_token, new_api_token
 from cloud.db import audit
 from cloud.db import org as db
-from cloud.errors import BadRequest, NotFound, Unauthorized
+from cloud.errors import BadRequest, NotFound, TooManyRequests, Unauthorized
 from cloud.tiers import Level
 from protocols.identifiers import ORG_CODE_PATTERN
 
@@ -49,23 +51,40 @@ class MeOut(BaseModel):
     )
 
 
-@router.post("/auth/token", response_model=TokenOut)
+@router.post(
+    "/auth/token",
+    response_model=TokenOut,
+    responses={
+        401: {"model": ErrorOut, "description": "Wrong username or password."},
+        429: {
+            "model": ErrorOut,
+            "description": "Too many failed sign-ins for this account or from this address: "
+            "try again after `Retry-After` seconds.",
+        },
+    },
+)
 async def login(
     request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     conn: Conn,
     settings: Settings,
 ) -> TokenOut:
-    """OAuth2 password flow: a username and password give a bearer access token."""
+    """OAuth2 password flow: a username and password give a bearer access token. Failed
+    attempts are counted per account and per address; past the allowance both are locked
+    for a while that grows with each further failure (every lockout audited)."""
+    address = request.client.host if request.client else ""
+    now = datetime.now(UTC)
+    if (wait_s := await sign_in.locked_for(conn, form.username, address, now)) is not None:
+        raise TooManyRequests("too many failed sign-ins: try again later", retry_after_s=wait_s)
     user = await db.user_for_login(conn, form.username)
-    ok = verify_password(user["password_hash"] if user else None, form.password)
+    ok = await sign_in.check_password(user["password_hash"] if user else None, form.password)
     if user is None or not ok or not user["active"]:
-        logger.warning(
-            "sign-in refused username=%s from=%s",
-            form.username[:64],
-            request.client.host if request.client else "",
-        )
+        logger.warning("sign-in refused username=%s from=%s", form.username[:64], address)
+        unit = user["unit_code"] if user else ""
+        if (wait_s := await sign_in.failed(conn, form.username, address, unit, now)) is not None:
+            raise TooManyRequests("too many failed sign-ins: try again later", retry_after_s=wait_s)
         raise Unauthorized("wrong username or password")
+    await sign_in.succeeded(conn, form.username)
     principal = Principal(
         user["username"],
         Role(user["role"]),
