@@ -14,8 +14,9 @@ from psycopg_pool import AsyncConnectionPool
 from cloud.alerts.hub import AlertHub
 from cloud.alerts.relay import AlertRelay
 from cloud.alerts.webhooks import WebhookDispatcher
+from cloud.api.deps import TokenVersions
 from cloud.api.errors import install_error_handlers
-from cloud.api.guards import Guards
+from cloud.api.guards import Guards, redact_access_log
 from cloud.api.routes import alerts as alert_routes
 from cloud.api.routes import (
     auth,
@@ -123,6 +124,7 @@ def create_app(settings: CloudSettings, *, ingest: Subscriber | None = None) -> 
     app.state.settings = settings
     app.state.ingest = ingest
     app.state.pool = pool
+    app.state.token_versions = TokenVersions()
     app.state.snapshots = snapshot_store(settings)
     app.state.publisher = publisher = BrokerPublisher(settings)
     app.state.alerts = alerts = AlertHub(pool, database_url(settings), settings.public_url)
@@ -131,6 +133,7 @@ def create_app(settings: CloudSettings, *, ingest: Subscriber | None = None) -> 
     webhooks = WebhookDispatcher(pool, alerts, settings)
     install_error_handlers(app)
     app.add_middleware(Guards)
+    redact_access_log()
     app.include_router(health.router)
     app.include_router(events.router, prefix="/api/v1")
     app.include_router(nodes.router, prefix="/api/v1")

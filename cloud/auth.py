@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,8 +47,25 @@ def new_password() -> str:
     return secrets.token_urlsafe(12)
 
 
+@dataclass(frozen=True)
+class AccessClaims:
+    """What an access token says: who, which of the user's token versions it belongs to
+    (None for one minted by a holder of the key for a service, not at sign-in), and when it
+    expires."""
+
+    principal: Principal
+    version: int | None
+    issued_at: datetime
+    expires_at: datetime
+
+
 def issue_access_token(
-    principal: Principal, *, key: bytes, lifetime_s: int, now: datetime | None = None
+    principal: Principal,
+    *,
+    key: bytes,
+    lifetime_s: int,
+    version: int | None = None,
+    now: datetime | None = None,
 ) -> str:
     issued = now or datetime.now(UTC)
     claims: dict[str, Any] = {
@@ -59,12 +77,14 @@ def issue_access_token(
         "iat": issued,
         "exp": issued + timedelta(seconds=lifetime_s),
     }
+    if version is not None:
+        claims["ver"] = version
     if principal.department_code:
         claims["dept"] = principal.department_code
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
-def read_access_token(token: str, *, key: bytes) -> Principal:
+def read_access_token(token: str, *, key: bytes) -> AccessClaims:
     try:
         claims = jwt.decode(
             token,
@@ -73,16 +93,25 @@ def read_access_token(token: str, *, key: bytes) -> Principal:
             issuer=ISSUER,
             options={"require": ["exp", "iat", "sub", "iss"]},
         )
-        return Principal(
+        principal = Principal(
             subject=claims["sub"],
             role=Role(claims["role"]),
             unit_code=claims["unit"],
             level=Level(claims["lvl"]),
             department_code=claims.get("dept"),
         )
+        version = claims.get("ver")
+        if version is not None and not isinstance(version, int):
+            raise ValueError("ver")
+        return AccessClaims(
+            principal,
+            version,
+            datetime.fromtimestamp(claims["iat"], UTC),
+            datetime.fromtimestamp(claims["exp"], UTC),
+        )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("token expired") from exc
-    except (jwt.InvalidTokenError, KeyError, ValueError) as exc:
+    except (jwt.InvalidTokenError, KeyError, ValueError, TypeError) as exc:
         raise Unauthorized("invalid token") from exc
 
 

@@ -349,6 +349,43 @@ def org_passwd(username: str) -> None:
     typer.echo(f"password {username} {password}")
 
 
+def _set_active(username: str, active: bool) -> None:
+    from cloud.database import connect
+    from cloud.db import audit
+    from cloud.db import org as db
+
+    with (
+        _embedded(_settings(), broker=False) as (settings, _),
+        connect(settings) as conn,
+        conn.transaction(),
+    ):
+        unit = db.set_active_sync(conn, username, active)
+        if unit is None:
+            typer.echo(f"error: no user {username}", err=True)
+            raise typer.Exit(1)
+        audit.record_sync(
+            conn,
+            _cli_principal(),
+            "user.reactivate" if active else "user.deactivate",
+            target_type="user",
+            target_id=username,
+            unit_code=unit,
+        )
+    typer.echo(f"{username} {'reactivated' if active else 'deactivated'}")
+
+
+@org_app.command("deactivate")
+def org_deactivate(username: str) -> None:
+    """Stop a person signing in; their access tokens stop working within seconds."""
+    _set_active(username, active=False)
+
+
+@org_app.command("reactivate")
+def org_reactivate(username: str) -> None:
+    """Let a deactivated person sign in again (with the password they had)."""
+    _set_active(username, active=True)
+
+
 rules_app = typer.Typer(
     help="The county's case rules: which detections open cases, where, and deadlines.",
     no_args_is_help=True,

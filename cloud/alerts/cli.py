@@ -15,6 +15,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,10 +23,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 app = typer.Typer(help="Follow alerts as a grid app does.", no_args_is_help=True)
+
+SIGNED_OUT = 4401  # the stream's close code when the token expired or was revoked
 
 
 @app.callback()
@@ -121,8 +124,9 @@ async def follow(
             except InvalidStatus:
                 token = token_source()  # expired: sign in again, once per refusal
                 raise ConnectionRefusedError("the stream refused the token") from None
+            stream = _Stream(socket)
             async with socket:
-                async for raw in socket:
+                async for raw in stream:
                     alert = json.loads(raw)["alert"]
                     typer.echo(
                         json.dumps(alert, ensure_ascii=False) if as_json else line(alert, zone)
@@ -138,7 +142,28 @@ async def follow(
                     printed += 1
                     if stop_after is not None and printed >= stop_after:
                         return printed
+            if stream.signed_out:  # 4401: the token expired or was revoked
+                token = token_source()
+            raise ConnectionRefusedError("the stream ended: resuming after the last alert")
     return printed
+
+
+class _Stream:
+    """The stream's messages until it ends; one closed with 4401 (the token no longer holds)
+    ends quietly with `signed_out` set, any other unexpected close raises ConnectionClosed."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket = socket
+        self.signed_out = False
+
+    async def __aiter__(self) -> AsyncIterator[str | bytes]:
+        try:
+            async for raw in self.socket:
+                yield raw
+        except ConnectionClosed as exc:
+            if exc.rcvd is None or exc.rcvd.code != SIGNED_OUT:
+                raise
+            self.signed_out = True
 
 
 async def _acknowledge(url: str, token: str, alert_id: str) -> None:

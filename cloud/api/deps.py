@@ -8,12 +8,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from cachetools import TTLCache
 from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from psycopg import AsyncConnection
 
 from cloud.access import Permission, Principal
-from cloud.auth import api_token_hash, is_api_token, read_access_token
+from cloud.auth import AccessClaims, api_token_hash, is_api_token, read_access_token
 from cloud.db import org as org_db
 from cloud.errors import Forbidden, Unauthorized
 from cloud.publisher import BrokerPublisher
@@ -41,6 +42,9 @@ def get_publisher(request: Request) -> BrokerPublisher:
     return publisher
 
 
+# A revoked token (password changed, user deactivated or moved) stops within this.
+TOKEN_VERSION_TTL_S = 2.0
+
 Conn = Annotated[AsyncConnection, Depends(get_conn)]
 UnitQuery = Annotated[
     str | None,
@@ -61,8 +65,33 @@ _bearer = OAuth2PasswordBearer(
 )
 
 
+class TokenVersions:
+    """Each user's current token version (None: unknown or deactivated), read from the
+    database at most every TOKEN_VERSION_TTL_S per user and instance: a revoked token stops
+    within that, at the cost of a dictionary lookup per request in between. A token issued
+    after the value was read may know better (the user was just reactivated, or changed
+    their password and signed in again): it is checked against the database."""
+
+    def __init__(self) -> None:
+        self._cache: TTLCache[str, tuple[int | None, datetime]] = TTLCache(
+            maxsize=100_000, ttl=TOKEN_VERSION_TTL_S
+        )
+
+    async def holds(self, app: Any, claims: AccessClaims) -> bool:
+        username = claims.principal.subject
+        cached = self._cache.get(username)
+        # iat has whole seconds: a token of the same second as the read may be newer.
+        if cached is None or claims.issued_at >= cached[1].replace(microsecond=0):
+            async with app.state.pool.connection() as conn:
+                version = await org_db.token_version(conn, username)
+            cached = (version, datetime.now(UTC))
+            self._cache[username] = cached
+        return cached[0] == claims.version
+
+
 async def principal_from_token(app: Any, token: str | None) -> Principal:
-    """The caller behind an access token or an API token (HTTP and WebSocket alike)."""
+    """The caller behind an access token or an API token (HTTP and WebSocket alike);
+    Unauthorized for none, an expired one or a revoked one."""
     if not token:
         raise Unauthorized("not signed in")
     if is_api_token(token):
@@ -73,7 +102,11 @@ async def principal_from_token(app: Any, token: str | None) -> Principal:
         if principal is None:
             raise Unauthorized("invalid token")
         return principal
-    return read_access_token(token, key=app.state.signing_key)
+    claims = read_access_token(token, key=app.state.signing_key)
+    versions: TokenVersions = app.state.token_versions
+    if claims.version is not None and not await versions.holds(app, claims):
+        raise Unauthorized("token revoked")
+    return claims.principal
 
 
 async def get_principal(

@@ -140,6 +140,27 @@ def set_password_hash(conn: psycopg.Connection, username: str, password_hash: st
     return cur.rowcount == 1
 
 
+def set_active_sync(conn: psycopg.Connection, username: str, active: bool) -> str | None:
+    """Deactivate or reactivate a user (their tokens stop: see migration 0033); returns the
+    user's unit, None when there is no such user."""
+    row = conn.execute(
+        "UPDATE users SET active = %s WHERE username = %s RETURNING unit_code",
+        (active, username),
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+async def set_active(conn: AsyncConnection, username: str, active: bool, within: str) -> str | None:
+    """As `set_active_sync`, for a user in the unit `within` (or below) only."""
+    cur = await conn.execute(
+        "UPDATE users SET active = %s WHERE username = %s AND unit_code LIKE %s "
+        "RETURNING unit_code",
+        (active, username, like_prefix(within)),
+    )
+    row = await cur.fetchone()
+    return str(row[0]) if row else None
+
+
 UNITS_SQL = (
     "SELECT code, parent_code, level, name, category, geometry FROM org_units "
     "WHERE code LIKE %s ORDER BY code"
@@ -182,11 +203,21 @@ async def export_rows_async(
 async def user_for_login(conn: AsyncConnection, username: str) -> dict[str, Any] | None:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "SELECT username, role, unit_code, level, department_code, password_hash, active "
-            "FROM users JOIN org_units ON org_units.code = users.unit_code WHERE username = %s",
+            "SELECT username, role, unit_code, level, department_code, password_hash, active, "
+            "token_version FROM users JOIN org_units ON org_units.code = users.unit_code "
+            "WHERE username = %s",
             (username,),
         )
         return await cur.fetchone()
+
+
+async def token_version(conn: AsyncConnection, username: str) -> int | None:
+    """The user's current token version; None when unknown or deactivated."""
+    cur = await conn.execute(
+        "SELECT token_version FROM users WHERE username = %s AND active", (username,)
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else None
 
 
 async def principal_for_api_token(

@@ -218,10 +218,12 @@ function renderUnits(units) {
 function connectAlerts() {
   if (session.socket) session.socket.close();
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const after = session.lastAlert ? `&after=${session.lastAlert}` : "";
-  const socket = new WebSocket(
-    `${scheme}://${location.host}${API}/alerts/ws?access_token=${encodeURIComponent(session.token)}${after}`,
-  );
+  const after = session.lastAlert ? `?after=${session.lastAlert}` : "";
+  // The token travels as a subprotocol, never in the URL (URLs end up in access logs).
+  const socket = new WebSocket(`${scheme}://${location.host}${API}/alerts/ws${after}`, [
+    "gridwatch.bearer",
+    session.token,
+  ]);
   session.socket = socket;
   socket.onopen = () => linkState("live");
   socket.onmessage = (message) => {
@@ -233,7 +235,12 @@ function connectAlerts() {
       session.soon = setTimeout(() => refresh().catch(report), 1000);
     }
   };
-  socket.onclose = () => {
+  socket.onclose = (closed) => {
+    if (closed.code === 4401) {
+      // The token expired or was revoked: sign in again; the feed resumes after the last.
+      signOut();
+      return;
+    }
     linkState("reconnecting");
     // Resume after the last alert seen, so none is missed across the gap.
     if (session.token && session.socket === socket) setTimeout(connectAlerts, 2000);

@@ -26,7 +26,7 @@ from cloud.cases.actions import ActionRequest, act
 from cloud.cases.timers import utc_now
 from cloud.cases.workflow import CaseAction
 from cloud.db import alerts as db
-from cloud.errors import BadRequest, CloudError, Forbidden, NotFound
+from cloud.errors import BadRequest, CloudError, Forbidden, NotFound, Unauthorized
 from cloud.metrics import observe_delivery
 from protocols.alerts import Alert
 
@@ -91,18 +91,37 @@ async def stream_alerts(
     async with pool.connection() as conn:
         after_seq = await _after_seq(conn, last_event_id or after)
 
+    token = request.headers.get("authorization", "").removeprefix("Bearer ")
+
     async def events() -> AsyncIterator[bytes]:
         yield b": gridwatch alerts\n\n"
-        async for item in follow(hub, pool, principal, after_seq, narrow):
-            data = orjson.dumps(item.alert.model_dump(mode="json"))
-            yield (
-                b"id: "
-                + str(item.alert.alert_id).encode()
-                + b"\nevent: alert\ndata: "
-                + data
-                + b"\n\n"
-            )
-            observe_delivery("sse", item.alert.sent_at)
+        alerts = aiter(follow(hub, pool, principal, after_seq, narrow))
+        signed_out = asyncio.create_task(until_signed_out(request.app, token))
+        next_alert: asyncio.Future[Delivered] | None = None
+        try:
+            while True:
+                next_alert = asyncio.ensure_future(anext(alerts))
+                await asyncio.wait([next_alert, signed_out], return_when=asyncio.FIRST_COMPLETED)
+                if not next_alert.done():
+                    why = orjson.dumps({"detail": signed_out.result()})
+                    yield b"event: signed_out\ndata: " + why + b"\n\n"
+                    return
+                item = next_alert.result()
+                data = orjson.dumps(item.alert.model_dump(mode="json"))
+                yield (
+                    b"id: "
+                    + str(item.alert.alert_id).encode()
+                    + b"\nevent: alert\ndata: "
+                    + data
+                    + b"\n\n"
+                )
+                observe_delivery("sse", item.alert.sent_at)
+        except StopAsyncIteration:
+            return
+        finally:
+            signed_out.cancel()
+            if next_alert is not None and not next_alert.done():
+                next_alert.cancel()  # also when the client left while waiting
 
     return StreamingResponse(
         events(),
@@ -111,17 +130,46 @@ async def stream_alerts(
     )
 
 
+# How often a stream checks that its token still holds (expired, revoked: it ends).
+STREAM_CHECK_S = 5.0
+# The WebSocket subprotocol that carries a browser's token (a browser cannot set headers,
+# and a token in the URL ends up in access logs): `new WebSocket(url, [BEARER, token])`.
+BEARER_PROTOCOL = "gridwatch.bearer"
+# The close code a stream ends with when its token no longer holds: sign in and resume.
+CLOSE_SIGNED_OUT = 4401
+
+
+def _websocket_token(websocket: WebSocket) -> tuple[str, str | None]:
+    """The token, from `Authorization: Bearer`, or from the subprotocols a browser offers
+    (BEARER_PROTOCOL, then the token); and the subprotocol to accept."""
+    offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
+    if len(offered) == 2 and offered[0] == BEARER_PROTOCOL:
+        return offered[1], BEARER_PROTOCOL
+    return websocket.headers.get("authorization", "").removeprefix("Bearer "), None
+
+
+async def until_signed_out(app: Any, token: str) -> str:
+    """Wait until the token no longer holds; say why."""
+    while True:
+        await asyncio.sleep(STREAM_CHECK_S)
+        try:
+            await principal_from_token(app, token)
+        except Unauthorized as exc:
+            return str(exc)
+
+
 @router.websocket("/alerts/ws")
 async def websocket_alerts(
     websocket: WebSocket,
     after: UUID | None = None,
     unit: UnitQuery = None,
-    access_token: str | None = None,
 ) -> None:
     """Live alerts as JSON text frames `{"type": "alert", "alert": {...}}`. Sign in with the
-    `Authorization: Bearer` header, or `access_token` where a browser cannot set headers;
-    resume with `after` = the last alert id seen."""
-    token = access_token or websocket.headers.get("authorization", "").removeprefix("Bearer ")
+    `Authorization: Bearer` header, or, from a browser, by offering the subprotocols
+    `gridwatch.bearer` and the token (never in the URL); resume with `after` = the last
+    alert id seen. When the token expires or is revoked the stream closes with code 4401:
+    sign in again and resume."""
+    token, subprotocol = _websocket_token(websocket)
     try:
         principal = await principal_from_token(websocket.app, token)
         if not principal.can(Permission.READ_CASES):
@@ -138,7 +186,7 @@ async def websocket_alerts(
         logger.info("alert websocket refused: %s", exc)
         await websocket.close(code=1008, reason=str(exc)[:120])
         return
-    await websocket.accept()
+    await websocket.accept(subprotocol=subprotocol)
     hub: AlertHub = websocket.app.state.alerts
 
     async def push() -> None:
@@ -156,7 +204,15 @@ async def websocket_alerts(
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass
 
-    tasks = [asyncio.create_task(push()), asyncio.create_task(until_closed())]
+    async def signed_out() -> None:
+        why = await until_signed_out(websocket.app, token)
+        await websocket.close(code=CLOSE_SIGNED_OUT, reason=why)
+
+    tasks = [
+        asyncio.create_task(push()),
+        asyncio.create_task(until_closed()),
+        asyncio.create_task(signed_out()),
+    ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

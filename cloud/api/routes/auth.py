@@ -93,7 +93,10 @@ async def login(
         user["department_code"],
     )
     token = issue_access_token(
-        principal, key=request.app.state.signing_key, lifetime_s=settings.access_token_s
+        principal,
+        key=request.app.state.signing_key,
+        lifetime_s=settings.access_token_s,
+        version=user["token_version"],
     )
     return TokenOut(
         access_token=token,

@@ -6,9 +6,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
+from psycopg import AsyncConnection
 from pydantic import BaseModel
 
+from cloud.access import Principal
 from cloud.api.deps import AuditReader, Caller, Conn, OrgManager
+from cloud.api.schemas import ErrorOut
 from cloud.db import audit
 from cloud.db import org as db
 from cloud.errors import NotFound
@@ -118,3 +121,51 @@ async def audit_log(
         after_id=after_id,
         limit=min(max(limit, 1), 1000),
     )
+
+
+Username = Annotated[
+    str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
+
+
+class UserActive(BaseModel):
+    username: str
+    active: bool
+
+
+@router.post(
+    "/org/users/{username}/deactivate",
+    response_model=UserActive,
+    responses={404: {"model": ErrorOut, "description": "No such user in your jurisdiction."}},
+)
+async def deactivate_user(username: Username, principal: OrgManager, conn: Conn) -> UserActive:
+    """Stop a person signing in: their access tokens stop working within seconds (audited)."""
+    return await _set_active(conn, principal, username, active=False)
+
+
+@router.post(
+    "/org/users/{username}/reactivate",
+    response_model=UserActive,
+    responses={404: {"model": ErrorOut, "description": "No such user in your jurisdiction."}},
+)
+async def reactivate_user(username: Username, principal: OrgManager, conn: Conn) -> UserActive:
+    """Let a deactivated person sign in again (audited)."""
+    return await _set_active(conn, principal, username, active=True)
+
+
+async def _set_active(
+    conn: AsyncConnection, principal: Principal, username: str, *, active: bool
+) -> UserActive:
+    async with conn.transaction():
+        unit = await db.set_active(conn, username, active, principal.unit_code)
+        if unit is None:
+            raise NotFound(f"no user {username} in your jurisdiction")
+        await audit.record(
+            conn,
+            principal,
+            "user.reactivate" if active else "user.deactivate",
+            target_type="user",
+            target_id=username,
+            unit_code=unit,
+        )
+    return UserActive(username=username, active=active)

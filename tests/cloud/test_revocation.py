@@ -1,0 +1,142 @@
+"""Access that ends when it should, on the real service: a deactivated user's token, or one
+from before a password change, stops within seconds, and so does their live alert stream;
+the browser's stream takes its token as a subprotocol, and no token reaches the logs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from cloud.api.deps import TOKEN_VERSION_TTL_S
+from cloud.api.routes.alerts import STREAM_CHECK_S
+from tests.cloud.county_fixtures import County, county_database
+from tests.support.cloud import ServeProcess
+from tests.support.county import TEST_JWT_SECRET
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.ports import wait_until
+
+# Generous: what is promised is TOKEN_VERSION_TTL_S for a request, that and STREAM_CHECK_S
+# for a stream; the deadline only keeps a broken build from waiting forever.
+DEADLINE_S = 10 * (TOKEN_VERSION_TTL_S + STREAM_CHECK_S)
+
+
+@pytest.fixture(scope="module")
+def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[County]:
+    yield from county_database(postgres_admin_url, tmp_path_factory.mktemp("revocation"))
+
+
+@pytest.fixture(scope="module")
+def serve(
+    county: County, broker: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServeProcess]:
+    process = ServeProcess(
+        tmp_path_factory.mktemp("serve"),
+        county.url,
+        broker.url,
+        ingest=False,
+        CLOUD_JWT_SECRET=TEST_JWT_SECRET,
+    ).start_listening()
+    yield process
+    process.stop()
+
+
+def me(serve: ServeProcess, token: str) -> int:
+    return httpx.get(
+        f"{serve.base}/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ).status_code
+
+
+def set_active(serve: ServeProcess, admin: str, username: str, active: bool) -> httpx.Response:
+    verb = "reactivate" if active else "deactivate"
+    return httpx.post(
+        f"{serve.base}/org/users/{username}/{verb}",
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=10,
+    )
+
+
+async def stream_until_closed(serve: ServeProcess, token: str, then: object) -> int | None:
+    """Open the alert stream as the browser does (token as a subprotocol), run `then`, and
+    return the close code the service ends it with."""
+    url = f"ws://127.0.0.1:{serve.port}/api/v1/alerts/ws"
+    async with connect(url, subprotocols=["gridwatch.bearer", token]) as socket:  # type: ignore[list-item]
+        assert socket.subprotocol == "gridwatch.bearer"
+        await asyncio.to_thread(then)  # type: ignore[arg-type]
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                async for _ in socket:
+                    pass
+        except ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd else None
+        return socket.close_code
+
+
+def test_a_deactivated_users_token_and_stream_stop_and_come_back_on_reactivation(
+    serve: ServeProcess, county: County
+) -> None:
+    admin = serve.sign_in("admin", county.passwords["admin"])
+    token = serve.sign_in("worker", county.passwords["worker"])
+    assert me(serve, token) == 200
+
+    def deactivate() -> None:
+        assert set_active(serve, admin, "worker", active=False).status_code == 200
+
+    code = asyncio.run(stream_until_closed(serve, token, deactivate))
+    assert code == 4401  # the stream said: sign in again
+    wait_until(lambda: me(serve, token) == 401, DEADLINE_S, "the token refused")
+    refused = httpx.post(
+        f"{serve.base}/auth/token",
+        data={"username": "worker", "password": county.passwords["worker"]},
+        timeout=10,
+    )
+    assert refused.status_code == 401
+    assert set_active(serve, admin, "worker", active=True).status_code == 200
+    assert me(serve, token) == 401  # the old token stays revoked
+    fresh = serve.sign_in("worker", county.passwords["worker"])
+    assert me(serve, fresh) == 200
+
+
+def test_a_town_operator_cannot_deactivate_outside_the_town(
+    serve: ServeProcess, county: County
+) -> None:
+    town = serve.sign_in("town-op", county.passwords["town-op"])
+    assert set_active(serve, town, "other-town-op", active=False).status_code in (403, 404)
+    assert set_active(serve, town, "county-op", active=False).status_code in (403, 404)
+
+
+def test_a_password_change_revokes_the_old_token(
+    serve: ServeProcess, county: County, tmp_path: Path
+) -> None:
+    token = serve.sign_in("village-op", county.passwords["village-op"])
+    assert me(serve, token) == 200
+    changed = subprocess.run(
+        [sys.executable, "-m", "gridwatch", "cloud", "org", "passwd", "village-op"],
+        env={**os.environ, "CLOUD_DATABASE_URL": county.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    password = changed.stdout.split()[-1]
+    wait_until(lambda: me(serve, token) == 401, DEADLINE_S, "the old token refused")
+    assert me(serve, serve.sign_in("village-op", password)) == 200
+
+
+def test_no_token_reaches_the_service_log(serve: ServeProcess, county: County) -> None:
+    token = serve.sign_in("county-op", county.passwords["county-op"])
+    # A client that puts a token in the URL anyway: the line is logged, the token is not.
+    httpx.get(f"{serve.base}/auth/me?access_token={token}", timeout=10)
+    httpx.get(f"{serve.base}/events", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    log = serve.log()
+    assert "/auth/me?access_token=[redacted]" in log
+    assert token not in log
+    assert token.split(".")[2] not in log  # not even its signature
