@@ -138,7 +138,7 @@ def ingest(
     if settings.ingest_metrics_port is not None:
         from cloud.ingest.status import serve_status
 
-        serve_status(worker.subscriber, settings.host, settings.ingest_metrics_port)
+        serve_status(worker.subscriber, settings)
     tune_garbage_collector()  # this process is ingest's alone (`serve --ingest` keeps defaults)
     worker.run()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -199,9 +200,26 @@ class CloudSettings(BaseSettings):
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     metrics_token: SecretStr | None = Field(
         default=None,
-        description="When set, /metrics asks for it as a bearer token (Prometheus "
-        "`authorization` config); unset: open, for a scraper on the internal network.",
+        description="/metrics asks for it as a bearer token (Prometheus `authorization` "
+        "config). Unset, /metrics is closed unless CLOUD_METRICS_OPEN.",
     )
+    metrics_open: bool = Field(
+        default=False,
+        description="/metrics without a token, for a scraper on a closed network (the "
+        "figures name units, boxes and queues).",
+    )
+
+    def metrics_refusal(self, authorization: str) -> str | None:
+        """Why a scrape with this Authorization header is refused, or None."""
+        if self.metrics_token is not None:
+            given = authorization.removeprefix("Bearer ").encode()
+            if hmac.compare_digest(given, self.metrics_token.get_secret_value().encode()):
+                return None
+            return "metrics need the bearer token (CLOUD_METRICS_TOKEN)"
+        if self.metrics_open:
+            return None
+        return "metrics are closed: set CLOUD_METRICS_TOKEN, or CLOUD_METRICS_OPEN=true"
+
     ingest_metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
         default=None,
         description="A separate `gridwatch cloud ingest` serves /metrics and /readyz on this "

@@ -15,6 +15,7 @@ from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from cloud.ingest.subscriber import Subscriber
+from cloud.settings import CloudSettings
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class _QuietHandler(WSGIRequestHandler):
         """A scrape every few seconds is not news."""
 
 
-def status_app(subscriber: Subscriber) -> WsgiApp:
+def status_app(subscriber: Subscriber, settings: CloudSettings) -> WsgiApp:
     metrics = make_wsgi_app()
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -49,16 +50,29 @@ def status_app(subscriber: Subscriber) -> WsgiApp:
         if path == "/healthz":
             start_response("200 OK", [("Content-Type", "application/json")])
             return [b'{"status": "ok"}']
+        refusal = settings.metrics_refusal(environ.get("HTTP_AUTHORIZATION", ""))
+        if refusal is not None:
+            start_response(
+                "401 Unauthorized",
+                [("Content-Type", "application/json"), ("WWW-Authenticate", "Bearer")],
+            )
+            return [json.dumps({"detail": refusal}).encode()]
         result: Iterable[bytes] = metrics(environ, start_response)
         return result
 
     return app
 
 
-def serve_status(subscriber: Subscriber, host: str, port: int) -> None:
+def serve_status(subscriber: Subscriber, settings: CloudSettings) -> None:
     """Serve /readyz, /healthz and /metrics from a daemon thread, for the process's life."""
     server = make_server(
-        host, port, status_app(subscriber), ThreadingWSGIServer, handler_class=_QuietHandler
+        settings.host,
+        settings.ingest_metrics_port or 0,
+        status_app(subscriber, settings),
+        ThreadingWSGIServer,
+        handler_class=_QuietHandler,
     )
     threading.Thread(target=server.serve_forever, name="ingest-status", daemon=True).start()
-    logger.info("ingest status on http://%s:%d (/readyz, /metrics)", host, server.server_port)
+    logger.info(
+        "ingest status on http://%s:%d (/readyz, /metrics)", settings.host, server.server_port
+    )

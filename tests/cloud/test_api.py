@@ -113,7 +113,9 @@ def client(
             Principal("cli:test", Role.COUNTY_ADMIN, COUNTY, Level.COUNTY),
             set_passwords=True,
         ).passwords
-    settings = CloudSettings(database_url=url, broker_url=broker.url, snapshot_dir=snapshots)
+    settings = CloudSettings(
+        database_url=url, broker_url=broker.url, snapshot_dir=snapshots, metrics_open=True
+    )
     with TestClient(create_app(settings)) as test_client:
         token = test_client.post(
             "/api/v1/auth/token",
@@ -428,3 +430,16 @@ def test_every_answer_carries_the_security_headers(client: TestClient) -> None:
         assert response.headers["x-content-type-options"] == "nosniff"
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
         assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_metrics_are_closed_unless_a_token_is_set_or_they_are_opened(cloud_db: str) -> None:
+    with TestClient(create_app(CloudSettings(database_url=cloud_db))) as closed:
+        refused = closed.get("/metrics")
+    token = CloudSettings(database_url=cloud_db, metrics_token="scraper-secret")
+    with TestClient(create_app(token)) as guarded:
+        wrong = guarded.get("/metrics", headers={"Authorization": "Bearer guess"})
+        right = guarded.get("/metrics", headers={"Authorization": "Bearer scraper-secret"})
+    assert refused.status_code == 401
+    assert "CLOUD_METRICS_TOKEN" in refused.json()["detail"]
+    assert wrong.status_code == 401
+    assert right.status_code == 200

@@ -53,6 +53,7 @@ def ingest(
         CLOUD_INGEST_NODE_BURST=str(BURST),
         CLOUD_INGEST_NODE_DEFERRED_MAX_MB="1",
         CLOUD_INGEST_METRICS_PORT=str(METRICS_PORT),
+        CLOUD_METRICS_OPEN="true",
     )
 
 

@@ -357,6 +357,7 @@ def test_ingest_refused_its_subscriptions_is_not_ready_and_retries(
         CLOUD_BROKER_USERNAME="api.2",  # an API account: it may not join the ingest group
         CLOUD_BROKER_PASSWORD=SERVICE_PASSWORD,
         CLOUD_INGEST_METRICS_PORT=str(port),
+        CLOUD_METRICS_OPEN="true",
     ).start()
     try:
         wait_until(

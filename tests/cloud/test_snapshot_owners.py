@@ -351,6 +351,7 @@ class Ingest(IngestProcess):
             CLOUD_INGEST_GROUP=name.replace("-", "_"),
             CLOUD_SNAPSHOT_DIR=str(self.snapshots),
             CLOUD_INGEST_METRICS_PORT=str(self.metrics_port),
+            CLOUD_METRICS_OPEN="true",
             **env,
         )
 

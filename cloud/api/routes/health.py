@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -79,12 +78,8 @@ async def metrics(request: Request) -> Response:
     """Prometheus text format: ingest, alert delivery, open cases by state, nodes by
     liveness (the last two read from the database now)."""
     settings = request.app.state.settings
-    if settings.metrics_token is not None:
-        given = request.headers.get("authorization", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(
-            given.encode(), settings.metrics_token.get_secret_value().encode()
-        ):
-            raise Unauthorized("metrics need the bearer token")
+    if (refusal := settings.metrics_refusal(request.headers.get("authorization", ""))) is not None:
+        raise Unauthorized(refusal)
     async with request.app.state.pool.connection() as conn:
         await refresh_from_database(conn, settings.fleet, settings.ingest_reorder_window_s)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
