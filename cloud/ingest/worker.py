@@ -344,8 +344,10 @@ class IngestWorker:
         """The batch decoded, but what is beyond its box's share (parked: `taken_up` are
         parked ones, whose share was counted); messages delivered before (the broker's DUP
         flag: a process may have died on them) are tried in the quarantine first."""
-        # Dropped here are acknowledged all the same, by the caller.
-        if self.guard.suspended:
+        # Dropped here are acknowledged all the same, by the caller. Parked ones were
+        # receipted when parked: they are never dropped (a suspended box's wait, see
+        # _take_up).
+        if self.guard.suspended and not taken_up:
             messages = self._shut_out(messages)
         kept = self.answers.asked(self.throttle.admit(messages))
         if len(kept) < len(messages):
@@ -397,7 +399,10 @@ class IngestWorker:
                 "SELECT node_id, extract(epoch FROM until - now()) FROM node_suspensions "
                 "WHERE until > now()"
             ).fetchall()
-        for node in self.guard.follow({str(n): float(s) for n, s in rows}):
+        remaining = {str(n): float(s) for n, s in rows}
+        for node in remaining.keys() - self.guard.suspended.keys():
+            logger.info("box %s is suspended (%.0f s left)", node, remaining[node])
+        for node in self.guard.follow(remaining):
             self._dropping.discard(node)
             logger.info("box %s let back in: its messages are taken and counted afresh", node)
 
@@ -589,6 +594,11 @@ class IngestWorker:
         nodes = parked_nodes(conn)
         if not nodes:
             self.parked = False
+            return
+        # A suspended box's parked messages wait until it is let back in: they were
+        # receipted, so its outbox no longer holds them (dropping them lost them for good).
+        nodes = [node for node in nodes if not self.guard.shut_out(node)]
+        if not nodes:
             return
         room = {node: self.share.room(node) for node in nodes}
         try:

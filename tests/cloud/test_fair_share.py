@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import httpx2 as httpx
 import orjson
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -89,6 +90,33 @@ def test_a_box_flooding_valid_events_waits_its_turn_and_loses_nothing(
     assert count(county.url, "SELECT count(*) FROM ingest_deferred") > 0
     wait_until(lambda: stored_ids(county.url, sent) == len(sent), 120, "the whole flood")
     assert count(county.url, "SELECT count(*) FROM ingest_deferred") == 0
+
+
+def test_a_suspended_boxs_parked_events_wait_for_it_and_are_stored_when_it_is_let_back(
+    county: County,  # noqa: F811
+    ingest: IngestProcess,
+    attacker: MqttProbe,  # noqa: F811
+) -> None:
+    """Parked events were receipted when parked (the box deleted them): a suspension that
+    comes while they wait must not drop them, as it drops what the broker still held."""
+    sent = flood_payloads(5000, 400)
+    send_raw(attacker, sent)
+    wait_until(
+        lambda: count(county.url, "SELECT count(*) FROM ingest_deferred") > 100,
+        30,
+        "the flood parked",
+    )
+    with psycopg.connect(county.url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO node_suspensions (node_id, since, until, reason, suspended_by) "
+            "VALUES (%s, now(), now() + interval '1 hour', 'a test', 'test')",
+            (ATTACKER,),
+        )
+        wait_until(lambda: f"box {ATTACKER} is suspended" in ingest.log(), 30, "ingest seeing it")
+        waiting = count(county.url, "SELECT count(*) FROM ingest_deferred")
+        conn.execute("DELETE FROM node_suspensions WHERE node_id = %s", (ATTACKER,))
+    wait_until(lambda: stored_ids(county.url, sent) == len(sent), 120, "every parked event")
+    assert waiting > 0
 
 
 def test_a_box_past_its_parking_limit_loses_only_its_own_messages(
