@@ -31,7 +31,7 @@ INGEST_EVENTS_DUPLICATE = Counter(
 INGEST_DEAD_LETTERS = Counter(
     "gridwatch_ingest_dead_letters_total",
     "Messages ingest could not store, kept with reason, by cause (invalid, too_old, "
-    "conflict, crash, error, database).",
+    "conflict, crash, error, database, flood, ahead).",
     ["cause"],
 )
 DEAD_LETTER_ROWS = Gauge(

@@ -45,6 +45,11 @@ def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+# How a receiver's refusal of a timestamp from the future ends: such a message is refused
+# only for now (sent again once its time has come, it is taken).
+IN_THE_FUTURE = "s in the future"
+
+
 def _utc_not_in_future(value: datetime, info: ValidationInfo) -> datetime:
     value = value.astimezone(UTC)
     context: dict[str, Any] = info.context or {}
@@ -53,7 +58,7 @@ def _utc_not_in_future(value: datetime, info: ValidationInfo) -> datetime:
         return value  # built in code, not received: nothing to compare with
     skew_s = float(context.get(CONTEXT_MAX_FUTURE_SKEW_S, DEFAULT_MAX_FUTURE_SKEW_S))
     if value > now + timedelta(seconds=skew_s):
-        raise ValueError(f"timestamp {value.isoformat()} is more than {skew_s:g} s in the future")
+        raise ValueError(f"timestamp {value.isoformat()} is more than {skew_s:g} {IN_THE_FUTURE}")
     return value
 
 

@@ -118,7 +118,9 @@ class DeadLetterOut(BaseModel):
     reason: str
     cause: str = Field(
         description="invalid, too_old, conflict (an event id stored with other content), "
-        "crash (it killed or hung a decoder), error, database."
+        "crash (it killed or hung a decoder), error, database, flood (beyond its box's "
+        "share with its parking full), ahead (a time further ahead than clock skew allows: "
+        "the box sends it again, and it is taken once its time has come)."
     )
     size_bytes: int
     sha256: str = Field(description="Of the whole payload, which is not kept.")

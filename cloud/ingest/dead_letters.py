@@ -36,6 +36,7 @@ class Cause(StrEnum):
     ERROR = "error"  # an exception nobody foresaw
     DATABASE = "database"  # the database refused it alone
     FLOOD = "flood"  # its box sent beyond its share with its parking limit full
+    AHEAD = "ahead"  # a time further ahead than clock skew allows: taken once it has come
 
 
 @dataclass

@@ -23,6 +23,7 @@ from protocols import (
     Telemetry,
     decode_message,
 )
+from protocols.base import IN_THE_FUTURE
 from protocols.fast_events import FastDetectionEvent, decode_event_fast, to_fast
 from protocols.topics import NodeTopic
 
@@ -74,7 +75,8 @@ def _decode(batch: Batch, message: Received, max_age: timedelta) -> None:
         batch.dead.append(DeadLetter(message.topic, message.payload, "topic", exc.reason))
         return
     except InvalidPayload as exc:
-        batch.dead.append(DeadLetter(message.topic, message.payload, exc.field, exc.reason))
+        cause = Cause.AHEAD if IN_THE_FUTURE in exc.reason else Cause.INVALID
+        batch.dead.append(DeadLetter(message.topic, message.payload, exc.field, exc.reason, cause))
         return
     match decoded:
         case DetectionEvent():  # valid, in a form the fast path does not take

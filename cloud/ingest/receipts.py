@@ -6,7 +6,8 @@ acknowledged, and the boxes, told it was delivered, had deleted it.
 An event is receipted once it is stored (or a copy of one stored), parked to be taken up
 later (it is in the county's database, see cloud.ingest.deferred) or refused for what it
 is (sending it again would change nothing). Not receipted: what the parking could not hold
-(cause `flood`): the box keeps it and sends it again later. Receipts are gathered for
+(cause `flood`), and what is refused only for now, its time further ahead than clock skew
+allows (cause `ahead`): the box keeps it and sends it again later. Receipts are gathered for
 `EVERY_S` and sent as few messages as their ranges allow: what one gets lost is sent again
 by the box and receipted again."""
 
@@ -61,8 +62,9 @@ def settled(
     return seqs
 
 
-def flooded_payloads(dead: Iterable[DeadLetter]) -> set[int]:
-    return {id(letter.payload) for letter in dead if letter.cause is Cause.FLOOD}
+def refused_for_now(dead: Iterable[DeadLetter]) -> set[int]:
+    """The payloads among dead letters that sent again later may be taken: not receipted."""
+    return {id(letter.payload) for letter in dead if letter.cause in (Cause.FLOOD, Cause.AHEAD)}
 
 
 def _seq_in(payload: bytes) -> int | None:

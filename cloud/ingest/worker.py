@@ -37,7 +37,7 @@ from cloud.ingest.deferred import (
     units_by_box,
 )
 from cloud.ingest.quarantine import Quarantine, QuarantineUnavailable
-from cloud.ingest.receipts import Receipts, flooded_payloads, settled
+from cloud.ingest.receipts import Receipts, refused_for_now, settled
 from cloud.ingest.snapshot_uploads import Quota, report_dropped
 from cloud.ingest.subscriber import Received, Subscriber
 from cloud.ingest.suspend import Guard, Limit, by_sender, sender_of, suspend
@@ -536,7 +536,7 @@ class IngestWorker:
         """The rest of a batch in its transaction, and the process's progress row."""
         now = datetime.now(UTC)
         result = self.writer.finish(conn, batch, moving)
-        self._unreceipted |= flooded_payloads(result.dead)
+        self._unreceipted |= refused_for_now(result.dead)
         self._count_day(result.day_units)
         self._guard(conn, [letter.topic for letter in result.dead], batch.deferred)
         report_dropped(result.snapshots_dropped)

@@ -5,12 +5,20 @@ killed with events it had acknowledged (and not yet saved) costs nothing."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from cloud.ingest.dead_letters import Cause
+from cloud.ingest.decode import decode_batch
+from cloud.ingest.receipts import refused_for_now, settled
+from cloud.ingest.subscriber import Received
+from protocols import encode
+from protocols.topics import events_topic
 from tests.conftest import BrokerFactory
+from tests.factories import make_detection_event
 from tests.support.agent import AgentProcess, motion_config
 from tests.support.cloud import IngestProcess, count
 from tests.support.mosquitto import BrokerOptions, MosquittoBroker
@@ -96,3 +104,18 @@ def test_events_a_killed_broker_had_acknowledged_are_sent_again_and_stored_once(
         ).fetchone()
     assert seqs == list(range(taken))  # each once
     assert still_open == (0,)
+
+
+def test_an_event_from_a_clock_running_ahead_is_refused_for_now_and_not_receipted() -> None:
+    """Its time further ahead than clock skew allows: sent again once its time has come it
+    is taken, so the box must keep it (a receipt made the box delete it, lost for good)."""
+    now = datetime.now(UTC)
+    node = "qx-fast-clock"
+    on_time = make_detection_event(node_id=node, seq=1, observed_at=now)
+    ahead = make_detection_event(node_id=node, seq=2, observed_at=now + timedelta(seconds=400))
+    messages = [
+        Received(i, 1, events_topic(node), encode(e), now) for i, e in enumerate([on_time, ahead])
+    ]
+    batch = decode_batch(messages)
+    assert [letter.cause for letter in batch.dead] == [Cause.AHEAD]
+    assert settled(messages, batch, refused_for_now(batch.dead)) == {node: {1}}
