@@ -134,6 +134,7 @@ _DECODER: Final = msgspec.json.Decoder(FastDetectionEvent)
 _MAX_BYTES: Final = CHANNELS[Channel.EVENTS].max_bytes
 _SKEW: Final = timedelta(seconds=DEFAULT_MAX_FUTURE_SKEW_S)
 _ID_TOLERANCE_US: Final = EVENT_ID_TIME_TOLERANCE // timedelta(microseconds=1)
+_ID_TOLERANCE_S: Final = _ID_TOLERANCE_US / 1e6
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 # A time with more than six digits of a second: msgspec rounds it to the microsecond, the
@@ -181,10 +182,12 @@ def _passes_validators(event: FastDetectionEvent) -> bool:
     event_id = event.event_id.int
     if not (_is_uuid7(event_id) and _is_uuid7(event.thread_id.int)):
         return False
-    # In whole microseconds, as the model counts (a float timestamp rounds).
-    observed_us = (event.observed_at - _EPOCH) // _MICROSECOND
-    if abs((event_id >> 80) * 1000 - observed_us) > _ID_TOLERANCE_US:
-        return False
+    # In float seconds first (two C calls): exact, in whole microseconds as the model counts
+    # (a float timestamp rounds), only within a second of the bound.
+    if abs((event_id >> 80) / 1000 - event.observed_at.timestamp()) > _ID_TOLERANCE_S - 1:
+        observed_us = (event.observed_at - _EPOCH) // _MICROSECOND
+        if abs((event_id >> 80) * 1000 - observed_us) > _ID_TOLERANCE_US:
+            return False
     if event.phase is EventPhase.START:
         if event.thread_id != event.event_id:
             return False

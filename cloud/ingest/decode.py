@@ -117,9 +117,10 @@ def _add_event(
         )
         return
     event_id: UUID = event.event_id
-    earlier = batch.sources.get(event_id)
-    if earlier is None:
-        batch.sources[event_id] = message
+    sources = batch.sources
+    known = len(sources)
+    earlier = sources.setdefault(event_id, message)  # one UUID hash (Python code), not two
+    if len(sources) > known:
         batch.events.append((event, message.received_at))
     elif earlier.payload == message.payload or _first(batch, event_id) == event:
         batch.duplicates += 1

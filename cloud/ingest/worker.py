@@ -202,11 +202,16 @@ class IngestWorker:
     def _on_message(self, message: Received) -> None:
         # A deque append is atomic and costs no lock or wake-up per message (a Queue did,
         # for each of tens of thousands a second); the writer takes whole runs at once.
-        self.pending.append(message)
+        pending = self.pending
+        pending.append(message)
         self.received_bytes += len(message.payload)
-        if len(self.pending) == 1:
+        waiting = len(pending)
+        if waiting == 1:
             self.arrived.set()
-        if self._overfull():
+        if (  # _overfull, inline: this runs for every message
+            waiting > self.max_pending
+            or self.received_bytes - self.taken_bytes > self.max_pending_bytes
+        ):
             # Unacknowledged messages are bounded by the Receive Maximum; QoS 0 ones are
             # not. Stop reading until the writer catches up; the broker keeps the rest.
             self.subscriber.pause()
@@ -322,14 +327,25 @@ class IngestWorker:
     def _take(self) -> list[Received]:
         """The next batch: up to `ingest_batch_max` messages and `ingest_batch_max_mb`
         bytes (one message at least, whatever its size)."""
-        messages: list[Received] = []
+        pending, most = self.pending, self.settings.ingest_batch_max
+        waiting_bytes = self._pending_bytes()
+        if waiting_bytes <= self.batch_max_bytes:
+            # The common case: whatever is taken fits the byte bound.
+            count = min(len(pending), most)
+            messages = [pending.popleft() for _ in range(count)]
+            size = waiting_bytes if not pending else sum([len(m.payload) for m in messages])
+            return self._taken(messages, size)
+        messages = []
         size = 0
-        while self.pending and len(messages) < self.settings.ingest_batch_max:
+        while self.pending and len(messages) < most:
             more = len(self.pending[0].payload)
             if messages and size + more > self.batch_max_bytes:
                 break
             messages.append(self.pending.popleft())
             size += more
+        return self._taken(messages, size)
+
+    def _taken(self, messages: list[Received], size: int) -> list[Received]:
         self.taken_bytes += size
         if (
             len(self.pending) <= self.max_pending
@@ -535,6 +551,7 @@ class IngestWorker:
     ) -> None:
         """The rest of a batch in its transaction, and the process's progress row."""
         now = datetime.now(UTC)
+        lag = lag_ms(batch, now)
         result = self.writer.finish(conn, batch, moving)
         self._unreceipted |= refused_for_now(result.dead)
         self._count_day(result.day_units)
@@ -546,11 +563,11 @@ class IngestWorker:
             "committed_at = excluded.committed_at, batch_size = excluded.batch_size, "
             "lag_ms = excluded.lag_ms, "
             "messages = ingest_progress.messages + excluded.messages",
-            (self.settings.ingest_client, now, len(batch), lag_ms(batch, now), len(batch)),
+            (self.settings.ingest_client, now, len(batch), lag, len(batch)),
         )
         self.stored += result.events_stored
         self.dead += len(result.dead)
-        record_batch(batch, result, time.monotonic() - started, lag_ms(batch, now) / 1000)
+        record_batch(batch, result, time.monotonic() - started, lag / 1000)
         if result.dead:
             logger.warning(
                 "dead letters=%d first=%s field=%s cause=%s: %s",

@@ -468,7 +468,13 @@ def _new_seqs(
     pairs: Iterable[tuple[str, int]]
     if new_events == "events_staging":
         pairs = (
-            (event.node_id, event.seq) for event, _ in batch.events if event.event_id not in stored
+            ((event.node_id, event.seq) for event, _ in batch.events)
+            if not stored
+            else (
+                (event.node_id, event.seq)
+                for event, _ in batch.events
+                if event.event_id not in stored
+            )
         )
     else:
         pairs = conn.execute("SELECT node_id, seq FROM events_inserted")
