@@ -16,6 +16,10 @@ from protocols.identifiers import CameraId, NodeId, OrgCode, Sha256, Token
 _HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 
+# Config versions are PostgreSQL integers on the county's side.
+MAX_CONFIG_VERSION = 2**31 - 1
+
+
 class TimeWindow(WireModel):
     """A weekly window in the node's local time zone; `end` before `start` wraps midnight."""
 
@@ -203,7 +207,7 @@ class NodeConfig(Payload):
     """Retained on `config/desired`: everything a node runs. Newer `version` wins."""
 
     node_id: NodeId
-    version: int = Field(ge=1, le=2**31 - 1)
+    version: int = Field(ge=1, le=MAX_CONFIG_VERSION)
     issued_at: UtcDatetime
     tier: Tier = Tier.VILLAGE
     timezone: str = Field(default="Asia/Shanghai", max_length=64)
@@ -237,12 +241,12 @@ class ConfigReport(Payload):
     """Retained on `config/reported`: what the node did with a desired config."""
 
     node_id: NodeId
-    version: int = Field(ge=1, le=2**31 - 1)
+    version: int = Field(ge=1, le=MAX_CONFIG_VERSION)
     status: ConfigStatus
     running_version: int | None = Field(
         default=None,
         ge=1,
-        le=2**31 - 1,
+        le=MAX_CONFIG_VERSION,
         description="The version the node runs now (the last good one after a rejection).",
     )
     reported_at: PastDatetime

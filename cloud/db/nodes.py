@@ -325,7 +325,7 @@ async def next_config_version(conn: AsyncConnection, node_id: str) -> int:
     cur = await conn.execute(
         "SELECT greatest((SELECT max(version) FROM node_configs WHERE node_id = %(n)s), "
         "(SELECT greatest(version, running_version) FROM config_reports WHERE node_id = %(n)s),"
-        " 0) + 1",
+        " 0)::bigint + 1",  # bigint: the highest version a box reports, plus one, is no int
         {"n": node_id},
     )
     row = await cur.fetchone()

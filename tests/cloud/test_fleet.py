@@ -557,3 +557,29 @@ def retained_message(port: int, topic: str) -> dict[str, Any]:
         client.loop_stop()
     message: dict[str, Any] = orjson.loads(received[0])
     return message
+
+
+def test_a_box_reporting_the_highest_config_version_gets_a_clear_409_not_a_500(
+    county: County, broker: MosquittoBroker, assets_dir: Path, tmp_path: Path
+) -> None:
+    with psycopg.connect(county.url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO config_reports (node_id, version, status, running_version, errors, "
+            "reported_at, received_at) VALUES (%s, 2147483647, 'applied', 2147483647, '[]', "
+            "now(), now()) ON CONFLICT (node_id) DO UPDATE SET version = excluded.version, "
+            "running_version = excluded.running_version",
+            (OTHER_NODE,),
+        )
+    serve = ServeProcess(
+        tmp_path / "serve", county.url, broker.url, ingest=False, CLOUD_JWT_SECRET=TEST_JWT_SECRET
+    ).start_listening()
+    try:
+        other = api(serve, serve.sign_in("other-town-op", county.passwords["other-town-op"]))
+        config = motion_config(OTHER_NODE, assets_dir / "video" / "car-detection.mp4")
+        put = other.put(f"/nodes/{OTHER_NODE}/config", json=desired_body(config))
+    finally:
+        serve.stop()
+        with psycopg.connect(county.url, autocommit=True) as conn:
+            conn.execute("DELETE FROM config_reports WHERE node_id = %s", (OTHER_NODE,))
+    assert put.status_code == 409, put.text
+    assert "2147483647" in put.json()["detail"]

@@ -121,17 +121,19 @@ def test_a_box_sending_junk_is_shut_out_until_an_operator_lets_it_back(
         shown = client.get(f"/api/v1/nodes/{ATTACKER}", headers=headers).json()
         assert shown["suspension"]["suspended_by"] == "ingest"
         town = signed_in(client, county, "other-town-op")  # not this box's town
-        assert (
-            client.delete(f"/api/v1/nodes/{ATTACKER}/suspension", headers=town).status_code == 404
-        )
-        lifted = client.delete(f"/api/v1/nodes/{ATTACKER}/suspension", headers=headers)
+        lift = f"/api/v1/nodes/{ATTACKER}/suspension?reason=firmware+reflashed"
+        assert client.delete(lift, headers=town).status_code == 404
+        no_reason = client.delete(f"/api/v1/nodes/{ATTACKER}/suspension", headers=headers)
+        assert no_reason.status_code == 422  # a lift says why
+        lifted = client.delete(lift, headers=headers)
         assert lifted.status_code == 204, lifted.text
-        assert (
-            client.delete(f"/api/v1/nodes/{ATTACKER}/suspension", headers=headers).status_code
-            == 404
-        )
+        assert client.delete(lift, headers=headers).status_code == 404
     assert (
-        count(county.url, "SELECT count(*) FROM audit_log WHERE action = 'node.suspension_lifted'")
+        count(
+            county.url,
+            "SELECT count(*) FROM audit_log WHERE action = 'node.suspension_lifted' "
+            "AND detail->>'reason' = 'firmware reflashed'",
+        )
         == 1
     )
     broker.sync()

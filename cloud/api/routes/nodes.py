@@ -29,9 +29,10 @@ from cloud.commands import make_command, send_command
 from cloud.database import like_prefix
 from cloud.db import audit
 from cloud.db import nodes as db
-from cloud.errors import BrokerRefused, BrokerUnavailable, NotFound
+from cloud.errors import BrokerRefused, BrokerUnavailable, Conflict, NotFound
 from cloud.tiers import Level
 from protocols import NodeConfig, encode
+from protocols.config import MAX_CONFIG_VERSION
 from protocols.identifiers import NODE_ID_PATTERN
 from protocols.topics import config_desired_topic
 
@@ -118,15 +119,33 @@ async def node_detail(
 
 
 @router.delete("/nodes/{node_id}/suspension", status_code=status.HTTP_204_NO_CONTENT)
-async def lift_suspension(principal: FleetOperator, conn: Conn, node_id: NodeIdPath) -> None:
+async def lift_suspension(
+    principal: FleetOperator,
+    conn: Conn,
+    node_id: NodeIdPath,
+    reason: Annotated[
+        str,
+        Query(
+            min_length=4,
+            max_length=500,
+            description="Why it may come back now (what was fixed): kept in the audit log.",
+        ),
+    ],
+) -> None:
     """Let a suspended box back before its suspension ends (once what made it send junk is
-    fixed): `gridwatch cloud broker sync --follow` enables its account. Audited."""
+    fixed): `gridwatch cloud broker sync --follow` enables its account. Audited, with the
+    reason."""
     await check_node_visible(principal, conn, node_id)
     async with conn.transaction():
         if not await db.lift_suspension(conn, node_id):
             raise NotFound(f"node {node_id} is not suspended")
         await audit.record(
-            conn, principal, "node.suspension_lifted", target_type="node", target_id=node_id
+            conn,
+            principal,
+            "node.suspension_lifted",
+            target_type="node",
+            target_id=node_id,
+            detail={"reason": reason},
         )
 
 
@@ -203,6 +222,12 @@ async def put_desired_config(
     now = datetime.now(UTC)
     async with conn.transaction():
         version = await db.next_config_version(conn, node_id)
+        if version > MAX_CONFIG_VERSION:
+            # Only a box's own report can have got there: it leaves no newer number.
+            raise Conflict(
+                f"node {node_id} reports config version {version - 1}, the highest a config "
+                "may have: no newer one can be issued (provision the box again)"
+            )
         fields = body.model_dump(exclude={"node_id", "version", "issued_at"})
         config = NodeConfig(**fields, node_id=node_id, version=version, issued_at=now)
         wire = config.model_dump(mode="json")
