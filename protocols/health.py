@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Annotated, Self
 from uuid import UUID
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from protocols.base import PastDatetime, Payload, WireModel
 from protocols.enums import NodeStatus, StateReason, StreamStatus
 from protocols.identifiers import CameraId, NodeId, Sha256
 
 _MAX_COUNT = 2**63 - 1
+# Seconds a box can report as an age or an uptime: a century and more.
+_MAX_SECONDS = 1e10
+# Latencies in milliseconds: eleven days.
+_MAX_MS = 1e9
+
+
+def _measured(value: float) -> float:
+    """A figure to a millionth: what is smaller is nothing to a reader, and a 4-byte real
+    cannot hold it (1e-50 made the county's database refuse the report)."""
+    return round(value, 6)
+
+
+Figure = Annotated[float, AfterValidator(_measured)]
 
 
 class NodeState(Payload):
@@ -45,13 +58,16 @@ ONLINE_FRACTION = 0.5
 class CameraHealth(WireModel):
     camera_id: CameraId
     status: StreamStatus
-    input_fps: float = Field(ge=0, le=1000, description="Frames decoded per second.")
-    analysed_fps: float = Field(ge=0, le=1000, description="Frames analysed per second.")
-    last_frame_age_s: float | None = Field(
-        default=None, ge=0, description="Seconds since the newest frame; null before the first."
+    input_fps: Figure = Field(ge=0, le=1000, description="Frames decoded per second.")
+    analysed_fps: Figure = Field(ge=0, le=1000, description="Frames analysed per second.")
+    last_frame_age_s: Figure | None = Field(
+        default=None,
+        ge=0,
+        le=_MAX_SECONDS,
+        description="Seconds since the newest frame; null before the first.",
     )
     reconnects: int = Field(ge=0, le=_MAX_COUNT, description="Reconnects since agent start.")
-    connected_fraction: float | None = Field(
+    connected_fraction: Figure | None = Field(
         default=None,
         ge=0,
         le=1,
@@ -75,8 +91,8 @@ class CameraHealth(WireModel):
 class InferenceHealth(WireModel):
     model_profile: str = Field(max_length=64)
     model_sha256: Sha256 | None = None
-    latency_p50_ms: float = Field(ge=0)
-    latency_p95_ms: float = Field(ge=0)
+    latency_p50_ms: Figure = Field(ge=0, le=_MAX_MS)
+    latency_p95_ms: Figure = Field(ge=0, le=_MAX_MS)
     inferences: int = Field(ge=0, le=_MAX_COUNT, description="Inferences since agent start.")
 
 
@@ -86,7 +102,7 @@ class OutboxHealth(WireModel):
         le=_MAX_COUNT,
         description="Entries kept: not yet taken by the broker, or events not yet receipted.",
     )
-    oldest_age_s: float | None = Field(default=None, ge=0)
+    oldest_age_s: Figure | None = Field(default=None, ge=0, le=_MAX_SECONDS)
     bytes: int = Field(ge=0, le=_MAX_COUNT)
     budget_bytes: int = Field(ge=0, le=_MAX_COUNT)
     unreceipted: int = Field(
@@ -95,8 +111,11 @@ class OutboxHealth(WireModel):
         le=_MAX_COUNT,
         description="Of them, events the broker took that no receipt has named yet.",
     )
-    unreceipted_oldest_age_s: float | None = Field(
-        default=None, ge=0, description="How long the oldest of those has waited for one."
+    unreceipted_oldest_age_s: Figure | None = Field(
+        default=None,
+        ge=0,
+        le=_MAX_SECONDS,
+        description="How long the oldest of those has waited for one.",
     )
 
 
@@ -114,13 +133,13 @@ class NodeHealth(Payload):
 
     node_id: NodeId
     sent_at: PastDatetime
-    uptime_s: float = Field(ge=0)
-    cpu_percent: float = Field(ge=0, le=100, description="Whole-box CPU use, 0..100.")
+    uptime_s: Figure = Field(ge=0, le=_MAX_SECONDS)
+    cpu_percent: Figure = Field(ge=0, le=100, description="Whole-box CPU use, 0..100.")
     memory_used_bytes: int = Field(ge=0, le=_MAX_COUNT)
     memory_total_bytes: int = Field(ge=0, le=_MAX_COUNT)
     disk_used_bytes: int = Field(ge=0, le=_MAX_COUNT)
     disk_total_bytes: int = Field(ge=0, le=_MAX_COUNT)
-    temperature_c: float | None = Field(default=None, ge=-60, le=150)
+    temperature_c: Figure | None = Field(default=None, ge=-60, le=150)
     cameras: list[CameraHealth] = Field(default_factory=list, max_length=256)
     inference: InferenceHealth | None = None
     outbox: OutboxHealth

@@ -4,16 +4,21 @@ refusals as dead letters in the protocol's words."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import orjson
+import psycopg
 import pytest
 
 from cloud.ingest.decode import decode_batch
 from cloud.ingest.subscriber import Received
+from cloud.ingest.writer import Batch, BatchWriter
+from cloud.snapshots import LocalSnapshotStore
 from protocols import encode
 from protocols.fast_events import decode_event_fast, to_fast
-from protocols.topics import events_topic
-from tests.factories import make_detection_event
+from protocols.topics import events_topic, health_topic
+from tests.factories import make_detection_event, make_node_health
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -94,3 +99,29 @@ def test_an_event_older_than_the_limit_is_a_dead_letter() -> None:
         ("observed_at", "too_old"),
         ("DetectionEvent", "invalid"),  # year 1: its id was made in 2026, not then
     ]
+
+
+def test_health_figures_a_database_real_cannot_hold_are_rounded_or_refused_by_name(
+    cloud_db: str, tmp_path: Path
+) -> None:
+    """1e-50 CPU passed the schema and then failed the database's 4-byte real (a dead
+    letter naming no field, the whole batch stored again one by one)."""
+    health = make_node_health(node_id="qx-tiny-figures", sent_at=NOW - timedelta(seconds=1))
+    tiny = orjson.loads(encode(health))
+    tiny["cpu_percent"] = 1e-50
+    tiny["temperature_c"] = -1e-45
+    huge = orjson.loads(encode(health)) | {"uptime_s": 1e39}
+    topic = health_topic(health.node_id)
+    batch = decode_batch([received(topic, orjson.dumps(tiny)), received(topic, orjson.dumps(huge))])
+    assert [(d.field, "less than or equal" in d.reason) for d in batch.dead] == [("uptime_s", True)]
+    [(report, raw, at)] = batch.health
+    assert report.cpu_percent == 0.0
+    writer = BatchWriter(
+        timescale=False, store=LocalSnapshotStore(tmp_path), timezone=ZoneInfo("Asia/Shanghai")
+    )
+    with psycopg.connect(cloud_db, autocommit=True) as conn, conn.transaction():
+        writer.write(conn, Batch(health=[(report, raw, at)]))
+        stored = conn.execute(
+            "SELECT cpu_percent FROM node_health WHERE node_id = 'qx-tiny-figures'"
+        ).fetchone()
+    assert stored == (0.0,)
