@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 # made 243,267 gap rows and a holes list of 78 MB that every batch read and wrote again;
 # past this, its oldest gaps are written off (seq_gaps says so) and the rest stay exact.
 MAX_OPEN_GAPS = 256
+# A jump of more seqs than any box's outbox holds (its default budget keeps about 100,000
+# events) is no loss of that many events: a box that lost or reset its numbering, or one
+# sending a forged seq (2^63 - 1 put the county's missing-events figure at 9.2e18). The high
+# mark moves on; the jump is reported, not counted as missing.
+MAX_GAP = 10_000_000
 
 
 @dataclass
@@ -31,6 +36,18 @@ class NodeSequence:
     gaps: list[Gap] = field(default_factory=list)
     new_gaps: list[Gap] = field(default_factory=list)
     changed_gaps: list[Gap] = field(default_factory=list)
+    jumps: list[tuple[int, int]] = field(default_factory=list)  # (from, to) beyond MAX_GAP
+
+    def skip(self, last: int) -> None:
+        """Seqs above the high mark up to `last` have not come (yet): missing, or a jump."""
+        assert self.high is not None
+        if last - self.high - 1 > MAX_GAP:
+            self.jumps.append((self.high, last))
+        elif last > self.high + 1:
+            gap = Gap(self.high + 1, last - 1)
+            self.gaps.append(gap)
+            self.new_gaps.append(gap)
+        self.high = last
 
 
 def advance(state: NodeSequence, seqs: list[int]) -> NodeSequence:
@@ -41,11 +58,7 @@ def advance(state: NodeSequence, seqs: list[int]) -> NodeSequence:
             state.high = seq  # a node's first event: nothing known below it
             continue
         if seq > state.high:
-            if seq > state.high + 1:
-                gap = Gap(state.high + 1, seq - 1)
-                state.gaps.append(gap)
-                state.new_gaps.append(gap)
-            state.high = seq
+            state.skip(seq)
             continue
         for gap in state.gaps:
             if gap.first <= seq <= gap.last:
@@ -59,9 +72,7 @@ def announce(state: NodeSequence, last: int) -> NodeSequence:
     high mark are missing until they come, as if a later event had arrived. Before the
     node's first event nothing is known below it, as in `advance`."""
     if state.high is not None and last > state.high:
-        gap = Gap(state.high + 1, last)
-        state.gaps.append(gap)
-        state.new_gaps.append(gap)
+        state.skip(last + 1)  # `last` itself is missing too
         state.high = last
     return state
 

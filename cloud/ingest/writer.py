@@ -689,6 +689,14 @@ class BatchWriter:
             state = advance(NodeSequence(high, gaps), seqs.get(node_id, []))
             if node_id in announced:
                 announce(state, announced[node_id])
+            for before, after in state.jumps:
+                logger.warning(
+                    "box %s jumped its seq from %d to %d: more than any outbox holds, so not "
+                    "counted as missing events (a reset numbering, or a forged seq)",
+                    node_id,
+                    before,
+                    after,
+                )
             if excess := oldest_beyond(state):
                 written_off.append((node_id, excess))
             result.gaps_opened += self._age_holes(

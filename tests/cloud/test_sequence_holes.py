@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from cloud.ingest.gaps import MAX_OPEN_GAPS
+from cloud.ingest.gaps import MAX_GAP, MAX_OPEN_GAPS, NodeSequence, advance
 from cloud.ingest.writer import Batch, BatchWriter
 from cloud.snapshots import LocalSnapshotStore
 from protocols import encode
@@ -167,3 +167,13 @@ def test_a_node_skipping_seqs_without_end_keeps_a_bounded_number_open(
     late = open_rows[-1][0]
     store(cloud_db, young, node, [late])
     assert (late, late, True) in gaps(cloud_db, node)
+
+
+def test_a_jump_beyond_any_outbox_is_no_gap_of_missing_events() -> None:
+    """One forged seq of 2^63 - 1 put the county's missing-events figure at 9.2e18."""
+    state = advance(NodeSequence(10), [12, 2**63 - 1, 2**63 - 3])
+    assert [(g.first, g.last) for g in state.gaps] == [(11, 11), (2**63 - 2, 2**63 - 2)]
+    assert state.jumps == [(12, 2**63 - 3)]
+    assert state.high == 2**63 - 1
+    near = advance(NodeSequence(0), [MAX_GAP + 1])
+    assert [(g.first, g.last) for g in near.gaps] == [(1, MAX_GAP)]  # a real loss: counted
