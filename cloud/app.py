@@ -36,12 +36,12 @@ from cloud.api.routes import (
 )
 from cloud.cases.timers import timer_loop
 from cloud.database import database_url
-from cloud.db import org as org_db
 from cloud.fleet.config_relay import ConfigRelay
 from cloud.fleet.monitor import monitor_loop
 from cloud.ingest.subscriber import Subscriber
 from cloud.publisher import BrokerPublisher
 from cloud.settings import CloudSettings
+from cloud.signing import SigningKeys
 from cloud.snapshots import snapshot_store
 
 logger = logging.getLogger(__name__)
@@ -79,11 +79,7 @@ def create_app(settings: CloudSettings, *, ingest: Subscriber | None = None) -> 
                 )
             ).fetchone()
             app.state.timescale = row is not None
-            app.state.signing_key = (
-                settings.jwt_secret.get_secret_value().encode()
-                if settings.jwt_secret is not None
-                else await org_db.signing_key(conn)
-            )
+            await app.state.signing.load(conn)
         timers = asyncio.create_task(
             timer_loop(
                 pool,
@@ -125,6 +121,7 @@ def create_app(settings: CloudSettings, *, ingest: Subscriber | None = None) -> 
     app.state.ingest = ingest
     app.state.pool = pool
     app.state.token_versions = TokenVersions()
+    app.state.signing = SigningKeys(settings)
     app.state.snapshots = snapshot_store(settings)
     app.state.publisher = publisher = BrokerPublisher(settings)
     app.state.alerts = alerts = AlertHub(pool, database_url(settings), settings.public_url)

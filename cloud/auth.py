@@ -65,6 +65,7 @@ def issue_access_token(
     key: bytes,
     lifetime_s: int,
     version: int | None = None,
+    kid: str | None = None,
     now: datetime | None = None,
 ) -> str:
     issued = now or datetime.now(UTC)
@@ -81,7 +82,18 @@ def issue_access_token(
         claims["ver"] = version
     if principal.department_code:
         claims["dept"] = principal.department_code
-    return jwt.encode(claims, key, algorithm=ALGORITHM)
+    return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid} if kid else None)
+
+
+def token_key_id(token: str) -> str | None:
+    """The name of the key a token says it was signed with (checked by its signature)."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized("invalid token") from exc
+    if kid is not None and not isinstance(kid, str):
+        raise Unauthorized("invalid token")
+    return kid
 
 
 def read_access_token(token: str, *, key: bytes) -> AccessClaims:

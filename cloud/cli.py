@@ -386,6 +386,39 @@ def org_reactivate(username: str) -> None:
     _set_active(username, active=True)
 
 
+keys_app = typer.Typer(help="The keys that sign access tokens.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """A new key signs access tokens from now on (every instance within a minute); tokens
+    signed with the key before stay valid until they expire; older keys are dropped."""
+    from cloud.database import connect
+    from cloud.db import audit
+    from cloud.signing import rotate
+
+    with _embedded(_settings(), broker=False) as (settings, _):
+        if settings.jwt_secret is not None:
+            typer.echo(
+                "error: tokens are signed with CLOUD_JWT_SECRET: put a new secret there and "
+                "the old one in CLOUD_JWT_PREVIOUS_SECRET",
+                err=True,
+            )
+            raise typer.Exit(2)
+        with connect(settings) as conn:
+            name, dropped = rotate(conn)
+            audit.record_sync(
+                conn,
+                _cli_principal(),
+                "signing_key.rotate",
+                target_type="signing_key",
+                target_id=name,
+                detail={"dropped": dropped},
+            )
+    typer.echo(f"signing key {name} in use; dropped: {', '.join(dropped) or 'none'}")
+
+
 rules_app = typer.Typer(
     help="The county's case rules: which detections open cases, where, and deadlines.",
     no_args_is_help=True,

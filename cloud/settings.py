@@ -241,7 +241,13 @@ class CloudSettings(BaseSettings):
     )
     jwt_secret: SecretStr | None = Field(
         default=None,
-        description="Signs access tokens; unset: a key made once and kept in the database.",
+        description="Signs access tokens; unset: keys kept in the database, rotated with "
+        "`gridwatch cloud keys rotate`.",
+    )
+    jwt_previous_secret: SecretStr | None = Field(
+        default=None,
+        description="The secret before CLOUD_JWT_SECRET, still accepted (its tokens live on "
+        "until they expire): a rotation that signs nobody out.",
     )
     access_token_s: Annotated[int, Field(ge=60, le=86400)] = Field(
         default=3600, description="Lifetime of an access token from the login endpoint."
@@ -256,7 +262,7 @@ class CloudSettings(BaseSettings):
         default=10.0, description="A receiver slower than this counts as failed (and retried)."
     )
 
-    @field_validator("jwt_secret")
+    @field_validator("jwt_secret", "jwt_previous_secret")
     @classmethod
     def _jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:

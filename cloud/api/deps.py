@@ -14,11 +14,18 @@ from fastapi.security import OAuth2PasswordBearer
 from psycopg import AsyncConnection
 
 from cloud.access import Permission, Principal
-from cloud.auth import AccessClaims, api_token_hash, is_api_token, read_access_token
+from cloud.auth import (
+    AccessClaims,
+    api_token_hash,
+    is_api_token,
+    read_access_token,
+    token_key_id,
+)
 from cloud.db import org as org_db
 from cloud.errors import Forbidden, Unauthorized
 from cloud.publisher import BrokerPublisher
 from cloud.settings import CloudSettings
+from cloud.signing import SigningKeys
 from cloud.snapshots import SnapshotStore
 
 
@@ -102,7 +109,11 @@ async def principal_from_token(app: Any, token: str | None) -> Principal:
         if principal is None:
             raise Unauthorized("invalid token")
         return principal
-    claims = read_access_token(token, key=app.state.signing_key)
+    keys: SigningKeys = app.state.signing
+    key = await keys.checking(app, token_key_id(token))
+    if key is None:
+        raise Unauthorized("invalid token")  # signed with a key rotated out, or none of ours
+    claims = read_access_token(token, key=key)
     versions: TokenVersions = app.state.token_versions
     if claims.version is not None and not await versions.holds(app, claims):
         raise Unauthorized("token revoked")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -297,18 +296,6 @@ async def units_within(conn: AsyncConnection, unit_code: str) -> list[dict[str, 
 async def department_exists(conn: AsyncConnection, code: str) -> bool:
     cur = await conn.execute("SELECT 1 FROM departments WHERE code = %s", (code,))
     return await cur.fetchone() is not None
-
-
-async def signing_key(conn: AsyncConnection) -> bytes:
-    """The shared key that signs access tokens, made once by whichever instance is first."""
-    await conn.execute(
-        "INSERT INTO signing_keys (name, secret) VALUES ('access', %s) ON CONFLICT DO NOTHING",
-        (secrets.token_bytes(32),),
-    )
-    cur = await conn.execute("SELECT secret FROM signing_keys WHERE name = 'access'")
-    row = await cur.fetchone()
-    assert row is not None
-    return bytes(row[0])
 
 
 def usernames_without_password(conn: psycopg.Connection) -> set[str]:

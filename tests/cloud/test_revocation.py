@@ -12,15 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
+import psycopg
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from cloud.access import Principal, Role
 from cloud.api.deps import TOKEN_VERSION_TTL_S
 from cloud.api.routes.alerts import STREAM_CHECK_S
+from cloud.auth import issue_access_token
+from cloud.tiers import Level
 from tests.cloud.county_fixtures import County, county_database
 from tests.support.cloud import ServeProcess
-from tests.support.county import TEST_JWT_SECRET
+from tests.support.county import COUNTY, TEST_JWT_SECRET
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import wait_until
 
@@ -140,3 +144,45 @@ def test_no_token_reaches_the_service_log(serve: ServeProcess, county: County) -
     assert "/auth/me?access_token=[redacted]" in log
     assert token not in log
     assert token.split(".")[2] not in log  # not even its signature
+
+
+def rotate_keys(url: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "gridwatch", "cloud", "keys", "rotate"],
+        env={**os.environ, "CLOUD_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.split()[2]  # "signing key <name> in use; ..."
+
+
+def signed_by_another_instance(url: str, kid: str) -> str:
+    """A token another instance, already signing with the newest key, gave out."""
+    with psycopg.connect(url) as conn:
+        [secret] = conn.execute(
+            "SELECT secret FROM signing_keys WHERE name = %s", (kid,)
+        ).fetchone()
+    principal = Principal("county-op", Role.COUNTY_OPERATOR, COUNTY, Level.COUNTY)
+    return issue_access_token(principal, key=bytes(secret), kid=kid, lifetime_s=600)
+
+
+def test_rotating_the_signing_key_signs_nobody_out_and_drops_the_key_before(
+    county: County, broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    serve = ServeProcess(tmp_path / "keys", county.url, broker.url, ingest=False).start_listening()
+    try:
+        before = serve.sign_in("county-op", county.passwords["county-op"])
+        first = rotate_keys(county.url)
+        assert me(serve, before) == 200  # signed with the key before: still good
+        newer = signed_by_another_instance(county.url, first)
+        # A key it does not know makes the instance look again (at most every second).
+        wait_until(lambda: me(serve, newer) == 200, DEADLINE_S, "the new key taken up")
+        second = rotate_keys(county.url)
+        newest = signed_by_another_instance(county.url, second)
+        wait_until(lambda: me(serve, newest) == 200, DEADLINE_S, "the newest key taken up")
+        assert me(serve, newer) == 200
+        assert me(serve, before) == 401  # two keys ago: dropped
+    finally:
+        serve.stop()

@@ -92,9 +92,11 @@ async def login(
         Level(user["level"]),
         user["department_code"],
     )
+    kid, key = await request.app.state.signing.signing(request.app)
     token = issue_access_token(
         principal,
-        key=request.app.state.signing_key,
+        key=key,
+        kid=kid,
         lifetime_s=settings.access_token_s,
         version=user["token_version"],
     )
