@@ -26,7 +26,9 @@ ISSUER = "gridwatch"
 ALGORITHM = "HS256"
 API_TOKEN_PREFIX = "gwt_"  # noqa: S105 - a marker that tells token kinds apart, not a secret
 
-_hasher = PasswordHasher()
+# One lane: a hash takes one core (four lanes took all of a small box's for each sign-in,
+# so a flood of them starved the API however few were hashed at once).
+_hasher = PasswordHasher(parallelism=1)
 # Verified against when the user does not exist, so a wrong username costs the same time.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 

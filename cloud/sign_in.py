@@ -19,6 +19,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from cloud.auth import verify_password
+from cloud.errors import TooManyRequests
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,28 @@ ACCOUNT = Allowance(5, timedelta(minutes=15), timedelta(seconds=30), timedelta(h
 # A county office signs in from behind one address: more room, the same growth.
 ADDRESS = Allowance(30, timedelta(minutes=15), timedelta(minutes=1), timedelta(hours=1))
 
-# argon2 takes ~50 ms of a core and releases the GIL: two at a time use the box's cores
-# without starving the API; more wait here, off the event loop.
-_hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="password-hash")
+# A hash takes a core for a sixth of a second (releasing the GIL): one at a time leaves the
+# rest of the box to the API; a few more wait, off the event loop; beyond them a sign-in
+# is answered "try again in a second" without hashing (many addresses at once, each within
+# its allowance, would otherwise queue the whole box's time behind them).
+_hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="password-hash")
+MAX_WAITING = 4
+_waiting = 0
 
 
 async def check_password(password_hash: str | None, password: str) -> bool:
-    ok: bool = await asyncio.get_running_loop().run_in_executor(
-        _hashing, verify_password, password_hash, password
-    )
+    global _waiting
+    if _waiting >= MAX_WAITING:
+        raise TooManyRequests("too many sign-ins at once: try again shortly", retry_after_s=1)
+    _waiting += 1
+    try:
+        ok: bool = await asyncio.get_running_loop().run_in_executor(
+            _hashing, verify_password, password_hash, password
+        )
+    finally:
+        _waiting -= 1
     return ok
+
 
 
 def _keys(username: str, address: str) -> list[tuple[str, Allowance]]:
@@ -64,9 +77,10 @@ async def locked_for(
     conn: AsyncConnection, username: str, address: str, now: datetime
 ) -> int | None:
     """Seconds until a locked account or address may try again, else None."""
+    keys = [key for key, _ in _keys(username, address)]
     cur = await conn.execute(
         "SELECT max(locked_until) FROM sign_in_failures WHERE key = ANY(%s) AND locked_until > %s",
-        ([key for key, _ in _keys(username, address)], now),
+        (keys, now),
     )
     row = await cur.fetchone()
     if row is None or row[0] is None:
