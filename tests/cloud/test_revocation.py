@@ -109,6 +109,13 @@ def test_a_deactivated_users_token_and_stream_stop_and_come_back_on_reactivation
     assert me(serve, fresh) == 200
 
 
+def test_nobody_deactivates_themselves(serve: ServeProcess, county: County) -> None:
+    admin = serve.sign_in("admin", county.passwords["admin"])
+    refused = set_active(serve, admin, "admin", active=False)
+    assert refused.status_code == 409
+    assert me(serve, admin) == 200
+
+
 def test_a_town_operator_cannot_deactivate_outside_the_town(
     serve: ServeProcess, county: County
 ) -> None:

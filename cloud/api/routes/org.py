@@ -14,7 +14,7 @@ from cloud.api.deps import AuditReader, Caller, Conn, OrgManager
 from cloud.api.schemas import ErrorOut
 from cloud.db import audit
 from cloud.db import org as db
-from cloud.errors import NotFound
+from cloud.errors import Conflict, NotFound
 from cloud.org_files import (
     DEPARTMENT_COLUMNS,
     STAFF_COLUMNS,
@@ -136,7 +136,10 @@ class UserActive(BaseModel):
 @router.post(
     "/org/users/{username}/deactivate",
     response_model=UserActive,
-    responses={404: {"model": ErrorOut, "description": "No such user in your jurisdiction."}},
+    responses={
+        404: {"model": ErrorOut, "description": "No such user in your jurisdiction."},
+        409: {"model": ErrorOut, "description": "The caller's own account."},
+    },
 )
 async def deactivate_user(username: Username, principal: OrgManager, conn: Conn) -> UserActive:
     """Stop a person signing in: their access tokens stop working within seconds (audited)."""
@@ -156,6 +159,9 @@ async def reactivate_user(username: Username, principal: OrgManager, conn: Conn)
 async def _set_active(
     conn: AsyncConnection, principal: Principal, username: str, *, active: bool
 ) -> UserActive:
+    if not active and username == principal.subject:
+        # Nobody locks themselves out (an admin's own token would stop at once).
+        raise Conflict("you cannot deactivate yourself: another org manager can")
     async with conn.transaction():
         unit = await db.set_active(conn, username, active, principal.unit_code)
         if unit is None:
