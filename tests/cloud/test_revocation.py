@@ -193,3 +193,23 @@ def test_rotating_the_signing_key_signs_nobody_out_and_drops_the_key_before(
         assert me(serve, before) == 401  # two keys ago: dropped
     finally:
         serve.stop()
+
+
+def test_a_revoked_users_event_stream_ends_saying_so(serve: ServeProcess, county: County) -> None:
+    admin = serve.sign_in("admin", county.passwords["admin"])
+    token = serve.sign_in("worker-2", county.passwords["worker-2"])
+    seen: list[str] = []
+    with httpx.stream(
+        "GET",
+        f"{serve.base}/alerts/stream",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=DEADLINE_S,
+    ) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        seen.append(next(lines))  # the stream's opening comment: it is live
+        assert set_active(serve, admin, "worker-2", active=False).status_code == 200
+        seen += list(lines)  # until the service ends it
+    set_active(serve, admin, "worker-2", active=True)
+    assert "event: signed_out" in seen
+    assert any("token revoked" in line for line in seen)
