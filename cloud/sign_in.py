@@ -68,7 +68,6 @@ async def check_password(password_hash: str | None, password: str) -> bool:
     return ok
 
 
-
 def _keys(username: str, address: str) -> list[tuple[str, Allowance]]:
     return [(f"account:{username.lower()[:128]}", ACCOUNT), (f"address:{address}", ADDRESS)]
 
