@@ -48,9 +48,22 @@ def _logging(level: str) -> None:
 
 
 @contextmanager
-def _embedded(settings: CloudSettings, broker: bool = True) -> Iterator[tuple[CloudSettings, bool]]:
-    """`with_embedded_defaults`, with a clear error and exit code 2 when one cannot start."""
+def _embedded(
+    settings: CloudSettings, broker: bool = True, *, existing: bool = False
+) -> Iterator[tuple[CloudSettings, bool]]:
+    """`with_embedded_defaults`, with a clear error and exit code 2 when one cannot start.
+    `existing`: the command works on a county already there, so an embedded database that
+    does not exist yet is not made (a mistyped command left 39 MB in the folder it ran in)."""
     from psycopg.errors import UndefinedTable
+
+    if existing and settings.database_url is None and not (settings.data_dir / "pgdata").exists():
+        typer.echo(
+            f"error: no database: CLOUD_DATABASE_URL is not set and {settings.data_dir} holds "
+            "no embedded one; set CLOUD_DATABASE_URL to the county's database (a running "
+            "demo prints its own)",
+            err=True,
+        )
+        raise typer.Exit(2)
 
     from cloud.embedded import with_embedded_defaults
     from cloud.errors import ServiceUnavailable
@@ -298,7 +311,10 @@ def org_export(
     )
 
     directory.mkdir(parents=True, exist_ok=True)
-    with _embedded(_settings(), broker=False) as (settings, _), connect(settings) as conn:
+    with (
+        _embedded(_settings(), broker=False, existing=True) as (settings, _),
+        connect(settings) as conn,
+    ):
         prefix = unit or ""
         units = db.export_rows(conn, db.UNITS_SQL, prefix)
         (directory / "units.csv").write_text(write_rows(units, UNIT_COLUMNS), encoding="utf-8")
@@ -332,7 +348,7 @@ def org_passwd(username: str) -> None:
 
     password = new_password()
     with (
-        _embedded(_settings(), broker=False) as (settings, _),
+        _embedded(_settings(), broker=False, existing=True) as (settings, _),
         connect(settings) as conn,
         conn.transaction(),
     ):
@@ -355,7 +371,7 @@ def _set_active(username: str, active: bool) -> None:
     from cloud.db import org as db
 
     with (
-        _embedded(_settings(), broker=False) as (settings, _),
+        _embedded(_settings(), broker=False, existing=True) as (settings, _),
         connect(settings) as conn,
         conn.transaction(),
     ):
@@ -398,7 +414,7 @@ def keys_rotate() -> None:
     from cloud.db import audit
     from cloud.signing import rotate
 
-    with _embedded(_settings(), broker=False) as (settings, _):
+    with _embedded(_settings(), broker=False, existing=True) as (settings, _):
         if settings.jwt_secret is not None:
             typer.echo(
                 "error: tokens are signed with CLOUD_JWT_SECRET: put a new secret there and "
@@ -434,7 +450,10 @@ def rules_show() -> None:
     from cloud.cases.rule_sets import current
     from cloud.database import connect
 
-    with _embedded(_settings(), broker=False) as (settings, _), connect(settings) as conn:
+    with (
+        _embedded(_settings(), broker=False, existing=True) as (settings, _),
+        connect(settings) as conn,
+    ):
         found = current(conn)
     if found is None:
         typer.echo("no rules yet: `gridwatch cloud migrate` sets the first", err=True)
@@ -463,7 +482,10 @@ def rules_set(
     except InvalidFile as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    with _embedded(_settings(), broker=False) as (settings, _), connect(settings) as conn:
+    with (
+        _embedded(_settings(), broker=False, existing=True) as (settings, _),
+        connect(settings) as conn,
+    ):
         try:
             version = set_rules(conn, rules, principal=_cli_principal(), reason=reason)
         except ValueError as exc:
@@ -535,7 +557,10 @@ def broker_acl(
 
     rows = _app_rows(apps)
     files = BrokerFiles(Path(), apps=rows, apps_file_name=apps.name if apps else "")
-    with _embedded(_settings(), broker=False) as (settings, _), connect(settings) as conn:
+    with (
+        _embedded(_settings(), broker=False, existing=True) as (settings, _),
+        connect(settings) as conn,
+    ):
         try:
             access = grants(
                 [node_id for node_id, _ in broker_accounts(conn)],

@@ -10,6 +10,7 @@ reconnect with backoff, and acknowledge with POST /api/v1/alerts/{id}/ack.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import urllib.error
@@ -29,6 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 app = typer.Typer(help="Follow alerts as a grid app does.", no_args_is_help=True)
 
 SIGNED_OUT = 4401  # the stream's close code when the token expired or was revoked
+UNKNOWN_AFTER = 4404  # ... when it does not know the resume point asked for
 
 
 @app.callback()
@@ -144,26 +146,40 @@ async def follow(
                         return printed
             if stream.signed_out:  # 4401: the token expired or was revoked
                 token = token_source()
+            if stream.unknown_after:  # 4404: a resume point this service never gave
+                typer.echo(
+                    f"  the service does not know the last alert kept in {state_file} "
+                    "(another county's, or a database begun afresh): starting from its start",
+                    err=True,
+                )
+                state_file.unlink(missing_ok=True)
+                started = datetime.now(UTC)  # what it catches up on is not acknowledged
             raise ConnectionRefusedError("the stream ended: resuming after the last alert")
     return printed
 
 
 class _Stream:
     """The stream's messages until it ends; one closed with 4401 (the token no longer holds)
-    ends quietly with `signed_out` set, any other unexpected close raises ConnectionClosed."""
+    or 4404 (the resume point is unknown) ends quietly with `signed_out` or `unknown_after`
+    set, any other unexpected close raises ConnectionClosed."""
 
     def __init__(self, socket: ClientConnection) -> None:
         self.socket = socket
         self.signed_out = False
+        self.unknown_after = False
 
     async def __aiter__(self) -> AsyncIterator[str | bytes]:
         try:
             async for raw in self.socket:
                 yield raw
         except ConnectionClosed as exc:
-            if exc.rcvd is None or exc.rcvd.code != SIGNED_OUT:
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            if code == SIGNED_OUT:
+                self.signed_out = True
+            elif code == UNKNOWN_AFTER:
+                self.unknown_after = True
+            else:
                 raise
-            self.signed_out = True
 
 
 async def _acknowledge(url: str, token: str, alert_id: str) -> None:
@@ -237,11 +253,14 @@ def tail(
         return sign_in(url.rstrip("/"), username or "", password or "")
 
     who = username or "token"
+    # One resume point per service and user: another county's (or another demo's) alert
+    # id means nothing here.
+    service = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:12]
     state = (
         state_file
         or Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
         / "gridwatch"
-        / f"alerts-{who}.last"
+        / f"alerts-{service}-{who}.last"
     )
     try:
         asyncio.run(

@@ -103,6 +103,8 @@ class Processes:
                 logger.warning("%s did not stop in 30 s: killed", name)
                 process.kill()
                 process.wait(10)
+        # All stopped: their ids may be anyone's next, and a next demo stops what it lists.
+        self.pids.unlink(missing_ok=True)
 
 
 def stop_leftovers(pids: Path) -> int:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import httpx2 as httpx
 import pytest
 from lxml import etree
+from uuid6 import uuid7
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -378,3 +379,17 @@ def test_a_workers_report_is_heard_by_its_title_and_its_place_by_name(
     assert alert["kind"] == "report"
     assert alert["headline_zh"] == "双凤村第一网格 网格员上报：桥栏杆损坏"
     assert alert["headline_en"] == "grid worker's report at 双凤村第一网格: 桥栏杆损坏"
+
+
+def test_the_reference_client_starts_afresh_from_a_resume_point_the_service_never_gave(
+    county: County, service: Service, tmp_path: Path
+) -> None:
+    """Another county's alert id (a second clone, a demo begun again) made the client sign
+    in again and again, printing nothing, for ever."""
+    headers = {"Authorization": f"Bearer {service.token(county, 'worker')}"}
+    known = httpx.get(f"{service.base}/alerts", headers=headers, timeout=10).json()["items"]
+    state = tmp_path / "foreign.last"
+    state.write_text(str(uuid7()))
+    result = tail(service, county, state, "--json", "--count", "1")
+    assert "does not know the last alert" in result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["alert_id"] == known[0]["alert_id"]

@@ -137,6 +137,8 @@ STREAM_CHECK_S = 5.0
 BEARER_PROTOCOL = "gridwatch.bearer"
 # The close code a stream ends with when its token no longer holds: sign in and resume.
 CLOSE_SIGNED_OUT = 4401
+# The close code for a resume point (`after`) this service does not know: start afresh.
+CLOSE_UNKNOWN_AFTER = 4404
 
 
 def _websocket_token(websocket: WebSocket) -> tuple[str, str | None]:
@@ -179,14 +181,20 @@ async def websocket_alerts(
         )
         narrow = principal.scope(unit)
         pool: AsyncConnectionPool = websocket.app.state.pool
-        async with pool.connection() as conn:
-            after_seq = await _after_seq(conn, after)
     except CloudError as exc:
         # Close before accepting: the handshake fails with 403 and the reason in the log.
         logger.info("alert websocket refused: %s", exc)
         await websocket.close(code=1008, reason=str(exc)[:120])
         return
     await websocket.accept(subprotocol=subprotocol)
+    try:
+        async with pool.connection() as conn:
+            after_seq = await _after_seq(conn, after)
+    except BadRequest as exc:
+        # After the handshake, with its own code: a client told only "403" took it for a
+        # bad token and signed in again, forever (a resume point from another county).
+        await websocket.close(code=CLOSE_UNKNOWN_AFTER, reason=str(exc))
+        return
     hub: AlertHub = websocket.app.state.alerts
 
     async def push() -> None:
