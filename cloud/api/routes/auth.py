@@ -79,7 +79,14 @@ async def login(
     user = await db.user_for_login(conn, form.username)
     ok = await sign_in.check_password(user["password_hash"] if user else None, form.password)
     if user is None or not ok or not user["active"]:
-        logger.warning("sign-in refused username=%s from=%s", form.username[:64], address)
+        # repr: a username may be a password typed in the wrong box, or hold a line break
+        # forging a log line; its first characters and length are enough to follow.
+        logger.warning(
+            "sign-in refused username=%r (%d characters) from=%s",
+            form.username[:3] + "…",
+            len(form.username),
+            address,
+        )
         unit = user["unit_code"] if user else ""
         if (wait_s := await sign_in.failed(conn, form.username, address, unit, now)) is not None:
             raise TooManyRequests("too many failed sign-ins: try again later", retry_after_s=wait_s)

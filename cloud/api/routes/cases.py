@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from pydantic import BaseModel, Field
 from uuid6 import uuid7
 
 from cloud.access import Permission
+from cloud.api import exports
 from cloud.api.case_schemas import (
     CaseActionIn,
     CaseCheck,
@@ -133,7 +133,7 @@ async def export_cases(
     async def lines() -> AsyncIterator[str]:
         out = io.StringIO()
         out.write("\ufeff")
-        writer = csv.writer(out, lineterminator="\n")
+        writer = exports.writer(out)
         writer.writerow(EXPORT_COLUMNS)
         cursor: str | None = None
         while True:
@@ -141,7 +141,7 @@ async def export_cases(
                 conn, principal, case_filter, cursor=cursor, limit=500
             )
             for row in rows:
-                writer.writerow(["" if row[c] is None else row[c] for c in EXPORT_COLUMNS])
+                writer.writerow(exports.row(row, EXPORT_COLUMNS))
             yield out.getvalue()
             out.seek(0)
             out.truncate()

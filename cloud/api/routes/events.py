@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from cloud.access import Principal
+from cloud.api import exports
 from cloud.api.deps import Conn, EventReader, Store, UnitQuery
 from cloud.api.schemas import CountPoint, EventOut, EventPage
 from cloud.db import events as db
@@ -146,11 +146,11 @@ async def export_events(
 
     async def rows() -> AsyncIterator[str]:
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
+        writer = exports.writer(buffer)
         buffer.write("\ufeff")
         writer.writerow(CSV_COLUMNS)
         async for row in db.stream_events(conn, where):
-            writer.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
+            writer.writerow(exports.row(row, CSV_COLUMNS))
             if buffer.tell() > 64_000:
                 yield buffer.getvalue()
                 buffer.seek(0)
