@@ -138,6 +138,13 @@ def test_a_village_camera_event_runs_the_whole_loop(
         == "supervision"
     )
     assert act(client, town, case_id, action="approve")["state"] == "feedback"
+    with psycopg.connect(county.url, autocommit=True) as conn:  # the box looked again: gone
+        conn.execute(
+            "INSERT INTO command_responses (request_id, node_id, status, data, responded_at, "
+            "received_at) SELECT request_id, node_id, 'ok', %s, now(), now() FROM case_checks "
+            "WHERE case_id = %s",
+            (psycopg.types.json.Jsonb({"present": False}), case_id),
+        )
     closed = act(client, town, case_id, action="close", satisfaction=5)
     assert (closed["state"], closed["satisfaction"]) == ("closed", 5)
     assert closed["close_reason"] == "resolved and verified"
