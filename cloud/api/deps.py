@@ -12,6 +12,7 @@ from cachetools import TTLCache
 from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from psycopg import AsyncConnection
+from pydantic import AfterValidator
 
 from cloud.access import Permission, Principal
 from cloud.auth import (
@@ -48,6 +49,16 @@ def get_publisher(request: Request) -> BrokerPublisher:
     publisher: BrokerPublisher = request.app.state.publisher
     return publisher
 
+
+def _in_range(moment: datetime) -> datetime:
+    # Ranges are widened by days on either side: year 1 or 9999 overflowed into a 500.
+    if not 1900 <= moment.year <= 9000:
+        raise ValueError("must lie between the years 1900 and 9000")
+    return moment
+
+
+# A time a query asks about (from, to, since).
+Moment = Annotated[datetime, AfterValidator(_in_range)]
 
 # A revoked token (password changed, user deactivated or moved) stops within this.
 TOKEN_VERSION_TTL_S = 2.0

@@ -31,7 +31,7 @@ from tests.cloud.county_fixtures import (
     signed_in,
 )
 from tests.factories import make_detection_event, make_node_state
-from tests.support.county import GRID, OTHER_TOWN, TOWN
+from tests.support.county import COUNTY, GRID, OTHER_TOWN, TOWN
 from tests.support.mosquitto import MosquittoBroker
 
 INSIDE = ("admin", "county-op", "town-op", "village-op", "worker", "auditor")
@@ -285,3 +285,28 @@ def test_a_case_title_reaches_the_export_as_text_and_in_its_own_row(
     assert len({len(r) for r in rows}) == 1  # every row as wide as the header
     exported = {r[rows[0].index("title")] for r in rows[1:]}
     assert {"'" + titles[0], "'" + titles[1], "two\rlines"} <= exported
+
+
+def test_api_tokens_are_never_admins_and_always_end(
+    scene: tuple[TestClient, str, str], tokens: dict[str, dict[str, str]]
+) -> None:
+    """A county-admin token outlived its maker's deactivation and minted more of itself."""
+    client, _, _ = scene
+    admin_token = client.post(
+        "/api/v1/auth/api-tokens",
+        json={"name": "god-mode", "role": "county_admin", "unit_code": COUNTY},
+        headers=tokens["admin"],
+    )
+    forever = client.post(
+        "/api/v1/auth/api-tokens",
+        json={"name": "forever", "unit_code": TOWN, "expires_in_days": None},
+        headers=tokens["admin"],
+    )
+    decade = client.post(
+        "/api/v1/auth/api-tokens",
+        json={"name": "decade", "unit_code": TOWN, "expires_in_days": 3650},
+        headers=tokens["admin"],
+    )
+    assert admin_token.status_code == 400
+    assert "county admin" in admin_token.json()["detail"]
+    assert (forever.status_code, decade.status_code) == (422, 422)

@@ -443,3 +443,28 @@ def test_metrics_are_closed_unless_a_token_is_set_or_they_are_opened(cloud_db: s
     assert "CLOUD_METRICS_TOKEN" in refused.json()["detail"]
     assert wrong.status_code == 401
     assert right.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("request_args", "field"),
+    [
+        (("GET", "/api/v1/events?to=0001-01-01T00:00:00Z"), "to"),
+        (("GET", "/api/v1/stats/events?bucket=hour&from=9999-12-31T00:00:00Z"), "from"),
+        (("GET", "/api/v1/ingest/dead-letters?before_id=9223372036854775808"), "before_id"),
+    ],
+)
+def test_values_out_of_range_are_a_422_naming_the_field(
+    client: TestClient, request_args: tuple[str, str], field: str
+) -> None:
+    response = client.request(*request_args)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"][-1] == field
+
+
+def test_nan_in_a_body_is_a_422_not_a_500(client: TestClient) -> None:
+    response = client.post(
+        "/api/v1/cases",
+        content=b'{"category": "other", "severity": "low", "title": NaN}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text

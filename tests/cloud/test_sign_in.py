@@ -77,6 +77,7 @@ def test_an_account_locks_after_its_allowance_on_any_instance_and_the_lock_grows
     assert audited[-2:] == [("account", "town-op", unit, "127.0.0.1")] * 2
     other = attempt(instances[0], "village-op", county.passwords["village-op"])
     assert other.status_code == 200  # another account is not touched
+    assert other.headers["cache-control"] == "no-store"
 
 
 def test_an_unknown_user_gets_the_same_answers(instances: list[ServeProcess]) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from uuid6 import uuid7
@@ -65,6 +65,7 @@ class MeOut(BaseModel):
 )
 async def login(
     request: Request,
+    response: Response,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     conn: Conn,
     settings: Settings,
@@ -92,6 +93,7 @@ async def login(
             raise TooManyRequests("too many failed sign-ins: try again later", retry_after_s=wait_s)
         raise Unauthorized("wrong username or password")
     await sign_in.succeeded(conn, form.username)
+    response.headers["Cache-Control"] = "no-store"  # a token is no page to keep (RFC 6749)
     principal = Principal(
         user["username"],
         Role(user["role"]),
@@ -133,13 +135,14 @@ class ApiTokenIn(BaseModel):
     role: Role = Field(default=Role.INTEGRATION)
     unit_code: str = Field(pattern=ORG_CODE_PATTERN, examples=["511725106"])
     department_code: str | None = None
-    expires_in_days: int | None = Field(default=365, ge=1, le=3650)
+    # Every token ends (a year at most): one that never did outlived its maker.
+    expires_in_days: int = Field(default=365, ge=1, le=365)
 
 
 class ApiTokenOut(BaseModel):
     token_id: UUID
     token: str = Field(description="Shown once; only its hash is kept.")
-    expires_at: datetime | None
+    expires_at: datetime
 
 
 @router.post("/auth/api-tokens", response_model=ApiTokenOut, status_code=status.HTTP_201_CREATED)
@@ -147,17 +150,17 @@ async def create_api_token(body: ApiTokenIn, principal: OrgManager, conn: Conn) 
     unit = await db.unit(conn, body.unit_code)
     if unit is None or not principal.covers(body.unit_code):
         raise BadRequest(f"unit_code: no unit {body.unit_code} in your jurisdiction")
+    if body.role is Role.COUNTY_ADMIN:
+        # An app with every right, surviving its maker's deactivation, minting more of
+        # itself: admins are people, signed in.
+        raise BadRequest("role: an API token may not be a county admin")
     if Level(unit["level"]) not in ROLE_LEVELS[body.role]:
         raise BadRequest(f"unit_code: a {body.role.value} cannot sit at a {unit['level']}")
     if (body.role is Role.DEPARTMENT_OFFICER) != (body.department_code is not None):
         raise BadRequest("department_code: required for department officers, and only for them")
     token, digest = new_api_token()
     token_id = uuid7()
-    expires_at = (
-        None
-        if body.expires_in_days is None
-        else datetime.now(UTC) + timedelta(days=body.expires_in_days)
-    )
+    expires_at = datetime.now(UTC) + timedelta(days=body.expires_in_days)
     async with conn.transaction():
         await db.insert_api_token(
             conn,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import AsyncIterator
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated
 from uuid import UUID
 
@@ -26,7 +26,7 @@ from cloud.api.case_schemas import (
     CasePage,
     CasePhoto,
 )
-from cloud.api.deps import CaseReader, Conn, Publisher, Settings, Store, UnitQuery
+from cloud.api.deps import CaseReader, Conn, Moment, Publisher, Settings, Store, UnitQuery
 from cloud.cases.actions import ActionRequest, NewCase, act, open_case
 from cloud.cases.timers import utc_now
 from cloud.commands import send_command
@@ -43,8 +43,8 @@ router = APIRouter(tags=["cases"])
 
 State = Annotated[list[CaseState] | None, Query(description="One or more states.")]
 Open = Annotated[bool, Query(alias="open", description="Only cases not closed.")]
-Start = Annotated[datetime | None, Query(alias="from", description="Opened at or after.")]
-End = Annotated[datetime | None, Query(alias="to", description="Opened before.")]
+Start = Annotated[Moment | None, Query(alias="from", description="Opened at or after.")]
+End = Annotated[Moment | None, Query(alias="to", description="Opened before.")]
 Source = Annotated[str | None, Query(pattern="^(camera|fleet|report|operator)$")]
 
 

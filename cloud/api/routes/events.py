@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from cloud.access import Principal
 from cloud.api import exports
-from cloud.api.deps import Conn, EventReader, Store, UnitQuery
+from cloud.api.deps import Conn, EventReader, Moment, Store, UnitQuery
 from cloud.api.schemas import CountPoint, EventOut, EventPage
 from cloud.db import events as db
 from cloud.errors import BadRequest, NotFound
@@ -46,8 +46,8 @@ def _out(row: dict[str, Any]) -> EventOut:
     return EventOut(**{**row, "snapshots": row.get("snapshots") or []}, snapshot_urls=urls)
 
 
-Start = Annotated[datetime | None, Query(alias="from", description="Inclusive; default: 24 h ago.")]
-End = Annotated[datetime | None, Query(alias="to", description="Exclusive; default: now.")]
+Start = Annotated[Moment | None, Query(alias="from", description="Inclusive; default: 24 h ago.")]
+End = Annotated[Moment | None, Query(alias="to", description="Exclusive; default: now.")]
 
 
 def _filter(

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from psycopg.rows import class_row
 
 from cloud.access import Principal
-from cloud.api.deps import Conn, FleetOperator, FleetReader, Publisher, Settings
+from cloud.api.deps import Conn, FleetOperator, FleetReader, Moment, Publisher, Settings
 from cloud.api.fleet_schemas import (
     CameraOut,
     CommandIn,
@@ -77,8 +77,8 @@ async def node_health(
     principal: FleetReader,
     conn: Conn,
     node_id: NodeIdPath,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: Annotated[Moment | None, Query(alias="from")] = None,
+    end: Annotated[Moment | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[HealthPoint]:
     """Health reports, newest first (default: the last 24 hours)."""
@@ -178,8 +178,8 @@ async def node_health_hourly(
     principal: FleetReader,
     conn: Conn,
     node_id: NodeIdPath,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: Annotated[Moment | None, Query(alias="from")] = None,
+    end: Annotated[Moment | None, Query(alias="to")] = None,
 ) -> list[HealthHour]:
     """Hourly health (averages, extremes), oldest first (default: the last 7 days)."""
     await check_node_visible(principal, conn, node_id)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from psycopg import sql
 from psycopg.rows import class_row, dict_row
 
-from cloud.api.deps import Conn, IngestOperator
+from cloud.api.deps import Conn, IngestOperator, Moment
 from cloud.api.schemas import DeadLetterOut, GapOut, GapsWrittenOff, GapWriteOffIn
 from cloud.db import audit
 from cloud.errors import Conflict, NotFound
@@ -29,11 +28,15 @@ async def dead_letters(
     node_id: Annotated[str | None, Query(max_length=64)] = None,
     cause: Cause | None = None,
     since: Annotated[
-        datetime | None, Query(description="Only those delivered at or after this time.")
+        Moment | None, Query(description="Only those delivered at or after this time.")
     ] = None,
     before_id: Annotated[
         int | None,
-        Query(ge=1, description="The next page: the smallest `id` of the page before it."),
+        Query(
+            ge=1,
+            le=2**63 - 1,
+            description="The next page: the smallest `id` of the page before it.",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterOut]:
