@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -174,6 +174,19 @@ class CaseActionIn(BaseModel):
     )
 
 
+class GeoPoint(BaseModel):
+    """A GeoJSON Point in longitude and latitude (WGS 84): anything else was stored as sent,
+    3 MB strings and 70-level nestings included."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["Point"]
+    coordinates: tuple[
+        Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)],
+        Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)],
+    ]
+
+
 class CaseIn(BaseModel):
     """A grid worker's report (or an operator's case)."""
 
@@ -199,4 +212,4 @@ class CaseIn(BaseModel):
     unit_code: str | None = Field(
         default=None, pattern=ORG_CODE_PATTERN, description="Default: the reporter's unit."
     )
-    location: dict[str, Any] | None = Field(default=None, description="A GeoJSON Point.")
+    location: GeoPoint | None = Field(default=None, description="A GeoJSON Point.")

@@ -468,3 +468,23 @@ def test_nan_in_a_body_is_a_422_not_a_500(client: TestClient) -> None:
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "x" * 10_000,
+        {"type": "Point", "coordinates": [1e308, "x"]},
+        {"type": "Point", "coordinates": [200.0, 30.0]},
+        {"type": "Polygon", "coordinates": [[0, 0]]},
+    ],
+)
+def test_a_case_location_is_a_geojson_point_or_refused(
+    client: TestClient, location: object
+) -> None:
+    response = client.post(
+        "/api/v1/cases",
+        json={"category": "other", "severity": "low", "title": "t", "location": location},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"][:2] == ["body", "location"]

@@ -351,7 +351,7 @@ async def report_case(body: CaseIn, principal: CaseReader, conn: Conn) -> CaseDe
             title=body.title,
             description=body.description,
             unit_code=body.unit_code or principal.unit_code,
-            location=body.location,
+            location=body.location.model_dump(mode="json") if body.location else None,
         ),
         now=utc_now(),
     )
