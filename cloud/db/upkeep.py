@@ -25,12 +25,14 @@ logger = logging.getLogger(__name__)
 # A job is stalled when it has not succeeded for two of its intervals and this much more.
 STALL_GRACE = timedelta(minutes=5)
 
-_STATUS_SQL = """
-SELECT job, last_success, last_failure, last_error, fallback_runs,
-       coalesce(last_failure > coalesce(last_success, '-infinity'), false)
-       OR {now} > coalesce(last_success, first_seen) + 2 * every + %(grace)s AS failing
-FROM upkeep_jobs ORDER BY job
-"""
+# A job has not succeeded for two of its intervals and the grace (`{now}`: when asked).
+_STALLED = "{now} > coalesce(last_success, first_seen) + 2 * every + %(grace)s"
+
+_STATUS_SQL = (
+    "SELECT job, last_success, last_failure, last_error, fallback_runs, "  # noqa: S608
+    "coalesce(last_failure > coalesce(last_success, '-infinity'), false) "
+    f"OR {_STALLED} AS failing FROM upkeep_jobs ORDER BY job"
+)
 
 # The policies' names as an operator reads them: "refresh events_hourly".
 _SHORT = {
@@ -167,8 +169,8 @@ def _claim(conn: psycopg.Connection, policy: _Policy, now: datetime) -> bool:
     """Whether this instance runs a stalled policy now: at most one run per interval, by
     whichever instance marks it first."""
     row = conn.execute(
-        "UPDATE upkeep_jobs SET fallback_at = %(now)s WHERE job = %(job)s "
-        "AND %(now)s > coalesce(last_success, first_seen) + 2 * every + %(grace)s "
+        "UPDATE upkeep_jobs SET fallback_at = %(now)s WHERE job = %(job)s "  # noqa: S608
+        f"AND {_STALLED.format(now='%(now)s')} "
         "AND (fallback_at IS NULL OR fallback_at <= %(now)s - every) "
         "RETURNING coalesce(last_success, first_seen)",
         {"now": now, "job": policy.job, "grace": STALL_GRACE},

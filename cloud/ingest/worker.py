@@ -208,7 +208,7 @@ class IngestWorker:
         waiting = len(pending)
         if waiting == 1:
             self.arrived.set()
-        if (  # _overfull, inline: this runs for every message
+        if (  # overfull (checked inline: this runs for every message)
             waiting > self.max_pending
             or self.received_bytes - self.taken_bytes > self.max_pending_bytes
         ):
@@ -287,12 +287,6 @@ class IngestWorker:
 
     def _pending_bytes(self) -> int:
         return self.received_bytes - self.taken_bytes
-
-    def _overfull(self) -> bool:
-        """Whether reading must pause until the writer has taken some (see _on_message)."""
-        return (
-            len(self.pending) > self.max_pending or self._pending_bytes() > self.max_pending_bytes
-        )
 
     def _full(self) -> bool:
         """Whether what waits makes a whole batch (messages or bytes)."""
