@@ -69,7 +69,12 @@ async def check_password(password_hash: str | None, password: str) -> bool:
 
 
 def _keys(username: str, address: str) -> list[tuple[str, Allowance]]:
-    return [(f"account:{username.lower()[:128]}", ACCOUNT), (f"address:{address}", ADDRESS)]
+    return [(account_key(username), ACCOUNT), (f"address:{address}", ADDRESS)]
+
+
+def account_key(username: str) -> str:
+    """The failures row of the account asked for (case folded, bounded)."""
+    return f"account:{username.lower()[:128]}"
 
 
 async def locked_for(
@@ -137,6 +142,4 @@ async def failed(
 
 async def succeeded(conn: AsyncConnection, username: str) -> None:
     """The account starts afresh; the address keeps its count (others may share it)."""
-    await conn.execute(
-        "DELETE FROM sign_in_failures WHERE key = %s", (f"account:{username.lower()[:128]}",)
-    )
+    await conn.execute("DELETE FROM sign_in_failures WHERE key = %s", (account_key(username),))

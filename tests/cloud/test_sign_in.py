@@ -4,6 +4,9 @@ failures counted per account and per address wherever they land, a growing locko
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx2 as httpx
@@ -97,3 +100,20 @@ def test_an_address_locks_after_its_allowance_across_accounts(
     assert codes == [401] * (ADDRESS.failures - 1) + [429]
     refused = attempt(instances[0], "county-op", county.passwords["county-op"])
     assert refused.status_code == 429
+
+
+def test_a_new_password_lifts_the_accounts_lock(
+    instances: list[ServeProcess], county: County
+) -> None:
+    for _ in range(ACCOUNT.failures):
+        attempt(instances[0], "village-op", "wrong")
+    assert attempt(instances[0], "village-op", "wrong").status_code == 429
+    changed = subprocess.run(
+        [sys.executable, "-m", "gridwatch", "cloud", "org", "passwd", "village-op"],
+        env={**os.environ, "CLOUD_DATABASE_URL": county.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert attempt(instances[1], "village-op", changed.stdout.split()[-1]).status_code == 200
