@@ -138,13 +138,7 @@ def test_a_village_camera_event_runs_the_whole_loop(
         == "supervision"
     )
     assert act(client, town, case_id, action="approve")["state"] == "feedback"
-    with psycopg.connect(county.url, autocommit=True) as conn:  # the box looked again: gone
-        conn.execute(
-            "INSERT INTO command_responses (request_id, node_id, status, data, responded_at, "
-            "received_at) SELECT request_id, node_id, 'ok', %s, now(), now() FROM case_checks "
-            "WHERE case_id = %s",
-            (psycopg.types.json.Jsonb({"present": False}), case_id),
-        )
+    answer_recheck(county, case_id, present=False)  # the box looked again: gone
     closed = act(client, town, case_id, action="close", satisfaction=5)
     assert (closed["state"], closed["satisfaction"]) == ("closed", 5)
     assert closed["close_reason"] == "resolved and verified"
@@ -574,27 +568,7 @@ def test_a_recheck_that_still_sees_it_holds_closure_until_a_reason(
     county: County, client: TestClient
 ) -> None:
     town = signed_in(client, county, "town-op")
-    event = make_detection_event(
-        node_id=VILLAGE_NODE,
-        camera_id="cam01",
-        seq=7000,
-        kind=EventKind.OBJECT,
-        label="car",
-        severity=Severity.HIGH,
-        rule_id="lane_vehicle",
-    )
-    county.write([event], datetime.now(UTC))
-    [case] = [c for c in cases_of(county.url, "cam01") if c["first_event_id"] == event.event_id]
-    case_id = case["case_id"]
-    worker = signed_in(client, county, "worker")
-    for headers, body in [
-        (worker, {"action": "acknowledge"}),
-        (town, {"action": "confirm"}),
-        (town, {"action": "dispatch", "unit_code": GRID}),
-        (worker, {"action": "resolve", "comment": "asked the driver to move"}),
-        (town, {"action": "approve"}),
-    ]:
-        act(client, headers, case_id, **body)
+    case_id = approved_camera_case(county, client, 7000)
     request_id = uuid7()
     with psycopg.connect(county.url, autocommit=True) as conn:  # the box answered: still there
         conn.execute(
@@ -620,6 +594,17 @@ def test_a_recheck_that_still_sees_it_holds_closure_until_a_reason(
     )
     detail = client.get(f"/api/v1/cases/{case_id}", headers=town).json()
     assert detail["history"][-1]["detail"]["reason"] == "parked legally, checked on site"
+
+
+def answer_recheck(county: County, case_id: str, *, present: bool) -> None:
+    """The box answers the case's re-checks, as its agent does."""
+    with psycopg.connect(county.url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO command_responses (request_id, node_id, status, data, responded_at, "
+            "received_at) SELECT request_id, node_id, 'ok', %s, now(), now() FROM case_checks "
+            "WHERE case_id = %s",
+            (psycopg.types.json.Jsonb({"present": present}), case_id),
+        )
 
 
 def approved_camera_case(county: County, client: TestClient, seq: int) -> str:
@@ -671,12 +656,6 @@ def test_a_recheck_that_no_longer_sees_it_closes_as_verified(
 ) -> None:
     town = signed_in(client, county, "town-op")
     case_id = approved_camera_case(county, client, 7200)
-    with psycopg.connect(county.url, autocommit=True) as conn:  # the box answers: gone
-        conn.execute(
-            "INSERT INTO command_responses (request_id, node_id, status, data, responded_at, "
-            "received_at) SELECT request_id, node_id, 'ok', %s, now(), now() FROM case_checks "
-            "WHERE case_id = %s",
-            (psycopg.types.json.Jsonb({"present": False}), case_id),
-        )
+    answer_recheck(county, case_id, present=False)  # the box answers: gone
     closed = act(client, town, case_id, action="close")
     assert closed["close_reason"] == "resolved and verified"
