@@ -48,23 +48,24 @@ ADDRESS = Allowance(30, timedelta(minutes=15), timedelta(minutes=1), timedelta(h
 # A hash takes a core for a sixth of a second (releasing the GIL): one at a time leaves the
 # rest of the box to the API; a few more wait, off the event loop; beyond them a sign-in
 # is answered "try again in a second" without hashing (many addresses at once, each within
-# its allowance, would otherwise queue the whole box's time behind them).
+# its allowance, would otherwise queue the whole box's time behind them). One address has
+# one sign-in hashing or waiting at a time: a client firing many at once from one address
+# does not take every place in the queue from the people signing in elsewhere.
 _hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="password-hash")
 MAX_WAITING = 4
-_waiting = 0
+_waiting: set[str] = set()  # the addresses with a sign-in hashing or waiting
 
 
-async def check_password(password_hash: str | None, password: str) -> bool:
-    global _waiting
-    if _waiting >= MAX_WAITING:
+async def check_password(password_hash: str | None, password: str, address: str) -> bool:
+    if len(_waiting) >= MAX_WAITING or address in _waiting:
         raise TooManyRequests("too many sign-ins at once: try again shortly", retry_after_s=1)
-    _waiting += 1
+    _waiting.add(address)
     try:
         ok: bool = await asyncio.get_running_loop().run_in_executor(
             _hashing, verify_password, password_hash, password
         )
     finally:
-        _waiting -= 1
+        _waiting.discard(address)
     return ok
 
 

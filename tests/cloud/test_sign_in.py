@@ -4,6 +4,7 @@ failures counted per account and per address wherever they land, a growing locko
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import httpx2 as httpx
 import psycopg
 import pytest
 
-from cloud.sign_in import ACCOUNT, ADDRESS
+from cloud.auth import hash_password
+from cloud.errors import TooManyRequests
+from cloud.sign_in import ACCOUNT, ADDRESS, check_password
 from tests.cloud.county_fixtures import County, county_database
 from tests.support.cloud import ServeProcess
 from tests.support.county import TEST_JWT_SECRET
@@ -117,3 +120,22 @@ def test_a_new_password_lifts_the_accounts_lock(
         check=True,
     )
     assert attempt(instances[1], "village-op", changed.stdout.split()[-1]).status_code == 200
+
+
+def test_one_address_has_one_sign_in_hashing_at_a_time() -> None:
+    """Sixteen at once from one address took every place in the queue: the people signing
+    in from elsewhere were told to try again."""
+    digest = hash_password("right horse battery staple")
+
+    async def at_once() -> list[bool | BaseException]:
+        return await asyncio.gather(
+            check_password(digest, "guess", "203.0.113.9"),
+            check_password(digest, "guess", "203.0.113.9"),
+            check_password(digest, "right horse battery staple", "198.51.100.7"),
+            return_exceptions=True,
+        )
+
+    first, second, elsewhere = asyncio.run(at_once())
+    assert first is False
+    assert isinstance(second, TooManyRequests)
+    assert elsewhere is True

@@ -78,7 +78,9 @@ async def login(
     if (wait_s := await sign_in.locked_for(conn, form.username, address, now)) is not None:
         raise TooManyRequests("too many failed sign-ins: try again later", retry_after_s=wait_s)
     user = await db.user_for_login(conn, form.username)
-    ok = await sign_in.check_password(user["password_hash"] if user else None, form.password)
+    ok = await sign_in.check_password(
+        user["password_hash"] if user else None, form.password, address
+    )
     if user is None or not ok or not user["active"]:
         # repr: a username may be a password typed in the wrong box, or hold a line break
         # forging a log line; its first characters and length are enough to follow.
