@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from cloud.alerts.hub import AlertHub
 from cloud.alerts.relay import AlertRelay
 from cloud.alerts.webhooks import WebhookDispatcher
+from cloud.api.contract import document_contract
 from cloud.api.deps import TokenVersions
 from cloud.api.errors import install_error_handlers
 from cloud.api.guards import Guards, redact_access_log
@@ -66,6 +67,9 @@ def create_app(settings: CloudSettings, *, ingest: Subscriber | None = None) -> 
         open=False,
         min_size=1,
         max_size=10,
+        # A request waits this long for a connection, then answers 503: the database is
+        # away or every connection is busy for longer than a person would wait.
+        timeout=10,
         kwargs={"autocommit": True, "application_name": "gridwatch-api"},
     )
 
@@ -145,5 +149,6 @@ def create_app(settings: CloudSettings, *, ingest: Subscriber | None = None) -> 
     app.include_router(alert_routes.router, prefix="/api/v1")
     app.include_router(webhook_routes.router, prefix="/api/v1")
     app.include_router(web.router)
+    document_contract(app)
 
     return app

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+)
 
 # The payload schema version a receiver of the gw/v1 topics reads. Additive changes (a new
 # optional field) keep it; anything else is a new topic version, gw/v2.
@@ -81,6 +89,20 @@ PastDatetime = Annotated[
     ),
 ]
 """A timestamp of something that happened: must not lie beyond the allowed clock skew."""
+
+
+def _not_a_flag(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    return value
+
+
+NOT_A_FLAG = BeforeValidator(_not_a_flag)
+Integer = Annotated[int, NOT_A_FLAG]
+"""A whole number as JSON Schema has it: 3 or 3.0, never `true` (which pydantic reads as 1).
+Numbers (`strict=True` floats) and flags (`strict=True` bools) need no type of their own.
+Bounds inside a union or a list go before NOT_A_FLAG, or the schema loses them:
+`Annotated[int, Field(ge=1), NOT_A_FLAG] | None`."""
 
 
 def utc_now() -> datetime:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 
-from protocols.base import PastDatetime, Payload, UtcDatetime, WireModel
+from protocols.base import NOT_A_FLAG, Integer, PastDatetime, Payload, UtcDatetime, WireModel
 from protocols.enums import ConfigStatus, Severity, Tier
 from protocols.geometry import Fraction, Line, Polygon
 from protocols.identifiers import CameraId, NodeId, OrgCode, Sha256, Token
@@ -23,7 +23,7 @@ MAX_CONFIG_VERSION = 2**31 - 1
 class TimeWindow(WireModel):
     """A weekly window in the node's local time zone; `end` before `start` wraps midnight."""
 
-    days: list[Annotated[int, Field(ge=1, le=7)]] = Field(
+    days: list[Annotated[int, Field(ge=1, le=7), NOT_A_FLAG]] = Field(
         default=[1, 2, 3, 4, 5, 6, 7],
         min_length=1,
         max_length=7,
@@ -47,11 +47,12 @@ class _RuleBase(WireModel):
         max_length=80,
         description="Detector labels the rule reacts to.",
     )
-    min_score: float = Field(default=0.5, ge=0.0, le=1.0)
+    min_score: float = Field(strict=True, default=0.5, ge=0.0, le=1.0)
     min_box_area: Fraction = Field(
         default=0.0, description="Smallest box area, as a fraction of the frame, that counts."
     )
     cooldown_s: float = Field(
+        strict=True,
         default=30.0,
         ge=0,
         le=86_400,
@@ -75,7 +76,7 @@ class IntrusionRule(_RuleBase):
 
     type: Literal["intrusion"] = "intrusion"
     zone: Polygon
-    min_duration_s: float = Field(default=0.0, ge=0, le=3600)
+    min_duration_s: float = Field(strict=True, default=0.0, ge=0, le=3600)
 
 
 class LineCrossingRule(_RuleBase):
@@ -91,7 +92,7 @@ class LoiteringRule(_RuleBase):
 
     type: Literal["loitering"] = "loitering"
     zone: Polygon
-    dwell_s: float = Field(ge=1, le=86_400)
+    dwell_s: float = Field(strict=True, ge=1, le=86_400)
 
 
 class CrowdRule(_RuleBase):
@@ -99,8 +100,8 @@ class CrowdRule(_RuleBase):
 
     type: Literal["crowd"] = "crowd"
     zone: Polygon
-    min_count: int = Field(ge=2, le=10_000)
-    min_duration_s: float = Field(default=10.0, ge=0, le=3600)
+    min_count: Integer = Field(ge=2, le=10_000)
+    min_duration_s: float = Field(strict=True, default=10.0, ge=0, le=3600)
 
 
 class ObjectRule(_RuleBase):
@@ -108,8 +109,10 @@ class ObjectRule(_RuleBase):
 
     type: Literal["object"] = "object"
     zone: Polygon | None = None
-    min_duration_s: float = Field(default=0.0, ge=0, le=86_400)
-    stationary: bool = Field(default=False, description="Only objects that do not move count.")
+    min_duration_s: float = Field(strict=True, default=0.0, ge=0, le=86_400)
+    stationary: bool = Field(
+        default=False, strict=True, description="Only objects that do not move count."
+    )
 
 
 class MotionRule(_RuleBase):
@@ -146,9 +149,10 @@ class CameraConfig(WireModel):
     username: str | None = Field(default=None, max_length=128)
     password: SecretStr | None = Field(default=None, max_length=128)
     grid_code: OrgCode | None = Field(default=None, description="The grid the camera watches.")
-    enabled: bool = True
-    detect_fps: float = Field(default=5.0, gt=0, le=30)
+    enabled: bool = Field(default=True, strict=True)
+    detect_fps: float = Field(strict=True, default=5.0, gt=0, le=30)
     offline_grace_s: float = Field(
+        strict=True,
         default=60.0,
         ge=0,
         le=86_400,
@@ -189,25 +193,29 @@ class ModelSpec(WireModel):
     profile: str = Field(default="yolox_nano_416", max_length=64)
     sha256: Sha256 | None = Field(default=None, description="Refuse a model file that differs.")
     url: str | None = Field(default=None, max_length=1024, pattern=r"^https?://")
-    score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    threads: int = Field(default=1, ge=1, le=16, description="onnxruntime intra-op threads.")
+    score_threshold: float | None = Field(strict=True, default=None, ge=0.0, le=1.0)
+    threads: Integer = Field(default=1, ge=1, le=16, description="onnxruntime intra-op threads.")
 
 
 class PublishSettings(WireModel):
-    health_interval_s: float = Field(default=30.0, ge=5, le=3600)
+    health_interval_s: float = Field(strict=True, default=30.0, ge=5, le=3600)
     update_interval_s: float = Field(
-        default=10.0, ge=1, le=3600, description="Least time between updates of one thread."
+        strict=True,
+        default=10.0,
+        ge=1,
+        le=3600,
+        description="Least time between updates of one thread.",
     )
-    snapshot_quality: int = Field(default=80, ge=10, le=100)
-    snapshot_max_width: int = Field(default=1280, ge=64, le=4096)
-    outbox_budget_mb: int = Field(default=1024, ge=16, le=1_048_576)
+    snapshot_quality: Integer = Field(default=80, ge=10, le=100)
+    snapshot_max_width: Integer = Field(default=1280, ge=64, le=4096)
+    outbox_budget_mb: Integer = Field(default=1024, ge=16, le=1_048_576)
 
 
 class NodeConfig(Payload):
     """Retained on `config/desired`: everything a node runs. Newer `version` wins."""
 
     node_id: NodeId
-    version: int = Field(ge=1, le=MAX_CONFIG_VERSION)
+    version: Integer = Field(ge=1, le=MAX_CONFIG_VERSION)
     issued_at: UtcDatetime
     tier: Tier = Tier.VILLAGE
     timezone: str = Field(default="Asia/Shanghai", max_length=64)
@@ -241,12 +249,10 @@ class ConfigReport(Payload):
     """Retained on `config/reported`: what the node did with a desired config."""
 
     node_id: NodeId
-    version: int = Field(ge=1, le=MAX_CONFIG_VERSION)
+    version: Integer = Field(ge=1, le=MAX_CONFIG_VERSION)
     status: ConfigStatus
-    running_version: int | None = Field(
+    running_version: Annotated[int, Field(ge=1, le=MAX_CONFIG_VERSION), NOT_A_FLAG] | None = Field(
         default=None,
-        ge=1,
-        le=MAX_CONFIG_VERSION,
         description="The version the node runs now (the last good one after a rejection).",
     )
     reported_at: PastDatetime

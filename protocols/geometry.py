@@ -11,7 +11,9 @@ from protocols.base import WireModel
 # Rounding in the edge's pixel→fraction conversion may put x + w a hair above 1.
 EDGE_TOLERANCE = 1e-6
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0, description="A fraction of the frame, 0..1.")]
+Fraction = Annotated[
+    float, Field(strict=True, ge=0.0, le=1.0, description="A fraction of the frame, 0..1.")
+]
 
 
 class BBox(WireModel):

@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.cases.workflow import CaseAction
+from protocols.base import NOT_A_FLAG
 from protocols.enums import CaseState, Severity
 from protocols.identifiers import ORG_CODE_PATTERN
 
@@ -166,7 +167,9 @@ class CaseActionIn(BaseModel):
     departments: list[str] = Field(
         default_factory=list, max_length=10, description="dispatch: departments for joint handling."
     )
-    satisfaction: int | None = Field(default=None, ge=1, le=5, description="close")
+    satisfaction: Annotated[int, Field(ge=1, le=5), NOT_A_FLAG] | None = Field(
+        default=None, description="close"
+    )
     photos: list[UUID] = Field(
         default_factory=list,
         max_length=20,
@@ -182,8 +185,8 @@ class GeoPoint(BaseModel):
 
     type: Literal["Point"]
     coordinates: tuple[
-        Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)],
-        Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)],
+        Annotated[float, Field(strict=True, ge=-180, le=180, allow_inf_nan=False)],
+        Annotated[float, Field(strict=True, ge=-90, le=90, allow_inf_nan=False)],
     ]
 
 

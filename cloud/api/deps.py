@@ -3,6 +3,7 @@ caller."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from cachetools import TTLCache
 from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from psycopg import AsyncConnection
-from pydantic import AfterValidator
+from pydantic import BeforeValidator, WithJsonSchema
 
 from cloud.access import Permission, Principal
 from cloud.auth import (
@@ -50,15 +51,31 @@ def get_publisher(request: Request) -> BrokerPublisher:
     return publisher
 
 
-def _in_range(moment: datetime) -> datetime:
-    # Ranges are widened by days on either side: year 1 or 9999 overflowed into a 500.
-    if not 1900 <= moment.year <= 9000:
-        raise ValueError("must lie between the years 1900 and 9000")
-    return moment
+# RFC 3339 with its zone, years 1900 to 9000: ranges are widened by days on either side, and
+# year 1 or 9999 overflowed into a 500; a bare number was read as seconds since 1970.
+MOMENT_PATTERN = (
+    r"^(19\d\d|[2-8]\d\d\d|9000)-\d\d-\d\d[Tt ]\d\d:\d\d(:\d\d(\.\d+)?)?([Zz]|[+-]\d\d:\d\d)$"
+)
+_MOMENT = re.compile(MOMENT_PATTERN)
+
+
+def _moment_text(value: object) -> object:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _MOMENT.match(value):
+        raise ValueError(
+            "must be a date and time with its zone, between the years 1900 and 9000 "
+            "(e.g. 2026-12-08T09:00:00+08:00)"
+        )
+    return value
 
 
 # A time a query asks about (from, to, since).
-Moment = Annotated[datetime, AfterValidator(_in_range)]
+Moment = Annotated[
+    datetime,
+    BeforeValidator(_moment_text),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": MOMENT_PATTERN}),
+]
 
 # A revoked token (password changed, user deactivated or moved) stops within this.
 TOKEN_VERSION_TTL_S = 2.0
@@ -141,6 +158,10 @@ async def get_principal(
 Caller = Annotated[Principal, Depends(get_principal)]
 
 
+# Every `require` check: an operation depending on one may answer 403 (its OpenAPI says so).
+ROLE_CHECKS: set[Callable[..., Any]] = set()
+
+
 def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, Principal]]:
     """A dependency that lets through callers whose role has `permission`."""
 
@@ -151,6 +172,7 @@ def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, Princip
             )
         return principal
 
+    ROLE_CHECKS.add(check)
     return check
 
 

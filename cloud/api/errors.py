@@ -8,7 +8,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
+from psycopg import OperationalError
+from psycopg_pool import PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from cloud.errors import (
     BadRequest,
@@ -22,6 +27,9 @@ from cloud.errors import (
     TooManyRequests,
     Unauthorized,
 )
+
+# How long a client waits before trying again when the database or broker is away.
+UNAVAILABLE_RETRY_S = 5
 
 _STATUS = {
     NotFound: 404,
@@ -54,8 +62,36 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
 
 
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": "the database is unavailable: try again shortly"},
+        status_code=503,
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_S)},
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals; a 405 lists every method the path takes (Starlette names
+    only the first route it tried of those on the path)."""
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed: set[str] = set()
+        for route in iter_route_contexts(request.app.routes):
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                allowed |= route.methods or set()
+        headers["Allow"] = ", ".join(sorted(allowed))
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    # A connection the pool cannot give, or one lost under a request: the database is
+    # down or restarting, which is a 503 to try again, not a 500.
+    app.add_exception_handler(PoolTimeout, _database_down)
+    app.add_exception_handler(OperationalError, _database_down)
     for error, status in _STATUS.items():
 
         def handler(request: Request, exc: Exception, status: int = status) -> JSONResponse:
@@ -63,6 +99,8 @@ def install_error_handlers(app: FastAPI) -> None:
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
             if isinstance(exc, TooManyRequests):
                 headers = {"Retry-After": str(exc.retry_after_s)}
+            elif status == 503:
+                headers = {"Retry-After": str(UNAVAILABLE_RETRY_S)}
             return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
         app.add_exception_handler(error, handler)

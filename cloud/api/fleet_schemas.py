@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cloud.api.deps import Moment
 from cloud.org_files import CameraRow
-from protocols.base import UtcDatetime
+from protocols.base import Integer, UtcDatetime
 from protocols.config import NodeConfig
 from protocols.enums import CommandName, Tier
 from protocols.identifiers import ORG_CODE_PATTERN, NodeId
@@ -168,8 +169,8 @@ class DesiredConfigIn(NodeConfig):
     model_config = ConfigDict(**{**NodeConfig.model_config, "extra": "forbid"})
 
     node_id: NodeId | None = None  # type: ignore[assignment]
-    version: int | None = Field(default=None, description="Ignored: the service numbers it.")  # type: ignore[assignment]
-    issued_at: UtcDatetime | None = None  # type: ignore[assignment]
+    version: Integer | None = Field(default=None, description="Ignored: the service numbers it.")  # type: ignore[assignment]
+    issued_at: Moment | None = None  # type: ignore[assignment]
 
 
 class DesiredConfigOut(BaseModel):
@@ -205,6 +206,9 @@ class CameraIn(CameraRow):
     """A camera of the node being registered (its node comes from the path)."""
 
     node_id: str | None = None  # type: ignore[assignment]
+    # JSON numbers here (a sheet's cells are text, and read as numbers there).
+    lon: Annotated[float, Field(strict=True, ge=-180, le=180)] | None = None
+    lat: Annotated[float, Field(strict=True, ge=-90, le=90)] | None = None
 
 
 class NodeRegistrationIn(BaseModel):
@@ -252,7 +256,7 @@ class Check(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=128, examples=["camera cam01"])
-    passed: bool
+    passed: bool = Field(strict=True)
     detail: str = Field(default="", max_length=2000)
 
 

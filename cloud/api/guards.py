@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SECURITY_HEADERS = [
@@ -24,6 +25,7 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 MESSAGE = "text may not contain NUL characters or lone surrogates"
+NOT_UTF8 = "a JSON body must be UTF-8"
 
 
 def bad_text(value: str) -> bool:
@@ -62,6 +64,16 @@ def _query_fields(raw: bytes, where: str) -> list[tuple[str | int, ...]]:
     ]
 
 
+def _path_fields(scope: Scope) -> list[tuple[str | int, ...]]:
+    """The path parameters holding a NUL, named as the route names them."""
+    for route in scope["app"].router.routes:
+        match, child = route.matches(scope)
+        if match is not Match.NONE:
+            params = child.get("path_params", {})
+            return [("path", name) for name, value in params.items() if "\x00" in str(value)]
+    return [("path",)]
+
+
 class Guards:
     """Refuse bad text with a 422 (the shape FastAPI gives a validation error) and add the
     security headers to every HTTP response."""
@@ -75,7 +87,7 @@ class Guards:
             return
         bad = _query_fields(scope.get("query_string", b""), "query")
         if "\x00" in scope.get("path", ""):
-            bad.append(("path",))
+            bad += _path_fields(scope)
         body: list[Message] = []
         if scope["type"] == "http" and not bad:
             body, fields = await self._read_body(scope, receive)
@@ -108,6 +120,10 @@ class Guards:
         raw = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
         if kind == b"application/x-www-form-urlencoded":
             return messages, _query_fields(raw, "body")
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return messages, [("body",)]
         if b"\\u" not in raw:
             return messages, []
         try:
@@ -117,7 +133,10 @@ class Guards:
         return messages, list(_bad_fields(document, ("body",)))
 
     async def _refuse(self, send: Send, bad: list[tuple[str | int, ...]]) -> None:
-        detail = [{"type": "bad_text", "loc": list(loc), "msg": MESSAGE} for loc in bad]
+        detail = [
+            {"type": "bad_text", "loc": list(loc), "msg": NOT_UTF8 if loc == ("body",) else MESSAGE}
+            for loc in bad
+        ]
         payload = json.dumps({"detail": detail}).encode()
         await send(
             {

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ErrorOut(BaseModel):
@@ -144,6 +144,8 @@ class GapsWrittenOff(BaseModel):
 
 
 class GapWriteOffIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
+
     reason: str = Field(
         min_length=4,
         max_length=500,

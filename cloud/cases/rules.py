@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cloud.errors import InvalidFile
 from cloud.tiers import Level
+from protocols.base import NOT_A_FLAG, Integer
 from protocols.enums import EventKind, Severity
 
 SEVERITY_ORDER = (Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
@@ -51,7 +52,7 @@ FLEET_CATEGORIES = (
 )
 
 
-Seconds = Annotated[int, Field(gt=0, le=90 * 86400)]
+Seconds = Annotated[int, Field(gt=0, le=90 * 86400), NOT_A_FLAG]
 
 
 class Strict(BaseModel):
@@ -70,7 +71,7 @@ class Deadline(Strict):
 
 
 class CategoryRule(Strict):
-    opens_case: bool = True
+    opens_case: bool = Field(default=True, strict=True)
     min_severity: Severity = Field(
         default=Severity.LOW, description="Detections below this severity open no case."
     )
@@ -112,9 +113,13 @@ class CaseRules(Strict):
         description="At or above it, a case starts at the town, which can act now.",
     )
     remind_fraction: float = Field(
-        default=0.2, ge=0, lt=1, description="Remind when this fraction of a deadline is left."
+        default=0.2,
+        strict=True,
+        ge=0,
+        lt=1,
+        description="Remind when this fraction of a deadline is left.",
     )
-    false_alarm_cooldown_s: int = Field(
+    false_alarm_cooldown_s: Integer = Field(
         default=30 * 60,
         ge=0,
         le=7 * 86400,

@@ -113,14 +113,18 @@ async def stream_events(conn: AsyncConnection, where: EventFilter) -> AsyncItera
 
 async def get_event(conn: AsyncConnection, event_id: UUID) -> dict[str, Any]:
     """By id; the UUIDv7's own time bounds the search to the right partitions/chunks."""
-    made = uuid7_time(event_id)
+    try:
+        made = uuid7_time(event_id)
+        window = (made - timedelta(days=1), made + timedelta(days=1))
+    except (ValueError, OverflowError):  # no datetime holds its time: no event has that id
+        raise NotFound(f"event {event_id} not found") from None
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             sql.SQL(
                 "SELECT {} FROM events WHERE event_id = %s AND observed_at "
                 ">= %s AND observed_at < %s"
             ).format(sql.SQL(COLUMNS)),
-            (event_id, made - timedelta(days=1), made + timedelta(days=1)),
+            (event_id, *window),
         )
         row = await cur.fetchone()
     if row is None:

@@ -310,3 +310,22 @@ def test_api_tokens_are_never_admins_and_always_end(
     assert admin_token.status_code == 400
     assert "county admin" in admin_token.json()["detail"]
     assert (forever.status_code, decade.status_code) == (422, 422)
+
+
+def test_an_api_token_for_a_department_that_does_not_exist_is_a_400(
+    scene: tuple[TestClient, str, str], tokens: dict[str, dict[str, str]]
+) -> None:
+    """It was a 500 (the database's foreign key said no)."""
+    client, _, _ = scene
+    response = client.post(
+        "/api/v1/auth/api-tokens",
+        json={
+            "name": "no-such-bureau",
+            "role": "department_officer",
+            "unit_code": COUNTY,
+            "department_code": "bureau-of-nothing",
+        },
+        headers=tokens["admin"],
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"] == "department_code: unknown department bureau-of-nothing"

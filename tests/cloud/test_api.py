@@ -160,8 +160,8 @@ def test_bad_queries_are_refused_with_a_reason(client: TestClient) -> None:
         "detail": "invalid cursor"
     }
     naive = client.get("/api/v1/events", params={"from": "2026-11-25T08:00:00"})
-    assert naive.status_code == 400
-    assert "time zone" in naive.json()["detail"]
+    assert naive.status_code == 422
+    assert "with its zone" in naive.json()["detail"][0]["msg"]
     assert client.get("/api/v1/events", params={"kind": "teleport"}).status_code == 422
     assert client.get("/api/v1/events", params={"limit": 5000}).status_code == 422
     assert client.get("/api/v1/nodes/a%2Fb/state").status_code in (404, 422)
@@ -488,3 +488,87 @@ def test_a_case_location_is_a_geojson_point_or_refused(
     )
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"][:2] == ["body", "location"]
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/cases.csv?to=0.5", "to"),  # was read as half a second after 1970
+        ("/api/v1/ingest/dead-letters?since=1700000000", "since"),
+        ("/api/v1/events?from=2026-12-08T09:00:00", "from"),  # no zone: was a 400
+    ],
+)
+def test_a_time_is_a_dated_string_with_its_zone_or_a_422(
+    client: TestClient, path: str, field: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", field]
+
+
+def test_an_event_id_no_clock_could_make_is_a_404_not_a_500(client: TestClient) -> None:
+    # Its first 48 bits name a time in the year 10486.
+    response = client.get("/api/v1/events/f470e924-5acb-7510-99a5-84c6c0b5f5fe/snapshots/crop")
+    assert response.status_code == 404, response.text
+
+
+def test_a_nul_in_a_path_is_a_422_naming_the_parameter(client: TestClient) -> None:
+    response = client.get("/api/v1/nodes/qx%00x/state")
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["path", "node_id"]
+
+
+def test_a_json_body_that_is_not_utf8_is_a_422(client: TestClient) -> None:
+    response = client.post(
+        "/api/v1/cases",
+        content=b'{"title": "\xff\xfe"}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body"]
+
+
+def test_a_405_lists_every_method_the_path_takes(client: TestClient) -> None:
+    response = client.delete("/api/v1/cases")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {
+            "category": "other",
+            "severity": "low",
+            "title": "t",
+            "location": {"type": "Point", "coordinates": [True, 30.0]},
+        },
+        {"category": "other", "severity": "low", "title": "t", "extra": 1},
+    ],
+)
+def test_a_body_field_json_would_not_call_its_type_is_a_422(
+    client: TestClient, body: dict[str, object]
+) -> None:
+    assert client.post("/api/v1/cases", json=body).status_code == 422
+
+
+def test_resuming_after_an_unknown_alert_is_a_404(client: TestClient) -> None:
+    response = client.get(
+        "/api/v1/alerts", params={"after": "01a25366-d094-7a32-9903-78aaa340b9f8"}
+    )
+    assert response.status_code == 404, response.text
+    assert response.json()["detail"] == "after: no such alert"
+
+
+def test_the_openapi_document_lists_every_refusal(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/api/v1/cases/{case_id}/actions"]
+    assert set(operation["post"]["responses"]) == {
+        "200",
+        "400",
+        "401",
+        "403",
+        "404",
+        "409",
+        "422",
+        "503",
+    }

@@ -15,18 +15,19 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response, StreamingResponse
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from cloud.access import Permission, Principal
 from cloud.alerts.cap import atom_feed, cap_document
 from cloud.alerts.hub import AlertHub, Delivered
 from cloud.api.case_schemas import CaseOut
+from cloud.api.contract import refusals
 from cloud.api.deps import CaseReader, Conn, UnitQuery, principal_from_token
 from cloud.cases.actions import ActionRequest, act
 from cloud.cases.timers import utc_now
 from cloud.cases.workflow import CaseAction
 from cloud.db import alerts as db
-from cloud.errors import BadRequest, CloudError, Forbidden, NotFound, Unauthorized
+from cloud.errors import CloudError, Forbidden, NotFound, Unauthorized
 from cloud.metrics import observe_delivery
 from protocols.alerts import Alert
 
@@ -48,11 +49,17 @@ async def _after_seq(conn: Any, after: UUID | None) -> int:
         return 0
     seq = await db.seq_of(conn, after)
     if seq is None:
-        raise BadRequest("after: no such alert")
+        raise NotFound("after: no such alert")  # as the WebSocket's 4404
     return seq
 
 
-@router.get("/alerts", response_model=AlertPage)
+@router.get(
+    "/alerts",
+    response_model=AlertPage,
+    responses=refusals(
+        (404, "No such alert as `after`, or no such unit in the caller's jurisdiction.")
+    ),
+)
 async def list_alerts(
     request: Request,
     principal: CaseReader,
@@ -75,13 +82,24 @@ async def list_alerts(
     return AlertPage(items=items, last_alert_id=items[-1].alert_id if items else after)
 
 
-@router.get("/alerts/stream", response_class=StreamingResponse)
+@router.get(
+    "/alerts/stream",
+    response_class=StreamingResponse,
+    responses=refusals(
+        (404, "No such alert as `after`, or no such unit in the caller's jurisdiction.")
+    ),
+)
 async def stream_alerts(
     request: Request,
     principal: CaseReader,
     after: Annotated[UUID | None, Query(description="Resume after this alert id.")] = None,
     unit: UnitQuery = None,
-    last_event_id: Annotated[UUID | None, Header(description="EventSource's resume id.")] = None,
+    last_event_id: Annotated[
+        UUID | None,
+        Header(description="EventSource's resume id."),
+        # Absent or an id: a header cannot be null (as the schema said, and a client sent).
+        WithJsonSchema({"type": "string", "format": "uuid"}),
+    ] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: `id` is the alert id, `data` the alert; a client that reconnects
     with `Last-Event-ID` receives what it missed, then the live ones."""
@@ -190,7 +208,7 @@ async def websocket_alerts(
     try:
         async with pool.connection() as conn:
             after_seq = await _after_seq(conn, after)
-    except BadRequest as exc:
+    except NotFound as exc:
         # After the handshake, with its own code: a client told only "403" took it for a
         # bad token and signed in again, forever (a resume point from another county).
         await websocket.close(code=CLOSE_UNKNOWN_AFTER, reason=str(exc))
@@ -322,7 +340,11 @@ async def get_alert(request: Request, alert_id: UUID, principal: CaseReader, con
     return await hub.render(conn, row)
 
 
-@router.post("/alerts/{alert_id}/ack", response_model=CaseOut)
+@router.post(
+    "/alerts/{alert_id}/ack",
+    response_model=CaseOut,
+    responses=refusals((409, "The case is past being acknowledged.")),
+)
 async def acknowledge_alert(alert_id: UUID, principal: CaseReader, conn: Conn) -> CaseOut:
     """From the app: acknowledge the alert's case (intake → triage), which stops its
     escalation timer."""

@@ -9,11 +9,12 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from uuid6 import uuid7
 
 from cloud import sign_in
 from cloud.access import PERMISSIONS, ROLE_LEVELS, Permission, Principal, Role
+from cloud.api.contract import refusals
 from cloud.api.deps import Caller, Conn, OrgManager, Settings
 from cloud.api.schemas import ErrorOut
 from cloud.auth import issue_access_token, new_api_token
@@ -21,6 +22,7 @@ from cloud.db import audit
 from cloud.db import org as db
 from cloud.errors import BadRequest, NotFound, TooManyRequests, Unauthorized
 from cloud.tiers import Level
+from protocols.base import Integer
 from protocols.identifiers import ORG_CODE_PATTERN
 
 logger = logging.getLogger(__name__)
@@ -133,12 +135,14 @@ async def me(principal: Caller, settings: Settings) -> MeOut:
 
 
 class ApiTokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{2,63}$", examples=["provincial-grid-sync"])
     role: Role = Field(default=Role.INTEGRATION)
     unit_code: str = Field(pattern=ORG_CODE_PATTERN, examples=["511725106"])
     department_code: str | None = None
     # Every token ends (a year at most): one that never did outlived its maker.
-    expires_in_days: int = Field(default=365, ge=1, le=365)
+    expires_in_days: Integer = Field(default=365, ge=1, le=365)
 
 
 class ApiTokenOut(BaseModel):
@@ -147,7 +151,12 @@ class ApiTokenOut(BaseModel):
     expires_at: datetime
 
 
-@router.post("/auth/api-tokens", response_model=ApiTokenOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/auth/api-tokens",
+    response_model=ApiTokenOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=refusals(400),
+)
 async def create_api_token(body: ApiTokenIn, principal: OrgManager, conn: Conn) -> ApiTokenOut:
     unit = await db.unit(conn, body.unit_code)
     if unit is None or not principal.covers(body.unit_code):
@@ -160,6 +169,10 @@ async def create_api_token(body: ApiTokenIn, principal: OrgManager, conn: Conn) 
         raise BadRequest(f"unit_code: a {body.role.value} cannot sit at a {unit['level']}")
     if (body.role is Role.DEPARTMENT_OFFICER) != (body.department_code is not None):
         raise BadRequest("department_code: required for department officers, and only for them")
+    if body.department_code is not None and not await db.department_exists(
+        conn, body.department_code
+    ):
+        raise BadRequest(f"department_code: unknown department {body.department_code}")
     token, digest = new_api_token()
     token_id = uuid7()
     expires_at = datetime.now(UTC) + timedelta(days=body.expires_in_days)

@@ -9,15 +9,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.access import Permission, Principal
+from cloud.api.contract import refusals
 from cloud.api.deps import CaseReader, Settings, require
 from cloud.cases import rule_sets
 from cloud.cases.rules import CaseRules
 from cloud.database import connect
 from cloud.errors import NotFound
 from cloud.settings import CloudSettings
+from protocols.base import Integer
 
 router = APIRouter(tags=["case rules"])
 
@@ -36,13 +38,15 @@ class RulesInForce(RulesVersion):
 
 
 class RulesChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     rules: CaseRules
     reason: str = Field(
         min_length=1, max_length=500, description="Why they change (kept with them, audited)."
     )
-    based_on: int = Field(
+    based_on: Integer = Field(
         description="The version these rules were edited from; refused (409) when another "
-        "version is in force by now, so that two admins do not undo each other."
+        "version is in force by now, so that two admins do not undo each other.",
     )
 
 
@@ -55,7 +59,11 @@ def _in_force(settings: CloudSettings) -> RulesInForce:
     return RulesInForce(version=number, rules=rules, **record)
 
 
-@router.get("/case-rules", response_model=RulesInForce)
+@router.get(
+    "/case-rules",
+    response_model=RulesInForce,
+    responses=refusals((404, "No rules in force yet (`gridwatch cloud migrate` sets the first).")),
+)
 async def get_rules(principal: CaseReader, settings: Settings) -> RulesInForce:
     """The rules in force, with their version and who set them, when and why."""
     return await run_in_threadpool(_in_force, settings)
@@ -88,7 +96,11 @@ async def get_version(
     return rules
 
 
-@router.put("/case-rules", response_model=RulesInForce)
+@router.put(
+    "/case-rules",
+    response_model=RulesInForce,
+    responses=refusals((409, "`based_on` is not the version in force: read the rules again.")),
+)
 async def put_rules(body: RulesChange, principal: RulesSetter, settings: Settings) -> RulesInForce:
     """Put new rules in force as the next version; every case opened or timed from now on
     follows them. Audited as `case_rules.set`."""

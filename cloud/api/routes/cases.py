@@ -26,6 +26,7 @@ from cloud.api.case_schemas import (
     CasePage,
     CasePhoto,
 )
+from cloud.api.contract import refusals
 from cloud.api.deps import CaseReader, Conn, Moment, Publisher, Settings, Store, UnitQuery
 from cloud.cases.actions import ActionRequest, NewCase, act, open_case
 from cloud.cases.timers import utc_now
@@ -83,7 +84,11 @@ def case_filter(
 CaseFilterQuery = Annotated[db.CaseFilter, Depends(case_filter)]
 
 
-@router.get("/cases", response_model=CasePage)
+@router.get(
+    "/cases",
+    response_model=CasePage,
+    responses=refusals((400, "`cursor` is not one this API gave out.")),
+)
 async def list_cases(
     principal: CaseReader,
     conn: Conn,
@@ -240,7 +245,14 @@ PHOTO_MAX_BYTES = 8 << 20
 PHOTO_TYPES = {b"\xff\xd8\xff": ("image/jpeg", "jpg"), b"\x89PNG\r\n\x1a\n": ("image/png", "png")}
 
 
-@router.post("/cases/{case_id}/photos", response_model=CasePhoto, status_code=201)
+@router.post(
+    "/cases/{case_id}/photos",
+    response_model=CasePhoto,
+    status_code=201,
+    responses=refusals(
+        (400, "Larger than 8 MiB, or not a JPEG or PNG image."), (409, "The case is closed.")
+    ),
+)
 async def upload_photo(
     case_id: UUID, photo: UploadFile, principal: CaseReader, conn: Conn, store: Store
 ) -> CasePhoto:
@@ -324,7 +336,7 @@ async def get_photo(
 @router.get(
     "/cases/{case_id}/checks/{request_id}/snapshot",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
+    responses={200: {"content": {"image/jpeg": {}}}, **refusals(500)},
 )
 async def check_snapshot(
     case_id: UUID, request_id: UUID, principal: CaseReader, conn: Conn, store: Store
@@ -339,7 +351,12 @@ async def check_snapshot(
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private"})
 
 
-@router.post("/cases", response_model=CaseDetail, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/cases",
+    response_model=CaseDetail,
+    status_code=status.HTTP_201_CREATED,
+    responses=refusals(400),
+)
 async def report_case(body: CaseIn, principal: CaseReader, conn: Conn) -> CaseDetail:
     """A grid worker's report ("must report" duties) or an operator's case."""
     case_id = await open_case(
@@ -358,7 +375,11 @@ async def report_case(body: CaseIn, principal: CaseReader, conn: Conn) -> CaseDe
     return await get_case(case_id, principal, conn)
 
 
-@router.post("/cases/{case_id}/actions", response_model=CaseOut)
+@router.post(
+    "/cases/{case_id}/actions",
+    response_model=CaseOut,
+    responses=refusals(400, (409, "The action does not apply to the case's current state.")),
+)
 async def case_action(
     case_id: UUID, body: CaseActionIn, principal: CaseReader, conn: Conn, publisher: Publisher
 ) -> CaseOut:

@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from cloud.access import Principal
 from cloud.api import exports
+from cloud.api.contract import refusals
 from cloud.api.deps import Conn, EventReader, Moment, Store, UnitQuery
 from cloud.api.schemas import CountPoint, EventOut, EventPage
 from cloud.db import events as db
@@ -29,8 +30,6 @@ MAX_RANGE = timedelta(days=400)
 def _range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     end = end or datetime.now(UTC)
     start = start or end - timedelta(days=1)
-    if start.tzinfo is None or end.tzinfo is None:
-        raise BadRequest("from and to need a time zone (e.g. 2026-11-25T08:00:00+08:00)")
     if start >= end:
         raise BadRequest("from must be before to")
     if end - start > MAX_RANGE:
@@ -75,7 +74,7 @@ def _filter(
     )
 
 
-@router.get("/events", response_model=EventPage)
+@router.get("/events", response_model=EventPage, responses=refusals(400))
 async def list_events(
     principal: EventReader,
     conn: Conn,
@@ -123,7 +122,9 @@ CSV_COLUMNS = [
 
 
 @router.get(
-    "/events.csv", response_class=StreamingResponse, responses={200: {"content": {"text/csv": {}}}}
+    "/events.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}, **refusals(400)},
 )
 async def export_events(
     principal: EventReader,
@@ -180,7 +181,7 @@ async def _visible_event(principal: Principal, conn: Conn, event_id: UUID) -> di
 @router.get(
     "/events/{event_id}/snapshots/{variant}",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
+    responses={200: {"content": {"image/jpeg": {}}}, **refusals(500)},
 )
 async def get_snapshot(
     principal: EventReader, conn: Conn, store: Store, event_id: UUID, variant: SnapshotVariant
@@ -196,7 +197,7 @@ async def get_snapshot(
     )
 
 
-@router.get("/stats/events", response_model=list[CountPoint])
+@router.get("/stats/events", response_model=list[CountPoint], responses=refusals(400))
 async def count_events(
     principal: EventReader,
     conn: Conn,

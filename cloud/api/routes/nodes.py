@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from psycopg.rows import class_row
 
 from cloud.access import Principal
+from cloud.api.contract import refusals
 from cloud.api.deps import Conn, FleetOperator, FleetReader, Moment, Publisher, Settings
 from cloud.api.fleet_schemas import (
     CameraOut,
@@ -207,7 +208,11 @@ async def get_desired_config(
     return DesiredConfigOut(**{**row, "config": _masked(row["config"])})
 
 
-@router.put("/nodes/{node_id}/config", response_model=DesiredConfigOut)
+@router.put(
+    "/nodes/{node_id}/config",
+    response_model=DesiredConfigOut,
+    responses=refusals((409, "The box reports the highest config version there is."), 502),
+)
 async def put_desired_config(
     principal: FleetOperator,
     conn: Conn,

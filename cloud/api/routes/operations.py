@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query
 from psycopg import sql
 from psycopg.rows import class_row, dict_row
 
+from cloud.api.contract import refusals
 from cloud.api.deps import Conn, IngestOperator, Moment
 from cloud.api.schemas import DeadLetterOut, GapOut, GapsWrittenOff, GapWriteOffIn
 from cloud.db import audit
@@ -91,7 +92,11 @@ async def gaps(
         return await cur.fetchall()
 
 
-@router.post("/gaps/{gap_id}/write-off", response_model=GapOut)
+@router.post(
+    "/gaps/{gap_id}/write-off",
+    response_model=GapOut,
+    responses=refusals((409, "The gap is closed already.")),
+)
 async def write_off_gap(
     principal: IngestOperator,
     conn: Conn,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, status
 from pydantic import ValidationError
 
 from cloud.access import Principal
+from cloud.api.contract import refusals
 from cloud.api.deps import Conn, FleetOperator, FleetReader
 from cloud.api.fleet_schemas import (
     CommissioningIn,
@@ -35,7 +36,7 @@ async def _registered_within(principal: Principal, conn: Conn, node_id: str) -> 
     return unit
 
 
-@router.put("/fleet/nodes/{node_id}", response_model=NodeRegistrationOut)
+@router.put("/fleet/nodes/{node_id}", response_model=NodeRegistrationOut, responses=refusals(400))
 async def register_node(
     principal: FleetOperator, conn: Conn, node_id: NodeIdPath, body: NodeRegistrationIn
 ) -> NodeRegistrationOut:
@@ -148,7 +149,11 @@ async def set_credentials_hash(
         )
 
 
-@router.post("/nodes/{node_id}/credentials/activate", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/nodes/{node_id}/credentials/activate",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=refusals((409, "No rotation is pending for the box.")),
+)
 async def activate_credentials(principal: FleetOperator, conn: Conn, node_id: NodeIdPath) -> None:
     """The rotation's next password becomes the only one (the old one is refused from the
     broker's next sync; the box falls back to the next one when it reconnects)."""

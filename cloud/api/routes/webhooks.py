@@ -9,9 +9,10 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from uuid6 import uuid7
 
+from cloud.api.contract import refusals
 from cloud.api.deps import Conn, OrgManager
 from cloud.db import audit
 from cloud.db import org as org_db
@@ -25,6 +26,8 @@ router = APIRouter(tags=["webhooks"])
 
 
 class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{2,63}$", examples=["provincial-grid"])
     url: HttpUrl = Field(examples=["https://grid.sc.gov.cn/hooks/gridwatch"])
     unit_code: str = Field(pattern=ORG_CODE_PATTERN, examples=["511725106"])
@@ -69,7 +72,12 @@ async def _own(conn: Any, principal: Any, webhook_id: UUID) -> dict[str, Any]:
     return hook
 
 
-@router.post("/webhooks", response_model=WebhookCreated, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/webhooks",
+    response_model=WebhookCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=refusals(400),
+)
 async def create_webhook(body: WebhookIn, principal: OrgManager, conn: Conn) -> WebhookCreated:
     """New alerts of the unit from now on are POSTed to `url`, signed with the secret."""
     if await org_db.unit(conn, body.unit_code) is None or not principal.covers(body.unit_code):
