@@ -402,6 +402,34 @@ def org_reactivate(username: str) -> None:
     _set_active(username, active=True)
 
 
+@org_app.command("unlock-address")
+def org_unlock_address(address: str) -> None:
+    """Lift the sign-in lock of a source address (an office behind one address locked out
+    by its own typos, or an attack that has ended); audited."""
+    from cloud.database import connect
+    from cloud.db import audit
+    from cloud.sign_in import address_key
+
+    with (
+        _embedded(_settings(), broker=False, existing=True) as (settings, _),
+        connect(settings) as conn,
+        conn.transaction(),
+    ):
+        found = conn.execute(
+            "DELETE FROM sign_in_failures WHERE key = %s RETURNING failures",
+            (address_key(address),),
+        ).fetchone()
+        audit.record_sync(
+            conn,
+            _cli_principal(),
+            "sign_in.unlock",
+            target_type="address",
+            target_id=address,
+            detail={"failures": found[0] if found else 0},
+        )
+    typer.echo(f"{address}: {found[0] if found else 'no'} failed sign-ins forgotten")
+
+
 keys_app = typer.Typer(help="The keys that sign access tokens.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 

@@ -70,7 +70,12 @@ async def check_password(password_hash: str | None, password: str, address: str)
 
 
 def _keys(username: str, address: str) -> list[tuple[str, Allowance]]:
-    return [(account_key(username), ACCOUNT), (f"address:{address}", ADDRESS)]
+    return [(account_key(username), ACCOUNT), (address_key(address), ADDRESS)]
+
+
+def address_key(address: str) -> str:
+    """The failures row of a source address."""
+    return f"address:{address}"
 
 
 def account_key(username: str) -> str:

@@ -103,6 +103,23 @@ def test_an_address_locks_after_its_allowance_across_accounts(
     assert codes == [401] * (ADDRESS.failures - 1) + [429]
     refused = attempt(instances[0], "county-op", county.passwords["county-op"])
     assert refused.status_code == 429
+    # An admin lifts it (the office behind the address, or an attack that has ended).
+    unlocked = subprocess.run(
+        [sys.executable, "-m", "gridwatch", "cloud", "org", "unlock-address", "127.0.0.1"],
+        env={**os.environ, "CLOUD_DATABASE_URL": county.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert unlocked.stdout.strip() == f"127.0.0.1: {ADDRESS.failures} failed sign-ins forgotten"
+    let_in = attempt(instances[1], "county-op", county.passwords["county-op"])
+    assert let_in.status_code == 200
+    with psycopg.connect(county.url) as conn:
+        audited = conn.execute(
+            "SELECT target_id FROM audit_log WHERE action = 'sign_in.unlock'"
+        ).fetchall()
+    assert audited == [("127.0.0.1",)]
 
 
 def test_a_new_password_lifts_the_accounts_lock(
