@@ -15,6 +15,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from cloud.api.guards import SECURITY_HEADERS
 from cloud.errors import (
     BadRequest,
     BrokerRefused,
@@ -85,7 +86,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug's 500, in the shape of every other refusal and with the security headers (it
+    is answered outside the middleware that adds them); the traceback goes to the log."""
+    headers = {name.decode(): value.decode() for name, value in SECURITY_HEADERS}
+    return JSONResponse({"detail": "internal error"}, status_code=500, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _server_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # A connection the pool cannot give, or one lost under a request: the database is

@@ -572,3 +572,19 @@ def test_the_openapi_document_lists_every_refusal(client: TestClient) -> None:
         "422",
         "503",
     }
+
+
+def test_a_bug_is_a_500_in_the_usual_shape_with_the_security_headers(cloud_db: str) -> None:
+    """A 500 is answered outside the middleware that adds the headers: it went without."""
+    app = create_app(CloudSettings(database_url=cloud_db))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error"}
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
