@@ -91,18 +91,18 @@ PastDatetime = Annotated[
 """A timestamp of something that happened: must not lie beyond the allowed clock skew."""
 
 
-def _not_a_flag(value: object) -> object:
-    if isinstance(value, bool):
-        raise ValueError("must be a whole number, not true or false")
+def _json_whole_number(value: object) -> object:
+    if isinstance(value, bool | str):
+        raise ValueError("must be a whole number (a JSON number), not true, false or text")
     return value
 
 
-NOT_A_FLAG = BeforeValidator(_not_a_flag)
-Integer = Annotated[int, NOT_A_FLAG]
-"""A whole number as JSON Schema has it: 3 or 3.0, never `true` (which pydantic reads as 1).
-Numbers (`strict=True` floats) and flags (`strict=True` bools) need no type of their own.
-Bounds inside a union or a list go before NOT_A_FLAG, or the schema loses them:
-`Annotated[int, Field(ge=1), NOT_A_FLAG] | None`."""
+JSON_WHOLE = BeforeValidator(_json_whole_number)
+Integer = Annotated[int, JSON_WHOLE]
+"""A whole number as JSON Schema has it: 3 or 3.0, never `true` or "3" (which pydantic reads
+as 1 and 3). Numbers (`strict=True` floats) and flags (`strict=True` bools) need no type of
+their own. Bounds inside a union or a list go before JSON_WHOLE, or the schema loses them:
+`Annotated[int, Field(ge=1), JSON_WHOLE] | None`."""
 
 
 def utc_now() -> datetime:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 
-from protocols.base import NOT_A_FLAG, Integer, PastDatetime, Payload, UtcDatetime, WireModel
+from protocols.base import JSON_WHOLE, Integer, PastDatetime, Payload, UtcDatetime, WireModel
 from protocols.enums import ConfigStatus, Severity, Tier
 from protocols.geometry import Fraction, Line, Polygon
 from protocols.identifiers import CameraId, NodeId, OrgCode, Sha256, Token
@@ -23,7 +23,7 @@ MAX_CONFIG_VERSION = 2**31 - 1
 class TimeWindow(WireModel):
     """A weekly window in the node's local time zone; `end` before `start` wraps midnight."""
 
-    days: list[Annotated[int, Field(ge=1, le=7), NOT_A_FLAG]] = Field(
+    days: list[Annotated[int, Field(ge=1, le=7), JSON_WHOLE]] = Field(
         default=[1, 2, 3, 4, 5, 6, 7],
         min_length=1,
         max_length=7,
@@ -251,7 +251,7 @@ class ConfigReport(Payload):
     node_id: NodeId
     version: Integer = Field(ge=1, le=MAX_CONFIG_VERSION)
     status: ConfigStatus
-    running_version: Annotated[int, Field(ge=1, le=MAX_CONFIG_VERSION), NOT_A_FLAG] | None = Field(
+    running_version: Annotated[int, Field(ge=1, le=MAX_CONFIG_VERSION), JSON_WHOLE] | None = Field(
         default=None,
         description="The version the node runs now (the last good one after a rejection).",
     )

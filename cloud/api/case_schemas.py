@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.cases.workflow import CaseAction
-from protocols.base import NOT_A_FLAG
+from protocols.base import JSON_WHOLE
 from protocols.enums import CaseState, Severity
 from protocols.identifiers import ORG_CODE_PATTERN
 
@@ -167,7 +167,7 @@ class CaseActionIn(BaseModel):
     departments: list[str] = Field(
         default_factory=list, max_length=10, description="dispatch: departments for joint handling."
     )
-    satisfaction: Annotated[int, Field(ge=1, le=5), NOT_A_FLAG] | None = Field(
+    satisfaction: Annotated[int, Field(ge=1, le=5), JSON_WHOLE] | None = Field(
         default=None, description="close"
     )
     photos: list[UUID] = Field(

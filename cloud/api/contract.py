@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from cloud.api.deps import ROLE_CHECKS, get_conn, get_principal
+from cloud.api.deps import ROLE_CHECKS, get_conn, get_principal, get_publisher
 from cloud.api.schemas import ErrorOut
 
 # Why an operation may refuse, unless its route says more precisely. 422 is the document's
@@ -26,9 +26,10 @@ REASONS = {
     404: "No such thing in the caller's jurisdiction.",
     409: "It conflicts with the current state of what it would change (`detail` says how).",
     429: "Too many requests: try again after `Retry-After` seconds.",
-    500: "The stored picture no longer hashes to the sha256 on record: it is not served, "
-    "and the service's log says which (a person must look at the store).",
-    502: "The broker refused the command.",
+    502: "The broker refused the message.",
+    # A snapshot whose stored bytes no longer hash to the sha256 on record.
+    500: "The stored picture does not match its record: not served; the service's log says "
+    "which (a person must look at the store).",
     503: "The database, the broker or the snapshot store is unavailable: try again after "
     "`Retry-After` seconds.",
 }
@@ -69,20 +70,22 @@ def document_contract(app: FastAPI) -> None:
             "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
         }
         for context in iter_route_contexts(app.routes):
-            route = context.original_route
-            if not isinstance(route, APIRoute) or not route.include_in_schema:
+            # The context, not the route alone: it holds what include_router added.
+            if not isinstance(context.original_route, APIRoute) or not context.include_in_schema:
                 continue
-            dependants = list(_dependants(route.dependant))
+            dependants = list(_dependants(context.dependant))
             calls = {d.call for d in dependants if d.call is not None}
             queries = {p.alias for d in dependants for p in d.query_params}
             # An id in the path, or a unit asked for, that names nothing the caller may see.
-            statuses = {404} if route.dependant.path_params or "unit" in queries else set()
+            statuses = {404} if context.dependant.path_params or "unit" in queries else set()
             if get_principal in calls:
                 statuses.add(401)
             if calls & ROLE_CHECKS:
                 statuses.add(403)
-            if get_conn in calls or get_principal in calls:  # the token's version is read
+            if calls & {get_conn, get_principal, get_publisher}:  # a token's version is read
                 statuses.add(503)
+            if get_publisher in calls:
+                statuses.add(502)
             path = schema["paths"][context.path_format]
             for method in context.methods or ():
                 responses = path[method.lower()]["responses"]
@@ -105,16 +108,19 @@ def document_contract(app: FastAPI) -> None:
 TEXT_PATTERN = "^[^\\x00]*$"
 
 
+# Formats whose values cannot hold a NUL; a password or free text can.
+_NO_NUL_FORMATS = {"uuid", "date", "date-time", "time", "uri", "email", "binary"}
+
+
 def _plain_text(node: Any) -> None:
-    """Give every free-text string schema the pattern the service enforces on it. A string
-    with a format or pattern of its own already excludes such characters."""
+    """Give every free-text string schema the pattern the service enforces on it (a string
+    with a pattern of its own already names what it may hold)."""
     if isinstance(node, dict):
-        if node.get("type") == "string" and not node.keys() & {
-            "format",
-            "pattern",
-            "enum",
-            "const",
-        }:
+        if (
+            node.get("type") == "string"
+            and node.get("format") not in _NO_NUL_FORMATS
+            and not node.keys() & {"pattern", "enum", "const"}
+        ):
             node["pattern"] = TEXT_PATTERN
         for key, value in node.items():
             if key not in ("example", "examples", "default"):

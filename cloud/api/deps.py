@@ -60,7 +60,7 @@ _MOMENT = re.compile(MOMENT_PATTERN)
 
 
 def _moment_text(value: object) -> object:
-    if isinstance(value, datetime):
+    if isinstance(value, datetime) and 1900 <= value.year <= 9000 and value.tzinfo is not None:
         return value
     if not isinstance(value, str) or not _MOMENT.match(value):
         raise ValueError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -28,6 +29,8 @@ from cloud.errors import (
     TooManyRequests,
     Unauthorized,
 )
+
+logger = logging.getLogger(__name__)
 
 # How long a client waits before trying again when the database or broker is away.
 UNAVAILABLE_RETRY_S = 5
@@ -63,7 +66,21 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
 
 
+# What a database that is away says: no connection (no SQLSTATE), connection exceptions
+# (class 08), an administrator's or crash shutdown, a server starting or out of connections.
+# Any other OperationalError (a statement timeout, a deadlock, a full disk) is a fault to
+# see in the log as a 500, not a "try again".
+_AWAY = {"57P01", "57P02", "57P03", "53300"}
+
+
+def database_away(exc: OperationalError) -> bool:
+    return exc.sqlstate is None or exc.sqlstate.startswith("08") or exc.sqlstate in _AWAY
+
+
 async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, OperationalError) and not database_away(exc):
+        raise exc
+    logger.warning("database unavailable, answered 503: %s", exc)
     return JSONResponse(
         {"detail": "the database is unavailable: try again shortly"},
         status_code=503,

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
+from fastapi.routing import iter_route_contexts
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +27,7 @@ SECURITY_HEADERS = [
 ]
 MESSAGE = "text may not contain NUL characters or lone surrogates"
 NOT_UTF8 = "a JSON body must be UTF-8"
+Refusal = tuple[tuple[str | int, ...], str]  # where, and why
 
 
 def bad_text(value: str) -> bool:
@@ -65,12 +67,16 @@ def _query_fields(raw: bytes, where: str) -> list[tuple[str | int, ...]]:
 
 
 def _path_fields(scope: Scope) -> list[tuple[str | int, ...]]:
-    """The path parameters holding a NUL, named as the route names them."""
-    for route in scope["app"].router.routes:
+    """The path parameters holding a NUL, named as the route names them; the path itself
+    where no route names one."""
+    for route in iter_route_contexts(scope["app"].routes):
         match, child = route.matches(scope)
         if match is not Match.NONE:
             params = child.get("path_params", {})
-            return [("path", name) for name, value in params.items() if "\x00" in str(value)]
+            named: list[tuple[str | int, ...]] = [
+                ("path", name) for name, value in params.items() if "\x00" in str(value)
+            ]
+            return named or [("path",)]
     return [("path",)]
 
 
@@ -85,13 +91,13 @@ class Guards:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        bad = _query_fields(scope.get("query_string", b""), "query")
+        locs = _query_fields(scope.get("query_string", b""), "query")
         if "\x00" in scope.get("path", ""):
-            bad += _path_fields(scope)
+            locs += _path_fields(scope)
+        bad = [(loc, MESSAGE) for loc in locs]
         body: list[Message] = []
         if scope["type"] == "http" and not bad:
-            body, fields = await self._read_body(scope, receive)
-            bad += fields
+            body, bad = await self._read_body(scope, receive)
         if bad:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": MESSAGE})
@@ -106,7 +112,7 @@ class Guards:
 
     async def _read_body(
         self, scope: Scope, receive: Receive
-    ) -> tuple[list[Message], list[tuple[str | int, ...]]]:
+    ) -> tuple[list[Message], list[Refusal]]:
         headers = dict(scope.get("headers", []))
         kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if kind not in (b"application/json", b"application/x-www-form-urlencoded"):
@@ -119,24 +125,21 @@ class Guards:
                 break
         raw = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
         if kind == b"application/x-www-form-urlencoded":
-            return messages, _query_fields(raw, "body")
+            return messages, [(loc, MESSAGE) for loc in _query_fields(raw, "body")]
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError:
-            return messages, [("body",)]
+            return messages, [(("body",), NOT_UTF8)]
         if b"\\u" not in raw:
             return messages, []
         try:
             document = json.loads(raw)
         except ValueError:
             return messages, []  # not JSON: the route's own validation says so
-        return messages, list(_bad_fields(document, ("body",)))
+        return messages, [(loc, MESSAGE) for loc in _bad_fields(document, ("body",))]
 
-    async def _refuse(self, send: Send, bad: list[tuple[str | int, ...]]) -> None:
-        detail = [
-            {"type": "bad_text", "loc": list(loc), "msg": NOT_UTF8 if loc == ("body",) else MESSAGE}
-            for loc in bad
-        ]
+    async def _refuse(self, send: Send, bad: list[Refusal]) -> None:
+        detail = [{"type": "bad_text", "loc": list(loc), "msg": msg} for loc, msg in bad]
         payload = json.dumps({"detail": detail}).encode()
         await send(
             {

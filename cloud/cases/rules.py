@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cloud.errors import InvalidFile
 from cloud.tiers import Level
-from protocols.base import NOT_A_FLAG, Integer
+from protocols.base import JSON_WHOLE, Integer
 from protocols.enums import EventKind, Severity
 
 SEVERITY_ORDER = (Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
@@ -52,7 +52,7 @@ FLEET_CATEGORIES = (
 )
 
 
-Seconds = Annotated[int, Field(gt=0, le=90 * 86400), NOT_A_FLAG]
+Seconds = Annotated[int, Field(gt=0, le=90 * 86400), JSON_WHOLE]
 
 
 class Strict(BaseModel):

@@ -515,7 +515,8 @@ def test_an_event_id_no_clock_could_make_is_a_404_not_a_500(client: TestClient) 
 def test_a_nul_in_a_path_is_a_422_naming_the_parameter(client: TestClient) -> None:
     response = client.get("/api/v1/nodes/qx%00x/state")
     assert response.status_code == 422, response.text
-    assert response.json()["detail"][0]["loc"] == ["path", "node_id"]
+    [refusal] = response.json()["detail"]
+    assert (refusal["type"], refusal["loc"]) == ("bad_text", ["path", "node_id"])
 
 
 def test_a_json_body_that_is_not_utf8_is_a_422(client: TestClient) -> None:
@@ -526,6 +527,7 @@ def test_a_json_body_that_is_not_utf8_is_a_422(client: TestClient) -> None:
     )
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["body"]
+    assert response.json()["detail"][0]["msg"] == "a JSON body must be UTF-8"
 
 
 def test_a_405_lists_every_method_the_path_takes(client: TestClient) -> None:
@@ -570,6 +572,7 @@ def test_the_openapi_document_lists_every_refusal(client: TestClient) -> None:
         "404",
         "409",
         "422",
+        "502",
         "503",
     }
 

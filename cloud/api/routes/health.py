@@ -38,7 +38,10 @@ async def _broker_reachable(url: str | None) -> bool:
     return True
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Not ready: the database, the broker or ingest is not."}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """Database and broker reachable, an ingest in this process subscribed, how far behind
     every ingest is (503 when not ready), and the jobs keeping the time series (`upkeep`:

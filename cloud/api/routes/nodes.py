@@ -211,7 +211,7 @@ async def get_desired_config(
 @router.put(
     "/nodes/{node_id}/config",
     response_model=DesiredConfigOut,
-    responses=refusals((409, "The box reports the highest config version there is."), 502),
+    responses=refusals((409, "The box reports the highest config version there is.")),
 )
 async def put_desired_config(
     principal: FleetOperator,
