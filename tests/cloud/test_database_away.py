@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from cloud.api.errors import UNAVAILABLE_RETRY_S
+from cloud.api.errors import UNAVAILABLE_RETRY_S, database_away
 from cloud.app import create_app
 from tests.cloud.county_fixtures import County, app_settings, county_database, signed_in
 from tests.support.mosquitto import MosquittoBroker
@@ -58,3 +58,13 @@ def test_requests_while_the_database_is_away_are_503s(
         assert answer.status_code == 503, answer.text
         assert answer.headers["retry-after"] == str(UNAVAILABLE_RETRY_S)
         assert answer.json() == {"detail": "the database is unavailable: try again shortly"}
+
+
+def test_only_a_database_that_is_away_is_a_503() -> None:
+    """A statement timeout or a full disk is a fault to see, not a "try again"."""
+    assert database_away(psycopg.OperationalError("connection refused"))  # no SQLSTATE
+    assert database_away(psycopg.errors.AdminShutdown())
+    assert database_away(psycopg.errors.TooManyConnections())
+    assert not database_away(psycopg.errors.QueryCanceled())
+    assert not database_away(psycopg.errors.DiskFull())
+    assert not database_away(psycopg.errors.DeadlockDetected())
