@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,14 +86,23 @@ def applied_versions(conn: psycopg.Connection) -> set[str]:
 _LOCK_ID = 0x6777_6D69  # "gwmi": one migrator at a time, however many processes start
 
 
-def migrate(conn: psycopg.Connection, *, timescale: bool, timezone: str) -> list[str]:
-    """Apply what is missing; returns the versions applied now."""
+@contextmanager
+def migration_lock(conn: psycopg.Connection) -> Iterator[None]:
+    """One process at a time changes the schema or the time series' policies, however many
+    start together (adding a policy that another just added is an error, not a no-op)."""
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
     try:
-        return _migrate(conn, timescale=timescale, timezone=timezone)
+        yield
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
-        conn.commit()
+        if not conn.autocommit:
+            conn.commit()
+
+
+def migrate(conn: psycopg.Connection, *, timescale: bool, timezone: str) -> list[str]:
+    """Apply what is missing; returns the versions applied now."""
+    with migration_lock(conn):
+        return _migrate(conn, timescale=timescale, timezone=timezone)
 
 
 def _migrate(conn: psycopg.Connection, *, timescale: bool, timezone: str) -> list[str]:

@@ -9,7 +9,7 @@ import psycopg
 
 from cloud.cases.rule_sets import add_new_work_orders, seed
 from cloud.cases.rules import load_rules
-from cloud.db.migrate import migrate
+from cloud.db.migrate import migrate, migration_lock
 from cloud.db.timeseries import apply_timescale_policies, maintain, use_timescale
 from cloud.errors import Conflict
 from cloud.settings import CloudSettings
@@ -32,7 +32,8 @@ def prepare_database(conn: psycopg.Connection, settings: CloudSettings) -> bool:
         if (version := add_new_work_orders(conn)) is not None:
             logger.info("case rules version %d: new kinds of work order added", version)
     if timescale:
-        apply_timescale_policies(conn, settings.retention)
+        with migration_lock(conn):
+            apply_timescale_policies(conn, settings.retention)
     else:
         maintain(conn, timescale=False, retention=settings.retention)
     logger.info(

@@ -377,8 +377,6 @@ def maintain(
 # Rows older than this may land in an hour the hourly aggregates have materialised (their
 # refresh policies' end_offset); newer ones are read live from the table.
 LATE_AFTER = timedelta(hours=1)
-# Days older than this may be materialised in events_daily (its policy's end_offset).
-LATE_DAY_AFTER = timedelta(days=1)
 HOUR = timedelta(hours=1)
 
 
@@ -402,37 +400,69 @@ def mark_late(
         )
 
 
-def refresh_late(conn: psycopg.Connection, timezone: ZoneInfo, now: datetime) -> int:
+# One ingest at a time refreshes late hours: two refreshes of one aggregate over the same
+# range wait for each other, or (TimescaleDB 2.28) fail.
+_LATE_LOCK = 0x6777_6C61  # "gwla"
+
+
+def refresh_late(conn: psycopg.Connection, timezone: ZoneInfo) -> int:
     """Refresh the aggregates over the hours that late rows changed (and events_daily over
-    their days), then remove the marks read. Needs an autocommit connection (a refresh
-    cannot run in a transaction). Returns the hours refreshed."""
+    their days), then remove those marks. Only hours below an aggregate's watermark need
+    it: above, the aggregate reads the rows live, and refreshing there would move the
+    watermark past hours not yet materialised (they would vanish from the counts); those
+    marks wait until the policy has moved the watermark past them. Needs an autocommit
+    connection (a refresh cannot run in a transaction). Returns the hours refreshed; 0
+    when another process is at it."""
+    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (_LATE_LOCK,)).fetchone()[0]:  # type: ignore[index]
+        return 0
+    try:
+        return _refresh_late(conn, timezone)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LATE_LOCK,))
+
+
+def _refresh_late(conn: psycopg.Connection, timezone: ZoneInfo) -> int:
     marks = conn.execute(
         "SELECT aggregate, bucket, version FROM aggregate_late_hours ORDER BY 1, 2"
     ).fetchall()
     if not marks:
         return 0
-    hours: dict[str, list[datetime]] = {}
+    hourly_done: dict[str, list[datetime]] = {}
     for aggregate, bucket, _ in marks:
-        hours.setdefault(aggregate, []).append(bucket)
-    for aggregate, buckets in hours.items():
-        # Hours newer than that are still read live, and refreshing them would move the
-        # aggregate's watermark past rows yet to come.
-        done = [b for b in buckets if b + HOUR <= now - LATE_AFTER]
-        for lower, upper in _runs(done, lambda b: b + HOUR):
+        if bucket + HOUR <= watermark(conn, aggregate):
+            hourly_done.setdefault(aggregate, []).append(bucket)
+    for aggregate, buckets in hourly_done.items():
+        for lower, upper in _runs(buckets, lambda b: b + HOUR):
             _refresh(conn, aggregate, lower, upper)
         if aggregate == "events_hourly":
-            days = sorted({local_day(b, timezone) for b in done})
-            days = [d for d in days if _next_day(d, timezone) <= now - LATE_DAY_AFTER]
+            daily = watermark(conn, "events_daily")
+            days = sorted({local_day(b, timezone) for b in buckets})
+            days = [d for d in days if _next_day(d, timezone) <= daily]
             for lower, upper in _runs(days, lambda d: _next_day(d, timezone)):
                 _refresh(conn, "events_daily", lower, upper)
+    done = [m for m in marks if m[1] in hourly_done.get(m[0], ())]
     with conn.transaction():
         conn.execute(
             "DELETE FROM aggregate_late_hours m USING unnest(%s::text[], %s::timestamptz[], "
             "%s::int8[]) AS v(aggregate, bucket, version) WHERE m.aggregate = v.aggregate "
             "AND m.bucket = v.bucket AND m.version = v.version",
-            ([m[0] for m in marks], [m[1] for m in marks], [m[2] for m in marks]),
+            ([m[0] for m in done], [m[1] for m in done], [m[2] for m in done]),
         )
-    return len(marks)
+    return len(done)
+
+
+def watermark(conn: psycopg.Connection, aggregate: str) -> datetime:
+    """Where a continuous aggregate's materialised part ends (1970 before any refresh)."""
+    row = conn.execute(
+        "SELECT greatest(_timescaledb_functions.to_timestamp("
+        "_timescaledb_functions.cagg_watermark(mat_hypertable_id)), "
+        "timestamptz '1970-01-01 00:00Z') "
+        "FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = %s",
+        (aggregate,),
+    ).fetchone()
+    assert row is not None, f"no continuous aggregate {aggregate}"
+    moment: datetime = row[0]
+    return moment
 
 
 def _refresh(conn: psycopg.Connection, aggregate: str, lower: datetime, upper: datetime) -> None:

@@ -588,15 +588,20 @@ class IngestWorker:
 
     def _keep_aggregates(self, conn: psycopg.Connection) -> None:
         """TimescaleDB: late rows counted, and policies its scheduler left stalled run."""
-        now = datetime.now(UTC)
+        # Each on its own: a refresh that fails must not keep stalled policies from running.
         try:
-            if hours := refresh_late(conn, self.writer.timezone, now):
+            if hours := refresh_late(conn, self.writer.timezone):
                 logger.info("aggregates refreshed over %d hours of late rows", hours)
-            follow_policies(conn, now)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:  # its marks stay, to be tried again; events go on
+            logger.error("refreshing the aggregates over late rows failed: %s", exc)
+        try:
+            follow_policies(conn, datetime.now(UTC))
         except psycopg.OperationalError:
             raise
         except psycopg.Error as exc:  # shown by the jobs' metric; events go on being stored
-            logger.error("keeping the aggregates failed: %s", exc)
+            logger.error("running stalled policies failed: %s", exc)
 
     def _take_up(self, conn: psycopg.Connection) -> None:
         """Store parked messages (see cloud.ingest.deferred), as their boxes' shares allow,
