@@ -50,7 +50,10 @@ class Payload(WireModel):
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-23:59 is in the year 10000 in UTC
+        raise ValueError("lies outside the years a time can have in UTC") from None
 
 
 # How a receiver's refusal of a timestamp from the future ends: such a message is refused
@@ -59,7 +62,7 @@ IN_THE_FUTURE = "s in the future"
 
 
 def _utc_not_in_future(value: datetime, info: ValidationInfo) -> datetime:
-    value = value.astimezone(UTC)
+    value = _to_utc(value)
     context: dict[str, Any] = info.context or {}
     now = context.get(CONTEXT_NOW)
     if now is None:

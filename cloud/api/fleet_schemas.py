@@ -6,14 +6,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from cloud.api.deps import Moment
 from cloud.org_files import CameraRow
-from protocols.base import Integer, UtcDatetime
+from protocols.base import Integer
 from protocols.config import NodeConfig
 from protocols.enums import CommandName, Tier
 from protocols.identifiers import ORG_CODE_PATTERN, NodeId
+from protocols.nesting import FREE_FORM_DEPTH
 from protocols.passwords import HASH_PATTERN
 
 Liveness = Literal["online", "offline", "unknown"]
@@ -182,10 +183,32 @@ class DesiredConfigOut(BaseModel):
 
 
 class CommandIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # What a command on the wire may carry (protocols.commands.CommandRequest), checked
+    # here: a value the wire refuses answered 500 after the command was made.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=4096)
 
     command: CommandName
-    args: dict[str, Any] = Field(default_factory=dict, max_length=32)
+    args: dict[str, JsonValue] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("args")
+    @classmethod
+    def _wire_json(cls, args: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        _check_free_form(args, 1)
+        return args
+
+
+def _check_free_form(value: JsonValue, depth: int) -> None:
+    """Free-form JSON as the wire carries it: FREE_FORM_DEPTH levels, 64-bit integers."""
+    if depth > FREE_FORM_DEPTH:
+        raise ValueError(f"nested deeper than {FREE_FORM_DEPTH} levels")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        raise ValueError("an integer beyond 64 bits")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_free_form(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_free_form(item, depth + 1)
 
 
 class CommandOut(BaseModel):
@@ -263,7 +286,7 @@ class Check(BaseModel):
 class CommissioningIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    checked_at: UtcDatetime
+    checked_at: Moment
     checks: list[Check] = Field(min_length=1, max_length=256)
 
 

@@ -19,6 +19,8 @@ from fastapi.routing import iter_route_contexts
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from protocols.nesting import exceeds_depth
+
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"content-security-policy", b"frame-ancestors 'none'"),
@@ -27,6 +29,9 @@ SECURITY_HEADERS = [
 ]
 MESSAGE = "text may not contain NUL characters or lone surrogates"
 NOT_UTF8 = "a JSON body must be UTF-8"
+# No body of this API nests half as deep (a box's config: 7 levels).
+MAX_DEPTH = 32
+DEEP = f"a JSON body may nest {MAX_DEPTH} levels deep, no more"
 Refusal = tuple[tuple[str | int, ...], str]  # where, and why
 
 
@@ -130,6 +135,8 @@ class Guards:
             raw.decode("utf-8")
         except UnicodeDecodeError:
             return messages, [(("body",), NOT_UTF8)]
+        if exceeds_depth(raw, MAX_DEPTH):  # before any recursive parser or formatter
+            return messages, [(("body",), DEEP)]
         if b"\\u" not in raw:
             return messages, []
         try:

@@ -329,3 +329,37 @@ def test_an_api_token_for_a_department_that_does_not_exist_is_a_400(
     )
     assert response.status_code == 400, response.text
     assert response.json()["detail"] == "department_code: unknown department bureau-of-nothing"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (f"/api/v1/nodes/{VILLAGE_NODE}/commands", '{"command": "identify", "args": {"x": 1e400}}'),
+        (f"/api/v1/nodes/{VILLAGE_NODE}/commands", '{"command": "identify", "args": {"x": NaN}}'),
+        (
+            f"/api/v1/nodes/{VILLAGE_NODE}/commands",
+            '{"command": "identify", "args": {"x": 18446744073709551616}}',
+        ),
+        (
+            f"/api/v1/nodes/{VILLAGE_NODE}/commands",
+            '{"command": "identify", "args": {"x": "' + "y" * 5000 + '"}}',
+        ),
+        (
+            f"/api/v1/nodes/{VILLAGE_NODE}/commissioning",
+            '{"checked_at": "9999-12-31T23:59:59-23:59", '
+            '"checks": [{"name": "c", "passed": true}]}',
+        ),
+        (
+            f"/api/v1/nodes/{VILLAGE_NODE}/commissioning",
+            '{"checked_at": 1765152000, "checks": [{"name": "c", "passed": true}]}',
+        ),
+    ],
+)
+def test_what_the_wire_cannot_carry_is_a_422_not_a_500(
+    scene: tuple[TestClient, str, str], tokens: dict[str, dict[str, str]], path: str, body: str
+) -> None:
+    client, _, _ = scene
+    response = client.post(
+        path, content=body, headers={**tokens["admin"], "content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text

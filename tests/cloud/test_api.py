@@ -591,3 +591,13 @@ def test_a_bug_is_a_500_in_the_usual_shape_with_the_security_headers(cloud_db: s
     assert response.json() == {"detail": "internal error"}
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_a_body_nested_deeper_than_any_this_api_takes_is_a_422(client: TestClient) -> None:
+    """600 levels made the 422's own formatting recurse too deep: a 500, and 109 KB of log."""
+    body = '{"category": "other", "title": ' + "[" * 600 + "]" * 600 + "}"
+    response = client.post(
+        "/api/v1/cases", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["msg"] == "a JSON body may nest 32 levels deep, no more"

@@ -583,3 +583,31 @@ def test_a_box_reporting_the_highest_config_version_gets_a_clear_409_not_a_500(
             conn.execute("DELETE FROM config_reports WHERE node_id = %s", (OTHER_NODE,))
     assert put.status_code == 409, put.text
     assert "2147483647" in put.json()["detail"]
+
+
+def test_a_config_read_and_put_back_keeps_the_camera_passwords(
+    county: County, broker: MosquittoBroker, assets_dir: Path, tmp_path: Path
+) -> None:
+    """The config the API shows masks each password; put back with one setting changed, the
+    mask went to the box as its camera's password."""
+    serve = ServeProcess(
+        tmp_path / "serve", county.url, broker.url, ingest=False, CLOUD_JWT_SECRET=TEST_JWT_SECRET
+    ).start_listening()
+    try:
+        other = api(serve, serve.sign_in("other-town-op", county.passwords["other-town-op"]))
+        body = desired_body(motion_config(OTHER_NODE, assets_dir / "video" / "car-detection.mp4"))
+        body["cameras"][0] |= {"username": "admin", "password": "cam-pass-1"}
+        assert other.put(f"/nodes/{OTHER_NODE}/config", json=body).status_code == 200
+        shown = other.get(f"/nodes/{OTHER_NODE}/config").json()["config"]
+        assert shown["cameras"][0]["password"] == "********"
+        shown["publish"]["health_interval_s"] = 60
+        assert other.put(f"/nodes/{OTHER_NODE}/config", json=shown).status_code == 200
+    finally:
+        serve.stop()
+    with psycopg.connect(county.url) as conn:
+        [config] = conn.execute(
+            "SELECT config FROM node_configs WHERE node_id = %s ORDER BY version DESC LIMIT 1",
+            (OTHER_NODE,),
+        ).fetchone()
+    assert config["publish"]["health_interval_s"] == 60
+    assert config["cameras"][0]["password"] == "cam-pass-1"

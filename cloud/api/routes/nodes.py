@@ -189,11 +189,26 @@ async def node_health_hourly(
     return [HealthHour(**r) for r in await db.health_hourly(conn, node_id, start, end)]
 
 
+# What a camera's password reads as in a config the API shows; sent back, it means "keep".
+PASSWORD_MASK = "********"  # noqa: S105 (a mask, not a password)
+
+
 def _masked(config: dict[str, Any]) -> dict[str, Any]:
     cameras = [
-        {**c, "password": "********"} if c.get("password") else c for c in config.get("cameras", [])
+        {**c, "password": PASSWORD_MASK} if c.get("password") else c
+        for c in config.get("cameras", [])
     ]
     return {**config, "cameras": cameras}
+
+
+def _unmasked(cameras: list[dict[str, Any]], before: dict[str, Any] | None) -> None:
+    """A config read, changed and put back carries the mask, not the password: each such
+    camera keeps the password it had (the mask went to the box as its camera login)."""
+    kept = {c["camera_id"]: c.get("password") for c in (before or {}).get("cameras", [])}
+    for camera in cameras:
+        secret = camera.get("password")
+        if secret is not None and secret.get_secret_value() == PASSWORD_MASK:
+            camera["password"] = kept.get(camera["camera_id"])
 
 
 @router.get("/nodes/{node_id}/config", response_model=DesiredConfigOut)
@@ -234,6 +249,8 @@ async def put_desired_config(
                 "may have: no newer one can be issued (provision the box again)"
             )
         fields = body.model_dump(exclude={"node_id", "version", "issued_at"})
+        before = await db.desired_config(conn, node_id)
+        _unmasked(fields["cameras"], before["config"] if before else None)
         config = NodeConfig(**fields, node_id=node_id, version=version, issued_at=now)
         wire = config.model_dump(mode="json")
         await db.store_config(
