@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Match
@@ -187,18 +187,24 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replaying
 
 
-_CREDENTIAL = re.compile(
-    r"((?:^|[?&;])(?:access_token|access%5ftoken|token|api_token|api_key|apikey|auth|"
-    r"authorization|password|passwd|pwd|secret|ticket|key|jsessionid)=)[^&;\s\"]*",
-    re.I,
-)
+# A parameter whose name (percent-decoded) says it holds a secret: its value is blanked.
+_PARAMETER = re.compile(r"([?&;])([^=&;\s]+)=([^&;\s\"]*)")
+_SECRET_NAME = re.compile(r"pass|pw|secret|token|key|auth|cred|sign|ticket|session", re.I)
 # Whatever looks like one of gridwatch's credentials, wherever it stands (a path, any
-# parameter): a JWT (three base64url parts, the first `eyJ`) or an API token (`gwt_`).
-_TOKEN_SHAPED = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*|gwt_[\w-]+")
+# parameter), percent-encoded or not: a JWT (three base64url parts, the first `eyJ`), an API
+# token (`gwt_`), a webhook secret (`whsec_`).
+_TOKEN_SHAPED = re.compile(r"eyJ[\w%-]+\.[\w%-]+\.[\w%-]*|(?:gwt|whsec)(?:_|%5f)[\w%-]+", re.I)
+
+
+def _blank_secret(match: re.Match[str]) -> str:
+    separator, name, value = match.groups()
+    if _SECRET_NAME.search(unquote(name)):
+        value = "[redacted]"
+    return f"{separator}{name}={value}"
 
 
 def redacted(text: str) -> str:
-    return _TOKEN_SHAPED.sub("[redacted]", _CREDENTIAL.sub(r"\1[redacted]", text))
+    return _TOKEN_SHAPED.sub("[redacted]", _PARAMETER.sub(_blank_secret, text))
 
 
 class RedactCredentials(logging.Filter):

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from cloud.access import Principal, Role
+from cloud.api.guards import redacted
 from cloud.app import create_app
 from cloud.db.timeseries import maintain, partition_name
 from cloud.ingest.dead_letters import Cause, DeadLetter, write_dead_letters
@@ -601,3 +602,25 @@ def test_a_body_nested_deeper_than_any_this_api_takes_is_a_422(client: TestClien
     )
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["msg"] == "a JSON body may nest 32 levels deep, no more"
+
+
+@pytest.mark.parametrize(
+    "secret_part",
+    [
+        "pass=hunter2",
+        "pw=hunter2",
+        "p%61ssword=hunter2",
+        "client_secret=hunter2",
+        "refresh_token=hunter2",
+        "x-api-key=hunter2",
+        "credential=hunter2",
+        "signature=hunter2",
+        "x=whsec_hunter2",
+        "t=gwt%5Fhunter2",
+    ],
+)
+def test_the_access_log_blanks_every_credential_a_client_puts_in_a_url(secret_part: str) -> None:
+    """Each of these was logged in clear (only token, password and a few more were known)."""
+    line = redacted(f'127.0.0.1:5000 - "GET /api/v1/cases?unit=5117&{secret_part} HTTP/1.1" 200')
+    assert "hunter2" not in line
+    assert "unit=5117" in line  # what is no secret stays readable
