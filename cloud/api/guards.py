@@ -112,7 +112,11 @@ class Guards:
         if body:
             receive = _replay(body, receive)
         await self.app(
-            scope, receive, self._with_headers(send) if scope["type"] == "http" else send
+            scope,
+            receive,
+            self._with_headers(send, scope["path"].startswith("/api/"))
+            if scope["type"] == "http"
+            else send,
         )
 
     async def _read_body(
@@ -162,13 +166,17 @@ class Guards:
         await send({"type": "http.response.body", "body": payload})
 
     @staticmethod
-    def _with_headers(send: Send) -> Send:
+    def _with_headers(send: Send, api: bool) -> Send:
+        # The API's answers carry personal data and, once, secrets (an API token, a box's
+        # password): no cache keeps them unless the route says so (a snapshot does).
+        extra = [*SECURITY_HEADERS, (b"cache-control", b"no-store")] if api else SECURITY_HEADERS
+
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 message["headers"] = [
                     *message.get("headers", []),
-                    *(h for h in SECURITY_HEADERS if h[0] not in present),
+                    *(h for h in extra if h[0] not in present),
                 ]
             await send(message)
 

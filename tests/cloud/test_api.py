@@ -431,6 +431,8 @@ def test_every_answer_carries_the_security_headers(client: TestClient) -> None:
         assert response.headers["x-content-type-options"] == "nosniff"
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
         assert response.headers["referrer-policy"] == "no-referrer"
+    # No cache keeps what the API answers (personal data; once, secrets).
+    assert client.get("/api/v1/events").headers["cache-control"] == "no-store"
 
 
 def test_metrics_are_closed_unless_a_token_is_set_or_they_are_opened(cloud_db: str) -> None:
