@@ -10,6 +10,7 @@ account counted is the name asked for, whether it exists or not."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ _waiting: set[str] = set()  # the addresses with a sign-in hashing or waiting
 
 
 async def check_password(password_hash: str | None, password: str, address: str) -> bool:
+    address = address_key(address)  # a /64 is one client here too
     if len(_waiting) >= MAX_WAITING or address in _waiting:
         raise TooManyRequests("too many sign-ins at once: try again shortly", retry_after_s=1)
     _waiting.add(address)
@@ -74,8 +76,17 @@ def _keys(username: str, address: str) -> list[tuple[str, Allowance]]:
 
 
 def address_key(address: str) -> str:
-    """The failures row of a source address."""
-    return f"address:{address}"
+    """The failures row of a source address: an IPv6 client's /64 (one host is given a
+    whole /64 and may take any address in it), an IPv4 one as itself, however written."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"address:{address[:64]}"  # not an address (a test client's name)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        return f"address:{ipaddress.IPv6Network((ip, 64), strict=False)}"
+    return f"address:{ip}"
 
 
 def account_key(username: str) -> str:

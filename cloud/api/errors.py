@@ -49,10 +49,18 @@ _STATUS = {
 }
 
 
+# A 422 echoes what it refused, up to this many characters of a text: a 20 MB description
+# was echoed whole.
+ECHO_CHARS = 200
+
+
 def _finite(value: Any) -> Any:
-    """The input echoed in a 422, as JSON can carry it (NaN and infinities as text)."""
+    """The input echoed in a 422, as JSON can carry it (NaN and infinities as text) and
+    short (long texts cut)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str) and len(value) > ECHO_CHARS:
+        return value[:ECHO_CHARS] + "…"
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -626,3 +626,12 @@ def test_the_access_log_blanks_every_credential_a_client_puts_in_a_url(secret_pa
     line = redacted(f'127.0.0.1:5000 - "GET /api/v1/cases?unit=5117&{secret_part} HTTP/1.1" 200')
     assert "hunter2" not in line
     assert "unit=5117" in line  # what is no secret stays readable
+
+
+def test_a_422_echoes_a_long_text_cut_short(client: TestClient) -> None:
+    """A 20 MB description was echoed whole in the answer that refused it."""
+    response = client.post(
+        "/api/v1/cases", json={"category": "other", "title": "t", "description": "x" * 100_000}
+    )
+    assert response.status_code == 422
+    assert len(response.content) < 2_000

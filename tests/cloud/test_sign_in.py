@@ -16,7 +16,7 @@ import pytest
 
 from cloud.auth import hash_password
 from cloud.errors import TooManyRequests
-from cloud.sign_in import ACCOUNT, ADDRESS, check_password
+from cloud.sign_in import ACCOUNT, ADDRESS, address_key, check_password
 from tests.cloud.county_fixtures import County, county_database
 from tests.support.cloud import ServeProcess
 from tests.support.county import TEST_JWT_SECRET
@@ -156,3 +156,12 @@ def test_one_address_has_one_sign_in_hashing_at_a_time() -> None:
     assert first is False
     assert isinstance(second, TooManyRequests)
     assert elsewhere is True
+
+
+def test_an_ipv6_client_is_its_slash_64_however_it_writes_it() -> None:
+    """40 failures from addresses of one /64 never locked it: each counted on its own."""
+    assert address_key("2001:db8:1:2::1") == address_key("2001:db8:1:2:ffff::9")
+    assert address_key("2001:0db8:0001:0002:0000:0000:0000:0001") == address_key("2001:db8:1:2::1")
+    assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
+    assert address_key("::ffff:10.2.0.1") == address_key("10.2.0.1")
+    assert address_key("10.2.0.1") != address_key("10.2.0.2")

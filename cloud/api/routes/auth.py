@@ -57,6 +57,7 @@ class MeOut(BaseModel):
     "/auth/token",
     response_model=TokenOut,
     responses={
+        400: {"model": ErrorOut, "description": "A form too large (a field over 1 MB)."},
         401: {"model": ErrorOut, "description": "Wrong username or password."},
         429: {
             "model": ErrorOut,
