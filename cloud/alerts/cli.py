@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -42,17 +43,30 @@ class SignInFailed(Exception):
     """The service refused the credentials."""
 
 
+# The longest `tail` waits, at a time, for a service that says "try again" (429, 503).
+MAX_SIGN_IN_WAIT_S = 300
+
+
 def sign_in(url: str, username: str, password: str) -> str:
+    """An access token; a "try again later" (too many sign-ins at once from this address,
+    a lockout, the database away) is waited out as the answer's Retry-After says."""
     body = urllib.parse.urlencode({"username": username, "password": password}).encode()
-    request = urllib.request.Request(  # noqa: S310 - `tail` checked the scheme
-        f"{url}/api/v1/auth/token", data=body, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310 - http(s) only
-            token: str = json.load(response)["access_token"]
-            return token
-    except urllib.error.HTTPError as exc:
-        raise SignInFailed(f"sign-in refused ({exc.code}): {exc.read().decode()[:200]}") from exc
+    while True:
+        request = urllib.request.Request(  # noqa: S310 - `tail` checked the scheme
+            f"{url}/api/v1/auth/token", data=body, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+                token: str = json.load(response)["access_token"]
+                return token
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode()[:200]
+            if exc.code not in (429, 503):
+                raise SignInFailed(f"sign-in refused ({exc.code}): {detail}") from exc
+            retry_after = exc.headers.get("Retry-After", "1")
+            wait_s = min(int(retry_after) if retry_after.isdigit() else 1, MAX_SIGN_IN_WAIT_S)
+            typer.echo(f"sign-in: {detail}; trying again in {wait_s} s", err=True)
+            time.sleep(wait_s)
 
 
 def acknowledge(url: str, token: str, alert_id: str) -> dict[str, Any]:

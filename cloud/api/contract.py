@@ -35,6 +35,12 @@ REASONS = {
 }
 
 
+RETRY_AFTER = {
+    "description": "Seconds to wait before trying again.",
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
 def refusals(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
     """A route's `responses=`: each status it refuses with beyond those every route of its
     kind documents (see `document_contract`), with the route's own reason or the usual one."""
@@ -94,6 +100,9 @@ def document_contract(app: FastAPI) -> None:
                     responses.setdefault(
                         str(status), {"description": REASONS[status], "content": error}
                     )
+                for code in ("429", "503"):
+                    if code in responses:
+                        responses[code].setdefault("headers", {"Retry-After": RETRY_AFTER})
         for name, component in schemas.items():
             if name not in ("ValidationError", "HTTPValidationError"):  # they echo bad text
                 _plain_text(component)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema, field_validator
 
 from cloud.api.deps import Moment
 from cloud.org_files import CameraRow
@@ -182,33 +182,59 @@ class DesiredConfigOut(BaseModel):
     config: dict[str, Any] = Field(description="Camera passwords are not shown.")
 
 
+# Free-form JSON as a command on the wire may carry it (protocols.commands.CommandRequest):
+# FREE_FORM_DEPTH levels of arrays and objects in each argument, numbers in 64 bits, texts
+# of 4096 characters. A value the wire refused answered 500, after the command was made.
+_NUMBER_RANGE = (-(2**63), 2**64 - 1)
+_SCALARS: list[dict[str, Any]] = [
+    {"type": "string", "maxLength": 4096},
+    {"type": "number", "minimum": _NUMBER_RANGE[0], "maximum": _NUMBER_RANGE[1]},
+    {"type": "boolean"},
+    {"type": "null"},
+]
+
+
+def _free_form_schema(levels: int) -> dict[str, Any]:
+    if levels == 0:
+        return {"anyOf": _SCALARS}
+    inner = _free_form_schema(levels - 1)
+    containers = [
+        {"type": "array", "items": inner},
+        {"type": "object", "additionalProperties": inner},
+    ]
+    return {"anyOf": [*_SCALARS, *containers]}
+
+
+def _levels(value: JsonValue) -> int:
+    """Arrays and objects nested in `value`, checking its numbers on the way."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and not _NUMBER_RANGE[0] <= value <= _NUMBER_RANGE[1]:  # type: ignore[operator]
+        raise ValueError("a number beyond 64 bits")
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return 1 + max(map(_levels, items), default=0) if isinstance(value, dict | list) else 0
+
+
 class CommandIn(BaseModel):
-    # What a command on the wire may carry (protocols.commands.CommandRequest), checked
-    # here: a value the wire refuses answered 500 after the command was made.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=4096)
 
     command: CommandName
-    args: dict[str, JsonValue] = Field(default_factory=dict, max_length=32)
+    args: Annotated[
+        dict[str, JsonValue],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "maxProperties": 32,
+                "additionalProperties": _free_form_schema(FREE_FORM_DEPTH),
+            }
+        ),
+    ] = Field(default_factory=dict, max_length=32)
 
     @field_validator("args")
     @classmethod
     def _wire_json(cls, args: dict[str, JsonValue]) -> dict[str, JsonValue]:
-        _check_free_form(args, 1)
+        if any(_levels(value) > FREE_FORM_DEPTH for value in args.values()):
+            raise ValueError(f"an argument may nest {FREE_FORM_DEPTH} levels, no more")
         return args
-
-
-def _check_free_form(value: JsonValue, depth: int) -> None:
-    """Free-form JSON as the wire carries it: FREE_FORM_DEPTH levels, 64-bit integers."""
-    if depth > FREE_FORM_DEPTH:
-        raise ValueError(f"nested deeper than {FREE_FORM_DEPTH} levels")
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
-        raise ValueError("an integer beyond 64 bits")
-    if isinstance(value, dict):
-        for item in value.values():
-            _check_free_form(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_free_form(item, depth + 1)
 
 
 class CommandOut(BaseModel):
