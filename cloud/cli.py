@@ -435,12 +435,16 @@ app.add_typer(keys_app, name="keys")
 
 
 @keys_app.command("rotate")
-def keys_rotate() -> None:
+def keys_rotate(
+    force: Annotated[
+        bool, typer.Option("--force", help="Rotate even if that signs people out.")
+    ] = False,
+) -> None:
     """A new key signs access tokens from now on (every instance within a minute); tokens
     signed with the key before stay valid until they expire; older keys are dropped."""
     from cloud.database import connect
     from cloud.db import audit
-    from cloud.signing import rotate
+    from cloud.signing import RELOAD_S, rotate
 
     with _embedded(_settings(), broker=False, existing=True) as (settings, _):
         if settings.jwt_secret is not None:
@@ -451,6 +455,21 @@ def keys_rotate() -> None:
             )
             raise typer.Exit(2)
         with connect(settings) as conn:
+            # The key in use now becomes the one before, and the one before it is dropped:
+            # tokens it signed (up to a lifetime ago, and a minute while instances caught
+            # up) would stop working.
+            [age] = conn.execute(
+                "SELECT extract(epoch FROM now() - max(created_at)) FROM signing_keys"
+            ).fetchone() or (None,)
+            wait_s = settings.access_token_s + RELOAD_S
+            if age is not None and float(age) < wait_s and not force:
+                typer.echo(
+                    f"error: the key in use is {float(age):.0f} s old; rotating again before "
+                    f"{wait_s:.0f} s signs out whoever holds a token of the key before it "
+                    "(--force to do it anyway)",
+                    err=True,
+                )
+                raise typer.Exit(2)
             name, dropped = rotate(conn)
             audit.record_sync(
                 conn,
