@@ -72,12 +72,6 @@ async def all_after(conn: AsyncConnection, *, after_seq: int, limit: int) -> lis
         return await cur.fetchall()
 
 
-async def seq_of(conn: AsyncConnection, alert_id: UUID) -> int | None:
-    cur = await conn.execute("SELECT seq FROM alerts WHERE alert_id = %s", (alert_id,))
-    row = await cur.fetchone()
-    return None if row is None else int(row[0])
-
-
 async def last_seq(conn: AsyncConnection) -> int:
     cur = await conn.execute("SELECT coalesce(max(seq), 0) FROM alerts")
     row = await cur.fetchone()

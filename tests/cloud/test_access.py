@@ -363,3 +363,17 @@ def test_what_the_wire_cannot_carry_is_a_422_not_a_500(
         path, content=body, headers={**tokens["admin"], "content-type": "application/json"}
     )
     assert response.status_code == 422, response.text
+
+
+def test_resuming_after_another_grids_alert_is_a_404_as_for_none(
+    scene: tuple[TestClient, str, str], tokens: dict[str, dict[str, str]]
+) -> None:
+    """It answered 200: a worker learnt that an alert of another grid existed."""
+    client, _, _ = scene
+    items = client.get("/api/v1/alerts", headers=tokens["worker"]).json()["items"]
+    assert items, "the scene's case alerted its grid"
+    after = {"after": items[0]["alert_id"]}
+    assert client.get("/api/v1/alerts", params=after, headers=tokens["worker"]).status_code == 200
+    other = client.get("/api/v1/alerts", params=after, headers=tokens["other-worker"])
+    assert other.status_code == 404
+    assert other.json() == {"detail": "after: no such alert"}

@@ -44,13 +44,15 @@ class AlertPage(BaseModel):
     )
 
 
-async def _after_seq(conn: Any, after: UUID | None) -> int:
+async def _after_seq(conn: Any, principal: Principal, after: UUID | None) -> int:
+    """Where `after` stands in the alert sequence; NotFound for an alert the caller may not
+    see, as for none (another grid's alert id told a worker it existed)."""
     if after is None:
         return 0
-    seq = await db.seq_of(conn, after)
-    if seq is None:
+    row = await db.alert_by_id(conn, principal, after)
+    if row is None:
         raise NotFound("after: no such alert")  # as the WebSocket's 4404
-    return seq
+    return int(row["seq"])
 
 
 @router.get(
@@ -74,7 +76,7 @@ async def list_alerts(
     rows = await db.alerts_after(
         conn,
         principal,
-        after_seq=await _after_seq(conn, after),
+        after_seq=await _after_seq(conn, principal, after),
         limit=limit,
         unit=principal.scope(unit),
     )
@@ -107,7 +109,7 @@ async def stream_alerts(
     pool: AsyncConnectionPool = request.app.state.pool
     narrow = principal.scope(unit)
     async with pool.connection() as conn:
-        after_seq = await _after_seq(conn, last_event_id or after)
+        after_seq = await _after_seq(conn, principal, last_event_id or after)
 
     token = request.headers.get("authorization", "").removeprefix("Bearer ")
 
@@ -207,7 +209,7 @@ async def websocket_alerts(
     await websocket.accept(subprotocol=subprotocol)
     try:
         async with pool.connection() as conn:
-            after_seq = await _after_seq(conn, after)
+            after_seq = await _after_seq(conn, principal, after)
     except NotFound as exc:
         # After the handshake, with its own code: a client told only "403" took it for a
         # bad token and signed in again, forever (a resume point from another county).
