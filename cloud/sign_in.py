@@ -57,10 +57,17 @@ MAX_WAITING = 4
 _waiting: set[str] = set()  # the addresses with a sign-in hashing or waiting
 
 
-async def check_password(password_hash: str | None, password: str, address: str) -> bool:
-    address = address_key(address)  # a /64 is one client here too
-    if len(_waiting) >= MAX_WAITING or address in _waiting:
+def refuse_if_busy(address: str) -> None:
+    """Before anything else, no query made: TooManyRequests when no password could be
+    hashed for this address now (the queue full, or one of its own in it)."""
+    key = address_key(address)  # a /64 is one client here too
+    if len(_waiting) >= MAX_WAITING or key in _waiting:
         raise TooManyRequests("too many sign-ins at once: try again shortly", retry_after_s=1)
+
+
+async def check_password(password_hash: str | None, password: str, address: str) -> bool:
+    refuse_if_busy(address)  # again: the queries before may have let others in
+    address = address_key(address)
     _waiting.add(address)
     try:
         ok: bool = await asyncio.get_running_loop().run_in_executor(

@@ -77,6 +77,7 @@ async def login(
     attempts are counted per account and per address; past the allowance both are locked
     for a while that grows with each further failure (every lockout audited)."""
     address = request.client.host if request.client else ""
+    sign_in.refuse_if_busy(address)
     now = datetime.now(UTC)
     if (wait_s := await sign_in.locked_for(conn, form.username, address, now)) is not None:
         raise TooManyRequests("too many failed sign-ins: try again later", retry_after_s=wait_s)
