@@ -26,10 +26,10 @@ REASONS = {
     404: "No such thing in the caller's jurisdiction.",
     409: "It conflicts with the current state of what it would change (`detail` says how).",
     429: "Too many requests: try again after `Retry-After` seconds.",
-    502: "The broker refused the message.",
     # A snapshot whose stored bytes no longer hash to the sha256 on record.
     500: "The stored picture does not match its record: not served; the service's log says "
     "which (a person must look at the store).",
+    502: "The broker refused the message.",
     503: "The database, the broker or the snapshot store is unavailable: try again after "
     "`Retry-After` seconds.",
 }
@@ -61,8 +61,8 @@ def document_contract(app: FastAPI) -> None:
     """Add to the OpenAPI document the statuses every operation of a kind can answer, read
     from the route itself: 422 (any query or body, see Guards), 401 and 403 where a caller
     is signed in and checked, 404 for an id in the path or a `unit` asked for, 503 where
-    the database is used (a signed-in caller's token is checked against it). What only
-    some routes refuse (400, 409, ...) they say themselves with `refusals`."""
+    the database or the broker is used, 502 where the broker is. What only some routes
+    refuse (400, 409, 500) they say themselves with `refusals`."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -88,7 +88,8 @@ def document_contract(app: FastAPI) -> None:
                 statuses.add(401)
             if calls & ROLE_CHECKS:
                 statuses.add(403)
-            if calls & {get_conn, get_principal, get_publisher}:  # a token's version is read
+            # The database (a caller's token version is read there too), or the broker.
+            if calls & {get_conn, get_principal, get_publisher}:
                 statuses.add(503)
             if get_publisher in calls:
                 statuses.add(502)
