@@ -408,26 +408,24 @@ def org_unlock_address(address: str) -> None:
     by its own typos, or an attack that has ended); audited."""
     from cloud.database import connect
     from cloud.db import audit
-    from cloud.sign_in import address_key
+    from cloud.sign_in import FORGET_SQL, address_key
 
     with (
         _embedded(_settings(), broker=False, existing=True) as (settings, _),
         connect(settings) as conn,
         conn.transaction(),
     ):
-        found = conn.execute(
-            "DELETE FROM sign_in_failures WHERE key = %s RETURNING failures",
-            (address_key(address),),
-        ).fetchone()
+        found = conn.execute(FORGET_SQL, (address_key(address),)).fetchone()
+        failures = found[0] if found else 0
         audit.record_sync(
             conn,
             _cli_principal(),
             "sign_in.unlock",
             target_type="address",
             target_id=address,
-            detail={"failures": found[0] if found else 0},
+            detail={"failures": failures},
         )
-    typer.echo(f"{address}: {found[0] if found else 'no'} failed sign-ins forgotten")
+    typer.echo(f"{address}: {failures or 'no'} failed sign-ins forgotten")
 
 
 keys_app = typer.Typer(help="The keys that sign access tokens.", no_args_is_help=True)
@@ -444,7 +442,7 @@ def keys_rotate(
     signed with the key before stay valid until they expire; older keys are dropped."""
     from cloud.database import connect
     from cloud.db import audit
-    from cloud.signing import RELOAD_S, rotate
+    from cloud.signing import RELOAD_S, newest_key_age_s, rotate
 
     with _embedded(_settings(), broker=False, existing=True) as (settings, _):
         if settings.jwt_secret is not None:
@@ -458,13 +456,11 @@ def keys_rotate(
             # The key in use now becomes the one before, and the one before it is dropped:
             # tokens it signed (up to a lifetime ago, and a minute while instances caught
             # up) would stop working.
-            [age] = conn.execute(
-                "SELECT extract(epoch FROM now() - max(created_at)) FROM signing_keys"
-            ).fetchone() or (None,)
+            age = newest_key_age_s(conn)
             wait_s = settings.access_token_s + RELOAD_S
-            if age is not None and float(age) < wait_s and not force:
+            if age is not None and age < wait_s and not force:
                 typer.echo(
-                    f"error: the key in use is {float(age):.0f} s old; rotating again before "
+                    f"error: the key in use is {age:.0f} s old; rotating again before "
                     f"{wait_s:.0f} s signs out whoever holds a token of the key before it "
                     "(--force to do it anyway)",
                     err=True,

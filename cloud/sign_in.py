@@ -57,17 +57,18 @@ MAX_WAITING = 4
 _waiting: set[str] = set()  # the addresses with a sign-in hashing or waiting
 
 
-def refuse_if_busy(address: str) -> None:
+def refuse_if_busy(address: str) -> str:
     """Before anything else, no query made: TooManyRequests when no password could be
-    hashed for this address now (the queue full, or one of its own in it)."""
-    key = address_key(address)  # a /64 is one client here too
+    hashed for this address now (the queue full, or one of its own in it). Returns the
+    address's key (a /64 is one client here too)."""
+    key = address_key(address)
     if len(_waiting) >= MAX_WAITING or key in _waiting:
         raise TooManyRequests("too many sign-ins at once: try again shortly", retry_after_s=1)
+    return key
 
 
 async def check_password(password_hash: str | None, password: str, address: str) -> bool:
-    refuse_if_busy(address)  # again: the queries before may have let others in
-    address = address_key(address)
+    address = refuse_if_busy(address)  # again: the queries before may have let others in
     _waiting.add(address)
     try:
         ok: bool = await asyncio.get_running_loop().run_in_executor(
@@ -80,6 +81,11 @@ async def check_password(password_hash: str | None, password: str, address: str)
 
 def _keys(username: str, address: str) -> list[tuple[str, Allowance]]:
     return [(account_key(username), ACCOUNT), (address_key(address), ADDRESS)]
+
+
+# Forget a key's failures, and so its lock: a success, a new password, a reactivation, an
+# admin's unlock. Returns the failures forgotten.
+FORGET_SQL = "DELETE FROM sign_in_failures WHERE key = %s RETURNING failures"
 
 
 def address_key(address: str) -> str:
@@ -166,4 +172,4 @@ async def failed(
 
 async def succeeded(conn: AsyncConnection, username: str) -> None:
     """The account starts afresh; the address keeps its count (others may share it)."""
-    await conn.execute("DELETE FROM sign_in_failures WHERE key = %s", (account_key(username),))
+    await conn.execute(FORGET_SQL, (account_key(username),))

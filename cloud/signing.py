@@ -89,6 +89,14 @@ class SigningKeys:
             await self.load(conn)
 
 
+def newest_key_age_s(conn: psycopg.Connection) -> float | None:
+    """How long the key signing now has been (None: no key made yet)."""
+    row = conn.execute(
+        "SELECT extract(epoch FROM now() - max(created_at)) FROM signing_keys"
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 def rotate(conn: psycopg.Connection) -> tuple[str, list[str]]:
     """A new signing key; the keys older than the one before it are dropped. Returns the
     new key's name and the names dropped."""

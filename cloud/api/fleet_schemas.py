@@ -207,12 +207,16 @@ def _free_form_schema(levels: int) -> dict[str, Any]:
 
 def _levels(value: JsonValue) -> int:
     """Arrays and objects nested in `value`, checking its numbers on the way."""
-    # A float is compared as a schema validator compares it, in floats: 2^64 - 1 is 2^64.
-    low, high = _NUMBER_RANGE if isinstance(value, int) else map(float, _NUMBER_RANGE)
-    if isinstance(value, int | float) and not isinstance(value, bool) and not low <= value <= high:
-        raise ValueError("a number beyond 64 bits")
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    return 1 + max(map(_levels, items), default=0) if isinstance(value, dict | list) else 0
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return 1 + max(map(_levels, value), default=0)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # A float is compared as a schema validator compares it, in floats: 2^64 - 1 is 2^64.
+        low, high = _NUMBER_RANGE if isinstance(value, int) else map(float, _NUMBER_RANGE)
+        if not low <= value <= high:
+            raise ValueError("a number beyond 64 bits")
+    return 0
 
 
 class CommandIn(BaseModel):

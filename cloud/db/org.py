@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from cloud.access import Principal, Role
 from cloud.database import like_prefix
 from cloud.org_files import CameraRow, DepartmentRow, KnownUnit, NodeRow, StaffRow, UnitRow
-from cloud.sign_in import account_key
+from cloud.sign_in import FORGET_SQL, account_key
 from cloud.tiers import Level
 
 
@@ -133,9 +133,8 @@ def upsert_nodes(conn: psycopg.Connection, rows: list[NodeRow]) -> None:
         )
 
 
-# A new password or a reactivation lifts the account's sign-in lock (cloud.sign_in): an
-# attacker who keeps failing cannot keep a person out once an admin has acted.
-_UNLOCK_SQL = "DELETE FROM sign_in_failures WHERE key = %s"
+# A new password or a reactivation lifts the account's sign-in lock (cloud.sign_in's
+# FORGET_SQL): an attacker who keeps failing cannot keep a person out once an admin acted.
 
 
 def set_password_hash(conn: psycopg.Connection, username: str, password_hash: str) -> bool:
@@ -143,7 +142,7 @@ def set_password_hash(conn: psycopg.Connection, username: str, password_hash: st
         "UPDATE users SET password_hash = %s WHERE username = %s", (password_hash, username)
     )
     if cur.rowcount == 1:
-        conn.execute(_UNLOCK_SQL, (account_key(username),))
+        conn.execute(FORGET_SQL, (account_key(username),))
     return cur.rowcount == 1
 
 
@@ -155,7 +154,7 @@ def set_active_sync(conn: psycopg.Connection, username: str, active: bool) -> st
         (active, username),
     ).fetchone()
     if row and active:
-        conn.execute(_UNLOCK_SQL, (account_key(username),))
+        conn.execute(FORGET_SQL, (account_key(username),))
     return str(row[0]) if row else None
 
 
@@ -168,7 +167,7 @@ async def set_active(conn: AsyncConnection, username: str, active: bool, within:
     )
     row = await cur.fetchone()
     if row and active:
-        await conn.execute(_UNLOCK_SQL, (account_key(username),))
+        await conn.execute(FORGET_SQL, (account_key(username),))
     return str(row[0]) if row else None
 
 

@@ -427,10 +427,11 @@ def _refresh_late(conn: psycopg.Connection, timezone: ZoneInfo) -> int:
     ).fetchall()
     if not marks:
         return 0
+    limits = {aggregate: watermark(conn, aggregate) for aggregate in {m[0] for m in marks}}
+    done = [m for m in marks if m[1] + HOUR <= limits[m[0]]]
     hourly_done: dict[str, list[datetime]] = {}
-    for aggregate, bucket, _ in marks:
-        if bucket + HOUR <= watermark(conn, aggregate):
-            hourly_done.setdefault(aggregate, []).append(bucket)
+    for aggregate, bucket, _ in done:
+        hourly_done.setdefault(aggregate, []).append(bucket)
     for aggregate, buckets in hourly_done.items():
         for lower, upper in _runs(buckets, lambda b: b + HOUR):
             _refresh(conn, aggregate, lower, upper)
@@ -440,7 +441,6 @@ def _refresh_late(conn: psycopg.Connection, timezone: ZoneInfo) -> int:
             days = [d for d in days if _next_day(d, timezone) <= daily]
             for lower, upper in _runs(days, lambda d: _next_day(d, timezone)):
                 _refresh(conn, "events_daily", lower, upper)
-    done = [m for m in marks if m[1] in hourly_done.get(m[0], ())]
     with conn.transaction():
         conn.execute(
             "DELETE FROM aggregate_late_hours m USING unnest(%s::text[], %s::timestamptz[], "

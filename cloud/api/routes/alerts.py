@@ -55,12 +55,16 @@ async def _after_seq(conn: Any, principal: Principal, after: UUID | None) -> int
     return int(row["seq"])
 
 
+# A resume point the caller may not see, as one that does not exist.
+_UNKNOWN_AFTER = refusals(
+    (404, "No such alert as `after`, or no such unit in the caller's jurisdiction.")
+)
+
+
 @router.get(
     "/alerts",
     response_model=AlertPage,
-    responses=refusals(
-        (404, "No such alert as `after`, or no such unit in the caller's jurisdiction.")
-    ),
+    responses=_UNKNOWN_AFTER,
 )
 async def list_alerts(
     request: Request,
@@ -87,9 +91,7 @@ async def list_alerts(
 @router.get(
     "/alerts/stream",
     response_class=StreamingResponse,
-    responses=refusals(
-        (404, "No such alert as `after`, or no such unit in the caller's jurisdiction.")
-    ),
+    responses=_UNKNOWN_AFTER,
 )
 async def stream_alerts(
     request: Request,
