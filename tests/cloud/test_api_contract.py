@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.cloud.county_fixtures import County, county_database
-from tests.support.cloud import ServeProcess
+from tests.support.cloud import ServeProcess, serving
 from tests.support.county import TEST_JWT_SECRET
 from tests.support.mosquitto import MosquittoBroker
 
@@ -35,15 +35,9 @@ def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 def serve(
     county: County, broker: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServeProcess]:
-    process = ServeProcess(
-        tmp_path_factory.mktemp("serve"),
-        county.url,
-        broker.url,
-        ingest=False,
-        CLOUD_JWT_SECRET=TEST_JWT_SECRET,
-    ).start_listening()
-    yield process
-    process.stop()
+    yield from serving(
+        tmp_path_factory.mktemp("serve"), county.url, broker.url, CLOUD_JWT_SECRET=TEST_JWT_SECRET
+    )
 
 
 @pytest.fixture(scope="module")

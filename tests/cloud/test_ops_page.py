@@ -19,7 +19,7 @@ from protocols.health import CameraHealth
 from tests.cloud.county_fixtures import OTHER_NODE, VILLAGE_NODE, County, county_database
 from tests.factories import make_node_health
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, shot
-from tests.support.cloud import FakeNodes, ServeProcess
+from tests.support.cloud import FakeNodes, ServeProcess, serving
 from tests.support.county import TEST_JWT_SECRET
 from tests.support.mosquitto import MosquittoBroker
 
@@ -35,16 +35,14 @@ def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 def serve(
     county: County, broker: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServeProcess]:
-    process = ServeProcess(
+    yield from serving(
         tmp_path_factory.mktemp("serve"),
         county.url,
         broker.url,
         ingest=True,
         CLOUD_JWT_SECRET=TEST_JWT_SECRET,
         CLOUD_INGEST_CLIENT_ID="ingest-ops",
-    ).start_listening()
-    yield process
-    process.stop()
+    )
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,6 @@ the browser's stream takes its token as a subprotocol, and no token reaches the 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from cloud.api.routes.alerts import STREAM_CHECK_S
 from cloud.auth import issue_access_token
 from cloud.tiers import Level
 from tests.cloud.county_fixtures import County, county_database
-from tests.support.cloud import ServeProcess
+from tests.support.cloud import ServeProcess, gridwatch_cloud, serving
 from tests.support.county import COUNTY, TEST_JWT_SECRET
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import wait_until
@@ -42,15 +39,9 @@ def county(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 def serve(
     county: County, broker: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServeProcess]:
-    process = ServeProcess(
-        tmp_path_factory.mktemp("serve"),
-        county.url,
-        broker.url,
-        ingest=False,
-        CLOUD_JWT_SECRET=TEST_JWT_SECRET,
-    ).start_listening()
-    yield process
-    process.stop()
+    yield from serving(
+        tmp_path_factory.mktemp("serve"), county.url, broker.url, CLOUD_JWT_SECRET=TEST_JWT_SECRET
+    )
 
 
 def me(serve: ServeProcess, token: str) -> int:
@@ -129,14 +120,7 @@ def test_a_password_change_revokes_the_old_token(
 ) -> None:
     token = serve.sign_in("village-op", county.passwords["village-op"])
     assert me(serve, token) == 200
-    changed = subprocess.run(
-        [sys.executable, "-m", "gridwatch", "cloud", "org", "passwd", "village-op"],
-        env={**os.environ, "CLOUD_DATABASE_URL": county.url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    changed = gridwatch_cloud(county.url, "org", "passwd", "village-op")
     password = changed.stdout.split()[-1]
     wait_until(lambda: me(serve, token) == 401, DEADLINE_S, "the old token refused")
     assert me(serve, serve.sign_in("village-op", password)) == 200
@@ -153,21 +137,9 @@ def test_no_token_reaches_the_service_log(serve: ServeProcess, county: County) -
     assert token.split(".")[2] not in log  # not even its signature
 
 
-def rotate_keys(url: str, *options: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gridwatch", "cloud", "keys", "rotate", *options],
-        env={**os.environ, "CLOUD_DATABASE_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def rotated(url: str) -> str:
     """Rotate now, whatever the age of the key in use (the test cannot wait an hour)."""
-    done = rotate_keys(url, "--force")
-    assert done.returncode == 0, done.stderr
+    done = gridwatch_cloud(url, "keys", "rotate", "--force")
     return done.stdout.split()[2]  # "signing key <name> in use; ..."
 
 
@@ -188,7 +160,7 @@ def test_rotating_the_signing_key_signs_nobody_out_and_drops_the_key_before(
     try:
         before = serve.sign_in("county-op", county.passwords["county-op"])
         # Twice within a token's lifetime would sign people out: refused unless forced.
-        refused = rotate_keys(county.url)
+        refused = gridwatch_cloud(county.url, "keys", "rotate", check=False)
         first = rotated(county.url)
         assert me(serve, before) == 200  # signed with the key before: still good
         newer = signed_by_another_instance(county.url, first)

@@ -5,9 +5,6 @@ failures counted per account and per address wherever they land, a growing locko
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx2 as httpx
@@ -18,7 +15,7 @@ from cloud.auth import hash_password
 from cloud.errors import TooManyRequests
 from cloud.sign_in import ACCOUNT, ADDRESS, address_key, check_password
 from tests.cloud.county_fixtures import County, county_database
-from tests.support.cloud import ServeProcess
+from tests.support.cloud import ServeProcess, gridwatch_cloud
 from tests.support.county import TEST_JWT_SECRET
 from tests.support.mosquitto import MosquittoBroker
 
@@ -104,14 +101,7 @@ def test_an_address_locks_after_its_allowance_across_accounts(
     refused = attempt(instances[0], "county-op", county.passwords["county-op"])
     assert refused.status_code == 429
     # An admin lifts it (the office behind the address, or an attack that has ended).
-    unlocked = subprocess.run(
-        [sys.executable, "-m", "gridwatch", "cloud", "org", "unlock-address", "127.0.0.1"],
-        env={**os.environ, "CLOUD_DATABASE_URL": county.url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    unlocked = gridwatch_cloud(county.url, "org", "unlock-address", "127.0.0.1")
     assert unlocked.stdout.strip() == f"127.0.0.1: {ADDRESS.failures} failed sign-ins forgotten"
     let_in = attempt(instances[1], "county-op", county.passwords["county-op"])
     assert let_in.status_code == 200
@@ -128,14 +118,7 @@ def test_a_new_password_lifts_the_accounts_lock(
     for _ in range(ACCOUNT.failures):
         attempt(instances[0], "village-op", "wrong")
     assert attempt(instances[0], "village-op", "wrong").status_code == 429
-    changed = subprocess.run(
-        [sys.executable, "-m", "gridwatch", "cloud", "org", "passwd", "village-op"],
-        env={**os.environ, "CLOUD_DATABASE_URL": county.url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    changed = gridwatch_cloud(county.url, "org", "passwd", "village-op")
     assert attempt(instances[1], "village-op", changed.stdout.split()[-1]).status_code == 200
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Self
 from uuid import UUID
@@ -95,6 +98,32 @@ class ServeProcess(GridwatchProcess):
         )
         token: str = response.json()["access_token"]
         return token
+
+
+def serving(
+    directory: Path, database_url: str, broker_url: str, *, ingest: bool = False, **env: str
+) -> Iterator[ServeProcess]:
+    """A module's service: listening while the module runs, stopped after it."""
+    process = ServeProcess(directory, database_url, broker_url, ingest=ingest, **env)
+    process.start_listening()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def gridwatch_cloud(
+    database_url: str, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`gridwatch cloud ...` on a county's database, as its admin runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "gridwatch", "cloud", *args],
+        env={**os.environ, "CLOUD_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
 
 
 class FakeNodes:
